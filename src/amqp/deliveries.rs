@@ -1,0 +1,217 @@
+//! The part of a channel that queues deliver through.
+//!
+//! [`Deliveries`] is shared between a channel (owned by its connection's
+//! reader task) and the queues its consumers read from, which deliver from
+//! whatever task enqueued the message. It assigns delivery tags, keeps the
+//! ledger of unacknowledged deliveries, knows the channel's consumers, and
+//! encodes `basic.deliver` straight into the connection's outbox.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use amq_protocol::protocol::{AMQPClass, basic};
+use amq_protocol::types::ShortString;
+use parking_lot::Mutex;
+
+use super::codec;
+use super::outbox::Outbox;
+use crate::broker::Broker;
+use crate::queue::{Consumer, ConsumerId, DeliveryTarget, Queue, QueuedMessage};
+
+/// A delivery awaiting acknowledgement.
+#[derive(Debug)]
+pub struct Unacked {
+    pub queue: Arc<Queue>,
+    /// `None` for `basic.get`.
+    pub consumer: Option<ConsumerId>,
+    pub message: QueuedMessage,
+}
+
+/// A consumer as its channel knows it.
+#[derive(Debug, Clone)]
+pub struct ConsumerLink {
+    pub id: ConsumerId,
+    pub queue: Arc<Queue>,
+}
+
+#[derive(Debug, Default)]
+pub struct Ledger {
+    next_tag: u64,
+    pub unacked: BTreeMap<u64, Unacked>,
+    pub consumers: HashMap<ShortString, ConsumerLink>,
+}
+
+impl Ledger {
+    pub fn next_tag(&mut self) -> u64 {
+        self.next_tag += 1;
+        self.next_tag
+    }
+}
+
+#[derive(Debug)]
+pub struct Deliveries {
+    pub channel: u16,
+    pub outbox: Arc<Outbox>,
+    frame_max: u32,
+    broker: Arc<Broker>,
+    /// The client understands server-sent `basic.cancel`.
+    cancel_notify: bool,
+    /// False once the channel is closing: nothing more is delivered.
+    open: AtomicBool,
+    /// `channel.flow` state.
+    flow_active: AtomicBool,
+    /// `basic.qos` with global=true: unacked deliveries across the channel.
+    global_prefetch: AtomicU32,
+    pub ledger: Mutex<Ledger>,
+}
+
+impl Deliveries {
+    pub fn new(
+        channel: u16,
+        outbox: Arc<Outbox>,
+        frame_max: u32,
+        broker: Arc<Broker>,
+        cancel_notify: bool,
+    ) -> Arc<Deliveries> {
+        Arc::new(Deliveries {
+            channel,
+            outbox,
+            frame_max,
+            broker,
+            cancel_notify,
+            open: AtomicBool::new(true),
+            flow_active: AtomicBool::new(true),
+            global_prefetch: AtomicU32::new(0),
+            ledger: Mutex::new(Ledger::default()),
+        })
+    }
+
+    pub fn close(&self) {
+        self.open.store(false, Ordering::Release);
+    }
+
+    pub fn set_flow(&self, active: bool) {
+        self.flow_active.store(active, Ordering::Release);
+    }
+
+    pub fn set_global_prefetch(&self, count: u16) {
+        self.global_prefetch.store(count.into(), Ordering::Release);
+    }
+
+    pub fn has_global_prefetch(&self) -> bool {
+        self.global_prefetch.load(Ordering::Acquire) != 0
+    }
+
+    /// Queues this channel consumes from, to poke when capacity returns.
+    pub fn consumed_queues(&self) -> Vec<Arc<Queue>> {
+        let ledger = self.ledger.lock();
+        let mut queues: Vec<Arc<Queue>> =
+            ledger.consumers.values().map(|c| c.queue.clone()).collect();
+        queues.sort_unstable_by_key(|q| Arc::as_ptr(q) as usize);
+        queues.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        queues
+    }
+
+    /// Encode a message as `basic.get-ok` and record it (unless no-ack).
+    pub fn deliver_get(&self, queue: &Arc<Queue>, message: QueuedMessage, no_ack: bool, left: u32) {
+        let mut ledger = self.ledger.lock();
+        let tag = ledger.next_tag();
+        let m = &message.message;
+        self.outbox.append(|buf| {
+            codec::encode_get_ok(
+                buf,
+                self.channel,
+                tag,
+                message.redelivered,
+                m.exchange.as_str(),
+                m.routing_key.as_str(),
+                left,
+            );
+            codec::encode_content(buf, self.channel, &m.properties, &m.body, self.frame_max);
+        });
+        let metrics = &self.broker.metrics;
+        metrics.messages_delivered.increment(1);
+        if message.redelivered {
+            metrics.messages_redelivered.increment(1);
+        }
+        if no_ack {
+            metrics.messages_delivered_get_auto_ack.increment(1);
+        } else {
+            metrics.messages_delivered_get_manual_ack.increment(1);
+            ledger.unacked.insert(
+                tag,
+                Unacked {
+                    queue: queue.clone(),
+                    consumer: None,
+                    message,
+                },
+            );
+        }
+    }
+}
+
+impl DeliveryTarget for Deliveries {
+    fn ready(&self, queue: &Arc<Queue>, consumer: &Consumer) -> bool {
+        if !self.open.load(Ordering::Acquire) || !self.flow_active.load(Ordering::Acquire) {
+            return false;
+        }
+        let limit = self.global_prefetch.load(Ordering::Acquire) as usize;
+        if limit != 0 && !consumer.no_ack && self.ledger.lock().unacked.len() >= limit {
+            return false;
+        }
+        self.outbox.has_room_for(queue)
+    }
+
+    fn deliver(&self, queue: &Arc<Queue>, consumer: &Consumer, message: QueuedMessage) {
+        let mut ledger = self.ledger.lock();
+        let tag = ledger.next_tag();
+        let m = &message.message;
+        self.outbox.send(|buf| {
+            codec::encode_deliver(
+                buf,
+                self.channel,
+                consumer.tag.as_str(),
+                tag,
+                message.redelivered,
+                m.exchange.as_str(),
+                m.routing_key.as_str(),
+            );
+            codec::encode_content(buf, self.channel, &m.properties, &m.body, self.frame_max);
+        });
+        let metrics = &self.broker.metrics;
+        metrics.messages_delivered.increment(1);
+        if message.redelivered {
+            metrics.messages_redelivered.increment(1);
+        }
+        if consumer.no_ack {
+            metrics.messages_delivered_consume_auto_ack.increment(1);
+        } else {
+            metrics.messages_delivered_consume_manual_ack.increment(1);
+            ledger.unacked.insert(
+                tag,
+                Unacked {
+                    queue: queue.clone(),
+                    consumer: Some(consumer.id),
+                    message,
+                },
+            );
+        }
+    }
+
+    fn cancelled(&self, _queue: &Arc<Queue>, consumer: &Consumer) {
+        let mut ledger = self.ledger.lock();
+        if ledger.consumers.remove(&consumer.tag).is_none() {
+            return;
+        }
+        self.broker.metrics.consumers.decrement(1.0);
+        if self.cancel_notify && self.open.load(Ordering::Acquire) {
+            let cancel = AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
+                consumer_tag: consumer.tag.clone(),
+                nowait: true,
+            }));
+            self.outbox
+                .send(|buf| codec::encode_method(buf, self.channel, &cancel));
+        }
+    }
+}

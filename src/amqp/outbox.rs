@@ -1,0 +1,194 @@
+//! A connection's outbound byte buffer and the task that writes it.
+//!
+//! Anyone may append complete frames to a connection's [`Outbox`]: its own
+//! reader task (method replies, confirms) and queues delivering to its
+//! consumers from other tasks. The writer task swaps the whole buffer out and
+//! writes it with one syscall, so many frames share a `write`, and frames
+//! queued while a write is in progress go out together in the next one.
+//!
+//! Back-pressure: once more than `limit` bytes wait, the outbox reports
+//! itself congested; queues stop delivering to it and register to be poked,
+//! and the reader stops reading new input from the client. When the writer
+//! drains the buffer it pokes the waiting queues and wakes the reader.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use parking_lot::Mutex;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
+
+use super::codec;
+use crate::queue::Queue;
+
+/// Above this capacity an idle buffer is replaced, so one huge message does
+/// not pin its memory for the life of the connection.
+const SHRINK_ABOVE: usize = 4 << 20;
+
+#[derive(Debug)]
+pub struct Outbox {
+    state: Mutex<State>,
+    wake_writer: Notify,
+    drained: Notify,
+    limit: usize,
+    /// Heartbeat interval in milliseconds; 0 disables heartbeats.
+    heartbeat_ms: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    buf: BytesMut,
+    /// Bytes handed to the socket but not yet written.
+    in_flight: usize,
+    /// Queues that found this connection congested and wait for room.
+    waiting: Vec<Arc<Queue>>,
+    /// Write what is buffered, then close the socket.
+    finish: bool,
+    /// The socket is gone: appends are dropped.
+    dead: bool,
+}
+
+impl Outbox {
+    pub fn new(limit: usize) -> Arc<Outbox> {
+        Arc::new(Outbox {
+            state: Mutex::new(State::default()),
+            wake_writer: Notify::new(),
+            drained: Notify::new(),
+            limit,
+            heartbeat_ms: AtomicU64::new(0),
+        })
+    }
+
+    /// Append frames without waking the writer; the caller calls
+    /// [`Outbox::flush`] when its batch is complete.
+    pub fn append<R>(&self, f: impl FnOnce(&mut BytesMut) -> R) -> R {
+        let mut st = self.state.lock();
+        let r = f(&mut st.buf);
+        if st.dead {
+            // Nobody will write this; the connection is being torn down.
+            st.buf.clear();
+        }
+        r
+    }
+
+    /// Append frames and wake the writer.
+    pub fn send<R>(&self, f: impl FnOnce(&mut BytesMut) -> R) -> R {
+        let r = self.append(f);
+        self.wake_writer.notify_one();
+        r
+    }
+
+    pub fn flush(&self) {
+        self.wake_writer.notify_one();
+    }
+
+    pub fn is_congested(&self) -> bool {
+        let st = self.state.lock();
+        !st.dead && st.buf.len() + st.in_flight > self.limit
+    }
+
+    /// Whether a queue may deliver more now. If not, remember the queue and
+    /// poke it once the writer has drained the buffer.
+    pub fn has_room_for(&self, queue: &Arc<Queue>) -> bool {
+        let mut st = self.state.lock();
+        if st.dead {
+            return true; // deliveries go to the ledger and are requeued on close
+        }
+        if st.buf.len() + st.in_flight <= self.limit {
+            return true;
+        }
+        if !st.waiting.iter().any(|q| Arc::ptr_eq(q, queue)) {
+            st.waiting.push(queue.clone());
+        }
+        false
+    }
+
+    /// Wait until the buffer is below its limit.
+    pub async fn room(&self) {
+        loop {
+            let notified = self.drained.notified();
+            if !self.is_congested() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    pub fn set_heartbeat(&self, interval: Duration) {
+        self.heartbeat_ms
+            .store(interval.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Write what is buffered, then close the socket.
+    pub fn finish(&self) {
+        self.state.lock().finish = true;
+        self.wake_writer.notify_one();
+    }
+
+    /// Write everything buffered to `socket` until [`Outbox::finish`] is
+    /// called or the socket fails. Sends heartbeats when idle.
+    pub async fn run_writer<W: AsyncWrite + Unpin>(self: Arc<Self>, mut socket: W) {
+        let mut spare = BytesMut::with_capacity(64 * 1024);
+        loop {
+            let (mut batch, finish) = {
+                let mut st = self.state.lock();
+                std::mem::swap(&mut st.buf, &mut spare);
+                st.in_flight = spare.len();
+                (std::mem::take(&mut spare), st.finish)
+            };
+            if batch.is_empty() {
+                if finish {
+                    break;
+                }
+                self.drained.notify_waiters();
+                let hb = self.heartbeat_ms.load(Ordering::Relaxed);
+                if hb == 0 {
+                    self.wake_writer.notified().await;
+                } else if tokio::time::timeout(
+                    Duration::from_millis(hb / 2),
+                    self.wake_writer.notified(),
+                )
+                .await
+                .is_err()
+                {
+                    // Nothing written for half an interval: keep the peer's
+                    // heartbeat monitor happy.
+                    self.append(codec::encode_heartbeat);
+                }
+                spare = batch;
+                continue;
+            }
+            if socket.write_all(&batch).await.is_err() {
+                break;
+            }
+            batch.clear();
+            if batch.capacity() > SHRINK_ABOVE {
+                batch = BytesMut::with_capacity(64 * 1024);
+            }
+            spare = batch;
+            let pokes = {
+                let mut st = self.state.lock();
+                st.in_flight = 0;
+                if st.buf.len() <= self.limit {
+                    std::mem::take(&mut st.waiting)
+                } else {
+                    Vec::new()
+                }
+            };
+            for q in pokes {
+                q.dispatch();
+            }
+            self.drained.notify_waiters();
+        }
+        let _ = socket.flush().await;
+        let _ = socket.shutdown().await;
+        let mut st = self.state.lock();
+        st.dead = true;
+        st.buf = BytesMut::new();
+        st.waiting.clear();
+        drop(st);
+        self.drained.notify_waiters();
+    }
+}

@@ -1,0 +1,680 @@
+//! A virtual host: its exchanges, queues and bindings, and the rules for
+//! changing them.
+//!
+//! Reads on the publish path (find an exchange, route, find a queue) take
+//! only read locks. Every change to the topology — declare, delete, bind,
+//! unbind — is serialised by the `topology` lock, which also guards the
+//! canonical binding set, so indexes and routers never disagree.
+//!
+//! # Lock ordering
+//! topology → exchanges/queues maps → exchange router → queue state.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
+use parking_lot::{Mutex, RwLock};
+use smallvec::SmallVec;
+
+use super::bindings::{Binding, Bindings, DestinationName};
+use crate::error::{AmqpError, AmqpResult};
+use crate::exchange::{Destination, Exchange, ExchangeKind};
+use crate::queue::{ConnectionId, Queue, QueueConfig};
+
+/// The exchanges every vhost starts with.
+const PREDECLARED: &[(&str, ExchangeKind)] = &[
+    ("amq.direct", ExchangeKind::Direct),
+    ("amq.fanout", ExchangeKind::Fanout),
+    ("amq.topic", ExchangeKind::Topic),
+    ("amq.headers", ExchangeKind::Headers),
+    ("amq.match", ExchangeKind::Headers),
+];
+
+/// Queue arguments whose values must match on redeclaration, as RabbitMQ's
+/// `declare_args`; other arguments are not compared.
+const EQUIVALENCE_ARGS: &[&str] = &[
+    "x-expires",
+    "x-message-ttl",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-max-in-memory-length",
+    "x-max-in-memory-bytes",
+    "x-max-priority",
+    "x-overflow",
+    "x-queue-mode",
+    "x-queue-version",
+    "x-single-active-consumer",
+    "x-queue-type",
+    "x-queue-master-locator",
+    "x-queue-leader-locator",
+    "x-delivery-limit",
+];
+
+#[derive(Debug)]
+pub struct VHost {
+    pub name: String,
+    exchanges: RwLock<HashMap<ShortString, Arc<Exchange>>>,
+    queues: RwLock<HashMap<ShortString, Arc<Queue>>>,
+    topology: Mutex<Bindings>,
+}
+
+/// What `exchange.declare` asks for.
+#[derive(Clone, Debug)]
+pub struct ExchangeDeclare {
+    pub name: ShortString,
+    pub kind: String,
+    pub passive: bool,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub internal: bool,
+    pub arguments: FieldTable,
+}
+
+/// What `queue.declare` asks for. An empty name asks for a server-named queue.
+#[derive(Clone, Debug)]
+pub struct QueueDeclare {
+    pub name: ShortString,
+    pub passive: bool,
+    pub durable: bool,
+    pub exclusive: bool,
+    pub auto_delete: bool,
+    pub arguments: FieldTable,
+}
+
+impl VHost {
+    pub fn new(name: &str) -> VHost {
+        let vhost = VHost {
+            name: name.to_string(),
+            exchanges: RwLock::new(HashMap::new()),
+            queues: RwLock::new(HashMap::new()),
+            topology: Mutex::new(Bindings::default()),
+        };
+        {
+            let mut exchanges = vhost.exchanges.write();
+            let default = Exchange::new(
+                "".into(),
+                ExchangeKind::Direct,
+                true,
+                false,
+                false,
+                FieldTable::default(),
+            );
+            exchanges.insert("".into(), Arc::new(default));
+            for (name, kind) in PREDECLARED {
+                let e = Exchange::new(
+                    (*name).into(),
+                    *kind,
+                    true,
+                    false,
+                    false,
+                    FieldTable::default(),
+                );
+                exchanges.insert((*name).into(), Arc::new(e));
+            }
+        }
+        vhost
+    }
+
+    pub fn exchange(&self, name: &str) -> Option<Arc<Exchange>> {
+        self.exchanges.read().get(name).cloned()
+    }
+
+    pub fn exchanges(&self) -> Vec<Arc<Exchange>> {
+        self.exchanges.read().values().cloned().collect()
+    }
+
+    pub fn queues(&self) -> Vec<Arc<Queue>> {
+        self.queues.read().values().cloned().collect()
+    }
+
+    pub fn bindings(&self) -> Vec<Binding> {
+        self.topology.lock().iter().cloned().collect()
+    }
+
+    pub fn queue_count(&self) -> usize {
+        self.queues.read().len()
+    }
+
+    fn no_exchange(&self, name: &str) -> AmqpError {
+        AmqpError::not_found(format!("no exchange '{name}' in vhost '{}'", self.name))
+    }
+
+    fn no_queue(&self, name: &str) -> AmqpError {
+        AmqpError::not_found(format!("no queue '{name}' in vhost '{}'", self.name))
+    }
+
+    pub fn existing_exchange(&self, name: &str) -> AmqpResult<Arc<Exchange>> {
+        self.exchange(name).ok_or_else(|| self.no_exchange(name))
+    }
+
+    /// Find a queue `connection` may use: 404 if missing, 405 if another
+    /// connection's exclusive queue.
+    pub fn queue(&self, connection: ConnectionId, name: &str) -> AmqpResult<Arc<Queue>> {
+        let q = self
+            .queues
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| self.no_queue(name))?;
+        q.check_access(connection)?;
+        Ok(q)
+    }
+
+    pub fn declare_exchange(&self, d: &ExchangeDeclare) -> AmqpResult<Arc<Exchange>> {
+        let name = d.name.as_str();
+        if d.passive {
+            return self.existing_exchange(name);
+        }
+        if name.is_empty() {
+            return Err(AmqpError::access_refused(
+                "operation not permitted on the default exchange",
+            ));
+        }
+        let _topology = self.topology.lock();
+        if let Some(existing) = self.exchange(name) {
+            check_exchange_equivalence(&existing, d, &self.name)?;
+            return Ok(existing);
+        }
+        if name.starts_with("amq.") {
+            return Err(AmqpError::access_refused(format!(
+                "exchange name '{name}' contains reserved prefix 'amq.*'"
+            )));
+        }
+        let kind = ExchangeKind::parse(&d.kind).ok_or_else(|| {
+            AmqpError::command_invalid(format!("unknown exchange type '{}'", d.kind))
+        })?;
+        if let Some(ae) = d.arguments.inner().get("alternate-exchange")
+            && !matches!(ae, AMQPValue::LongString(_) | AMQPValue::ShortString(_))
+        {
+            return Err(AmqpError::precondition_failed(format!(
+                "invalid arg 'alternate-exchange' for exchange '{name}' in vhost '{}': {{unacceptable_type,{}}}",
+                self.name,
+                type_name(ae)
+            )));
+        }
+        let exchange = Arc::new(Exchange::new(
+            d.name.clone(),
+            kind,
+            d.durable,
+            d.auto_delete,
+            d.internal,
+            d.arguments.clone(),
+        ));
+        self.exchanges
+            .write()
+            .insert(d.name.clone(), exchange.clone());
+        Ok(exchange)
+    }
+
+    /// `exchange.delete`. Deleting a missing exchange succeeds, as in RabbitMQ.
+    pub fn delete_exchange(&self, name: &str, if_unused: bool) -> AmqpResult<()> {
+        if name.is_empty() || name.starts_with("amq.") {
+            return Err(AmqpError::access_refused(format!(
+                "operation not permitted on exchange '{}' in vhost '{}'",
+                if name.is_empty() { "amq.default" } else { name },
+                self.name
+            )));
+        }
+        let mut topology = self.topology.lock();
+        let Some(exchange) = self.exchange(name) else {
+            return Ok(());
+        };
+        if if_unused && topology.has_source(name) {
+            return Err(AmqpError::precondition_failed(format!(
+                "exchange '{name}' in vhost '{}' in use",
+                self.name
+            )));
+        }
+        self.remove_exchange_locked(&mut topology, &exchange);
+        Ok(())
+    }
+
+    fn remove_exchange_locked(&self, topology: &mut Bindings, exchange: &Arc<Exchange>) {
+        self.exchanges.write().remove(exchange.name.as_str());
+        // Outgoing bindings die with the exchange's router; incoming ones
+        // (exchange-to-exchange) must be unhooked from their sources.
+        topology.remove_source(exchange.name.as_str());
+        let incoming =
+            topology.remove_destination(&DestinationName::Exchange(exchange.name.clone()));
+        let dest = Destination::Exchange(exchange.clone());
+        for b in incoming {
+            if let Some(source) = self.exchange(b.source.as_str()) {
+                source.unbind(&dest, b.routing_key.as_str(), &b.arguments);
+                self.auto_delete_exchange_locked(topology, &source);
+            }
+        }
+    }
+
+    /// Auto-delete exchanges go when their last outgoing binding goes.
+    fn auto_delete_exchange_locked(&self, topology: &mut Bindings, exchange: &Arc<Exchange>) {
+        if exchange.auto_delete && !topology.has_source(exchange.name.as_str()) {
+            self.remove_exchange_locked(topology, exchange);
+        }
+    }
+
+    /// `queue.declare`. Returns the queue and its message and consumer counts.
+    pub fn declare_queue(
+        &self,
+        connection: ConnectionId,
+        d: &QueueDeclare,
+    ) -> AmqpResult<(Arc<Queue>, u32, u32)> {
+        let name = d.name.as_str();
+        if d.passive {
+            let q = self.queue(connection, name)?;
+            let (ready, _) = q.counts();
+            return Ok((q.clone(), ready, q.consumer_count()));
+        }
+        if name.starts_with("amq.") {
+            return Err(AmqpError::access_refused(format!(
+                "queue name '{name}' contains reserved prefix 'amq.*'"
+            )));
+        }
+        let _topology = self.topology.lock();
+        if let Some(existing) = self.queues.read().get(name).cloned() {
+            existing.check_access(connection)?;
+            check_queue_equivalence(&existing, d, &self.name)?;
+            let (ready, _) = existing.counts();
+            let consumers = existing.consumer_count();
+            return Ok((existing, ready, consumers));
+        }
+        let queue = Queue::new(QueueConfig {
+            name: d.name.clone(),
+            vhost: self.name.clone(),
+            durable: d.durable,
+            auto_delete: d.auto_delete,
+            exclusive_owner: d.exclusive.then_some(connection),
+            arguments: d.arguments.clone(),
+        });
+        self.queues.write().insert(d.name.clone(), queue.clone());
+        // Every queue is bound to the default exchange by its name; that
+        // binding is implicit (the default exchange resolves names directly).
+        Ok((queue, 0, 0))
+    }
+
+    /// `queue.delete`. Deleting a missing queue succeeds with a count of 0.
+    pub fn delete_queue(
+        &self,
+        connection: ConnectionId,
+        name: &str,
+        if_unused: bool,
+        if_empty: bool,
+    ) -> AmqpResult<u32> {
+        let mut topology = self.topology.lock();
+        let Some(queue) = self.queues.read().get(name).cloned() else {
+            return Ok(0);
+        };
+        queue.check_access(connection)?;
+        let count = queue.delete(if_unused, if_empty)?;
+        self.remove_queue_locked(&mut topology, &queue);
+        Ok(count)
+    }
+
+    fn remove_queue_locked(&self, topology: &mut Bindings, queue: &Arc<Queue>) {
+        {
+            let mut queues = self.queues.write();
+            if queues
+                .get(queue.name())
+                .is_some_and(|q| Arc::ptr_eq(q, queue))
+            {
+                queues.remove(queue.name());
+            }
+        }
+        let bindings =
+            topology.remove_destination(&DestinationName::Queue(queue.config.name.clone()));
+        let dest = Destination::Queue(queue.clone());
+        for b in bindings {
+            if let Some(source) = self.exchange(b.source.as_str()) {
+                source.unbind(&dest, b.routing_key.as_str(), &b.arguments);
+                self.auto_delete_exchange_locked(topology, &source);
+            }
+        }
+    }
+
+    /// Delete an auto-delete queue that has lost its last consumer, if it
+    /// still has none.
+    pub fn auto_delete_queue(&self, queue: &Arc<Queue>) {
+        let mut topology = self.topology.lock();
+        if queue.is_unused_auto_delete() {
+            let _ = queue.delete(false, false);
+            self.remove_queue_locked(&mut topology, queue);
+        }
+    }
+
+    /// Delete the exclusive queues of a closing connection.
+    pub fn delete_exclusive_queues(&self, connection: ConnectionId) {
+        let owned: Vec<Arc<Queue>> = self
+            .queues
+            .read()
+            .values()
+            .filter(|q| q.config.exclusive_owner == Some(connection))
+            .cloned()
+            .collect();
+        if owned.is_empty() {
+            return;
+        }
+        let mut topology = self.topology.lock();
+        for q in owned {
+            let _ = q.delete(false, false);
+            self.remove_queue_locked(&mut topology, &q);
+        }
+    }
+
+    pub fn purge_queue(&self, connection: ConnectionId, name: &str) -> AmqpResult<u32> {
+        Ok(self.queue(connection, name)?.purge())
+    }
+
+    /// `queue.bind`.
+    pub fn bind_queue(
+        &self,
+        connection: ConnectionId,
+        queue: &str,
+        exchange: &str,
+        routing_key: &str,
+        arguments: &FieldTable,
+    ) -> AmqpResult<()> {
+        if exchange.is_empty() {
+            return Err(default_exchange_refusal(queue, &self.name));
+        }
+        let mut topology = self.topology.lock();
+        let q = self.queue(connection, queue)?;
+        let source = self.existing_exchange(exchange)?;
+        source.validate_binding(arguments)?;
+        let binding = Binding {
+            source: source.name.clone(),
+            destination: DestinationName::Queue(q.config.name.clone()),
+            routing_key: routing_key.into(),
+            arguments: arguments.clone(),
+        };
+        if topology.insert(binding) {
+            source.bind(Destination::Queue(q), routing_key, arguments);
+        }
+        Ok(())
+    }
+
+    /// `queue.unbind`. Unbinding something that is not bound succeeds.
+    pub fn unbind_queue(
+        &self,
+        connection: ConnectionId,
+        queue: &str,
+        exchange: &str,
+        routing_key: &str,
+        arguments: &FieldTable,
+    ) -> AmqpResult<()> {
+        if exchange.is_empty() {
+            return Err(default_exchange_refusal(queue, &self.name));
+        }
+        let mut topology = self.topology.lock();
+        let q = self.queue(connection, queue)?;
+        let source = self.existing_exchange(exchange)?;
+        let binding = Binding {
+            source: source.name.clone(),
+            destination: DestinationName::Queue(q.config.name.clone()),
+            routing_key: routing_key.into(),
+            arguments: arguments.clone(),
+        };
+        if topology.remove(&binding) {
+            source.unbind(&Destination::Queue(q), routing_key, arguments);
+            self.auto_delete_exchange_locked(&mut topology, &source);
+        }
+        Ok(())
+    }
+
+    /// `exchange.bind`: messages arriving at `source` also flow to
+    /// `destination`.
+    pub fn bind_exchange(
+        &self,
+        destination: &str,
+        source: &str,
+        routing_key: &str,
+        arguments: &FieldTable,
+    ) -> AmqpResult<()> {
+        if destination.is_empty() || source.is_empty() {
+            return Err(AmqpError::access_refused(
+                "operation not permitted on the default exchange",
+            ));
+        }
+        let mut topology = self.topology.lock();
+        let dest = self.existing_exchange(destination)?;
+        let src = self.existing_exchange(source)?;
+        src.validate_binding(arguments)?;
+        let binding = Binding {
+            source: src.name.clone(),
+            destination: DestinationName::Exchange(dest.name.clone()),
+            routing_key: routing_key.into(),
+            arguments: arguments.clone(),
+        };
+        if topology.insert(binding) {
+            src.bind(Destination::Exchange(dest), routing_key, arguments);
+        }
+        Ok(())
+    }
+
+    pub fn unbind_exchange(
+        &self,
+        destination: &str,
+        source: &str,
+        routing_key: &str,
+        arguments: &FieldTable,
+    ) -> AmqpResult<()> {
+        if destination.is_empty() || source.is_empty() {
+            return Err(AmqpError::access_refused(
+                "operation not permitted on the default exchange",
+            ));
+        }
+        let mut topology = self.topology.lock();
+        let dest = self.existing_exchange(destination)?;
+        let src = self.existing_exchange(source)?;
+        let binding = Binding {
+            source: src.name.clone(),
+            destination: DestinationName::Exchange(dest.name.clone()),
+            routing_key: routing_key.into(),
+            arguments: arguments.clone(),
+        };
+        if topology.remove(&binding) {
+            src.unbind(&Destination::Exchange(dest), routing_key, arguments);
+            self.auto_delete_exchange_locked(&mut topology, &src);
+        }
+        Ok(())
+    }
+
+    /// Resolve the queues a message published to `exchange` with
+    /// `routing_key` reaches, following exchange-to-exchange bindings and
+    /// alternate exchanges. Each queue appears once in `out`.
+    pub fn route(
+        &self,
+        exchange: &Arc<Exchange>,
+        routing_key: &str,
+        headers: Option<&FieldTable>,
+        out: &mut Vec<Arc<Queue>>,
+    ) {
+        let mut pending: SmallVec<[Arc<Exchange>; 4]> = SmallVec::new();
+        let mut visited: SmallVec<[*const Exchange; 4]> = SmallVec::new();
+        let mut scratch: Vec<Destination> = Vec::new();
+        pending.push(exchange.clone());
+        while let Some(ex) = pending.pop() {
+            let ptr = Arc::as_ptr(&ex);
+            if visited.contains(&ptr) {
+                continue;
+            }
+            visited.push(ptr);
+            if ex.is_default() {
+                if let Some(q) = self.queues.read().get(routing_key) {
+                    out.push(q.clone());
+                }
+                continue;
+            }
+            scratch.clear();
+            ex.route(routing_key, headers, &mut scratch);
+            if scratch.is_empty() {
+                if let Some(ae) = ex
+                    .alternate
+                    .as_ref()
+                    .and_then(|n| self.exchange(n.as_str()))
+                {
+                    pending.push(ae);
+                }
+                continue;
+            }
+            for d in scratch.drain(..) {
+                match d {
+                    Destination::Queue(q) => out.push(q),
+                    Destination::Exchange(e) => pending.push(e),
+                }
+            }
+        }
+        if out.len() > 1 {
+            out.sort_unstable_by_key(|q| Arc::as_ptr(q) as usize);
+            out.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        }
+    }
+}
+
+fn default_exchange_refusal(queue: &str, vhost: &str) -> AmqpError {
+    AmqpError::access_refused(format!(
+        "operation not permitted on the default exchange (queue '{queue}' in vhost '{vhost}')"
+    ))
+}
+
+fn check_exchange_equivalence(
+    existing: &Exchange,
+    d: &ExchangeDeclare,
+    vhost: &str,
+) -> AmqpResult<()> {
+    let name = existing.name.as_str();
+    let mismatch = |arg: &str, received: &str, current: &str| {
+        AmqpError::precondition_failed(format!(
+            "inequivalent arg '{arg}' for exchange '{name}' in vhost '{vhost}': received \
+             '{received}' but current is '{current}'"
+        ))
+    };
+    if existing.kind.as_str() != d.kind {
+        return Err(mismatch("type", &d.kind, existing.kind.as_str()));
+    }
+    for (arg, received, current) in [
+        ("durable", d.durable, existing.durable),
+        ("auto_delete", d.auto_delete, existing.auto_delete),
+        ("internal", d.internal, existing.internal),
+    ] {
+        if received != current {
+            return Err(mismatch(arg, &received.to_string(), &current.to_string()));
+        }
+    }
+    check_args_equivalence(
+        &existing.arguments,
+        &d.arguments,
+        &["alternate-exchange"],
+        &format!("exchange '{name}' in vhost '{vhost}'"),
+    )
+}
+
+fn check_queue_equivalence(existing: &Queue, d: &QueueDeclare, vhost: &str) -> AmqpResult<()> {
+    let name = existing.name();
+    let c = &existing.config;
+    for (arg, received, current) in [
+        ("durable", d.durable, c.durable),
+        ("exclusive", d.exclusive, c.exclusive_owner.is_some()),
+        ("auto_delete", d.auto_delete, c.auto_delete),
+    ] {
+        if received != current {
+            return Err(AmqpError::precondition_failed(format!(
+                "inequivalent arg '{arg}' for queue '{name}' in vhost '{vhost}': received \
+                 '{received}' but current is '{current}'"
+            )));
+        }
+    }
+    check_args_equivalence(
+        &c.arguments,
+        &d.arguments,
+        EQUIVALENCE_ARGS,
+        &format!("queue '{name}' in vhost '{vhost}'"),
+    )
+}
+
+fn check_args_equivalence(
+    current: &FieldTable,
+    received: &FieldTable,
+    keys: &[&str],
+    what: &str,
+) -> AmqpResult<()> {
+    for key in keys {
+        let (r, c) = (received.inner().get(*key), current.inner().get(*key));
+        if !arg_equal(r, c) {
+            return Err(AmqpError::precondition_failed(format!(
+                "inequivalent arg '{key}' for {what}: received {} but current is {}",
+                describe_arg(r),
+                describe_arg(c)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// RabbitMQ treats integer arguments of different widths as equal.
+fn arg_equal(a: Option<&AMQPValue>, b: Option<&AMQPValue>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(x), Some(y)) => match (int_value(x), int_value(y)) {
+            (Some(i), Some(j)) => i == j,
+            _ => x == y,
+        },
+        _ => false,
+    }
+}
+
+pub(crate) fn int_value(v: &AMQPValue) -> Option<i128> {
+    Some(match v {
+        AMQPValue::ShortShortInt(i) => *i as i128,
+        AMQPValue::ShortShortUInt(i) => *i as i128,
+        AMQPValue::ShortInt(i) => *i as i128,
+        AMQPValue::ShortUInt(i) => *i as i128,
+        AMQPValue::LongInt(i) => *i as i128,
+        AMQPValue::LongUInt(i) => *i as i128,
+        AMQPValue::LongLongInt(i) => *i as i128,
+        _ => return None,
+    })
+}
+
+/// Describe an argument the way RabbitMQ's equivalence errors do:
+/// `the value '2000' of type 'signedint'` or `none`.
+fn describe_arg(v: Option<&AMQPValue>) -> String {
+    match v {
+        None => "none".to_string(),
+        Some(v) => format!("the value '{}' of type '{}'", value_text(v), type_name(v)),
+    }
+}
+
+fn value_text(v: &AMQPValue) -> String {
+    match v {
+        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        AMQPValue::ShortString(s) => s.as_str().to_string(),
+        AMQPValue::Boolean(b) => b.to_string(),
+        other => int_value(other)
+            .map(|i| i.to_string())
+            .unwrap_or_else(|| format!("{other:?}")),
+    }
+}
+
+/// RabbitMQ's names for AMQP field types.
+pub(crate) fn type_name(v: &AMQPValue) -> &'static str {
+    match v {
+        AMQPValue::Boolean(_) => "bool",
+        AMQPValue::ShortShortInt(_) => "byte",
+        AMQPValue::ShortShortUInt(_) => "unsignedbyte",
+        AMQPValue::ShortInt(_) => "short",
+        AMQPValue::ShortUInt(_) => "unsignedshort",
+        AMQPValue::LongInt(_) => "signedint",
+        AMQPValue::LongUInt(_) => "unsignedint",
+        AMQPValue::LongLongInt(_) => "long",
+        AMQPValue::Float(_) => "float",
+        AMQPValue::Double(_) => "double",
+        AMQPValue::DecimalValue(_) => "decimal",
+        AMQPValue::ShortString(_) | AMQPValue::LongString(_) => "longstr",
+        AMQPValue::FieldArray(_) => "array",
+        AMQPValue::Timestamp(_) => "timestamp",
+        AMQPValue::FieldTable(_) => "table",
+        AMQPValue::ByteArray(_) => "binary",
+        AMQPValue::Void => "void",
+    }
+}

@@ -1,0 +1,184 @@
+//! Exchanges: where a published message finds its queues.
+//!
+//! An [`Exchange`] owns a [`Router`] — one implementation per exchange type,
+//! each in its own file — that maps a routing key (and, for headers
+//! exchanges, the message headers) to [`Destination`]s. Routers are pure,
+//! synchronous data structures: no locks inside, no I/O, and they may return
+//! the same destination twice (the caller de-duplicates).
+//!
+//! The canonical list of bindings lives in `broker::bindings`; routers are the
+//! fast index derived from it and are only mutated alongside it.
+
+mod direct;
+mod fanout;
+mod headers;
+mod topic;
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
+use parking_lot::RwLock;
+
+use crate::error::AmqpResult;
+use crate::queue::Queue;
+
+pub use direct::DirectRouter;
+pub use fanout::FanoutRouter;
+pub use headers::HeadersRouter;
+pub use topic::TopicRouter;
+
+/// The exchange types Warren implements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExchangeKind {
+    Direct,
+    Fanout,
+    Topic,
+    Headers,
+}
+
+impl ExchangeKind {
+    pub fn parse(name: &str) -> Option<ExchangeKind> {
+        match name {
+            "direct" => Some(ExchangeKind::Direct),
+            "fanout" => Some(ExchangeKind::Fanout),
+            "topic" => Some(ExchangeKind::Topic),
+            "headers" => Some(ExchangeKind::Headers),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExchangeKind::Direct => "direct",
+            ExchangeKind::Fanout => "fanout",
+            ExchangeKind::Topic => "topic",
+            ExchangeKind::Headers => "headers",
+        }
+    }
+
+    fn new_router(self) -> Box<dyn Router> {
+        match self {
+            ExchangeKind::Direct => Box::<DirectRouter>::default(),
+            ExchangeKind::Fanout => Box::<FanoutRouter>::default(),
+            ExchangeKind::Topic => Box::<TopicRouter>::default(),
+            ExchangeKind::Headers => Box::<HeadersRouter>::default(),
+        }
+    }
+}
+
+/// Where a binding leads: a queue, or another exchange (exchange-to-exchange
+/// bindings). Compared and hashed by identity.
+#[derive(Clone, Debug)]
+pub enum Destination {
+    Queue(Arc<Queue>),
+    Exchange(Arc<Exchange>),
+}
+
+impl Destination {
+    fn addr(&self) -> usize {
+        match self {
+            Destination::Queue(q) => Arc::as_ptr(q) as *const () as usize,
+            Destination::Exchange(e) => Arc::as_ptr(e) as *const () as usize,
+        }
+    }
+}
+
+impl PartialEq for Destination {
+    fn eq(&self, other: &Self) -> bool {
+        self.addr() == other.addr()
+    }
+}
+
+impl Eq for Destination {}
+
+impl Hash for Destination {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.addr().hash(state)
+    }
+}
+
+/// The routing index of one exchange type.
+pub trait Router: Send + Sync + std::fmt::Debug {
+    /// Reject binding arguments this type cannot use (e.g. a bad `x-match`).
+    fn validate(&self, _arguments: &FieldTable) -> AmqpResult<()> {
+        Ok(())
+    }
+    fn bind(&mut self, destination: Destination, routing_key: &str, arguments: &FieldTable);
+    fn unbind(&mut self, destination: &Destination, routing_key: &str, arguments: &FieldTable);
+    /// Push every destination the message reaches onto `out`.
+    fn route(&self, routing_key: &str, headers: Option<&FieldTable>, out: &mut Vec<Destination>);
+}
+
+#[derive(Debug)]
+pub struct Exchange {
+    pub name: ShortString,
+    pub kind: ExchangeKind,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub internal: bool,
+    pub arguments: FieldTable,
+    /// The `alternate-exchange` argument: where unroutable messages go.
+    pub alternate: Option<ShortString>,
+    router: RwLock<Box<dyn Router>>,
+}
+
+impl Exchange {
+    pub fn new(
+        name: ShortString,
+        kind: ExchangeKind,
+        durable: bool,
+        auto_delete: bool,
+        internal: bool,
+        arguments: FieldTable,
+    ) -> Exchange {
+        let alternate = match arguments.inner().get("alternate-exchange") {
+            Some(AMQPValue::LongString(s)) => Some(ShortString::from(
+                String::from_utf8_lossy(s.as_bytes()).into_owned(),
+            )),
+            Some(AMQPValue::ShortString(s)) => Some(s.clone()),
+            _ => None,
+        };
+        Exchange {
+            name,
+            kind,
+            durable,
+            auto_delete,
+            internal,
+            arguments,
+            alternate,
+            router: RwLock::new(kind.new_router()),
+        }
+    }
+
+    /// The nameless default exchange routes by queue name and has no router
+    /// state of its own; the vhost resolves it.
+    pub fn is_default(&self) -> bool {
+        self.name.as_str().is_empty()
+    }
+
+    pub fn validate_binding(&self, arguments: &FieldTable) -> AmqpResult<()> {
+        self.router.read().validate(arguments)
+    }
+
+    pub fn bind(&self, destination: Destination, routing_key: &str, arguments: &FieldTable) {
+        self.router
+            .write()
+            .bind(destination, routing_key, arguments)
+    }
+
+    pub fn unbind(&self, destination: &Destination, routing_key: &str, arguments: &FieldTable) {
+        self.router
+            .write()
+            .unbind(destination, routing_key, arguments)
+    }
+
+    pub fn route(
+        &self,
+        routing_key: &str,
+        headers: Option<&FieldTable>,
+        out: &mut Vec<Destination>,
+    ) {
+        self.router.read().route(routing_key, headers, out)
+    }
+}

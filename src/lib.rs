@@ -1,0 +1,55 @@
+//! Warren: an AMQP 0-9-1 message broker that RabbitMQ clients use unchanged.
+//!
+//! # Layout
+//!
+//! The path of one `basic.publish`, socket to socket:
+//!
+//! - [`server`] accepts a TCP connection and spawns [`amqp::connection`].
+//! - [`amqp::codec`] cuts frames off the read buffer; [`amqp::assembler`]
+//!   joins method, header and body frames into one message.
+//! - [`amqp::channel`] validates the publish and asks the vhost
+//!   ([`broker::vhost`]) to route it through an [`exchange`] router.
+//! - Each matching [`queue`] enqueues it and runs its dispatch loop, handing
+//!   the message to a consumer's channel ([`amqp::deliveries`]).
+//! - The consumer's connection [`amqp::outbox`] batches the encoded frames
+//!   and its writer task puts them on the socket.
+//!
+//! Around that: [`config`] (layered TOML), [`broker`] (vhosts, users,
+//! connections, alarms), [`admin`] (HTTP API and Prometheus), [`metrics`].
+//!
+//! # Lock ordering
+//!
+//! Locks are short, never held across `.await`, and always taken in this
+//! order (a later lock may be taken while holding an earlier one, never the
+//! reverse):
+//!
+//! 1. vhost topology (`VHost::topology`)
+//! 2. vhost exchange and queue maps
+//! 3. exchange router
+//! 4. queue state
+//! 5. channel ledger (`Deliveries::ledger`)
+//! 6. connection outbox
+//!
+//! # Embedding
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), warren::StartupError> {
+//! let server = warren::Server::start(warren::Config::ephemeral()).await?;
+//! println!("broker at {}", server.amqp_url());
+//! # Ok(()) }
+//! ```
+
+pub mod admin;
+pub mod amqp;
+pub mod broker;
+pub mod config;
+pub mod error;
+pub mod exchange;
+pub mod message;
+pub mod metrics;
+pub mod queue;
+pub mod server;
+
+pub use config::Config;
+pub use error::{AmqpError, StartupError};
+pub use server::Server;

@@ -1,0 +1,143 @@
+//! The `warren` binary: parse the command line, load the configuration,
+//! start the broker, stop it on SIGTERM/SIGINT.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+use warren::config::{Config, Overrides};
+
+/// Warren: an AMQP 0-9-1 broker, drop-in for RabbitMQ.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file (TOML); see the shipped config.toml for every key.
+    #[arg(long, env = "WARREN_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// AMQP port; 0 picks a free one.
+    #[arg(long, env = "WARREN_AMQP_PORT")]
+    amqp_port: Option<u16>,
+    /// HTTP admin API port; 0 picks a free one.
+    #[arg(long, env = "WARREN_ADMIN_PORT")]
+    admin_port: Option<u16>,
+    /// Prometheus metrics port; 0 picks a free one.
+    #[arg(long, env = "WARREN_METRICS_PORT")]
+    metrics_port: Option<u16>,
+    /// Directory for durable data.
+    #[arg(long, env = "WARREN_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Keep nothing on disk (a throwaway broker for tests and CI).
+    #[arg(long, env = "WARREN_EPHEMERAL")]
+    ephemeral: bool,
+    /// Log filter, RUST_LOG syntax (RUST_LOG itself wins when set).
+    #[arg(long, env = "WARREN_LOG_LEVEL")]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Exit 0 if a broker answers AMQP on this machine, 1 otherwise
+    /// (for container health checks).
+    Healthcheck {
+        /// AMQP port to probe.
+        #[arg(long, default_value_t = 5672, env = "WARREN_AMQP_PORT")]
+        port: u16,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Healthcheck { port }) = cli.command {
+        return healthcheck(port);
+    }
+    let overrides = Overrides {
+        config_file: cli.config,
+        amqp_port: cli.amqp_port,
+        admin_port: cli.admin_port,
+        metrics_port: cli.metrics_port,
+        data_dir: cli.data_dir,
+        ephemeral: cli.ephemeral,
+        log_level: cli.log_level,
+    };
+    let config = match Config::load(&overrides, std::env::vars()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("warren: {e}");
+            return ExitCode::from(78); // EX_CONFIG
+        }
+    };
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+    warren::server::raise_fd_limit();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("warren: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let server = match warren::Server::start(config).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        shutdown_signal().await;
+        server.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// Connect, send the AMQP protocol header, and expect `connection.start`.
+fn healthcheck(port: u16) -> ExitCode {
+    use std::io::{Read, Write};
+    let probe = || -> std::io::Result<bool> {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        s.write_all(b"AMQP\x00\x00\x09\x01")?;
+        let mut head = [0u8; 11];
+        s.read_exact(&mut head)?;
+        // A method frame on channel 0 carrying connection.start (10, 10).
+        Ok(head[0] == 1 && head[1..3] == [0, 0] && head[7..11] == [0, 10, 0, 10])
+    };
+    match probe() {
+        Ok(true) => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    }
+}

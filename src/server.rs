@@ -1,0 +1,231 @@
+//! Starting and stopping a broker: bind the listeners, accept connections,
+//! and shut down gracefully.
+//!
+//! [`Server::start`] is the whole broker; `main.rs` and the test suite both
+//! use it, so tests run the real thing in-process on port 0:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), warren::StartupError> {
+//! let server = warren::Server::start(warren::Config::ephemeral()).await?;
+//! let url = server.amqp_url(); // amqp://guest:guest@127.0.0.1:<port>/%2f
+//! # server.shutdown().await; Ok(()) }
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::admin;
+use crate::broker::Broker;
+use crate::config::{Config, socket_addr};
+use crate::error::StartupError;
+
+/// How long shutdown waits for connections to close before giving up.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// A running broker.
+#[derive(Debug)]
+pub struct Server {
+    broker: Arc<Broker>,
+    amqp_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Server {
+    /// Bind every listener and start serving. Returns once the broker
+    /// accepts connections.
+    pub async fn start(config: Config) -> Result<Server, StartupError> {
+        if !config.storage.ephemeral {
+            std::fs::create_dir_all(&config.storage.data_dir).map_err(|source| {
+                StartupError::DataDir {
+                    path: config.storage.data_dir.clone(),
+                    source,
+                }
+            })?;
+        }
+        let amqp = bind("AMQP", &config.amqp.bind, config.amqp.port).await?;
+        let admin = match config.admin.enabled {
+            true => Some(bind("the admin API", &config.admin.bind, config.admin.port).await?),
+            false => None,
+        };
+        let metrics = match config.metrics.enabled {
+            true => Some(bind("metrics", &config.metrics.bind, config.metrics.port).await?),
+            false => None,
+        };
+        let broker = Broker::new(config);
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+
+        let amqp_addr = local_addr(&amqp);
+        tracing::info!("started TCP listener on {amqp_addr}");
+        tasks.spawn(accept_loop(
+            amqp,
+            broker.clone(),
+            shutdown.clone(),
+            tasks.clone(),
+        ));
+
+        let admin_addr = admin.map(|listener| {
+            let addr = local_addr(&listener);
+            tracing::info!(
+                "Management plugin: HTTP (non-TLS) listener started on port {}",
+                addr.port()
+            );
+            tasks.spawn(admin::serve(
+                listener,
+                admin::router(broker.clone()),
+                shutdown.clone(),
+            ));
+            addr
+        });
+        let metrics_addr = metrics.map(|listener| {
+            let addr = local_addr(&listener);
+            tracing::info!(
+                "Prometheus metrics: HTTP (non-TLS) listener started on port {}",
+                addr.port()
+            );
+            tasks.spawn(admin::serve(
+                listener,
+                admin::metrics_router(broker.clone()),
+                shutdown.clone(),
+            ));
+            addr
+        });
+        tracing::info!("Server startup complete; 0 plugins started.");
+        Ok(Server {
+            broker,
+            amqp_addr,
+            admin_addr,
+            metrics_addr,
+            shutdown,
+            tasks,
+        })
+    }
+
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
+    pub fn amqp_addr(&self) -> SocketAddr {
+        self.amqp_addr
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// An AMQP URL for the default user and vhost.
+    pub fn amqp_url(&self) -> String {
+        let auth = &self.broker.config.auth;
+        let host = match self.amqp_addr.ip() {
+            ip if ip.is_unspecified() => "127.0.0.1".to_string(),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        };
+        format!(
+            "amqp://{}:{}@{host}:{}/{}",
+            auth.default_user,
+            auth.default_pass,
+            self.amqp_addr.port(),
+            percent_encode(&auth.default_vhost)
+        )
+    }
+
+    /// Stop accepting, close every connection with 320 CONNECTION_FORCED,
+    /// and wait (up to a deadline) for them to finish.
+    pub async fn shutdown(self) {
+        tracing::info!("shutting down");
+        self.shutdown.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(SHUTDOWN_DEADLINE, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some connections did not close within {SHUTDOWN_DEADLINE:?}");
+        }
+    }
+}
+
+async fn bind(what: &'static str, host: &str, port: u16) -> Result<TcpListener, StartupError> {
+    let addr = socket_addr(host, port).map_err(StartupError::Config)?;
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartupError::Bind {
+            what,
+            addr: addr.to_string(),
+            source,
+        })
+}
+
+fn local_addr(listener: &TcpListener) -> SocketAddr {
+    listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
+    let max = broker.config.limits.max_connections as usize;
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                if max != 0 && broker.connections().len() >= max {
+                    tracing::warn!(%peer, "connection refused: limit of {max} connections reached");
+                    drop(stream);
+                    continue;
+                }
+                tasks.spawn(crate::amqp::connection::serve_tcp(
+                    stream,
+                    peer,
+                    broker.clone(),
+                    shutdown.clone(),
+                ));
+            }
+            Err(e) => {
+                // Out of descriptors (EMFILE/ENFILE) or a transient error:
+                // existing connections carry on; new ones wait a moment.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+/// Raise the soft open-files limit to the hard limit, so connection counts
+/// are bounded by the system, not by a conservative default of 1,024.
+pub fn raise_fd_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!("open files limit is {n}"),
+        Err(e) => tracing::warn!("cannot raise the open files limit: {e}"),
+    }
+}

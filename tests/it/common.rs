@@ -1,0 +1,65 @@
+//! Helpers shared by the behaviour tests.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use lapin::{Channel, Connection, ConnectionProperties};
+use warren::{Config, Server};
+
+/// Start a throwaway broker on ephemeral ports.
+pub async fn start() -> Server {
+    start_with(Config::ephemeral()).await
+}
+
+pub async fn start_with(config: Config) -> Server {
+    Server::start(config).await.expect("broker starts")
+}
+
+pub async fn connect(server: &Server) -> Connection {
+    Connection::connect(&server.amqp_url(), ConnectionProperties::default())
+        .await
+        .expect("lapin connects")
+}
+
+pub async fn channel(conn: &Connection) -> Channel {
+    conn.create_channel().await.expect("channel opens")
+}
+
+/// The AMQP reply code and text carried by a lapin error, if it is a
+/// protocol error from the broker.
+pub fn amqp_error(e: &lapin::Error) -> Option<(u16, String)> {
+    match e.kind() {
+        lapin::ErrorKind::ProtocolError(err) => {
+            Some((err.get_id(), err.get_message().as_str().to_string()))
+        }
+        _ => None,
+    }
+}
+
+/// Assert a lapin result failed with the given reply code; returns the text.
+#[track_caller]
+pub fn expect_code<T: std::fmt::Debug>(r: Result<T, lapin::Error>, code: u16) -> String {
+    match r {
+        Ok(v) => panic!("expected reply code {code}, got success: {v:?}"),
+        Err(e) => match amqp_error(&e) {
+            Some((c, text)) => {
+                assert_eq!(c, code, "unexpected reply code, text: {text}");
+                text
+            }
+            None => panic!("expected reply code {code}, got {e:?}"),
+        },
+    }
+}
+
+/// Poll `f` until it returns true or `timeout` passes.
+pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    f()
+}
