@@ -38,7 +38,7 @@ impl Message {
 /// Parse raw property bytes. `None` means the bytes are malformed.
 pub fn parse(raw: &[u8]) -> Option<BasicProperties> {
     match parse_properties(raw) {
-        Ok((rest, props)) if rest.is_empty() => Some(props),
+        Ok((&[], props)) => Some(props),
         _ => None,
     }
 }

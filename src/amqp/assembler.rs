@@ -51,6 +51,9 @@ impl Assembler {
     /// A `basic.publish` method arrived.
     pub fn start(&mut self, publish: Publish) -> AmqpResult<()> {
         self.expect_method()?;
+        if publish.immediate {
+            return Err(AmqpError::not_implemented("immediate=true"));
+        }
         *self = Assembler::AwaitingHeader(Box::new(publish));
         Ok(())
     }
@@ -61,10 +64,12 @@ impl Assembler {
             Assembler::Idle => Ok(()),
             Assembler::AwaitingHeader(_) => Err(AmqpError::unexpected_frame(
                 "expected content header for class 60, got non content header frame instead",
-            )),
+            )
+            .caused_by(60, 40)),
             Assembler::AwaitingBody { .. } => Err(AmqpError::unexpected_frame(
                 "expected content body, got non content body frame instead",
-            )),
+            )
+            .caused_by(60, 40)),
         }
     }
 
@@ -88,13 +93,25 @@ impl Assembler {
                 *self = other;
                 return Err(AmqpError::unexpected_frame(
                     "expected content body, got non content body frame instead",
-                ));
+                )
+                .caused_by(60, 40));
             }
         };
-        if class_id != 60 {
-            return Err(AmqpError::unexpected_frame(format!(
-                "expected content header for class 60, got one for class {class_id} instead"
-            )));
+        match class_id {
+            60 => {}
+            // Warren's codec reports a header with a non-zero weight as class 0.
+            0 => {
+                return Err(AmqpError::unexpected_frame(
+                    "expected content header for class 60, got non content header frame instead",
+                )
+                .caused_by(60, 40));
+            }
+            other => {
+                return Err(AmqpError::unexpected_frame(format!(
+                    "expected content header for class 60, got one for class {other} instead"
+                ))
+                .caused_by(60, 40));
+            }
         }
         if body_size > max_size {
             return Err(AmqpError::precondition_failed(format!(
@@ -125,7 +142,8 @@ impl Assembler {
             return Err(match self {
                 Assembler::AwaitingHeader(_) => AmqpError::unexpected_frame(
                     "expected content header for class 60, got non content header frame instead",
-                ),
+                )
+                .caused_by(60, 40),
                 _ => AmqpError::unexpected_frame(
                     "expected method frame, got non method frame instead",
                 ),
@@ -138,9 +156,10 @@ impl Assembler {
         };
         let got = payload.len();
         if have + got > *size {
-            return Err(AmqpError::frame_error(format!(
+            return Err(AmqpError::unexpected_frame(format!(
                 "content body is larger than the {size} bytes announced in its header"
-            )));
+            ))
+            .caused_by(60, 40));
         }
         let total = *size;
         *body = match std::mem::replace(body, Body::Empty) {
@@ -266,7 +285,7 @@ mod tests {
         a.header(60, 2, Bytes::new(), 100).unwrap();
         assert_eq!(
             a.body(Bytes::from_static(b"abc")).unwrap_err().code,
-            ReplyCode::FrameError
+            ReplyCode::UnexpectedFrame
         );
     }
 }

@@ -22,7 +22,7 @@ use super::codec;
 use super::deliveries::{ConsumerLink, Deliveries, Unacked};
 use super::session::Session;
 use crate::broker::auth::Access;
-use crate::broker::vhost::{ExchangeDeclare, QueueDeclare};
+use crate::broker::vhost::{ExchangeDeclare, QueueDeclare, generated_name};
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::Exchange;
 use crate::message::{self, Message};
@@ -184,11 +184,8 @@ impl Channel {
                 Ok(())
             }
             C::Tx(m) => self.tx_method(s, m),
-            other => Err(AmqpError::command_invalid(format!(
-                "method {}.{} is not valid from a client",
-                other.get_amqp_class_id(),
-                other.get_amqp_method_id()
-            ))),
+            // Connection methods on a channel, and methods only a server sends.
+            _ => Err(server_only()),
         }
     }
 
@@ -265,8 +262,10 @@ impl Channel {
         use queue::AMQPMethod as M;
         match m {
             M::Declare(d) => {
+                // An empty name declares a server-named queue, or (passive)
+                // refers to the channel's last queue.
                 let name = if d.queue.as_str().is_empty() && !d.passive {
-                    ShortString::from(generated_name("amq.gen-"))
+                    d.queue
                 } else {
                     self.queue_name(d.queue)?
                 };
@@ -285,7 +284,7 @@ impl Channel {
                     },
                 )?;
                 s.broker.metrics.queues_declared.increment(1);
-                drop(queue);
+                let name = queue.config.name.clone();
                 self.last_queue = Some(name.clone());
                 if !d.nowait {
                     s.reply(
@@ -417,8 +416,13 @@ impl Channel {
             }
             M::Reject(r) => self.settle(s, r.delivery_tag, false, requeue_or_discard(r.requeue))?,
             M::Recover(r) => {
-                self.recover(r.requeue)?;
+                if !r.requeue {
+                    return Err(AmqpError::not_implemented("requeue=false"));
+                }
+                // recover-ok goes first: clients (lapin) drop what they have
+                // buffered when it arrives, so redeliveries must follow it.
                 s.reply(self.id, AMQPClass::Basic(M::RecoverOk(basic::RecoverOk {})));
+                self.recover(r.requeue)?;
             }
             M::RecoverAsync(r) => self.recover(r.requeue)?,
             _ => return Err(server_only()),
@@ -620,8 +624,12 @@ impl Channel {
             )));
         }
         s.check(Access::Write, "exchange", exchange.name.as_str())?;
-        let mut props = message::parse(&properties)
-            .ok_or_else(|| AmqpError::syntax_error("malformed content header properties"))?;
+        let mut props = message::parse(&properties).ok_or_else(|| {
+            AmqpError::frame_error(format!(
+                "cannot decode content header properties {}",
+                codec::erlang_binary(&properties)
+            ))
+        })?;
         if let Some(user_id) = props.user_id()
             && user_id.as_str() != s.user
         {
@@ -801,7 +809,7 @@ fn not_transactional() -> AmqpError {
 }
 
 fn server_only() -> AmqpError {
-    AmqpError::command_invalid("method not valid from a client")
+    AmqpError::command_invalid("unimplemented method")
 }
 
 /// Remove one header, re-building the table (amq-protocol's FieldTable has
@@ -814,16 +822,4 @@ fn strip_header(props: BasicProperties, headers: &FieldTable, name: &str) -> Bas
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     props.with_headers(FieldTable::from(kept))
-}
-
-/// `amq.gen-…` / `amq.ctag-…`: a prefix and 128 random bits in URL-safe
-/// base64, as RabbitMQ names server-generated queues and consumer tags.
-pub fn generated_name(prefix: &str) -> String {
-    use base64::Engine;
-    let mut bytes = [0u8; 16];
-    rand::fill(&mut bytes);
-    format!(
-        "{prefix}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    )
 }

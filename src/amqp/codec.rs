@@ -65,7 +65,8 @@ impl Frame {
 /// Cut the next complete frame off `buf`.
 ///
 /// Returns `Ok(None)` when more bytes are needed. `frame_max` is the
-/// negotiated maximum frame size including the 8 bytes of framing.
+/// negotiated maximum frame size including the 8 bytes of framing. Errors
+/// carry RabbitMQ's wording (`type 3, all octets = <<>>: {frame_too_large,…}`).
 pub fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, AmqpError> {
     if buf.len() < 7 {
         return Ok(None);
@@ -73,54 +74,53 @@ pub fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, AmqpE
     let frame_type = buf[0];
     let channel = u16::from_be_bytes([buf[1], buf[2]]);
     let size = u32::from_be_bytes([buf[3], buf[4], buf[5], buf[6]]) as usize;
-    if !matches!(
-        frame_type,
-        FRAME_METHOD | FRAME_HEADER | FRAME_BODY | FRAME_HEARTBEAT
-    ) {
-        return Err(AmqpError::frame_error(format!(
-            "unknown frame type {frame_type} on channel {channel}"
-        )));
-    }
     let max_payload = (frame_max as usize).saturating_sub(FRAME_OVERHEAD);
     if frame_max != 0 && size > max_payload {
         return Err(AmqpError::frame_error(format!(
-            "type {frame_type}, frame of {size} bytes is larger than the negotiated maximum \
-             payload of {max_payload} bytes"
+            "type {frame_type}, all octets = <<>>: {{frame_too_large,{size},{max_payload}}}"
         )));
     }
     if buf.len() < size + FRAME_OVERHEAD {
         buf.reserve(size + FRAME_OVERHEAD - buf.len());
         return Ok(None);
     }
-    if buf[7 + size] != FRAME_END {
-        return Err(AmqpError::frame_error(format!(
-            "type {frame_type}, invalid frame end octet {:#04x}, expected 0xce",
-            buf[7 + size]
-        )));
-    }
+    let end = buf[7 + size];
     buf.advance(7);
     let payload = buf.split_to(size);
     buf.advance(1);
+    if end != FRAME_END {
+        return Err(AmqpError::frame_error(format!(
+            "type {frame_type}, all octets = {}: {{invalid_frame_end_marker,{end}}}",
+            erlang_binary(&payload)
+        )));
+    }
+    let unknown_frame = |payload: &[u8]| {
+        AmqpError::frame_error(format!(
+            "type {frame_type}, all octets = {}: unknown_frame",
+            erlang_binary(payload)
+        ))
+    };
     let frame = match frame_type {
+        FRAME_METHOD if payload.len() < 4 => return Err(unknown_frame(&payload)),
         FRAME_METHOD => Frame::Method {
             channel,
             method: Box::new(decode_method(&payload)?),
         },
+        // class (2) + weight (2) + body size (8) + property flags (2)
+        FRAME_HEADER if payload.len() < 14 => return Err(unknown_frame(&payload)),
         FRAME_HEADER => {
-            if payload.len() < 14 {
-                return Err(AmqpError::frame_error(format!(
-                    "content header of {} bytes is too short",
-                    payload.len()
-                )));
-            }
             let class_id = u16::from_be_bytes([payload[0], payload[1]]);
-            let body_size = u64::from_be_bytes(payload[4..12].try_into().unwrap_or([0; 8]));
+            let weight = u16::from_be_bytes([payload[2], payload[3]]);
+            let mut size_bytes = [0u8; 8];
+            size_bytes.copy_from_slice(&payload[4..12]);
             let mut payload = payload;
             payload.advance(12);
             Frame::Header {
                 channel,
-                class_id,
-                body_size,
+                // A non-zero weight is not a valid content header; reported
+                // by the assembler as one for no class.
+                class_id: if weight == 0 { class_id } else { 0 },
+                body_size: u64::from_be_bytes(size_bytes),
                 properties: payload.freeze(),
             }
         }
@@ -128,20 +128,46 @@ pub fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, AmqpE
             channel,
             payload: payload.freeze(),
         },
-        _ => Frame::Heartbeat { channel },
+        FRAME_HEARTBEAT if !payload.is_empty() => return Err(unknown_frame(&payload)),
+        FRAME_HEARTBEAT => Frame::Heartbeat { channel },
+        _ => return Err(unknown_frame(&payload)),
     };
     Ok(Some(frame))
 }
 
+/// Format bytes as Erlang prints a binary, as RabbitMQ's error texts do:
+/// `<<"abc">>` when printable, `<<0,50,0,10>>` otherwise. Long payloads
+/// are cut short.
+pub fn erlang_binary(bytes: &[u8]) -> String {
+    let shown = &bytes[..bytes.len().min(32)];
+    let printable =
+        !shown.is_empty() && shown.iter().all(|b| (0x20..0x7f).contains(b) && *b != b'"');
+    let body = if printable {
+        format!("\"{}\"", String::from_utf8_lossy(shown))
+    } else {
+        shown
+            .iter()
+            .map(|b| b.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let more = if bytes.len() > shown.len() {
+        ",..."
+    } else {
+        ""
+    };
+    format!("<<{body}{more}>>")
+}
+
 fn decode_method(payload: &[u8]) -> Result<AMQPClass, AmqpError> {
-    if payload.len() < 4 {
-        return Err(AmqpError::frame_error(format!(
-            "method frame of {} bytes is too short",
-            payload.len()
-        )));
-    }
     let class_id = u16::from_be_bytes([payload[0], payload[1]]);
     let method_id = u16::from_be_bytes([payload[2], payload[3]]);
+    if !is_known_method(class_id, method_id) {
+        return Err(
+            AmqpError::not_implemented(format!("unknown method {class_id}.{method_id}"))
+                .caused_by(class_id, method_id),
+        );
+    }
     // amq-protocol drops basic.qos's prefetch-size, so refuse a non-zero one
     // here, as RabbitMQ does, rather than silently ignore it.
     if (class_id, method_id) == (60, 10) && payload.len() >= 8 {
@@ -153,15 +179,11 @@ fn decode_method(payload: &[u8]) -> Result<AMQPClass, AmqpError> {
         }
     }
     match parse_class(payload) {
-        Ok((_, method)) => Ok(method),
-        Err(_) if !is_known_method(class_id, method_id) => Err(AmqpError::command_invalid(
-            format!("unknown method {class_id}.{method_id}"),
-        )
-        .caused_by(class_id, method_id)),
-        Err(_) => Err(AmqpError::syntax_error(format!(
-            "malformed arguments for method {class_id}.{method_id}"
-        ))
-        .caused_by(class_id, method_id)),
+        Ok((&[], method)) => Ok(method),
+        _ => Err(
+            AmqpError::frame_error(format!("cannot decode {}", erlang_binary(&payload[4..])))
+                .caused_by(class_id, method_id),
+        ),
     }
 }
 
@@ -417,10 +439,48 @@ mod tests {
     }
 
     #[test]
-    fn unknown_method_is_command_invalid() {
+    fn unknown_method_is_not_implemented() {
         let mut b = frame_bytes(FRAME_METHOD, 1, &[0, 99, 0, 10]);
         let e = decode(&mut b, 131072).unwrap_err();
-        assert_eq!(e.code, crate::error::ReplyCode::CommandInvalid);
+        assert_eq!(e.code, crate::error::ReplyCode::NotImplemented);
+    }
+
+    #[test]
+    fn malformed_and_trailing_arguments_are_frame_errors() {
+        // queue.declare cut short after the queue name
+        let mut b = frame_bytes(
+            FRAME_METHOD,
+            1,
+            &[0, 50, 0, 10, 0, 0, 3, b'a', b'b', b'c', 0],
+        );
+        let e = decode(&mut b, 131072).unwrap_err();
+        assert_eq!(e.code, crate::error::ReplyCode::FrameError);
+        assert_eq!((e.class_id, e.method_id), (50, 10));
+        // channel.open with garbage after its one argument
+        let mut b = frame_bytes(FRAME_METHOD, 1, &[0, 20, 0, 10, 0, 9, 9]);
+        assert!(decode(&mut b, 131072).is_err());
+    }
+
+    #[test]
+    fn frame_error_texts_follow_rabbitmq() {
+        let mut b = BytesMut::new();
+        put_frame_header(&mut b, FRAME_BODY, 1, 131172);
+        assert_eq!(
+            decode(&mut b, 131072).unwrap_err().reply_text(),
+            "FRAME_ERROR - type 3, all octets = <<>>: {frame_too_large,131172,131064}"
+        );
+        let mut b = frame_bytes(4, 0, b"abc");
+        assert_eq!(
+            decode(&mut b, 131072).unwrap_err().reply_text(),
+            "FRAME_ERROR - type 4, all octets = <<\"abc\">>: unknown_frame"
+        );
+        let mut b = frame_bytes(FRAME_METHOD, 0, &[0, 50, 0, 10, 0, 0, 0, 4]);
+        let last = b.len() - 1;
+        b[last] = 0;
+        assert_eq!(
+            decode(&mut b, 131072).unwrap_err().reply_text(),
+            "FRAME_ERROR - type 1, all octets = <<0,50,0,10,0,0,0,4>>: {invalid_frame_end_marker,0}"
+        );
     }
 
     #[test]

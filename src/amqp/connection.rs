@@ -347,9 +347,9 @@ impl Connection {
     fn on_frame(&mut self, frame: Frame) -> Result<(), End> {
         match frame {
             Frame::Heartbeat { channel: 0 } => Ok(()),
-            Frame::Heartbeat { channel } => Err(End::Protocol(AmqpError::frame_error(format!(
-                "heartbeat frame on channel {channel}"
-            )))),
+            Frame::Heartbeat { .. } => Err(End::Protocol(AmqpError::unexpected_frame(
+                "type 8, all octets = <<>>",
+            ))),
             Frame::Method { channel: 0, method } => self.on_connection_method(*method),
             Frame::Method { channel, method } => self.on_channel_method(channel, *method),
             Frame::Header {
@@ -388,7 +388,6 @@ impl Connection {
                 send_close_ok(&self.session.outbox);
                 Err(End::ClosedByPeer)
             }
-            AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)) => Err(End::Closed),
             AMQPClass::Connection(connection::AMQPMethod::UpdateSecret(_)) => {
                 self.session.reply(
                     0,
@@ -401,12 +400,8 @@ impl Connection {
             AMQPClass::Connection(connection::AMQPMethod::Blocked(_))
             | AMQPClass::Connection(connection::AMQPMethod::Unblocked(_)) => Ok(()),
             other => Err(End::Protocol(
-                AmqpError::command_invalid(format!(
-                    "method {}.{} is not allowed on channel 0",
-                    other.get_amqp_class_id(),
-                    other.get_amqp_method_id()
-                ))
-                .caused_by(other.get_amqp_class_id(), other.get_amqp_method_id()),
+                AmqpError::channel_error("unexpected method in connection state running")
+                    .caused_by(other.get_amqp_class_id(), other.get_amqp_method_id()),
             )),
         }
     }
@@ -415,14 +410,14 @@ impl Connection {
         let (class_id, method_id) = (method.get_amqp_class_id(), method.get_amqp_method_id());
         match (self.channels.get_mut(&id), method) {
             (None, AMQPClass::Channel(channel::AMQPMethod::Open(_))) => {
-                if id > self.channel_max {
-                    return Err(End::Protocol(
-                        AmqpError::not_allowed(format!(
-                            "channel number {id} exceeds the negotiated channel_max {}",
-                            self.channel_max
-                        ))
-                        .caused_by(20, 10),
-                    ));
+                // As RabbitMQ: channel_max bounds how many channels are open,
+                // not the numbers they use.
+                if self.channels.len() >= usize::from(self.channel_max) {
+                    return Err(End::Protocol(AmqpError::not_allowed(format!(
+                        "number of channels opened ({}) has reached the negotiated channel_max ({})",
+                        self.channels.len(),
+                        self.channel_max
+                    ))));
                 }
                 let ch = Channel::new(id, &self.session);
                 self.channels.insert(id, Slot::Open(Box::new(ch)));
@@ -435,8 +430,7 @@ impl Connection {
                 Ok(())
             }
             (None, _) => Err(End::Protocol(
-                AmqpError::channel_error(format!("expected 'channel.open' on channel {id}"))
-                    .caused_by(class_id, method_id),
+                AmqpError::channel_error("expected 'channel.open'").caused_by(class_id, method_id),
             )),
             (Some(Slot::Closing), AMQPClass::Channel(channel::AMQPMethod::CloseOk(_))) => {
                 self.channels.remove(&id);
@@ -465,7 +459,6 @@ impl Connection {
                 );
                 Ok(())
             }
-            (Some(Slot::Open(_)), AMQPClass::Channel(channel::AMQPMethod::CloseOk(_))) => Ok(()),
             (Some(Slot::Open(ch)), method) => {
                 let result = ch.handle_method(&self.session, method);
                 result.or_else(|e| self.channel_failed(id, e))
@@ -538,12 +531,9 @@ fn content_channel(
     match channels.get_mut(&channel) {
         Some(Slot::Open(ch)) => Ok(Some(ch)),
         Some(Slot::Closing) => Ok(None),
-        None if channel == 0 => Err(End::Protocol(AmqpError::unexpected_frame(
-            "content frame on channel 0",
+        None => Err(End::Protocol(AmqpError::unexpected_frame(
+            "expected method frame, got non method frame instead",
         ))),
-        None => Err(End::Protocol(AmqpError::channel_error(format!(
-            "unexpected content frame on channel {channel}, which is not open"
-        )))),
     }
 }
 

@@ -72,7 +72,8 @@ pub struct ExchangeDeclare {
     pub arguments: FieldTable,
 }
 
-/// What `queue.declare` asks for. An empty name asks for a server-named queue.
+/// What `queue.declare` asks for. An empty name (not passive) asks for a
+/// server-named queue.
 #[derive(Clone, Debug)]
 pub struct QueueDeclare {
     pub name: ShortString,
@@ -164,13 +165,11 @@ impl VHost {
 
     pub fn declare_exchange(&self, d: &ExchangeDeclare) -> AmqpResult<Arc<Exchange>> {
         let name = d.name.as_str();
+        if name.is_empty() {
+            return Err(default_exchange_refusal());
+        }
         if d.passive {
             return self.existing_exchange(name);
-        }
-        if name.is_empty() {
-            return Err(AmqpError::access_refused(
-                "operation not permitted on the default exchange",
-            ));
         }
         let _topology = self.topology.lock();
         if let Some(existing) = self.exchange(name) {
@@ -183,7 +182,13 @@ impl VHost {
             )));
         }
         let kind = ExchangeKind::parse(&d.kind).ok_or_else(|| {
-            AmqpError::command_invalid(format!("unknown exchange type '{}'", d.kind))
+            // RabbitMQ words plugin-style types ("x-…") differently.
+            let adjective = if d.kind.starts_with("x-") {
+                "unknown"
+            } else {
+                "invalid"
+            };
+            AmqpError::command_invalid(format!("{adjective} exchange type '{}'", d.kind))
         })?;
         if let Some(ae) = d.arguments.inner().get("alternate-exchange")
             && !matches!(ae, AMQPValue::LongString(_) | AMQPValue::ShortString(_))
@@ -210,10 +215,12 @@ impl VHost {
 
     /// `exchange.delete`. Deleting a missing exchange succeeds, as in RabbitMQ.
     pub fn delete_exchange(&self, name: &str, if_unused: bool) -> AmqpResult<()> {
-        if name.is_empty() || name.starts_with("amq.") {
+        if name.is_empty() {
+            return Err(default_exchange_refusal());
+        }
+        if name.starts_with("amq.") {
             return Err(AmqpError::access_refused(format!(
-                "operation not permitted on exchange '{}' in vhost '{}'",
-                if name.is_empty() { "amq.default" } else { name },
+                "deletion of system exchange '{name}' in vhost '{}' not allowed",
                 self.name
             )));
         }
@@ -271,8 +278,13 @@ impl VHost {
                 "queue name '{name}' contains reserved prefix 'amq.*'"
             )));
         }
+        let name = if name.is_empty() {
+            ShortString::from(generated_name("amq.gen-"))
+        } else {
+            d.name.clone()
+        };
         let _topology = self.topology.lock();
-        if let Some(existing) = self.queues.read().get(name).cloned() {
+        if let Some(existing) = self.queues.read().get(name.as_str()).cloned() {
             existing.check_access(connection)?;
             check_queue_equivalence(&existing, d, &self.name)?;
             let (ready, _) = existing.counts();
@@ -280,14 +292,14 @@ impl VHost {
             return Ok((existing, ready, consumers));
         }
         let queue = Queue::new(QueueConfig {
-            name: d.name.clone(),
+            name: name.clone(),
             vhost: self.name.clone(),
             durable: d.durable,
             auto_delete: d.auto_delete,
             exclusive_owner: d.exclusive.then_some(connection),
             arguments: d.arguments.clone(),
         });
-        self.queues.write().insert(d.name.clone(), queue.clone());
+        self.queues.write().insert(name, queue.clone());
         // Every queue is bound to the default exchange by its name; that
         // binding is implicit (the default exchange resolves names directly).
         Ok((queue, 0, 0))
@@ -375,7 +387,7 @@ impl VHost {
         arguments: &FieldTable,
     ) -> AmqpResult<()> {
         if exchange.is_empty() {
-            return Err(default_exchange_refusal(queue, &self.name));
+            return Err(default_exchange_refusal());
         }
         let mut topology = self.topology.lock();
         let q = self.queue(connection, queue)?;
@@ -403,7 +415,7 @@ impl VHost {
         arguments: &FieldTable,
     ) -> AmqpResult<()> {
         if exchange.is_empty() {
-            return Err(default_exchange_refusal(queue, &self.name));
+            return Err(default_exchange_refusal());
         }
         let mut topology = self.topology.lock();
         let q = self.queue(connection, queue)?;
@@ -431,9 +443,7 @@ impl VHost {
         arguments: &FieldTable,
     ) -> AmqpResult<()> {
         if destination.is_empty() || source.is_empty() {
-            return Err(AmqpError::access_refused(
-                "operation not permitted on the default exchange",
-            ));
+            return Err(default_exchange_refusal());
         }
         let mut topology = self.topology.lock();
         let dest = self.existing_exchange(destination)?;
@@ -459,9 +469,7 @@ impl VHost {
         arguments: &FieldTable,
     ) -> AmqpResult<()> {
         if destination.is_empty() || source.is_empty() {
-            return Err(AmqpError::access_refused(
-                "operation not permitted on the default exchange",
-            ));
+            return Err(default_exchange_refusal());
         }
         let mut topology = self.topology.lock();
         let dest = self.existing_exchange(destination)?;
@@ -531,10 +539,20 @@ impl VHost {
     }
 }
 
-fn default_exchange_refusal(queue: &str, vhost: &str) -> AmqpError {
-    AmqpError::access_refused(format!(
-        "operation not permitted on the default exchange (queue '{queue}' in vhost '{vhost}')"
-    ))
+/// `amq.gen-…` / `amq.ctag-…`: a prefix and 128 random bits in URL-safe
+/// base64, as RabbitMQ names server-generated queues and consumer tags.
+pub fn generated_name(prefix: &str) -> String {
+    use base64::Engine;
+    let mut bytes = [0u8; 16];
+    rand::fill(&mut bytes);
+    format!(
+        "{prefix}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
+fn default_exchange_refusal() -> AmqpError {
+    AmqpError::access_refused("operation not permitted on the default exchange")
 }
 
 fn check_exchange_equivalence(
@@ -572,9 +590,12 @@ fn check_exchange_equivalence(
 fn check_queue_equivalence(existing: &Queue, d: &QueueDeclare, vhost: &str) -> AmqpResult<()> {
     let name = existing.name();
     let c = &existing.config;
+    if d.exclusive != c.exclusive_owner.is_some() {
+        // RabbitMQ treats an exclusive-flag mismatch as a locking failure.
+        return Err(existing.locked_error());
+    }
     for (arg, received, current) in [
         ("durable", d.durable, c.durable),
-        ("exclusive", d.exclusive, c.exclusive_owner.is_some()),
         ("auto_delete", d.auto_delete, c.auto_delete),
     ] {
         if received != current {
@@ -601,10 +622,17 @@ fn check_args_equivalence(
     for key in keys {
         let (r, c) = (received.inner().get(*key), current.inner().get(*key));
         if !arg_equal(r, c) {
+            // Two values of one type are quoted bare; otherwise each is
+            // described with its type, or as "none".
+            let (r, c) = match (r, c) {
+                (Some(r), Some(c)) if type_name(r) == type_name(c) => (
+                    format!("'{}'", value_text(r)),
+                    format!("'{}'", value_text(c)),
+                ),
+                _ => (describe_arg(r), describe_arg(c)),
+            };
             return Err(AmqpError::precondition_failed(format!(
-                "inequivalent arg '{key}' for {what}: received {} but current is {}",
-                describe_arg(r),
-                describe_arg(c)
+                "inequivalent arg '{key}' for {what}: received {r} but current is {c}"
             )));
         }
     }

@@ -106,14 +106,19 @@ impl Queue {
         if self.accessible_by(connection) {
             Ok(())
         } else {
-            Err(AmqpError::resource_locked(format!(
-                "cannot obtain exclusive access to locked queue '{}' in vhost '{}'. It could be \
-                 originally declared on another connection or the exclusive property value does \
-                 not match that of the original declaration.",
-                self.name(),
-                self.config.vhost
-            )))
+            Err(self.locked_error())
         }
+    }
+
+    /// 405 RESOURCE_LOCKED, in RabbitMQ's words.
+    pub fn locked_error(&self) -> AmqpError {
+        AmqpError::resource_locked(format!(
+            "cannot obtain exclusive access to locked queue '{}' in vhost '{}'. It could be \
+             originally declared on another connection or the exclusive property value does not \
+             match that of the original declaration.",
+            self.name(),
+            self.config.vhost
+        ))
     }
 
     /// Messages ready for delivery (what `queue.declare-ok` reports).
@@ -262,16 +267,16 @@ impl Queue {
     /// The vhost removes it from its index and bindings.
     pub fn delete(self: &Arc<Self>, if_unused: bool, if_empty: bool) -> AmqpResult<u32> {
         let mut st = self.state.lock();
-        if if_unused && !st.consumers.is_empty() {
+        if if_empty && !st.ready.is_empty() {
             return Err(AmqpError::precondition_failed(format!(
-                "queue '{}' in vhost '{}' in use",
+                "queue '{}' in vhost '{}' not empty",
                 self.name(),
                 self.config.vhost
             )));
         }
-        if if_empty && !st.ready.is_empty() {
+        if if_unused && !st.consumers.is_empty() {
             return Err(AmqpError::precondition_failed(format!(
-                "queue '{}' in vhost '{}' is not empty",
+                "queue '{}' in vhost '{}' in use",
                 self.name(),
                 self.config.vhost
             )));

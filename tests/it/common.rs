@@ -63,3 +63,26 @@ pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool 
     }
     f()
 }
+
+/// Errors from asynchronous methods (publish, ack) arrive as events: the
+/// reply code and text of the next channel or connection the broker closes.
+/// Create the listener with `conn.events_listener()` before the offending
+/// call.
+pub async fn next_error(
+    events: &mut (impl futures_lite::Stream<Item = lapin::Event> + Unpin),
+) -> (u16, String) {
+    use futures_lite::StreamExt;
+    let wait = async {
+        while let Some(event) = events.next().await {
+            if let lapin::Event::Error(e) = event
+                && let Some(found) = amqp_error(&e)
+            {
+                return found;
+            }
+        }
+        panic!("event stream ended without an error");
+    };
+    tokio::time::timeout(Duration::from_secs(5), wait)
+        .await
+        .expect("an error event in time")
+}

@@ -4,5 +4,15 @@
 //! One test binary (this file and its modules) keeps debug builds lean.
 
 mod common;
+mod raw;
 
+mod bad_input;
+mod basic;
+mod channels;
+mod confirms;
+mod connection;
+mod exchanges;
+mod properties;
+mod queues;
+mod server;
 mod smoke;

@@ -1,0 +1,311 @@
+//! Connection lifecycle: handshake, authentication, negotiation,
+//! heartbeats, blocking, and closing from either side.
+
+use std::time::Duration;
+
+use amq_protocol::frame::AMQPFrame;
+use amq_protocol::protocol::{AMQPClass, connection};
+use amq_protocol::types::{AMQPValue, FieldTable, LongString};
+use lapin::options::*;
+use lapin::{Connection, ConnectionProperties};
+
+use crate::common::*;
+use crate::raw::*;
+
+async fn start_frame(server: &warren::Server) -> connection::Start {
+    let mut c = RawClient::connect(server.amqp_addr()).await;
+    c.send(b"AMQP\x00\x00\x09\x01").await;
+    match c.next_method().await {
+        (0, AMQPClass::Connection(connection::AMQPMethod::Start(s))) => s,
+        other => panic!("expected connection.start, got {other:?}"),
+    }
+}
+
+fn text(v: Option<&AMQPValue>) -> String {
+    match v {
+        Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        other => panic!("expected a long string, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn connection_start_advertises_rabbitmq_compatible_properties() {
+    let server = start().await;
+    let s = start_frame(&server).await;
+    assert_eq!((s.version_major, s.version_minor), (0, 9));
+    assert_eq!(s.mechanisms.as_bytes(), b"PLAIN AMQPLAIN");
+    assert_eq!(s.locales.as_bytes(), b"en_US");
+    let props = s.server_properties.inner();
+    assert_eq!(text(props.get("product")), "Warren");
+    let version = text(props.get("version"));
+    let parts: Vec<&str> = version.split('.').collect();
+    assert_eq!(parts.len(), 3, "version {version} is not X.Y.Z");
+    assert!(parts.iter().all(|p| p.parse::<u32>().is_ok()), "{version}");
+    assert!(!text(props.get("platform")).is_empty());
+    assert!(!text(props.get("cluster_name")).is_empty());
+    let Some(AMQPValue::FieldTable(caps)) = props.get("capabilities") else {
+        panic!("no capabilities table");
+    };
+    for cap in [
+        "publisher_confirms",
+        "exchange_exchange_bindings",
+        "basic.nack",
+        "consumer_cancel_notify",
+        "connection.blocked",
+        "authentication_failure_close",
+        "per_consumer_qos",
+        "direct_reply_to",
+    ] {
+        assert_eq!(
+            caps.inner().get(cap),
+            Some(&AMQPValue::Boolean(true)),
+            "{cap}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn tune_offers_configured_limits_and_accepts_lower_values() {
+    let mut config = warren::Config::ephemeral();
+    config.limits.heartbeat = 30;
+    config.limits.channel_max = 100;
+    let server = start_with(config).await;
+    let mut c = RawClient::connect(server.amqp_addr()).await;
+    c.send(b"AMQP\x00\x00\x09\x01").await;
+    c.next_method().await;
+    c.send_method(
+        0,
+        AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
+            client_properties: FieldTable::default(),
+            mechanism: "PLAIN".into(),
+            response: LongString::from("\0guest\0guest"),
+            locale: "en_US".into(),
+        })),
+    )
+    .await;
+    match c.next_method().await {
+        (0, AMQPClass::Connection(connection::AMQPMethod::Tune(t))) => {
+            assert_eq!((t.channel_max, t.frame_max, t.heartbeat), (100, 131072, 30));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // A client asking for more than offered is refused, as RabbitMQ does.
+    c.send_method(
+        0,
+        AMQPClass::Connection(connection::AMQPMethod::TuneOk(connection::TuneOk {
+            channel_max: 100,
+            frame_max: 200_000,
+            heartbeat: 0,
+        })),
+    )
+    .await;
+    let closed = c.expect_connection_close().await;
+    assert_eq!(closed.code, 530);
+    assert!(closed.text.contains("frame_max"), "{}", closed.text);
+
+    // Lower values are fine, and channel_max bounds open channels.
+    let mut c = RawClient::connect(server.amqp_addr()).await;
+    c.send(b"AMQP\x00\x00\x09\x01").await;
+    c.next_method().await;
+    c.send_method(
+        0,
+        AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
+            client_properties: FieldTable::default(),
+            mechanism: "PLAIN".into(),
+            response: LongString::from("\0guest\0guest"),
+            locale: "en_US".into(),
+        })),
+    )
+    .await;
+    c.next_method().await;
+    c.send_method(
+        0,
+        AMQPClass::Connection(connection::AMQPMethod::TuneOk(connection::TuneOk {
+            channel_max: 2,
+            frame_max: 8192,
+            heartbeat: 0,
+        })),
+    )
+    .await;
+    c.send_method(
+        0,
+        AMQPClass::Connection(connection::AMQPMethod::Open(connection::Open {
+            virtual_host: "/".into(),
+        })),
+    )
+    .await;
+    c.next_method().await;
+    c.open_channel(1).await;
+    c.open_channel(7).await;
+    c.send_method(
+        3,
+        AMQPClass::Channel(amq_protocol::protocol::channel::AMQPMethod::Open(
+            amq_protocol::protocol::channel::Open {},
+        )),
+    )
+    .await;
+    let closed = c.expect_connection_close().await;
+    assert_eq!(closed.code, 530);
+    assert_eq!(
+        closed.text,
+        "NOT_ALLOWED - number of channels opened (2) has reached the negotiated channel_max (2)"
+    );
+}
+
+#[tokio::test]
+async fn amqplain_login_works() {
+    let server = start().await;
+    let url = format!("{}?auth_mechanism=amqplain", server.amqp_url());
+    let conn = Connection::connect(&url, ConnectionProperties::default())
+        .await
+        .expect("AMQPLAIN login");
+    channel(&conn).await;
+}
+
+#[tokio::test]
+async fn wrong_password_is_refused_with_403() {
+    let server = start().await;
+    let url = server.amqp_url().replace("guest:guest", "guest:nope");
+    let err = Connection::connect(&url, ConnectionProperties::default())
+        .await
+        .expect_err("login must fail");
+    let (code, text) = amqp_error(&err).expect("a protocol error");
+    assert_eq!(code, 403);
+    assert_eq!(
+        text,
+        "ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN. For details see the broker logfile."
+    );
+}
+
+#[tokio::test]
+async fn wrong_password_without_the_capability_just_closes() {
+    let server = start().await;
+    let mut c = RawClient::connect(server.amqp_addr()).await;
+    c.send(b"AMQP\x00\x00\x09\x01").await;
+    c.next_method().await;
+    c.send_method(
+        0,
+        AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
+            client_properties: FieldTable::default(),
+            mechanism: "PLAIN".into(),
+            response: LongString::from("\0guest\0wrong"),
+            locale: "en_US".into(),
+        })),
+    )
+    .await;
+    assert!(c.next_frame().await.is_none(), "expected a silent close");
+}
+
+#[tokio::test]
+async fn unknown_vhost_is_not_allowed() {
+    let server = start().await;
+    let url = server.amqp_url().replace("/%2F", "/nosuchvhost");
+    let err = Connection::connect(&url, ConnectionProperties::default())
+        .await
+        .expect_err("open must fail");
+    let (code, text) = amqp_error(&err).expect("a protocol error");
+    assert_eq!(code, 530);
+    assert_eq!(text, "NOT_ALLOWED - vhost nosuchvhost not found");
+}
+
+#[tokio::test]
+async fn default_user_and_vhost_come_from_the_config() {
+    let mut config = warren::Config::ephemeral();
+    config.auth.default_user = "app".into();
+    config.auth.default_pass = "s3cret".into();
+    config.auth.default_vhost = "apps".into();
+    let server = start_with(config).await;
+    assert!(
+        server.amqp_url().ends_with("/apps"),
+        "{}",
+        server.amqp_url()
+    );
+    let conn = connect(&server).await;
+    channel(&conn).await;
+    // guest does not exist on such a broker.
+    let url = server.amqp_url().replace("app:s3cret", "guest:guest");
+    assert!(
+        Connection::connect(&url, ConnectionProperties::default())
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn client_close_is_answered_with_close_ok() {
+    let server = start().await;
+    let mut c = RawClient::open(server.amqp_addr()).await;
+    c.send_method(
+        0,
+        AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
+            reply_code: 200,
+            reply_text: "bye".into(),
+            class_id: 0,
+            method_id: 0,
+        })),
+    )
+    .await;
+    match c.next_frame().await {
+        Some(AMQPFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)))) => {}
+        other => panic!("expected close-ok, got {other:?}"),
+    }
+    assert!(c.is_closed_by_peer(Duration::from_secs(2)).await);
+}
+
+#[tokio::test]
+async fn broker_sends_heartbeats_and_drops_a_silent_peer() {
+    let server = start().await;
+    let mut c = RawClient::open_with(server.amqp_addr(), 131072, 1).await;
+    // The broker heartbeats an idle connection...
+    match c.next_frame().await {
+        Some(AMQPFrame::Heartbeat) => {}
+        other => panic!("expected a heartbeat, got {other:?}"),
+    }
+    // ...and, as we never send anything, drops us after two intervals.
+    assert!(c.is_closed_by_peer(Duration::from_secs(4)).await);
+}
+
+#[tokio::test]
+async fn heartbeat_zero_disables_heartbeats() {
+    let server = start().await;
+    let mut c = RawClient::open_with(server.amqp_addr(), 131072, 0).await;
+    assert!(!c.is_closed_by_peer(Duration::from_millis(2500)).await);
+}
+
+#[tokio::test]
+async fn connection_blocked_and_unblocked_reach_capable_clients() {
+    let server = start().await;
+    let conn = connect(&server).await;
+    let ch = channel(&conn).await;
+    server.broker().set_alarm(Some("memory".into()));
+    assert!(
+        eventually(Duration::from_secs(2), || conn.status().blocked()).await,
+        "client never saw connection.blocked"
+    );
+    server.broker().set_alarm(None);
+    assert!(
+        eventually(Duration::from_secs(2), || !conn.status().blocked()).await,
+        "client never saw connection.unblocked"
+    );
+    ch.queue_declare(
+        "after-alarm".into(),
+        QueueDeclareOptions::default(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_closes_connections_with_320() {
+    let server = start().await;
+    let mut c = RawClient::open(server.amqp_addr()).await;
+    let stopping = tokio::spawn(server.shutdown());
+    let closed = c.expect_connection_close().await;
+    assert_eq!(closed.code, 320);
+    assert_eq!(
+        closed.text,
+        "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'"
+    );
+    stopping.await.unwrap();
+}
