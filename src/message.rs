@@ -49,10 +49,12 @@ pub fn encode(props: &BasicProperties) -> Bytes {
 }
 
 /// Routing keys named by a sender-selected distribution header (`CC`/`BCC`).
-/// RabbitMQ accepts an array of long strings; anything else is ignored.
-pub fn header_routing_keys(headers: &FieldTable, name: &str) -> Vec<String> {
+/// As in RabbitMQ, the header must be an array; its non-string elements are
+/// ignored. `Err` carries the type name of a header that is not an array.
+pub fn header_routing_keys(headers: &FieldTable, name: &str) -> Result<Vec<String>, &'static str> {
     match headers.inner().get(name) {
-        Some(AMQPValue::FieldArray(values)) => values
+        None => Ok(Vec::new()),
+        Some(AMQPValue::FieldArray(values)) => Ok(values
             .as_slice()
             .iter()
             .filter_map(|v| match v {
@@ -60,9 +62,48 @@ pub fn header_routing_keys(headers: &FieldTable, name: &str) -> Vec<String> {
                 AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
                 _ => None,
             })
-            .collect(),
-        _ => Vec::new(),
+            .collect()),
+        Some(other) => Err(crate::broker::vhost::type_name(other)),
     }
+}
+
+/// Check the properties RabbitMQ validates on publish: `delivery-mode` is
+/// 1 or 2, and `expiration` is a non-negative integer (milliseconds).
+pub fn validate(props: &BasicProperties) -> Result<(), String> {
+    if let Some(mode) = props.delivery_mode()
+        && !matches!(mode, 1 | 2)
+    {
+        return Err(format!("invalid message: {{delivery_mode_unknown,{mode}}}"));
+    }
+    if let Some(expiration) = props.expiration() {
+        expiration_ms(expiration.as_str())?;
+    }
+    Ok(())
+}
+
+/// Parse an `expiration` property, with RabbitMQ's error texts.
+pub fn expiration_ms(raw: &str) -> Result<u64, String> {
+    let digits_end = raw
+        .char_indices()
+        .find(|(i, c)| !(c.is_ascii_digit() || (*i == 0 && *c == '-')))
+        .map(|(i, _)| i)
+        .unwrap_or(raw.len());
+    let (number, rest) = raw.split_at(digits_end);
+    let value: i64 = match number.parse() {
+        Ok(v) => v,
+        Err(_) => return Err(format!("invalid expiration '{raw}': no_integer")),
+    };
+    if !rest.is_empty() {
+        return Err(format!(
+            "invalid expiration '{raw}': {{leftover_string,\"{rest}\"}}"
+        ));
+    }
+    if value < 0 {
+        return Err(format!(
+            "invalid expiration '{raw}': {{value_negative,{value}}}"
+        ));
+    }
+    Ok(value as u64)
 }
 
 /// Short-string constructor for names Warren builds itself.
@@ -96,7 +137,34 @@ mod tests {
                 AMQPValue::LongString(LongString::from("b")),
             ])),
         );
-        assert_eq!(header_routing_keys(&h, "CC"), vec!["a", "b"]);
-        assert!(header_routing_keys(&h, "BCC").is_empty());
+        assert_eq!(
+            header_routing_keys(&h, "CC"),
+            Ok(vec!["a".to_string(), "b".to_string()])
+        );
+        assert_eq!(header_routing_keys(&h, "BCC"), Ok(vec![]));
+        h.insert("BCC".into(), AMQPValue::LongString(LongString::from("x")));
+        assert_eq!(header_routing_keys(&h, "BCC"), Err("longstr"));
+    }
+
+    #[test]
+    fn expiration_is_validated_as_rabbitmq_does() {
+        assert_eq!(expiration_ms("60000"), Ok(60000));
+        assert_eq!(expiration_ms("0"), Ok(0));
+        assert_eq!(
+            expiration_ms("abc"),
+            Err("invalid expiration 'abc': no_integer".into())
+        );
+        assert_eq!(
+            expiration_ms(""),
+            Err("invalid expiration '': no_integer".into())
+        );
+        assert_eq!(
+            expiration_ms("-1"),
+            Err("invalid expiration '-1': {value_negative,-1}".into())
+        );
+        assert_eq!(
+            expiration_ms("1.5"),
+            Err("invalid expiration '1.5': {leftover_string,\".5\"}".into())
+        );
     }
 }

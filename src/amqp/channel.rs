@@ -640,11 +640,19 @@ impl Channel {
         }
         let mut keys: SmallVec<[ShortString; 1]> = SmallVec::new();
         keys.push(publish.routing_key.clone());
+        message::validate(&props).map_err(AmqpError::precondition_failed)?;
         if let Some(headers) = props.headers().clone() {
-            for key in message::header_routing_keys(&headers, "CC") {
+            let sender_selected = |name: &'static str| {
+                message::header_routing_keys(&headers, name).map_err(|ty| {
+                    AmqpError::precondition_failed(format!(
+                        "invalid message: {{unacceptable_type_in_header,\"{name}\",{ty}}}"
+                    ))
+                })
+            };
+            for key in sender_selected("CC")? {
                 keys.push(key.into());
             }
-            let bcc = message::header_routing_keys(&headers, "BCC");
+            let bcc = sender_selected("BCC")?;
             if !bcc.is_empty() {
                 keys.extend(bcc.into_iter().map(ShortString::from));
                 props = strip_header(props, &headers, "BCC");

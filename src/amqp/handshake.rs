@@ -62,7 +62,8 @@ pub async fn run<R: tokio::io::AsyncRead + Unpin>(
     peer: SocketAddr,
 ) -> Result<Negotiated, End> {
     let header = reader.read_exact_header().await?;
-    if &header != PROTOCOL_HEADER {
+    // RabbitMQ also serves 0-9-1 to clients that announce 0-9 the old way.
+    if &header != PROTOCOL_HEADER && &header != b"AMQP\x01\x01\x00\x09" {
         // Tell the client which protocol we speak, then hang up.
         outbox.send(|buf| buf.put_slice(PROTOCOL_HEADER));
         return Err(End::Closed);

@@ -418,8 +418,15 @@ impl VHost {
             return Err(default_exchange_refusal());
         }
         let mut topology = self.topology.lock();
-        let q = self.queue(connection, queue)?;
-        let source = self.existing_exchange(exchange)?;
+        // As in RabbitMQ, unbinding succeeds when there is nothing to unbind,
+        // whether the binding, the queue or the exchange is missing.
+        let (Some(q), Some(source)) = (
+            self.queues.read().get(queue).cloned(),
+            self.exchange(exchange),
+        ) else {
+            return Ok(());
+        };
+        q.check_access(connection)?;
         let binding = Binding {
             source: source.name.clone(),
             destination: DestinationName::Queue(q.config.name.clone()),
@@ -472,8 +479,9 @@ impl VHost {
             return Err(default_exchange_refusal());
         }
         let mut topology = self.topology.lock();
-        let dest = self.existing_exchange(destination)?;
-        let src = self.existing_exchange(source)?;
+        let (Some(dest), Some(src)) = (self.exchange(destination), self.exchange(source)) else {
+            return Ok(());
+        };
         let binding = Binding {
             source: src.name.clone(),
             destination: DestinationName::Exchange(dest.name.clone()),
@@ -673,7 +681,7 @@ fn describe_arg(v: Option<&AMQPValue>) -> String {
     }
 }
 
-fn value_text(v: &AMQPValue) -> String {
+pub(crate) fn value_text(v: &AMQPValue) -> String {
     match v {
         AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
         AMQPValue::ShortString(s) => s.as_str().to_string(),

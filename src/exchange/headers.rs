@@ -26,7 +26,13 @@ impl MatchMode {
             None => return Ok(MatchMode::All),
             Some(AMQPValue::LongString(s)) => s.as_bytes().to_vec(),
             Some(AMQPValue::ShortString(s)) => s.as_str().as_bytes().to_vec(),
-            Some(other) => format!("{other:?}").into_bytes(),
+            Some(other) => {
+                return Err(AmqpError::precondition_failed(format!(
+                    "Invalid x-match field type {} (value {}); expected longstr",
+                    crate::broker::vhost::type_name(other),
+                    crate::broker::vhost::value_text(other)
+                )));
+            }
         };
         match value.as_slice() {
             b"all" => Ok(MatchMode::All),

@@ -68,7 +68,8 @@ async fn garbage_instead_of_protocol_header_gets_our_header_back() {
     for garbage in [
         &b"HTTP/1.1 GET /\r\n"[..],
         b"AMQP\x00\x00\x08\x00",
-        b"AMQP\x01\x01\x00\x09",
+        b"AMQP\x00\x01\x00\x00",
+        b"\x00\x00\x00\x00\x00\x00\x00\x00",
     ] {
         let mut c = RawClient::connect(server.amqp_addr()).await;
         c.send(garbage).await;

@@ -618,3 +618,86 @@ async fn a_128_mib_body_round_trips() {
     assert_eq!(got.delivery.data.len(), size);
     assert!(got.delivery.data == body);
 }
+
+#[tokio::test]
+async fn invalid_publish_properties_are_refused_as_rabbitmq_does() {
+    let server = start().await;
+    let conn = connect(&server).await;
+    let mut events = conn.events_listener();
+    let cases: Vec<(BasicProperties, &str)> = vec![
+        (
+            BasicProperties::default().with_expiration("abc".into()),
+            "PRECONDITION_FAILED - invalid expiration 'abc': no_integer",
+        ),
+        (
+            BasicProperties::default().with_expiration("-1".into()),
+            "PRECONDITION_FAILED - invalid expiration '-1': {value_negative,-1}",
+        ),
+        (
+            BasicProperties::default().with_delivery_mode(3),
+            "PRECONDITION_FAILED - invalid message: {delivery_mode_unknown,3}",
+        ),
+        (
+            BasicProperties::default().with_headers({
+                let mut h = FieldTable::default();
+                h.insert("CC".into(), AMQPValue::LongString(LongString::from("k2")));
+                h
+            }),
+            "PRECONDITION_FAILED - invalid message: {unacceptable_type_in_header,\"CC\",longstr}",
+        ),
+    ];
+    for (props, expected) in cases {
+        let ch = channel(&conn).await;
+        ch.basic_publish(
+            "".into(),
+            "any".into(),
+            BasicPublishOptions::default(),
+            b"x",
+            props,
+        )
+        .await
+        .unwrap();
+        assert_eq!(next_error(&mut events).await, (406, expected.to_string()));
+    }
+}
+
+#[tokio::test]
+async fn unbinding_what_does_not_exist_succeeds() {
+    let server = start().await;
+    let conn = connect(&server).await;
+    let ch = channel(&conn).await;
+    declare(&ch, "q").await;
+    ch.queue_unbind(
+        "q".into(),
+        "amq.direct".into(),
+        "never".into(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_unbind(
+        "missing-q".into(),
+        "amq.direct".into(),
+        "k".into(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_unbind(
+        "q".into(),
+        "missing-x".into(),
+        "k".into(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.exchange_unbind(
+        "amq.fanout".into(),
+        "missing-x".into(),
+        "k".into(),
+        ExchangeUnbindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+}

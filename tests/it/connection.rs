@@ -309,3 +309,16 @@ async fn shutdown_closes_connections_with_320() {
     );
     stopping.await.unwrap();
 }
+
+#[tokio::test]
+async fn the_old_0_9_header_is_served_as_0_9_1() {
+    let server = start().await;
+    let mut c = RawClient::connect(server.amqp_addr()).await;
+    c.send(b"AMQP\x01\x01\x00\x09").await;
+    match c.next_method().await {
+        (0, AMQPClass::Connection(connection::AMQPMethod::Start(s))) => {
+            assert_eq!((s.version_major, s.version_minor), (0, 9))
+        }
+        other => panic!("expected connection.start, got {other:?}"),
+    }
+}
