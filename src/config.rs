@@ -327,11 +327,17 @@ mod tests {
     #[test]
     fn environment_values_may_be_toml_arrays() {
         // The Docker image lets guest in from anywhere this way.
-        let c = Config::load(&Overrides::default(), env(&[("WARREN_AUTH__LOOPBACK_USERS", "[]")]))
-            .unwrap();
+        let c = Config::load(
+            &Overrides::default(),
+            env(&[("WARREN_AUTH__LOOPBACK_USERS", "[]")]),
+        )
+        .unwrap();
         assert!(c.auth.loopback_users.is_empty());
-        let c = Config::load(&Overrides::default(), env(&[("WARREN_STORAGE__DATA_DIR", "/var/lib/x")]))
-            .unwrap();
+        let c = Config::load(
+            &Overrides::default(),
+            env(&[("WARREN_STORAGE__DATA_DIR", "/var/lib/x")]),
+        )
+        .unwrap();
         assert_eq!(c.storage.data_dir, PathBuf::from("/var/lib/x"));
     }
 

@@ -50,10 +50,19 @@ pub enum End {
     Protocol(AmqpError),
 }
 
+/// Smallest and largest read size. Idle connections keep a small buffer
+/// (memory per connection matters with thousands of them); a connection
+/// whose reads keep filling the buffer gets a larger one, so a busy
+/// publisher needs few syscalls.
+const READ_MIN: usize = 4 * 1024;
+const READ_MAX: usize = 256 * 1024;
+
 /// Reads frames off a socket through one growing buffer.
 pub struct FrameReader<R> {
     socket: R,
     buf: BytesMut,
+    /// Current read size, adapted between READ_MIN and READ_MAX.
+    read_size: usize,
     pub frame_max: u32,
 }
 
@@ -61,17 +70,29 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     fn new(socket: R) -> FrameReader<R> {
         FrameReader {
             socket,
-            buf: BytesMut::with_capacity(64 * 1024),
+            buf: BytesMut::new(),
+            read_size: READ_MIN,
             frame_max: HANDSHAKE_FRAME_MAX,
         }
     }
 
     /// Read whatever the socket has; `Ok(0)` means the peer closed.
     async fn fill(&mut self) -> std::io::Result<usize> {
-        if self.buf.capacity() - self.buf.len() < 16 * 1024 {
-            self.buf.reserve(64 * 1024);
+        if self.buf.is_empty() && self.buf.capacity() > 4 * self.read_size {
+            // A burst is over: give back its memory.
+            self.buf = BytesMut::new();
         }
-        self.socket.read_buf(&mut self.buf).await
+        if self.buf.capacity() - self.buf.len() < self.read_size / 2 {
+            self.buf.reserve(self.read_size);
+        }
+        let room = self.buf.capacity() - self.buf.len();
+        let n = self.socket.read_buf(&mut self.buf).await?;
+        if n == room {
+            self.read_size = (self.read_size * 2).min(READ_MAX);
+        } else if n < self.read_size / 8 {
+            self.read_size = (self.read_size / 2).max(READ_MIN);
+        }
+        Ok(n)
     }
 
     fn next_frame(&mut self) -> Result<Option<Frame>, AmqpError> {

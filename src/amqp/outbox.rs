@@ -23,9 +23,10 @@ use tokio::sync::Notify;
 use super::codec;
 use crate::queue::Queue;
 
-/// Above this capacity an idle buffer is replaced, so one huge message does
-/// not pin its memory for the life of the connection.
-const SHRINK_ABOVE: usize = 4 << 20;
+/// A written buffer is kept for reuse only up to this capacity, so one
+/// burst (or one huge message) does not pin its memory for the life of the
+/// connection.
+const KEEP_AT_MOST: usize = 256 * 1024;
 
 #[derive(Debug)]
 pub struct Outbox {
@@ -130,7 +131,7 @@ impl Outbox {
     /// Write everything buffered to `socket` until [`Outbox::finish`] is
     /// called or the socket fails. Sends heartbeats when idle.
     pub async fn run_writer<W: AsyncWrite + Unpin>(self: Arc<Self>, mut socket: W) {
-        let mut spare = BytesMut::with_capacity(64 * 1024);
+        let mut spare = BytesMut::new();
         loop {
             let (mut batch, finish) = {
                 let mut st = self.state.lock();
@@ -164,8 +165,8 @@ impl Outbox {
                 break;
             }
             batch.clear();
-            if batch.capacity() > SHRINK_ABOVE {
-                batch = BytesMut::with_capacity(64 * 1024);
+            if batch.capacity() > KEEP_AT_MOST {
+                batch = BytesMut::new();
             }
             spare = batch;
             let pokes = {
