@@ -1,3 +1,5 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 //! Behaviour tests: the real broker, in-process on an ephemeral port, driven
 //! by a real client (lapin) or by raw bytes on a socket.
 //!
