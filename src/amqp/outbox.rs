@@ -19,6 +19,7 @@ use bytes::BytesMut;
 use parking_lot::Mutex;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use super::codec;
 use crate::queue::Queue;
@@ -81,8 +82,11 @@ impl Outbox {
         r
     }
 
+    /// Wake the writer if anything is waiting to be written.
     pub fn flush(&self) {
-        self.wake_writer.notify_one();
+        if !self.state.lock().buf.is_empty() {
+            self.wake_writer.notify_one();
+        }
     }
 
     pub fn is_congested(&self) -> bool {
@@ -132,6 +136,7 @@ impl Outbox {
     /// called or the socket fails. Sends heartbeats when idle.
     pub async fn run_writer<W: AsyncWrite + Unpin>(self: Arc<Self>, mut socket: W) {
         let mut spare = BytesMut::new();
+        let mut last_write = Instant::now();
         loop {
             let (mut batch, finish) = {
                 let mut st = self.state.lock();
@@ -144,26 +149,27 @@ impl Outbox {
                     break;
                 }
                 self.drained.notify_waiters();
+                spare = batch;
                 let hb = self.heartbeat_ms.load(Ordering::Relaxed);
                 if hb == 0 {
                     self.wake_writer.notified().await;
-                } else if tokio::time::timeout(
-                    Duration::from_millis(hb / 2),
-                    self.wake_writer.notified(),
-                )
-                .await
-                .is_err()
-                {
-                    // Nothing written for half an interval: keep the peer's
-                    // heartbeat monitor happy.
-                    self.append(codec::encode_heartbeat);
+                    continue;
                 }
-                spare = batch;
+                // Heartbeat when nothing has been *written* for half an
+                // interval, however busy the inbound side is.
+                let due = last_write + Duration::from_millis(hb / 2);
+                tokio::select! {
+                    _ = self.wake_writer.notified() => {}
+                    _ = tokio::time::sleep_until(due) => {
+                        self.append(codec::encode_heartbeat);
+                    }
+                }
                 continue;
             }
             if socket.write_all(&batch).await.is_err() {
                 break;
             }
+            last_write = Instant::now();
             batch.clear();
             if batch.capacity() > KEEP_AT_MOST {
                 batch = BytesMut::new();
