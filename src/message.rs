@@ -12,7 +12,7 @@ use amq_protocol::protocol::basic::{gen_properties, parse_properties};
 use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
 use bytes::Bytes;
 
-use crate::amqp::codec;
+use crate::amqp::{codec, nesting};
 
 #[derive(Debug)]
 pub struct Message {
@@ -35,8 +35,14 @@ impl Message {
     }
 }
 
-/// Parse raw property bytes. `None` means the bytes are malformed.
+/// Parse raw property bytes. `None` means the bytes are malformed (or nest
+/// header tables deeper than the recursion guard allows).
 pub fn parse(raw: &[u8]) -> Option<BasicProperties> {
+    if let Some(offset) = nesting::properties_headers_offset(raw)
+        && !nesting::table_depth_ok(raw.get(offset..).unwrap_or_default())
+    {
+        return None;
+    }
     match parse_properties(raw) {
         Ok((&[], props)) => Some(props),
         _ => None,

@@ -16,6 +16,7 @@ use amq_protocol::frame::{BackToTheBuffer, WriteContext};
 use amq_protocol::protocol::{AMQPClass, parse_class};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use super::nesting;
 use crate::error::AmqpError;
 
 pub const FRAME_METHOD: u8 = 1;
@@ -178,6 +179,11 @@ fn decode_method(payload: &[u8]) -> Result<AMQPClass, AmqpError> {
             );
         }
     }
+    if let Some(offset) = nesting::method_table_offset(class_id, method_id, payload)
+        && !nesting::table_depth_ok(payload.get(offset..).unwrap_or_default())
+    {
+        return Err(nesting_error().caused_by(class_id, method_id));
+    }
     match parse_class(payload) {
         Ok((&[], method)) => Ok(method),
         _ => Err(
@@ -185,6 +191,13 @@ fn decode_method(payload: &[u8]) -> Result<AMQPClass, AmqpError> {
                 .caused_by(class_id, method_id),
         ),
     }
+}
+
+pub fn nesting_error() -> AmqpError {
+    AmqpError::frame_error(format!(
+        "field table nested deeper than {} levels",
+        nesting::MAX_DEPTH
+    ))
 }
 
 fn is_known_method(class_id: u16, method_id: u16) -> bool {
@@ -567,5 +580,83 @@ mod tests {
             })),
         );
         assert_eq!(ours, theirs);
+    }
+
+    /// Random bytes, and random mutations of valid frames, never panic the
+    /// decoder: every input is a frame, "need more", or an error.
+    #[test]
+    fn arbitrary_input_never_panics() {
+        use rand::{Rng, RngExt, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
+        let mut valid = BytesMut::new();
+        encode_method(
+            &mut valid,
+            1,
+            &AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
+                queue: "q".into(),
+                passive: false,
+                durable: true,
+                exclusive: false,
+                auto_delete: false,
+                nowait: false,
+                arguments: Default::default(),
+            })),
+        );
+        encode_content(
+            &mut valid,
+            1,
+            &[0x90, 0x00, 4, b't', b'e', b'x', b't'],
+            b"hello",
+            4096,
+        );
+        for round in 0..20_000 {
+            let mut input = if round % 2 == 0 {
+                let len = rng.random_range(0..64);
+                let mut v = vec![0u8; len];
+                rng.fill_bytes(&mut v);
+                // Make the frame-type byte plausible half of the time.
+                if len > 0 && rng.random_bool(0.5) {
+                    v[0] = [FRAME_METHOD, FRAME_HEADER, FRAME_BODY, FRAME_HEARTBEAT][round % 4];
+                }
+                BytesMut::from(&v[..])
+            } else {
+                let mut v = valid.to_vec();
+                let i = rng.random_range(0..v.len());
+                v[i] = rng.random();
+                v.truncate(rng.random_range(0..=v.len()));
+                BytesMut::from(&v[..])
+            };
+            while let Ok(Some(frame)) = decode(&mut input, 4096) {
+                if let Frame::Header { properties, .. } = frame {
+                    let _ = crate::message::parse(&properties);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn deeply_nested_tables_do_not_overflow_the_stack() {
+        // queue.declare whose arguments nest tables as deep as a frame allows.
+        let depth = 18_000usize;
+        let mut table: Vec<u8> = Vec::new();
+        for _ in 0..depth {
+            let mut outer = vec![1u8, b'k', b'F'];
+            outer.extend_from_slice(&(table.len() as u32 + 0).to_be_bytes());
+            outer.extend_from_slice(&table);
+            table = outer;
+        }
+        let mut payload = vec![0, 50, 0, 10, 0, 0, 1, b'q', 0];
+        payload.extend_from_slice(&(table.len() as u32).to_be_bytes());
+        payload.extend_from_slice(&table);
+        let mut b = frame_bytes(FRAME_METHOD, 1, &payload);
+        let handle = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || decode(&mut b, 0).map(|_| ()))
+            .unwrap();
+        let result = handle.join().expect("decoding overflowed a 2 MiB stack");
+        assert_eq!(
+            result.unwrap_err().code,
+            crate::error::ReplyCode::FrameError
+        );
     }
 }

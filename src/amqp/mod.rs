@@ -13,5 +13,6 @@ pub mod codec;
 pub mod connection;
 pub mod deliveries;
 pub mod handshake;
+pub mod nesting;
 pub mod outbox;
 pub mod session;

@@ -380,3 +380,50 @@ async fn frames_for_a_closing_channel_are_ignored_until_close_ok() {
     // The channel number can be reused afterwards.
     c.open_channel(1).await;
 }
+
+/// A table nested far deeper than any application needs, in method
+/// arguments or in message headers, is refused instead of exhausting the
+/// stack of the parser.
+#[tokio::test]
+async fn deeply_nested_tables_are_refused_not_crashing() {
+    fn nested(depth: usize) -> Vec<u8> {
+        let mut table: Vec<u8> = Vec::new();
+        for _ in 0..depth {
+            let mut outer = vec![1u8, b'k', b'F'];
+            outer.extend_from_slice(&(table.len() as u32).to_be_bytes());
+            outer.extend_from_slice(&table);
+            table = outer;
+        }
+        let mut out = (table.len() as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(&table);
+        out
+    }
+    let server = start().await;
+    let bystander = Bystander::new(&server).await;
+    let deep = nested(18_000); // fits one 128 KiB frame
+
+    // In queue.declare arguments.
+    let mut c = RawClient::open(server.amqp_addr()).await;
+    c.open_channel(1).await;
+    let mut payload = vec![0, 50, 0, 10, 0, 0, 1, b'q', 0];
+    payload.extend_from_slice(&deep);
+    c.send(&raw_frame(1, 1, &payload)).await;
+    let closed = c.expect_connection_close().await;
+    assert_eq!(closed.code, 501);
+    assert_eq!(
+        closed.text,
+        "FRAME_ERROR - field table nested deeper than 64 levels"
+    );
+
+    // In the headers of a message.
+    let mut c = RawClient::open(server.amqp_addr()).await;
+    c.open_channel(1).await;
+    let mut props = vec![0x20, 0x00];
+    props.extend_from_slice(&deep);
+    c.send(&publish(1, "", &bystander.queue)).await;
+    c.send(&header_frame(1, 0, &props)).await;
+    let closed = c.expect_connection_close().await;
+    assert_eq!(closed.code, 501);
+
+    bystander.still_works(&server).await;
+}
