@@ -641,7 +641,7 @@ mod tests {
         let mut table: Vec<u8> = Vec::new();
         for _ in 0..depth {
             let mut outer = vec![1u8, b'k', b'F'];
-            outer.extend_from_slice(&(table.len() as u32 + 0).to_be_bytes());
+            outer.extend_from_slice(&(table.len() as u32).to_be_bytes());
             outer.extend_from_slice(&table);
             table = outer;
         }
