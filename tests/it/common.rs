@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use lapin::{Channel, Connection, ConnectionProperties};
+use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use warren::{Config, Server};
 
 /// Start a throwaway broker on ephemeral ports.
@@ -85,4 +87,43 @@ pub async fn next_error(
     tokio::time::timeout(Duration::from_secs(5), wait)
         .await
         .expect("an error event in time")
+}
+
+/// Declare a plain (non-durable, shared) queue.
+pub async fn declare(ch: &Channel, q: &str) {
+    ch.queue_declare(
+        q.into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+}
+
+/// Publish `body` to the default exchange, routed to queue `q`.
+pub async fn put(ch: &Channel, q: &str, body: &[u8]) {
+    ch.basic_publish(
+        "".into(),
+        q.into(),
+        BasicPublishOptions::default(),
+        body,
+        BasicProperties::default(),
+    )
+    .await
+    .unwrap();
+}
+
+/// How many messages are ready in `q` (a passive declare).
+pub async fn depth(ch: &Channel, q: &str) -> u32 {
+    ch.queue_declare(
+        q.into(),
+        QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap()
+    .message_count()
 }

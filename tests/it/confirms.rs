@@ -3,24 +3,10 @@
 use amq_protocol::protocol::{AMQPClass, basic, confirm};
 use lapin::options::*;
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Confirmation};
+use lapin::{BasicProperties, Confirmation};
 
 use crate::common::*;
 use crate::raw::*;
-
-async fn depth(ch: &Channel, q: &str) -> u32 {
-    ch.queue_declare(
-        q.into(),
-        QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap()
-    .message_count()
-}
 
 #[tokio::test]
 async fn every_publish_is_confirmed_in_order() {

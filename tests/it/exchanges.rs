@@ -8,16 +8,6 @@ use lapin::{BasicProperties, Channel, ExchangeKind};
 
 use crate::common::*;
 
-async fn queue(ch: &Channel, name: &str) {
-    ch.queue_declare(
-        name.into(),
-        QueueDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-}
-
 async fn bind(ch: &Channel, q: &str, x: &str, key: &str, args: FieldTable) {
     ch.queue_bind(
         q.into(),
@@ -40,21 +30,6 @@ async fn publish(ch: &Channel, x: &str, key: &str, props: BasicProperties) {
     )
     .await
     .unwrap();
-}
-
-/// How many messages are ready in `q`.
-async fn depth(ch: &Channel, q: &str) -> u32 {
-    ch.queue_declare(
-        q.into(),
-        QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap()
-    .message_count()
 }
 
 fn table(pairs: &[(&str, AMQPValue)]) -> FieldTable {
@@ -216,7 +191,7 @@ async fn default_exchange_routes_by_queue_name_and_cannot_be_bound_or_deleted() 
     let server = start().await;
     let conn = connect(&server).await;
     let ch = channel(&conn).await;
-    queue(&ch, "named").await;
+    declare(&ch, "named").await;
     publish(&ch, "", "named", BasicProperties::default()).await;
     publish(&ch, "", "nonexistent", BasicProperties::default()).await;
     assert_eq!(depth(&ch, "named").await, 1);
@@ -249,7 +224,7 @@ async fn direct_fanout_and_topic_routing() {
     let conn = connect(&server).await;
     let ch = channel(&conn).await;
     for q in ["d1", "d2", "f1", "f2", "t1", "t2", "t3"] {
-        queue(&ch, q).await;
+        declare(&ch, q).await;
     }
     bind(&ch, "d1", "amq.direct", "red", FieldTable::default()).await;
     bind(&ch, "d2", "amq.direct", "blue", FieldTable::default()).await;
@@ -289,8 +264,8 @@ async fn topic_routing_with_ten_thousand_bindings() {
     let server = start().await;
     let conn = connect(&server).await;
     let ch = channel(&conn).await;
-    queue(&ch, "many").await;
-    queue(&ch, "hit").await;
+    declare(&ch, "many").await;
+    declare(&ch, "hit").await;
     for i in 0..10_000 {
         ch.queue_bind(
             "many".into(),
@@ -334,7 +309,7 @@ async fn headers_exchange_matching_modes() {
     let conn = connect(&server).await;
     let ch = channel(&conn).await;
     for q in ["all", "any", "allx", "bad"] {
-        queue(&ch, q).await;
+        declare(&ch, q).await;
     }
     bind(
         &ch,
@@ -413,7 +388,7 @@ async fn exchange_to_exchange_bindings_and_unbind() {
     )
     .await
     .unwrap();
-    queue(&ch, "q").await;
+    declare(&ch, "q").await;
     bind(&ch, "q", "dst", "", FieldTable::default()).await;
     ch.exchange_bind(
         "dst".into(),
@@ -471,8 +446,8 @@ async fn alternate_exchange_receives_unroutable_messages() {
     )
     .await
     .unwrap();
-    queue(&ch, "routed").await;
-    queue(&ch, "unrouted").await;
+    declare(&ch, "routed").await;
+    declare(&ch, "unrouted").await;
     bind(&ch, "routed", "main", "k", FieldTable::default()).await;
     bind(&ch, "unrouted", "ae", "", FieldTable::default()).await;
     publish(&ch, "main", "k", BasicProperties::default()).await;
@@ -521,7 +496,7 @@ async fn delete_if_unused_and_auto_delete() {
     )
     .await
     .unwrap();
-    queue(&ch, "q").await;
+    declare(&ch, "q").await;
     bind(&ch, "q", "busy", "k", FieldTable::default()).await;
     let text = expect_code(
         ch.exchange_delete(

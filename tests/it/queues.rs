@@ -16,7 +16,7 @@ fn passive() -> QueueDeclareOptions {
     }
 }
 
-async fn put(ch: &Channel, q: &str, n: usize) {
+async fn put_n(ch: &Channel, q: &str, n: usize) {
     for i in 0..n {
         ch.basic_publish(
             "".into(),
@@ -46,7 +46,7 @@ async fn server_named_queues_and_counts_in_declare_ok() {
     let name = q.name().as_str().to_string();
     assert!(name.starts_with("amq.gen-"), "{name}");
     assert_eq!(name.len(), "amq.gen-".len() + 22);
-    put(&ch, &name, 3).await;
+    put_n(&ch, &name, 3).await;
     let _consumer = ch
         .basic_consume(
             name.as_str().into(),
@@ -185,7 +185,7 @@ async fn exclusive_queues_are_locked_to_their_connection_and_die_with_it() {
 
     // Other connections may still publish to it through the default exchange.
     let ch = channel(&other).await;
-    put(&ch, "mine", 1).await;
+    put_n(&ch, "mine", 1).await;
     assert_eq!(
         och.queue_declare("mine".into(), passive(), FieldTable::default())
             .await
@@ -275,14 +275,14 @@ async fn purge_and_delete_report_counts_and_honour_conditions() {
     )
     .await
     .unwrap();
-    put(&ch, "p", 5).await;
+    put_n(&ch, "p", 5).await;
     assert_eq!(
         ch.queue_purge("p".into(), QueuePurgeOptions::default())
             .await
             .unwrap(),
         5
     );
-    put(&ch, "p", 2).await;
+    put_n(&ch, "p", 2).await;
     let text = expect_code(
         ch.queue_delete(
             "p".into(),
@@ -331,7 +331,7 @@ async fn purge_and_delete_report_counts_and_honour_conditions() {
     )
     .await
     .unwrap();
-    put(&ch, "d", 4).await;
+    put_n(&ch, "d", 4).await;
     assert_eq!(
         ch.queue_delete("d".into(), QueueDeleteOptions::default())
             .await
