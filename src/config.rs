@@ -50,6 +50,25 @@ pub struct HttpConfig {
 pub struct StorageConfig {
     pub data_dir: PathBuf,
     pub ephemeral: bool,
+    pub group_commit_max_batch: usize,
+    pub group_commit_max_delay_us: u64,
+    pub queue_memory_messages: usize,
+    pub memory_budget_bytes: u64,
+    pub cache_bytes: u64,
+    pub flush_interval_ms: u64,
+}
+
+impl StorageConfig {
+    pub fn store_options(&self) -> crate::store::StoreOptions {
+        crate::store::StoreOptions {
+            group_commit_max_batch: self.group_commit_max_batch,
+            group_commit_max_delay: std::time::Duration::from_micros(
+                self.group_commit_max_delay_us,
+            ),
+            cache_bytes: self.cache_bytes,
+            flush_interval: std::time::Duration::from_millis(self.flush_interval_ms.max(1)),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -191,6 +191,11 @@ pub enum StartupError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot open the store in {path}: {source}")]
+    Store {
+        path: std::path::PathBuf,
+        source: crate::store::StoreError,
+    },
 }
 
 #[cfg(test)]

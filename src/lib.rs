@@ -49,6 +49,7 @@ pub mod message;
 pub mod metrics;
 pub mod queue;
 pub mod server;
+pub mod store;
 
 pub use config::Config;
 pub use error::{AmqpError, StartupError};

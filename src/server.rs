@@ -12,6 +12,7 @@
 //! ```
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use crate::admin;
 use crate::broker::Broker;
 use crate::config::{Config, socket_addr};
 use crate::error::StartupError;
+use crate::store::Store;
 
 /// How long shutdown waits for connections to close before giving up.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
@@ -42,14 +44,21 @@ impl Server {
     /// Bind every listener and start serving. Returns once the broker
     /// accepts connections.
     pub async fn start(config: Config) -> Result<Server, StartupError> {
-        if !config.storage.ephemeral {
-            std::fs::create_dir_all(&config.storage.data_dir).map_err(|source| {
-                StartupError::DataDir {
-                    path: config.storage.data_dir.clone(),
+        let store = if config.storage.ephemeral {
+            Store::ephemeral()
+        } else {
+            let dir = &config.storage.data_dir;
+            std::fs::create_dir_all(dir).map_err(|source| StartupError::DataDir {
+                path: dir.clone(),
+                source,
+            })?;
+            Store::open(dir, &config.storage.store_options()).map_err(|source| {
+                StartupError::Store {
+                    path: dir.clone(),
                     source,
                 }
-            })?;
-        }
+            })?
+        };
         let amqp = bind("AMQP", &config.amqp.bind, config.amqp.port).await?;
         let admin = match config.admin.enabled {
             true => Some(bind("the admin API", &config.admin.bind, config.admin.port).await?),
@@ -59,7 +68,10 @@ impl Server {
             true => Some(bind("metrics", &config.metrics.bind, config.metrics.port).await?),
             false => None,
         };
-        let broker = Broker::new(config);
+        let broker = Broker::open(config, store).map_err(|source| StartupError::Store {
+            path: PathBuf::from("<recovery>"),
+            source,
+        })?;
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
 
@@ -154,6 +166,8 @@ impl Server {
         {
             tracing::warn!("some connections did not close within {SHUTDOWN_DEADLINE:?}");
         }
+        let broker = self.broker.clone();
+        let _ = tokio::task::spawn_blocking(move || broker.close()).await;
     }
 }
 

@@ -19,14 +19,15 @@ use smallvec::SmallVec;
 
 use super::assembler::{Assembler, Content};
 use super::codec;
+use super::confirms::ConfirmTracker;
 use super::deliveries::{ConsumerLink, Deliveries, Unacked};
 use super::session::Session;
 use crate::broker::auth::Access;
-use crate::broker::vhost::{ExchangeDeclare, QueueDeclare, generated_name};
+use crate::broker::vhost::{Durability, ExchangeDeclare, QueueDeclare, generated_name};
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::Exchange;
 use crate::message::{self, Message};
-use crate::queue::{Consumer, ConsumerId, Queue};
+use crate::queue::{Consumer, ConsumerId, Enqueued, Queue};
 
 /// A publish that has been validated and is ready to route.
 #[derive(Debug)]
@@ -47,17 +48,6 @@ enum Settle {
     Discard,
 }
 
-/// Publisher confirms: sequence numbers and acks not yet sent. Acks are
-/// coalesced into one `multiple` ack per read batch.
-#[derive(Debug, Default)]
-struct Confirms {
-    next_seq: u64,
-    /// Highest sequence number settled and not yet acknowledged to the client.
-    pending_through: u64,
-    /// Highest sequence number acknowledged (or nacked) to the client.
-    sent_through: u64,
-}
-
 /// Work buffered by `tx.select` until `tx.commit`.
 #[derive(Debug, Default)]
 struct Transaction {
@@ -72,7 +62,10 @@ pub struct Channel {
     assembler: Assembler,
     /// `basic.qos` prefetch for consumers created from now on.
     consumer_prefetch: u16,
-    confirms: Option<Confirms>,
+    confirms: Option<Arc<ConfirmTracker>>,
+    /// Confirm sequence numbers published in this read batch that wait for
+    /// the store's next flush.
+    awaiting_flush: Vec<u64>,
     tx: Option<Transaction>,
     /// The last queue declared on this channel: empty queue names refer to it.
     last_queue: Option<ShortString>,
@@ -93,6 +86,7 @@ impl Channel {
             assembler: Assembler::default(),
             consumer_prefetch: 0,
             confirms: None,
+            awaiting_flush: Vec::new(),
             tx: None,
             last_queue: None,
             routed: Vec::new(),
@@ -174,7 +168,13 @@ impl Channel {
                         "cannot switch from tx to confirm mode",
                     ));
                 }
-                self.confirms.get_or_insert_with(Confirms::default);
+                if self.confirms.is_none() {
+                    self.confirms = Some(ConfirmTracker::new(
+                        self.id,
+                        s.outbox.clone(),
+                        s.broker.clone(),
+                    ));
+                }
                 if !sel.nowait {
                     s.reply(
                         self.id,
@@ -191,13 +191,15 @@ impl Channel {
 
     fn exchange_method(&mut self, s: &Session, m: exchange::AMQPMethod) -> AmqpResult<()> {
         use exchange::AMQPMethod as M;
-        let reply = |method: M| s.reply(self.id, AMQPClass::Exchange(method));
+        let reply = |method: M, durability: Durability| {
+            s.reply_when_durable(self.id, AMQPClass::Exchange(method), durability)
+        };
         match m {
             M::Declare(d) => {
                 if !d.passive {
                     s.check(Access::Configure, "exchange", d.exchange.as_str())?;
                 }
-                s.vhost.declare_exchange(&ExchangeDeclare {
+                let durability = s.vhost.declare_exchange(&ExchangeDeclare {
                     name: d.exchange,
                     kind: d.kind.as_str().to_string(),
                     passive: d.passive,
@@ -207,40 +209,40 @@ impl Channel {
                     arguments: d.arguments,
                 })?;
                 if !d.nowait {
-                    reply(M::DeclareOk(exchange::DeclareOk {}));
+                    reply(M::DeclareOk(exchange::DeclareOk {}), durability);
                 }
             }
             M::Delete(d) => {
                 s.check(Access::Configure, "exchange", d.exchange.as_str())?;
-                s.vhost.delete_exchange(d.exchange.as_str(), d.if_unused)?;
+                let durability = s.vhost.delete_exchange(d.exchange.as_str(), d.if_unused)?;
                 if !d.nowait {
-                    reply(M::DeleteOk(exchange::DeleteOk {}));
+                    reply(M::DeleteOk(exchange::DeleteOk {}), durability);
                 }
             }
             M::Bind(b) => {
                 s.check(Access::Write, "exchange", b.destination.as_str())?;
                 s.check(Access::Read, "exchange", b.source.as_str())?;
-                s.vhost.bind_exchange(
+                let durability = s.vhost.bind_exchange(
                     b.destination.as_str(),
                     b.source.as_str(),
                     b.routing_key.as_str(),
                     &b.arguments,
                 )?;
                 if !b.nowait {
-                    reply(M::BindOk(exchange::BindOk {}));
+                    reply(M::BindOk(exchange::BindOk {}), durability);
                 }
             }
             M::Unbind(b) => {
                 s.check(Access::Write, "exchange", b.destination.as_str())?;
                 s.check(Access::Read, "exchange", b.source.as_str())?;
-                s.vhost.unbind_exchange(
+                let durability = s.vhost.unbind_exchange(
                     b.destination.as_str(),
                     b.source.as_str(),
                     b.routing_key.as_str(),
                     &b.arguments,
                 )?;
                 if !b.nowait {
-                    reply(M::UnbindOk(exchange::UnbindOk {}));
+                    reply(M::UnbindOk(exchange::UnbindOk {}), durability);
                 }
             }
             _ => return Err(server_only()),
@@ -272,7 +274,7 @@ impl Channel {
                 if !d.passive {
                     s.check(Access::Configure, "queue", name.as_str())?;
                 }
-                let (queue, messages, consumers) = s.vhost.declare_queue(
+                let (queue, messages, consumers, durability) = s.vhost.declare_queue(
                     s.connection_id,
                     &QueueDeclare {
                         name: name.clone(),
@@ -287,13 +289,14 @@ impl Channel {
                 let name = queue.config.name.clone();
                 self.last_queue = Some(name.clone());
                 if !d.nowait {
-                    s.reply(
+                    s.reply_when_durable(
                         self.id,
                         AMQPClass::Queue(M::DeclareOk(queue::DeclareOk {
                             queue: name,
                             message_count: messages,
                             consumer_count: consumers,
                         })),
+                        durability,
                     );
                 }
             }
@@ -302,7 +305,7 @@ impl Channel {
                 let key = self.routing_key_shortcut(b.routing_key, &name);
                 s.check(Access::Write, "queue", name.as_str())?;
                 s.check(Access::Read, "exchange", b.exchange.as_str())?;
-                s.vhost.bind_queue(
+                let durability = s.vhost.bind_queue(
                     s.connection_id,
                     name.as_str(),
                     b.exchange.as_str(),
@@ -310,7 +313,11 @@ impl Channel {
                     &b.arguments,
                 )?;
                 if !b.nowait {
-                    s.reply(self.id, AMQPClass::Queue(M::BindOk(queue::BindOk {})));
+                    s.reply_when_durable(
+                        self.id,
+                        AMQPClass::Queue(M::BindOk(queue::BindOk {})),
+                        durability,
+                    );
                 }
             }
             M::Unbind(b) => {
@@ -318,14 +325,18 @@ impl Channel {
                 let key = self.routing_key_shortcut(b.routing_key, &name);
                 s.check(Access::Write, "queue", name.as_str())?;
                 s.check(Access::Read, "exchange", b.exchange.as_str())?;
-                s.vhost.unbind_queue(
+                let durability = s.vhost.unbind_queue(
                     s.connection_id,
                     name.as_str(),
                     b.exchange.as_str(),
                     key.as_str(),
                     &b.arguments,
                 )?;
-                s.reply(self.id, AMQPClass::Queue(M::UnbindOk(queue::UnbindOk {})));
+                s.reply_when_durable(
+                    self.id,
+                    AMQPClass::Queue(M::UnbindOk(queue::UnbindOk {})),
+                    durability,
+                );
             }
             M::Purge(p) => {
                 let name = self.queue_name(p.queue)?;
@@ -343,18 +354,19 @@ impl Channel {
             M::Delete(d) => {
                 let name = self.queue_name(d.queue)?;
                 s.check(Access::Configure, "queue", name.as_str())?;
-                let count = s.vhost.delete_queue(
+                let (count, durability) = s.vhost.delete_queue(
                     s.connection_id,
                     name.as_str(),
                     d.if_unused,
                     d.if_empty,
                 )?;
                 if !d.nowait {
-                    s.reply(
+                    s.reply_when_durable(
                         self.id,
                         AMQPClass::Queue(M::DeleteOk(queue::DeleteOk {
                             message_count: count,
                         })),
+                        durability,
                     );
                 }
             }
@@ -582,13 +594,28 @@ impl Channel {
             M::Commit(_) => {
                 let tx = self.tx.as_mut().ok_or_else(not_transactional)?;
                 let work = std::mem::take(tx);
+                let mut durability = Durability::Transient;
                 for r in work.publishes {
-                    self.route_and_enqueue(s, r);
+                    match self.route_and_enqueue(s, r) {
+                        Routed::Stored => durability = Durability::Durable,
+                        Routed::Failed => {
+                            return Err(AmqpError::internal_error(
+                                "cannot store a message of the transaction",
+                            ));
+                        }
+                        Routed::InMemory | Routed::Unroutable => {}
+                    }
                 }
                 for (how, taken) in work.settles {
                     self.apply_settle(s, how, taken);
                 }
-                s.reply(self.id, AMQPClass::Tx(M::CommitOk(tx::CommitOk {})));
+                // Acks of stored messages removed them from the store too;
+                // commit-ok promises all of it is durable.
+                s.reply_when_durable(
+                    self.id,
+                    AMQPClass::Tx(M::CommitOk(tx::CommitOk {})),
+                    durability,
+                );
             }
             M::Rollback(_) => {
                 let tx = self.tx.as_mut().ok_or_else(not_transactional)?;
@@ -676,16 +703,15 @@ impl Channel {
         };
         match self.tx.as_mut() {
             Some(tx) => tx.publishes.push(routable),
-            None => self.route_and_enqueue(s, routable),
+            None => {
+                self.route_and_enqueue(s, routable);
+            }
         }
         Ok(())
     }
 
-    fn route_and_enqueue(&mut self, s: &Session, r: Routable) {
-        let seq = self.confirms.as_mut().map(|c| {
-            c.next_seq += 1;
-            c.next_seq
-        });
+    fn route_and_enqueue(&mut self, s: &Session, r: Routable) -> Routed {
+        let seq = self.confirms.as_ref().map(|c| c.next());
         let metrics = &s.broker.metrics;
         let mut routed = std::mem::take(&mut self.routed);
         routed.clear();
@@ -697,53 +723,57 @@ impl Channel {
             routed.sort_unstable_by_key(|q| Arc::as_ptr(q) as usize);
             routed.dedup_by(|a, b| Arc::ptr_eq(a, b));
         }
-        let mut enqueued = false;
-        for q in routed.drain(..) {
-            enqueued |= q.publish(r.message.clone());
-        }
+        let outcome = enqueue(s, &r.message, &mut routed);
         self.routed = routed;
-        if enqueued {
-            metrics.messages_routed.increment(1);
-        } else if r.mandatory {
-            metrics.messages_unroutable_returned.increment(1);
-            let m = &r.message;
-            s.outbox.append(|buf| {
-                codec::encode_return(
-                    buf,
-                    self.id,
-                    312,
-                    "NO_ROUTE",
-                    m.exchange.as_str(),
-                    m.routing_key.as_str(),
-                );
-                codec::encode_content(buf, self.id, &m.properties, &m.body, s.frame_max);
-            });
-        } else {
-            metrics.messages_unroutable_dropped.increment(1);
+        match outcome {
+            Routed::Unroutable if r.mandatory => {
+                metrics.messages_unroutable_returned.increment(1);
+                let m = &r.message;
+                s.outbox.append(|buf| {
+                    codec::encode_return(
+                        buf,
+                        self.id,
+                        312,
+                        "NO_ROUTE",
+                        m.exchange.as_str(),
+                        m.routing_key.as_str(),
+                    );
+                    codec::encode_content(buf, self.id, &m.properties, &m.body, s.frame_max);
+                });
+            }
+            Routed::Unroutable => metrics.messages_unroutable_dropped.increment(1),
+            _ => metrics.messages_routed.increment(1),
         }
-        if let (Some(seq), Some(c)) = (seq, self.confirms.as_mut()) {
+        if let (Some(seq), Some(c)) = (seq, self.confirms.as_ref()) {
             metrics.messages_received_confirm.increment(1);
-            c.pending_through = seq;
+            match outcome {
+                Routed::Stored => {
+                    c.hold(seq);
+                    self.awaiting_flush.push(seq);
+                }
+                Routed::Failed => c.nack(seq),
+                Routed::InMemory | Routed::Unroutable => {}
+            }
         }
+        outcome
     }
 
-    /// Send the publisher confirms accumulated during a read batch as one
-    /// `basic.ack`.
+    /// Send the publisher confirms accumulated during a read batch: those
+    /// settled now go out at once (coalesced), those waiting for the store
+    /// go out when the group commit that covers them completes.
     pub fn flush_confirms(&mut self, s: &Session) {
-        let Some(c) = self.confirms.as_mut() else {
+        let Some(tracker) = self.confirms.as_ref() else {
             return;
         };
-        if c.pending_through > c.sent_through {
-            let multiple = c.pending_through - c.sent_through > 1;
-            let tag = c.pending_through;
-            s.broker
-                .metrics
-                .messages_confirmed
-                .increment(tag - c.sent_through);
-            c.sent_through = tag;
-            s.outbox
-                .append(|buf| codec::encode_confirm(buf, self.id, true, tag, multiple));
+        if !self.awaiting_flush.is_empty() {
+            let seqs = std::mem::take(&mut self.awaiting_flush);
+            let t = tracker.clone();
+            s.store().after_flush(Box::new(move |result| {
+                t.settle(&seqs, result.is_ok());
+                t.flush();
+            }));
         }
+        tracker.flush();
     }
 
     fn poke_queues(&self) {
@@ -763,6 +793,9 @@ impl Channel {
     /// unacknowledged, including acks held by an open transaction.
     pub fn close(&mut self, s: &Session) {
         self.deliveries.close();
+        if let Some(c) = &self.confirms {
+            c.close();
+        }
         let links: Vec<(ShortString, ConsumerLink)> =
             self.deliveries.ledger.lock().consumers.drain().collect();
         for (_, link) in links {
@@ -789,6 +822,61 @@ impl Channel {
             u.queue.requeue(u.consumer, vec![u.message]);
         }
     }
+}
+
+/// What routing and enqueueing did with a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Routed {
+    /// No queue took it.
+    Unroutable,
+    /// Enqueued, in memory only.
+    InMemory,
+    /// Enqueued, and written to the store for at least one durable queue.
+    Stored,
+    /// A durable queue could not store it: the publisher gets a nack.
+    Failed,
+}
+
+/// Enqueue a message on every routed queue. A persistent message bound for
+/// several durable queues has its body stored once, shared by their entries.
+fn enqueue(s: &Session, message: &Arc<Message>, queues: &mut Vec<Arc<Queue>>) -> Routed {
+    let durable = queues.iter().filter(|q| q.would_persist(message)).count();
+    let shared = if durable > 1 {
+        match s.store().put_shared(message, durable as u32) {
+            Ok(id) => Some(id),
+            Err(_) => return Routed::Failed,
+        }
+    } else {
+        None
+    };
+    let mut outcome = Routed::Unroutable;
+    let mut unclaimed = durable;
+    for q in queues.drain(..) {
+        let persists = q.would_persist(message);
+        match q.publish(message.clone(), shared.filter(|_| persists)) {
+            Enqueued::Yes { stored } => {
+                if persists {
+                    unclaimed -= 1;
+                }
+                if outcome != Routed::Failed {
+                    outcome = if stored || outcome == Routed::Stored {
+                        Routed::Stored
+                    } else {
+                        Routed::InMemory
+                    };
+                }
+            }
+            Enqueued::Gone => {}
+            Enqueued::StoreFailed => outcome = Routed::Failed,
+        }
+    }
+    // Queues deleted meanwhile never took their reference to the body.
+    if let Some(id) = shared {
+        for _ in 0..unclaimed {
+            let _ = s.store().release_shared(id);
+        }
+    }
+    outcome
 }
 
 fn settle_run(

@@ -260,6 +260,7 @@ impl Connection {
                 outbox,
                 frame_max: n.frame_max,
                 cancel_notify: n.capabilities.consumer_cancel_notify,
+                deferred: Default::default(),
             },
             client,
             channels: HashMap::new(),
@@ -283,7 +284,7 @@ impl Connection {
         let mut alarm = self.session.broker.subscribe_alarm();
         let mut blocked = false;
         // Frames that arrived with the handshake's last read.
-        if let Err(end) = self.process(reader) {
+        if let Err(end) = self.drain(reader).await {
             return self.finish(reader, end).await;
         }
         loop {
@@ -318,7 +319,7 @@ impl Connection {
                             return self.finish(reader, End::Closed).await;
                         }
                         Ok(_) => {
-                            if let Err(end) = self.process(reader) {
+                            if let Err(end) = self.drain(reader).await {
                                 return self.finish(reader, end).await;
                             }
                         }
@@ -343,16 +344,51 @@ impl Connection {
             .send(|buf| codec::encode_method(buf, 0, &AMQPClass::Connection(method)));
     }
 
-    /// Handle every complete frame in the buffer, then flush.
-    fn process<R: AsyncRead + Unpin>(&mut self, reader: &mut FrameReader<R>) -> Result<(), End> {
+    /// Handle the buffered frames. A reply that must wait for the store
+    /// (a durable declaration, a transaction commit) pauses processing until
+    /// it is sent, so replies keep their order.
+    async fn drain<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut FrameReader<R>,
+    ) -> Result<(), End> {
+        while let Some(deferred) = self.process(reader)? {
+            match deferred.flushed.await {
+                Ok(Ok(())) => {
+                    self.session.reply(deferred.channel, deferred.reply);
+                    self.session.outbox.flush();
+                }
+                Ok(Err(e)) => {
+                    return Err(End::Protocol(AmqpError::internal_error(format!(
+                        "cannot make the change durable: {e}"
+                    ))));
+                }
+                Err(_) => {
+                    return Err(End::Protocol(AmqpError::internal_error(
+                        "the store stopped before the change was durable",
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Handle complete frames from the buffer until it is empty or a reply
+    /// is deferred, then flush.
+    fn process<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut FrameReader<R>,
+    ) -> Result<Option<super::session::Deferred>, End> {
         let result = loop {
             match reader.next_frame() {
                 Ok(Some(frame)) => {
                     if let Err(end) = self.on_frame(frame) {
                         break Err(end);
                     }
+                    if let Some(deferred) = self.session.deferred.get_mut().take() {
+                        break Ok(Some(deferred));
+                    }
                 }
-                Ok(None) => break Ok(()),
+                Ok(None) => break Ok(None),
                 Err(e) => break Err(End::Protocol(e)),
             }
         };

@@ -10,6 +10,7 @@
 pub mod assembler;
 pub mod channel;
 pub mod codec;
+pub mod confirms;
 pub mod connection;
 pub mod deliveries;
 pub mod handshake;

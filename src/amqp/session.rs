@@ -1,16 +1,28 @@
 //! What every channel of a connection shares once the connection is open:
 //! who the client is, which vhost it uses, and where replies go.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use amq_protocol::protocol::AMQPClass;
+use tokio::sync::oneshot;
 
 use super::codec;
 use super::outbox::Outbox;
 use crate::broker::auth::Access;
+use crate::broker::vhost::Durability;
 use crate::broker::{Broker, VHost};
 use crate::error::AmqpResult;
 use crate::queue::ConnectionId;
+use crate::store::{Store, StoreResult};
+
+/// A reply held back until the store has flushed what it reports on.
+#[derive(Debug)]
+pub struct Deferred {
+    pub channel: u16,
+    pub reply: AMQPClass,
+    pub flushed: oneshot::Receiver<StoreResult<()>>,
+}
 
 #[derive(Debug)]
 pub struct Session {
@@ -22,6 +34,9 @@ pub struct Session {
     pub frame_max: u32,
     /// The client advertised `consumer_cancel_notify`.
     pub cancel_notify: bool,
+    /// A reply waiting for a flush; the connection stops processing frames
+    /// until it is sent, so replies keep their order.
+    pub deferred: RefCell<Option<Deferred>>,
 }
 
 impl Session {
@@ -36,5 +51,23 @@ impl Session {
     pub fn reply(&self, channel: u16, method: AMQPClass) {
         self.outbox
             .append(|buf| codec::encode_method(buf, channel, &method));
+    }
+
+    /// Reply now, or, if durable state changed, once it is flushed.
+    pub fn reply_when_durable(&self, channel: u16, method: AMQPClass, durability: Durability) {
+        match durability {
+            Durability::Transient => self.reply(channel, method),
+            Durability::Durable => {
+                *self.deferred.borrow_mut() = Some(Deferred {
+                    channel,
+                    reply: method,
+                    flushed: self.store().synced(),
+                })
+            }
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.broker.store
     }
 }

@@ -1,6 +1,11 @@
-//! The broker's shared state: vhosts, users, live connections, alarms and
-//! metrics. Protocol code (`amqp/`) and the admin API (`admin/`) both work
-//! through it; it knows nothing of sockets or frames.
+//! The broker's shared state: vhosts, users, live connections, alarms,
+//! metrics and the store. Protocol code (`amqp/`) and the admin API
+//! (`admin/`) both work through it; it knows nothing of sockets or frames.
+//!
+//! At boot the broker either seeds a fresh data directory (default user and
+//! vhost, as RabbitMQ's image does on first boot) or restores what the store
+//! holds; at a clean shutdown it records queue lengths so the next boot
+//! needs no counting.
 
 pub mod auth;
 pub mod bindings;
@@ -18,7 +23,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::queue::ConnectionId;
+use crate::queue::{ConnectionId, Queue, QueueEnv};
+use crate::store::{PermissionRecord, Store, StoreResult, UserRecord};
 use auth::{Permission, User, Users};
 pub use vhost::VHost;
 
@@ -45,6 +51,8 @@ pub struct Broker {
     pub metrics: Metrics,
     pub node_name: String,
     pub cluster_name: String,
+    pub store: Arc<Store>,
+    queue_env: Arc<QueueEnv>,
     vhosts: RwLock<HashMap<String, Arc<VHost>>>,
     connections: Mutex<HashMap<ConnectionId, Arc<ClientConnection>>>,
     next_id: AtomicU64,
@@ -54,44 +62,159 @@ pub struct Broker {
 }
 
 impl Broker {
-    pub fn new(config: Config) -> Arc<Broker> {
+    /// A broker over `store`: seeded with the configured defaults if the
+    /// store is new, restored from it otherwise.
+    pub fn open(config: Config, store: Store) -> StoreResult<Arc<Broker>> {
         let host = hostname();
         let node_name = format!("warren@{host}");
         let metrics = Metrics::new(&node_name, &node_name, RABBITMQ_VERSION);
-        let broker = Broker {
+        let store = Arc::new(store);
+        let queue_env = QueueEnv::new(
+            store.clone(),
+            config.storage.memory_budget_bytes,
+            config.storage.queue_memory_messages,
+        );
+        let broker = Arc::new(Broker {
             users: Users::default(),
             metrics,
             cluster_name: node_name.clone(),
             node_name,
+            store,
+            queue_env,
             vhosts: RwLock::new(HashMap::new()),
             connections: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             alarm: watch::Sender::new(None),
             config,
-        };
-        broker.seed_defaults();
-        Arc::new(broker)
+        });
+        if broker.store.is_fresh() || !broker.store.is_durable() {
+            broker.seed_defaults()?;
+        } else {
+            broker.restore()?;
+        }
+        Ok(broker)
+    }
+
+    /// An in-memory broker for unit tests.
+    pub fn ephemeral(config: Config) -> Arc<Broker> {
+        match Broker::open(config, Store::ephemeral()) {
+            Ok(b) => b,
+            Err(e) => unreachable!("an ephemeral store cannot fail: {e}"),
+        }
     }
 
     /// First boot: the default vhost and the default user with full
     /// permissions on it, tagged administrator (RabbitMQ's image contract).
-    fn seed_defaults(&self) {
+    fn seed_defaults(&self) -> StoreResult<()> {
         let auth = &self.config.auth;
         self.add_vhost(&auth.default_vhost);
-        self.users.put_user(User::new(
+        let user = User::new(
             &auth.default_user,
             &auth.default_pass,
             vec!["administrator".into()],
-        ));
+        );
+        self.store.put_vhost(&auth.default_vhost)?;
+        self.store.put_user(&UserRecord {
+            name: user.name.clone(),
+            password_hash: user.password_hash.clone(),
+            tags: user.tags.clone(),
+        })?;
+        self.store.put_permission(&PermissionRecord {
+            user: user.name.clone(),
+            vhost: auth.default_vhost.clone(),
+            configure: ".*".into(),
+            write: ".*".into(),
+            read: ".*".into(),
+        })?;
+        self.users.put_user(user);
         self.users
             .set_permission(&auth.default_user, &auth.default_vhost, Permission::full());
+        self.store.flush_now()
+    }
+
+    /// Later boots: everything comes from the store.
+    fn restore(&self) -> StoreResult<()> {
+        let defs = self.store.load_definitions()?;
+        let counts = self.store.take_counts()?;
+        for u in &defs.users {
+            self.users.put_user(User {
+                name: u.name.clone(),
+                password_hash: u.password_hash.clone(),
+                tags: u.tags.clone(),
+            });
+        }
+        for p in &defs.permissions {
+            match Permission::new(&p.configure, &p.write, &p.read) {
+                Ok(perm) => self.users.set_permission(&p.user, &p.vhost, perm),
+                Err(e) => {
+                    tracing::warn!(user = %p.user, vhost = %p.vhost, "skipping a stored permission: {e}")
+                }
+            }
+        }
+        let mut uncounted: Vec<Arc<Queue>> = Vec::new();
+        for name in &defs.vhosts {
+            let vhost = self.add_vhost(name);
+            uncounted.extend(vhost.restore(&defs, &counts));
+        }
+        tracing::info!(
+            vhosts = defs.vhosts.len(),
+            exchanges = defs.exchanges.len(),
+            queues = defs.queues.len(),
+            bindings = defs.bindings.len(),
+            "restored definitions"
+        );
+        self.recover_in_background(uncounted);
+        Ok(())
+    }
+
+    /// Work that would delay start-up: clearing transient messages paged
+    /// out before a crash, and counting queues that were not shut down
+    /// cleanly. The broker serves meanwhile; counts are estimates until done.
+    fn recover_in_background(&self, uncounted: Vec<Arc<Queue>>) {
+        let store = self.store.clone();
+        let spawned = std::thread::Builder::new()
+            .name("warren-recovery".into())
+            .spawn(move || {
+                if let Err(e) = store.clear_paged() {
+                    tracing::error!("cannot clear paged-out transient messages: {e}");
+                }
+                for q in uncounted {
+                    let from = q.stored_from();
+                    match store.count_entries(q.config.uid, from) {
+                        Ok(n) => q.set_recovered_count(from, n),
+                        Err(e) => {
+                            tracing::error!(queue = %q.config.name, "cannot count messages: {e}")
+                        }
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!("cannot start the recovery thread: {e}");
+        }
+    }
+
+    /// Clean shutdown: record queue lengths, flush, stop the store.
+    pub fn close(&self) {
+        let counts: Vec<(u64, u64, u64)> = self
+            .vhosts()
+            .iter()
+            .flat_map(|v| v.queues())
+            .filter(|q| q.config.survives_restart())
+            .map(|q| (q.config.uid, 0, q.durable_ready()))
+            .collect();
+        if let Err(e) = self.store.save_counts(&counts) {
+            tracing::error!("cannot record queue lengths: {e}");
+        }
+        if let Err(e) = self.store.close() {
+            tracing::error!("cannot flush the store: {e}");
+        }
     }
 
     pub fn add_vhost(&self, name: &str) -> Arc<VHost> {
         self.vhosts
             .write()
             .entry(name.to_string())
-            .or_insert_with(|| Arc::new(VHost::new(name)))
+            .or_insert_with(|| Arc::new(VHost::new(name, self.queue_env.clone())))
             .clone()
     }
 

@@ -6,6 +6,11 @@
 //! unbind — is serialised by the `topology` lock, which also guards the
 //! canonical binding set, so indexes and routers never disagree.
 //!
+//! Durable definitions are written to the store under the topology lock, so
+//! the store sees changes in the order they happen; each mutation reports
+//! whether it wrote anything ([`Durability`]) so the caller can wait for the
+//! flush before answering the client.
+//!
 //! # Lock ordering
 //! topology → exchanges/queues maps → exchange router → queue state.
 
@@ -19,7 +24,8 @@ use smallvec::SmallVec;
 use super::bindings::{Binding, Bindings, DestinationName};
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::{Destination, Exchange, ExchangeKind};
-use crate::queue::{ConnectionId, Queue, QueueConfig};
+use crate::queue::{ConnectionId, Queue, QueueConfig, QueueEnv};
+use crate::store::{BindingRecord, Definitions, ExchangeRecord, QueueRecord, Store, StoreError};
 
 /// The exchanges every vhost starts with.
 const PREDECLARED: &[(&str, ExchangeKind)] = &[
@@ -55,6 +61,7 @@ const EQUIVALENCE_ARGS: &[&str] = &[
 #[derive(Debug)]
 pub struct VHost {
     pub name: String,
+    env: Arc<QueueEnv>,
     exchanges: RwLock<HashMap<ShortString, Arc<Exchange>>>,
     queues: RwLock<HashMap<ShortString, Arc<Queue>>>,
     topology: Mutex<Bindings>,
@@ -84,10 +91,44 @@ pub struct QueueDeclare {
     pub arguments: FieldTable,
 }
 
+/// Whether a topology change wrote durable definitions, which must be
+/// flushed before the client is told it happened.
+#[must_use]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    Transient,
+    Durable,
+}
+
+impl Durability {
+    fn from(wrote: bool) -> Durability {
+        if wrote {
+            Durability::Durable
+        } else {
+            Durability::Transient
+        }
+    }
+}
+
+fn store_failed(e: StoreError) -> AmqpError {
+    AmqpError::internal_error(format!("cannot write definitions: {e}"))
+}
+
+/// An exchange whose definition survives a restart. Predeclared (`amq.*`)
+/// exchanges count as durable but are recreated at boot, not stored.
+fn exchange_survives(e: &Exchange) -> bool {
+    e.durable && !e.auto_delete
+}
+
+fn exchange_is_stored(e: &Exchange) -> bool {
+    exchange_survives(e) && !e.name.as_str().is_empty() && !e.name.as_str().starts_with("amq.")
+}
+
 impl VHost {
-    pub fn new(name: &str) -> VHost {
+    pub fn new(name: &str, env: Arc<QueueEnv>) -> VHost {
         let vhost = VHost {
             name: name.to_string(),
+            env,
             exchanges: RwLock::new(HashMap::new()),
             queues: RwLock::new(HashMap::new()),
             topology: Mutex::new(Bindings::default()),
@@ -116,6 +157,10 @@ impl VHost {
             }
         }
         vhost
+    }
+
+    fn store(&self) -> &Store {
+        &self.env.store
     }
 
     pub fn exchange(&self, name: &str) -> Option<Arc<Exchange>> {
@@ -163,18 +208,18 @@ impl VHost {
         Ok(q)
     }
 
-    pub fn declare_exchange(&self, d: &ExchangeDeclare) -> AmqpResult<Arc<Exchange>> {
+    pub fn declare_exchange(&self, d: &ExchangeDeclare) -> AmqpResult<Durability> {
         let name = d.name.as_str();
         if name.is_empty() {
             return Err(default_exchange_refusal());
         }
         if d.passive {
-            return self.existing_exchange(name);
+            return self.existing_exchange(name).map(|_| Durability::Transient);
         }
         let _topology = self.topology.lock();
         if let Some(existing) = self.exchange(name) {
             check_exchange_equivalence(&existing, d, &self.name)?;
-            return Ok(existing);
+            return Ok(Durability::Transient);
         }
         if name.starts_with("amq.") {
             return Err(AmqpError::access_refused(format!(
@@ -207,14 +252,25 @@ impl VHost {
             d.internal,
             d.arguments.clone(),
         ));
-        self.exchanges
-            .write()
-            .insert(d.name.clone(), exchange.clone());
-        Ok(exchange)
+        let stored = exchange_is_stored(&exchange);
+        if stored {
+            self.store()
+                .put_exchange(&ExchangeRecord {
+                    vhost: self.name.clone(),
+                    name: name.to_string(),
+                    kind: kind.as_str().to_string(),
+                    auto_delete: d.auto_delete,
+                    internal: d.internal,
+                    arguments: d.arguments.clone(),
+                })
+                .map_err(store_failed)?;
+        }
+        self.exchanges.write().insert(d.name.clone(), exchange);
+        Ok(Durability::from(stored))
     }
 
     /// `exchange.delete`. Deleting a missing exchange succeeds, as in RabbitMQ.
-    pub fn delete_exchange(&self, name: &str, if_unused: bool) -> AmqpResult<()> {
+    pub fn delete_exchange(&self, name: &str, if_unused: bool) -> AmqpResult<Durability> {
         if name.is_empty() {
             return Err(default_exchange_refusal());
         }
@@ -226,7 +282,7 @@ impl VHost {
         }
         let mut topology = self.topology.lock();
         let Some(exchange) = self.exchange(name) else {
-            return Ok(());
+            return Ok(Durability::Transient);
         };
         if if_unused && topology.has_source(name) {
             return Err(AmqpError::precondition_failed(format!(
@@ -234,31 +290,108 @@ impl VHost {
                 self.name
             )));
         }
-        self.remove_exchange_locked(&mut topology, &exchange);
-        Ok(())
+        self.remove_exchange_locked(&mut topology, &exchange)
     }
 
-    fn remove_exchange_locked(&self, topology: &mut Bindings, exchange: &Arc<Exchange>) {
+    fn remove_exchange_locked(
+        &self,
+        topology: &mut Bindings,
+        exchange: &Arc<Exchange>,
+    ) -> AmqpResult<Durability> {
+        let mut wrote = false;
+        if exchange_is_stored(exchange) {
+            self.store()
+                .delete_exchange(&self.name, exchange.name.as_str())
+                .map_err(store_failed)?;
+            wrote = true;
+        }
         self.exchanges.write().remove(exchange.name.as_str());
         // Outgoing bindings die with the exchange's router; incoming ones
         // (exchange-to-exchange) must be unhooked from their sources.
-        topology.remove_source(exchange.name.as_str());
+        for b in topology.remove_source(exchange.name.as_str()) {
+            wrote |= self.forget_binding(&b)?;
+        }
         let incoming =
             topology.remove_destination(&DestinationName::Exchange(exchange.name.clone()));
         let dest = Destination::Exchange(exchange.clone());
         for b in incoming {
+            wrote |= self.forget_binding(&b)?;
             if let Some(source) = self.exchange(b.source.as_str()) {
                 source.unbind(&dest, b.routing_key.as_str(), &b.arguments);
-                self.auto_delete_exchange_locked(topology, &source);
+                wrote |=
+                    self.auto_delete_exchange_locked(topology, &source)? == Durability::Durable;
             }
         }
+        Ok(Durability::from(wrote))
     }
 
     /// Auto-delete exchanges go when their last outgoing binding goes.
-    fn auto_delete_exchange_locked(&self, topology: &mut Bindings, exchange: &Arc<Exchange>) {
+    fn auto_delete_exchange_locked(
+        &self,
+        topology: &mut Bindings,
+        exchange: &Arc<Exchange>,
+    ) -> AmqpResult<Durability> {
         if exchange.auto_delete && !topology.has_source(exchange.name.as_str()) {
-            self.remove_exchange_locked(topology, exchange);
+            self.remove_exchange_locked(topology, exchange)
+        } else {
+            Ok(Durability::Transient)
         }
+    }
+
+    /// Whether both ends of a binding survive a restart, so it does too.
+    fn binding_survives(&self, b: &Binding) -> bool {
+        let source = self
+            .exchange(b.source.as_str())
+            .is_some_and(|e| exchange_survives(&e));
+        let destination = match &b.destination {
+            DestinationName::Queue(q) => self
+                .queues
+                .read()
+                .get(q.as_str())
+                .is_some_and(|q| q.config.survives_restart()),
+            DestinationName::Exchange(e) => self
+                .exchange(e.as_str())
+                .is_some_and(|e| exchange_survives(&e)),
+        };
+        source && destination
+    }
+
+    fn binding_record(&self, b: &Binding) -> BindingRecord {
+        let (destination, destination_is_queue) = match &b.destination {
+            DestinationName::Queue(q) => (q.as_str().to_string(), true),
+            DestinationName::Exchange(e) => (e.as_str().to_string(), false),
+        };
+        BindingRecord {
+            vhost: self.name.clone(),
+            source: b.source.as_str().to_string(),
+            destination,
+            destination_is_queue,
+            routing_key: b.routing_key.as_str().to_string(),
+            arguments: b.arguments.clone(),
+        }
+    }
+
+    /// Store a new binding if it survives restarts; true if written.
+    fn record_binding(&self, b: &Binding) -> AmqpResult<bool> {
+        if !self.binding_survives(b) {
+            return Ok(false);
+        }
+        self.store()
+            .put_binding(&self.binding_record(b))
+            .map_err(store_failed)?;
+        Ok(true)
+    }
+
+    /// Delete a binding's record if it had one; true if written. Called
+    /// while both ends still exist.
+    fn forget_binding(&self, b: &Binding) -> AmqpResult<bool> {
+        if !self.binding_survives(b) {
+            return Ok(false);
+        }
+        self.store()
+            .delete_binding(&self.binding_record(b))
+            .map_err(store_failed)?;
+        Ok(true)
     }
 
     /// `queue.declare`. Returns the queue and its message and consumer counts.
@@ -266,12 +399,12 @@ impl VHost {
         &self,
         connection: ConnectionId,
         d: &QueueDeclare,
-    ) -> AmqpResult<(Arc<Queue>, u32, u32)> {
+    ) -> AmqpResult<(Arc<Queue>, u32, u32, Durability)> {
         let name = d.name.as_str();
         if d.passive {
             let q = self.queue(connection, name)?;
             let (ready, _) = q.counts();
-            return Ok((q.clone(), ready, q.consumer_count()));
+            return Ok((q.clone(), ready, q.consumer_count(), Durability::Transient));
         }
         if name.starts_with("amq.") {
             return Err(AmqpError::access_refused(format!(
@@ -289,20 +422,34 @@ impl VHost {
             check_queue_equivalence(&existing, d, &self.name)?;
             let (ready, _) = existing.counts();
             let consumers = existing.consumer_count();
-            return Ok((existing, ready, consumers));
+            return Ok((existing, ready, consumers, Durability::Transient));
         }
-        let queue = Queue::new(QueueConfig {
+        let config = QueueConfig {
             name: name.clone(),
             vhost: self.name.clone(),
             durable: d.durable,
             auto_delete: d.auto_delete,
             exclusive_owner: d.exclusive.then_some(connection),
             arguments: d.arguments.clone(),
-        });
+            uid: self.store().new_queue_uid(),
+        };
+        let stored = config.survives_restart();
+        if stored {
+            self.store()
+                .put_queue(&QueueRecord {
+                    vhost: self.name.clone(),
+                    name: name.as_str().to_string(),
+                    uid: config.uid,
+                    auto_delete: config.auto_delete,
+                    arguments: config.arguments.clone(),
+                })
+                .map_err(store_failed)?;
+        }
+        let queue = Queue::new(config, self.env.clone());
         self.queues.write().insert(name, queue.clone());
         // Every queue is bound to the default exchange by its name; that
         // binding is implicit (the default exchange resolves names directly).
-        Ok((queue, 0, 0))
+        Ok((queue, 0, 0, Durability::from(stored)))
     }
 
     /// `queue.delete`. Deleting a missing queue succeeds with a count of 0.
@@ -312,36 +459,48 @@ impl VHost {
         name: &str,
         if_unused: bool,
         if_empty: bool,
-    ) -> AmqpResult<u32> {
+    ) -> AmqpResult<(u32, Durability)> {
         let mut topology = self.topology.lock();
         let Some(queue) = self.queues.read().get(name).cloned() else {
-            return Ok(0);
+            return Ok((0, Durability::Transient));
         };
         queue.check_access(connection)?;
         let count = queue.delete(if_unused, if_empty)?;
-        self.remove_queue_locked(&mut topology, &queue);
-        Ok(count)
+        let durability = self.remove_queue_locked(&mut topology, &queue)?;
+        Ok((count, durability))
     }
 
-    fn remove_queue_locked(&self, topology: &mut Bindings, queue: &Arc<Queue>) {
-        {
-            let mut queues = self.queues.write();
-            if queues
-                .get(queue.name())
-                .is_some_and(|q| Arc::ptr_eq(q, queue))
-            {
-                queues.remove(queue.name());
-            }
-        }
+    fn remove_queue_locked(
+        &self,
+        topology: &mut Bindings,
+        queue: &Arc<Queue>,
+    ) -> AmqpResult<Durability> {
+        let mut wrote = false;
         let bindings =
             topology.remove_destination(&DestinationName::Queue(queue.config.name.clone()));
         let dest = Destination::Queue(queue.clone());
         for b in bindings {
+            wrote |= self.forget_binding(&b)?;
             if let Some(source) = self.exchange(b.source.as_str()) {
                 source.unbind(&dest, b.routing_key.as_str(), &b.arguments);
-                self.auto_delete_exchange_locked(topology, &source);
+                wrote |=
+                    self.auto_delete_exchange_locked(topology, &source)? == Durability::Durable;
             }
         }
+        if queue.config.survives_restart() {
+            self.store()
+                .delete_queue(&self.name, queue.name())
+                .map_err(store_failed)?;
+            wrote = true;
+        }
+        let mut queues = self.queues.write();
+        if queues
+            .get(queue.name())
+            .is_some_and(|q| Arc::ptr_eq(q, queue))
+        {
+            queues.remove(queue.name());
+        }
+        Ok(Durability::from(wrote))
     }
 
     /// Delete an auto-delete queue that has lost its last consumer, if it
@@ -350,7 +509,9 @@ impl VHost {
         let mut topology = self.topology.lock();
         if queue.is_unused_auto_delete() {
             let _ = queue.delete(false, false);
-            self.remove_queue_locked(&mut topology, queue);
+            if let Err(e) = self.remove_queue_locked(&mut topology, queue) {
+                tracing::error!(queue = %queue.config.name, "auto-delete: {}", e.reply_text());
+            }
         }
     }
 
@@ -369,7 +530,9 @@ impl VHost {
         let mut topology = self.topology.lock();
         for q in owned {
             let _ = q.delete(false, false);
-            self.remove_queue_locked(&mut topology, &q);
+            if let Err(e) = self.remove_queue_locked(&mut topology, &q) {
+                tracing::error!(queue = %q.config.name, "exclusive queue cleanup: {}", e.reply_text());
+            }
         }
     }
 
@@ -385,7 +548,7 @@ impl VHost {
         exchange: &str,
         routing_key: &str,
         arguments: &FieldTable,
-    ) -> AmqpResult<()> {
+    ) -> AmqpResult<Durability> {
         if exchange.is_empty() {
             return Err(default_exchange_refusal());
         }
@@ -399,10 +562,12 @@ impl VHost {
             routing_key: routing_key.into(),
             arguments: arguments.clone(),
         };
-        if topology.insert(binding) {
+        let mut wrote = false;
+        if topology.insert(binding.clone()) {
+            wrote = self.record_binding(&binding)?;
             source.bind(Destination::Queue(q), routing_key, arguments);
         }
-        Ok(())
+        Ok(Durability::from(wrote))
     }
 
     /// `queue.unbind`. Unbinding something that is not bound succeeds.
@@ -413,7 +578,7 @@ impl VHost {
         exchange: &str,
         routing_key: &str,
         arguments: &FieldTable,
-    ) -> AmqpResult<()> {
+    ) -> AmqpResult<Durability> {
         if exchange.is_empty() {
             return Err(default_exchange_refusal());
         }
@@ -424,7 +589,7 @@ impl VHost {
             self.queues.read().get(queue).cloned(),
             self.exchange(exchange),
         ) else {
-            return Ok(());
+            return Ok(Durability::Transient);
         };
         q.check_access(connection)?;
         let binding = Binding {
@@ -433,11 +598,14 @@ impl VHost {
             routing_key: routing_key.into(),
             arguments: arguments.clone(),
         };
+        let mut wrote = false;
         if topology.remove(&binding) {
+            wrote = self.forget_binding(&binding)?;
             source.unbind(&Destination::Queue(q), routing_key, arguments);
-            self.auto_delete_exchange_locked(&mut topology, &source);
+            wrote |=
+                self.auto_delete_exchange_locked(&mut topology, &source)? == Durability::Durable;
         }
-        Ok(())
+        Ok(Durability::from(wrote))
     }
 
     /// `exchange.bind`: messages arriving at `source` also flow to
@@ -448,7 +616,7 @@ impl VHost {
         source: &str,
         routing_key: &str,
         arguments: &FieldTable,
-    ) -> AmqpResult<()> {
+    ) -> AmqpResult<Durability> {
         if destination.is_empty() || source.is_empty() {
             return Err(default_exchange_refusal());
         }
@@ -462,10 +630,12 @@ impl VHost {
             routing_key: routing_key.into(),
             arguments: arguments.clone(),
         };
-        if topology.insert(binding) {
+        let mut wrote = false;
+        if topology.insert(binding.clone()) {
+            wrote = self.record_binding(&binding)?;
             src.bind(Destination::Exchange(dest), routing_key, arguments);
         }
-        Ok(())
+        Ok(Durability::from(wrote))
     }
 
     pub fn unbind_exchange(
@@ -474,13 +644,13 @@ impl VHost {
         source: &str,
         routing_key: &str,
         arguments: &FieldTable,
-    ) -> AmqpResult<()> {
+    ) -> AmqpResult<Durability> {
         if destination.is_empty() || source.is_empty() {
             return Err(default_exchange_refusal());
         }
         let mut topology = self.topology.lock();
         let (Some(dest), Some(src)) = (self.exchange(destination), self.exchange(source)) else {
-            return Ok(());
+            return Ok(Durability::Transient);
         };
         let binding = Binding {
             source: src.name.clone(),
@@ -488,11 +658,91 @@ impl VHost {
             routing_key: routing_key.into(),
             arguments: arguments.clone(),
         };
+        let mut wrote = false;
         if topology.remove(&binding) {
+            wrote = self.forget_binding(&binding)?;
             src.unbind(&Destination::Exchange(dest), routing_key, arguments);
-            self.auto_delete_exchange_locked(&mut topology, &src);
+            wrote |= self.auto_delete_exchange_locked(&mut topology, &src)? == Durability::Durable;
         }
-        Ok(())
+        Ok(Durability::from(wrote))
+    }
+
+    /// Rebuild this vhost's durable exchanges, queues and bindings from the
+    /// store at boot. `counts` are the stored-region sizes saved by a clean
+    /// shutdown, by queue uid.
+    pub fn restore(
+        &self,
+        defs: &Definitions,
+        counts: &HashMap<u64, (u64, u64)>,
+    ) -> Vec<Arc<Queue>> {
+        let mut topology = self.topology.lock();
+        for e in defs.exchanges.iter().filter(|e| e.vhost == self.name) {
+            let Some(kind) = ExchangeKind::parse(&e.kind) else {
+                tracing::warn!(exchange = %e.name, "skipping stored exchange of unknown type {}", e.kind);
+                continue;
+            };
+            let exchange = Exchange::new(
+                e.name.as_str().into(),
+                kind,
+                true,
+                e.auto_delete,
+                e.internal,
+                e.arguments.clone(),
+            );
+            self.exchanges
+                .write()
+                .insert(e.name.as_str().into(), Arc::new(exchange));
+        }
+        let mut uncounted = Vec::new();
+        for q in defs.queues.iter().filter(|q| q.vhost == self.name) {
+            let config = QueueConfig {
+                name: q.name.as_str().into(),
+                vhost: self.name.clone(),
+                durable: true,
+                auto_delete: q.auto_delete,
+                exclusive_owner: None,
+                arguments: q.arguments.clone(),
+                uid: q.uid,
+            };
+            let count = counts.get(&q.uid).map(|(_, c)| *c);
+            let queue = Queue::recover(config, self.env.clone(), count);
+            if count.is_none() {
+                uncounted.push(queue.clone());
+            }
+            self.queues.write().insert(q.name.as_str().into(), queue);
+        }
+        for b in defs.bindings.iter().filter(|b| b.vhost == self.name) {
+            let Some(source) = self.exchange(&b.source) else {
+                continue;
+            };
+            let (destination, name) = if b.destination_is_queue {
+                let Some(q) = self.queues.read().get(b.destination.as_str()).cloned() else {
+                    continue;
+                };
+                (
+                    Destination::Queue(q),
+                    DestinationName::Queue(b.destination.as_str().into()),
+                )
+            } else {
+                let Some(e) = self.exchange(&b.destination) else {
+                    continue;
+                };
+                (
+                    Destination::Exchange(e),
+                    DestinationName::Exchange(b.destination.as_str().into()),
+                )
+            };
+            let binding = Binding {
+                source: source.name.clone(),
+                destination: name,
+                routing_key: b.routing_key.as_str().into(),
+                arguments: b.arguments.clone(),
+            };
+            if topology.insert(binding) {
+                source.bind(destination, &b.routing_key, &b.arguments);
+            }
+        }
+        uncounted
     }
 
     /// Resolve the queues a message published to `exchange` with

@@ -12,11 +12,18 @@
 //! takes messages back through [`Queue::requeue`], where they return to their
 //! original position (ordered by sequence number) marked redelivered.
 //!
+//! Persistence: a persistent message in a durable queue is written to the
+//! store as it is enqueued (durable at the next group commit), marked when
+//! delivered, and removed when acknowledged. A queue longer than its memory
+//! window keeps new messages only in the store (transient ones too) and
+//! reads them back a page at a time as consumers catch up.
+//!
 //! # Lock ordering
 //! queue state → channel ledger → connection outbox. Never take a queue lock
 //! while holding a channel ledger or outbox lock.
 
 mod consumer;
+mod env;
 mod ready;
 
 use std::sync::Arc;
@@ -26,9 +33,11 @@ use parking_lot::Mutex;
 
 use crate::error::{AmqpError, AmqpResult};
 use crate::message::Message;
+use crate::store::{Entry, Stored};
 
 pub use consumer::{Consumer, ConsumerId, DeliveryTarget};
-use ready::ReadyList;
+pub use env::{MemoryBudget, QueueEnv};
+use ready::{ReadyList, StoredRegion};
 
 /// Identifies a connection, for exclusive queues.
 pub type ConnectionId = u64;
@@ -40,6 +49,8 @@ pub struct QueuedMessage {
     pub seq: u64,
     pub message: Arc<Message>,
     pub redelivered: bool,
+    /// Where the store has it, if anywhere.
+    pub stored: Stored,
 }
 
 /// What a queue was declared with.
@@ -51,12 +62,36 @@ pub struct QueueConfig {
     pub auto_delete: bool,
     pub exclusive_owner: Option<ConnectionId>,
     pub arguments: FieldTable,
+    /// Prefix of this queue's keys in the store.
+    pub uid: u64,
+}
+
+impl QueueConfig {
+    /// Whether the queue's definition and persistent messages survive a
+    /// restart: durable, and neither exclusive nor auto-delete (RabbitMQ's
+    /// rules).
+    pub fn survives_restart(&self) -> bool {
+        self.durable && !self.auto_delete && self.exclusive_owner.is_none()
+    }
 }
 
 #[derive(Debug)]
 pub struct Queue {
     pub config: QueueConfig,
+    env: Arc<QueueEnv>,
     state: Mutex<QueueState>,
+}
+
+/// What became of a published message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    /// In the queue, and in the store if it is persistent and the queue
+    /// durable.
+    Yes { stored: bool },
+    /// The queue was deleted meanwhile.
+    Gone,
+    /// The store refused to write it: it was not enqueued.
+    StoreFailed,
 }
 
 #[derive(Debug, Default)]
@@ -83,11 +118,72 @@ pub struct Cancelled {
 }
 
 impl Queue {
-    pub fn new(config: QueueConfig) -> Arc<Queue> {
+    pub fn new(config: QueueConfig, env: Arc<QueueEnv>) -> Arc<Queue> {
+        let state = QueueState {
+            ready: ReadyList::new(env.budget.clone()),
+            ..Default::default()
+        };
         Arc::new(Queue {
             config,
-            state: Mutex::new(QueueState::default()),
+            env,
+            state: Mutex::new(state),
         })
+    }
+
+    /// A durable queue coming back after a restart: its messages stay in the
+    /// store and are read in as consumers need them. `count`, when known
+    /// (after a clean shutdown), is exact; otherwise it is estimated from
+    /// the stored range until [`Queue::set_recovered_count`] corrects it.
+    pub fn recover(config: QueueConfig, env: Arc<QueueEnv>, count: Option<u64>) -> Arc<Queue> {
+        let bounds = match env.store.entry_bounds(config.uid) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(queue = %config.name, "cannot read the queue's messages: {e}");
+                None
+            }
+        };
+        let queue = Queue::new(config, env);
+        if let Some((first, last)) = bounds {
+            let mut st = queue.state.lock();
+            st.next_seq = last + 1;
+            let count = count.unwrap_or(last - first + 1);
+            st.ready.set_stored(StoredRegion {
+                from: first,
+                count,
+                durable: count,
+                bytes: 0,
+            });
+        }
+        queue
+    }
+
+    /// Replace a recovered queue's estimated size with a count made in the
+    /// background, if nothing has been read from the store since.
+    pub fn set_recovered_count(&self, from: u64, count: u64) {
+        let mut st = self.state.lock();
+        let region = st.ready.stored();
+        if region.from == from && region.count > 0 {
+            st.ready.set_stored(StoredRegion {
+                count,
+                durable: count,
+                ..region
+            });
+        }
+    }
+
+    /// Where the stored region starts (for the recovery count).
+    pub fn stored_from(&self) -> u64 {
+        self.state.lock().ready.stored().from
+    }
+
+    /// Ready messages that would survive a restart (for the clean-shutdown
+    /// snapshot, taken once connections have returned what they held).
+    pub fn durable_ready(&self) -> u64 {
+        self.state.lock().ready.durable()
+    }
+
+    fn persists(&self, message: &Message) -> bool {
+        message.persistent && self.config.survives_restart() && self.env.store.is_durable()
     }
 
     pub fn name(&self) -> &str {
@@ -140,22 +236,152 @@ impl Queue {
         self.state.lock().deleted
     }
 
-    /// Enqueue a routed message and deliver what can be delivered. Returns
-    /// false if the queue was deleted meanwhile.
-    pub fn publish(self: &Arc<Self>, message: Arc<Message>) -> bool {
+    /// Whether a message published here would be written to the store.
+    pub fn would_persist(&self, message: &Message) -> bool {
+        self.persists(message)
+    }
+
+    /// Enqueue a routed message and deliver what can be delivered. A
+    /// persistent message for a durable queue is written to the store first
+    /// (as a reference to `shared` when its body is stored once for several
+    /// queues).
+    pub fn publish(self: &Arc<Self>, message: Arc<Message>, shared: Option<u64>) -> Enqueued {
         let mut st = self.state.lock();
         if st.deleted {
-            return false;
+            return Enqueued::Gone;
         }
         let seq = st.next_seq;
         st.next_seq += 1;
+        let store = &self.env.store;
+        let stored = if self.persists(&message) {
+            let entry = match shared {
+                Some(id) => Entry::Shared(id),
+                None => Entry::Inline(&message),
+            };
+            match store.put_entry(self.config.uid, seq, entry) {
+                Ok(stored) => stored,
+                Err(_) => return Enqueued::StoreFailed,
+            }
+        } else {
+            Stored::No
+        };
+        let persisted = stored != Stored::No;
+        if self.should_page(&st) {
+            let paged = match stored {
+                Stored::No => store.page_out(self.config.uid, seq, &message).is_ok(),
+                _ => true,
+            };
+            if paged {
+                st.ready
+                    .push_stored(seq, message.body_size() as u64, persisted);
+                self.dispatch_locked(&mut st);
+                return Enqueued::Yes { stored: persisted };
+            }
+        }
         st.ready.push_back(QueuedMessage {
             seq,
             message,
             redelivered: false,
+            stored,
         });
         self.dispatch_locked(&mut st);
-        true
+        Enqueued::Yes { stored: persisted }
+    }
+
+    /// Keep the message only in the store: the queue is already paging, or
+    /// its memory window (or the broker's budget) is full.
+    fn should_page(&self, st: &QueueState) -> bool {
+        self.env.can_page()
+            && (st.ready.is_paging()
+                || st.ready.in_memory() >= self.env.window
+                || self.env.budget.exhausted())
+    }
+
+    /// Refill the memory window from the store when it runs low.
+    fn page_in(&self, st: &mut QueueState) {
+        if !st.ready.is_paging() || st.ready.in_memory() >= self.env.page_batch {
+            return;
+        }
+        let region = st.ready.stored();
+        match self
+            .env
+            .store
+            .page_in(self.config.uid, region.from, self.env.page_batch)
+        {
+            Ok(page) if page.is_empty() => st.ready.stored_exhausted(),
+            Ok(page) => {
+                let next = page.last().map_or(region.from, |r| r.seq + 1);
+                let full = page.len() == self.env.page_batch;
+                st.ready.extend_from_store(
+                    page.into_iter().map(|r| QueuedMessage {
+                        seq: r.seq,
+                        message: Arc::new(r.message),
+                        redelivered: r.redelivered,
+                        stored: r.stored,
+                    }),
+                    next,
+                );
+                if !full {
+                    // The store holds nothing more: any remaining count was
+                    // an overestimate from crash recovery.
+                    st.ready.stored_exhausted();
+                }
+            }
+            Err(e) => {
+                tracing::error!(queue = %self.config.name, "cannot read stored messages: {e}")
+            }
+        }
+    }
+
+    /// Take the next ready message, refilling from the store if needed.
+    fn next_ready(&self, st: &mut QueueState) -> Option<QueuedMessage> {
+        self.page_in(st);
+        st.ready.pop_front()
+    }
+
+    /// A message left the queue for a consumer: record the delivery in the
+    /// store, or (no-ack) forget it there.
+    fn delivered(&self, m: &QueuedMessage, settled: bool) {
+        if m.stored == Stored::No {
+            return;
+        }
+        let store = &self.env.store;
+        let uid = self.config.uid;
+        let result = if settled {
+            store.remove(uid, m.seq, m.stored)
+        } else if m.redelivered {
+            Ok(()) // already marked
+        } else {
+            store.mark_delivered(uid, m.seq)
+        };
+        if let Err(e) = result {
+            tracing::error!(queue = %self.config.name, "cannot update a stored message: {e}");
+        }
+    }
+
+    fn forget(&self, messages: &[QueuedMessage]) {
+        for m in messages {
+            if let Err(e) = self.env.store.remove(self.config.uid, m.seq, m.stored) {
+                tracing::error!(queue = %self.config.name, "cannot remove a stored message: {e}");
+            }
+        }
+    }
+
+    /// Remove a stored region in the background (purge and delete of long
+    /// queues would otherwise hold the queue for seconds).
+    fn forget_region(&self, from: u64, to: u64) {
+        let store = self.env.store.clone();
+        let (uid, name) = (self.config.uid, self.config.name.clone());
+        let spawned = std::thread::Builder::new()
+            .name("warren-purge".into())
+            .spawn(move || {
+                if let Err(e) = store.remove_range(uid, from, to) {
+                    tracing::error!(queue = %name, "cannot remove stored messages: {e}");
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!("cannot start a purge thread: {e}");
+        }
     }
 
     /// Register a consumer. `announce` runs under the queue lock after the
@@ -214,6 +440,7 @@ impl Queue {
 
     /// Acknowledge delivered messages: they leave the queue for good.
     pub fn ack(self: &Arc<Self>, consumer: Option<ConsumerId>, messages: Vec<QueuedMessage>) {
+        self.forget(&messages);
         let mut st = self.state.lock();
         st.settle(consumer, messages.len() as u32);
         self.dispatch_locked(&mut st);
@@ -222,6 +449,17 @@ impl Queue {
     /// Reject delivered messages without requeueing: they are dropped.
     pub fn discard(self: &Arc<Self>, consumer: Option<ConsumerId>, messages: Vec<QueuedMessage>) {
         self.ack(consumer, messages)
+    }
+
+    /// Memory and stored counts of ready messages, for diagnostics.
+    pub fn ready_split(&self) -> (usize, u64) {
+        let st = self.state.lock();
+        (st.ready.in_memory(), st.ready.stored().count)
+    }
+
+    /// Bytes of ready message bodies this queue holds in memory.
+    pub fn memory_bytes(&self) -> u64 {
+        self.state.lock().ready.memory_bytes()
     }
 
     /// Put delivered messages back at their original positions, marked
@@ -243,11 +481,12 @@ impl Queue {
     /// with the message and the number of messages left.
     pub fn get(self: &Arc<Self>, no_ack: bool, deliver: impl FnOnce(QueuedMessage, u32)) -> bool {
         let mut st = self.state.lock();
-        match st.ready.pop_front() {
+        match self.next_ready(&mut st) {
             Some(m) => {
                 if !no_ack {
                     st.unacked += 1;
                 }
+                self.delivered(&m, no_ack);
                 let left = st.ready.len() as u32;
                 deliver(m, left);
                 true
@@ -259,7 +498,15 @@ impl Queue {
     /// Drop every ready message; returns how many.
     pub fn purge(&self) -> u32 {
         let mut st = self.state.lock();
-        st.ready.clear() as u32
+        let count = st.ready.len() as u32;
+        let (mut memory, region) = st.ready.take_all();
+        let next_seq = st.next_seq;
+        drop(st);
+        self.forget(memory.make_contiguous());
+        if region.count > 0 {
+            self.forget_region(region.from, next_seq);
+        }
+        count
     }
 
     /// Mark the queue deleted, cancel its consumers (telling their clients)
@@ -285,7 +532,16 @@ impl Queue {
         for c in std::mem::take(&mut st.consumers) {
             c.channel.cancelled(self, &c);
         }
-        Ok(st.ready.clear() as u32)
+        let count = st.ready.len() as u32;
+        let (memory, _) = st.ready.take_all();
+        drop(st);
+        drop(memory);
+        if self.env.store.is_durable() {
+            // Everything the queue ever stored, including entries of
+            // messages still unacknowledged in channels.
+            self.forget_region(0, u64::MAX);
+        }
+        Ok(count)
     }
 
     /// Deliver as much as consumers can take. Channels call this when they
@@ -304,7 +560,7 @@ impl Queue {
             else {
                 return;
             };
-            let Some(message) = st.ready.pop_front() else {
+            let Some(message) = self.next_ready(st) else {
                 return;
             };
             st.cursor = (idx + 1) % n;
@@ -313,6 +569,7 @@ impl Queue {
                 consumer.unacked += 1;
             }
             let counted = !consumer.no_ack;
+            self.delivered(&message, consumer.no_ack);
             consumer.channel.deliver(self, consumer, message);
             if counted {
                 st.unacked += 1;

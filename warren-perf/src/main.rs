@@ -471,7 +471,7 @@ async fn drive(
     }
     Ok(RunSummary {
         mode: "throughput",
-        uri: args.uri.clone(),
+        uri: uri.redacted(),
         producers: topo.routes.len(),
         consumers: topo.consumer_queues.len(),
         queues: topo.queues.len(),

@@ -1,0 +1,248 @@
+//! Durable definitions: vhosts, users, permissions, exchanges, queues and
+//! bindings, one JSON record per key in the `definitions` tree.
+//!
+//! Keys start with a one-letter kind and join their parts with NUL (names
+//! cannot contain NUL in practice, and a NUL-separated key sorts by its
+//! parts): `v<vhost>`, `u<user>`, `p<user>\0<vhost>`, `e<vhost>\0<name>`,
+//! `q<vhost>\0<name>`, and for bindings
+//! `b<vhost>\0<source>\0<q|e><destination>\0<key>\0<arguments>`.
+
+use amq_protocol::types::FieldTable;
+use serde::{Deserialize, Serialize};
+
+use super::{Backend, Store, StoreError, StoreResult, Tree};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub name: String,
+    pub password_hash: String,
+    pub tags: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PermissionRecord {
+    pub user: String,
+    pub vhost: String,
+    pub configure: String,
+    pub write: String,
+    pub read: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExchangeRecord {
+    pub vhost: String,
+    pub name: String,
+    pub kind: String,
+    pub auto_delete: bool,
+    pub internal: bool,
+    pub arguments: FieldTable,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QueueRecord {
+    pub vhost: String,
+    pub name: String,
+    /// Prefix of this queue's message keys.
+    pub uid: u64,
+    pub auto_delete: bool,
+    pub arguments: FieldTable,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BindingRecord {
+    pub vhost: String,
+    pub source: String,
+    pub destination: String,
+    pub destination_is_queue: bool,
+    pub routing_key: String,
+    pub arguments: FieldTable,
+}
+
+/// Everything recovered at boot.
+#[derive(Clone, Debug, Default)]
+pub struct Definitions {
+    pub vhosts: Vec<String>,
+    pub users: Vec<UserRecord>,
+    pub permissions: Vec<PermissionRecord>,
+    pub exchanges: Vec<ExchangeRecord>,
+    pub queues: Vec<QueueRecord>,
+    pub bindings: Vec<BindingRecord>,
+}
+
+fn key(kind: u8, parts: &[&str]) -> Vec<u8> {
+    let mut k = vec![kind];
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            k.push(0);
+        }
+        k.extend_from_slice(p.as_bytes());
+    }
+    k
+}
+
+fn binding_key(b: &BindingRecord) -> Vec<u8> {
+    let dest = format!(
+        "{}{}",
+        if b.destination_is_queue { 'q' } else { 'e' },
+        b.destination
+    );
+    // Arguments take part in a binding's identity; their JSON form is stable
+    // because FieldTable is a sorted map.
+    let args = serde_json::to_string(&b.arguments).unwrap_or_default();
+    key(b'b', &[&b.vhost, &b.source, &dest, &b.routing_key, &args])
+}
+
+fn encode<T: Serialize>(record: &T) -> StoreResult<Vec<u8>> {
+    serde_json::to_vec(record).map_err(|e| StoreError::corrupt("definition", e))
+}
+
+fn scan_all<T: for<'de> Deserialize<'de>>(
+    backend: &dyn Backend,
+    kind: u8,
+    what: &'static str,
+) -> StoreResult<Vec<T>> {
+    let from = [kind];
+    let to = [kind + 1];
+    let mut out = Vec::new();
+    let mut start = from.to_vec();
+    loop {
+        let page = backend.scan(Tree::Definitions, &start, &to, 1024)?;
+        let Some((last, _)) = page.last() else {
+            break;
+        };
+        start = last.clone();
+        start.push(0);
+        for (_, v) in &page {
+            out.push(serde_json::from_slice(v).map_err(|e| StoreError::corrupt(what, e))?);
+        }
+    }
+    Ok(out)
+}
+
+/// The highest queue uid in use, so new queues never reuse one.
+pub(super) fn last_queue_uid(backend: &dyn Backend) -> StoreResult<Option<u64>> {
+    let queues: Vec<QueueRecord> = scan_all(backend, b'q', "queue")?;
+    Ok(queues.iter().map(|q| q.uid).max())
+}
+
+impl Store {
+    fn put_definition(&self, key: Vec<u8>, value: StoreResult<Vec<u8>>) -> StoreResult<()> {
+        if !self.durable {
+            return Ok(());
+        }
+        let value = value?;
+        self.note(self.backend.insert(Tree::Definitions, &key, &value))
+    }
+
+    fn delete_definition(&self, key: Vec<u8>) -> StoreResult<()> {
+        if !self.durable {
+            return Ok(());
+        }
+        self.note(self.backend.remove(Tree::Definitions, &key))
+    }
+
+    pub fn put_vhost(&self, name: &str) -> StoreResult<()> {
+        self.put_definition(key(b'v', &[name]), encode(&name))
+    }
+
+    pub fn delete_vhost(&self, name: &str) -> StoreResult<()> {
+        self.delete_definition(key(b'v', &[name]))
+    }
+
+    pub fn put_user(&self, user: &UserRecord) -> StoreResult<()> {
+        self.put_definition(key(b'u', &[&user.name]), encode(user))
+    }
+
+    pub fn delete_user(&self, name: &str) -> StoreResult<()> {
+        self.delete_definition(key(b'u', &[name]))
+    }
+
+    pub fn put_permission(&self, p: &PermissionRecord) -> StoreResult<()> {
+        self.put_definition(key(b'p', &[&p.user, &p.vhost]), encode(p))
+    }
+
+    pub fn put_exchange(&self, e: &ExchangeRecord) -> StoreResult<()> {
+        self.put_definition(key(b'e', &[&e.vhost, &e.name]), encode(e))
+    }
+
+    pub fn delete_exchange(&self, vhost: &str, name: &str) -> StoreResult<()> {
+        self.delete_definition(key(b'e', &[vhost, name]))
+    }
+
+    pub fn put_queue(&self, q: &QueueRecord) -> StoreResult<()> {
+        self.put_definition(key(b'q', &[&q.vhost, &q.name]), encode(q))
+    }
+
+    pub fn delete_queue(&self, vhost: &str, name: &str) -> StoreResult<()> {
+        self.delete_definition(key(b'q', &[vhost, name]))
+    }
+
+    pub fn put_binding(&self, b: &BindingRecord) -> StoreResult<()> {
+        self.put_definition(binding_key(b), encode(b))
+    }
+
+    pub fn delete_binding(&self, b: &BindingRecord) -> StoreResult<()> {
+        self.delete_definition(binding_key(b))
+    }
+
+    /// Read every definition (at boot).
+    pub fn load_definitions(&self) -> StoreResult<Definitions> {
+        let b = self.backend.as_ref();
+        Ok(Definitions {
+            vhosts: scan_all(b, b'v', "vhost")?,
+            users: scan_all(b, b'u', "user")?,
+            permissions: scan_all(b, b'p', "permission")?,
+            exchanges: scan_all(b, b'e', "exchange")?,
+            queues: scan_all(b, b'q', "queue")?,
+            bindings: scan_all(b, b'b', "binding")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use amq_protocol::types::AMQPValue;
+
+    #[test]
+    fn definitions_round_trip_and_delete() {
+        let store = Store::in_memory_for_tests();
+        let mut args = FieldTable::default();
+        args.insert("x-message-ttl".into(), AMQPValue::LongInt(1000));
+        store.put_vhost("/").unwrap();
+        store
+            .put_queue(&QueueRecord {
+                vhost: "/".into(),
+                name: "q".into(),
+                uid: 7,
+                auto_delete: false,
+                arguments: args.clone(),
+            })
+            .unwrap();
+        let binding = BindingRecord {
+            vhost: "/".into(),
+            source: "amq.direct".into(),
+            destination: "q".into(),
+            destination_is_queue: true,
+            routing_key: "k".into(),
+            arguments: args.clone(),
+        };
+        store.put_binding(&binding).unwrap();
+        let d = store.load_definitions().unwrap();
+        assert_eq!(d.vhosts, vec!["/".to_string()]);
+        assert_eq!(d.queues[0].arguments, args);
+        assert_eq!(d.bindings, vec![binding.clone()]);
+        assert_eq!(last_queue_uid(store.backend.as_ref()).unwrap(), Some(7));
+        store.delete_binding(&binding).unwrap();
+        store.delete_queue("/", "q").unwrap();
+        let d = store.load_definitions().unwrap();
+        assert!(d.bindings.is_empty() && d.queues.is_empty());
+    }
+
+    #[test]
+    fn an_ephemeral_store_keeps_nothing() {
+        let store = Store::ephemeral();
+        store.put_vhost("/").unwrap();
+        assert!(store.load_definitions().unwrap().vhosts.is_empty());
+    }
+}

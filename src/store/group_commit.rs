@@ -1,0 +1,165 @@
+//! Group commit: one thread turns many writers' "make this durable" requests
+//! into one flush.
+//!
+//! Writers apply their changes to the backend themselves, then register a
+//! waiter. The thread takes every waiter registered so far, flushes once, and
+//! completes them all with the flush's result. While a flush runs, new
+//! waiters gather for the next one, so under load each flush covers many
+//! publishes; an idle broker flushes at once. `max_delay` lets a flush wait a
+//! little for company, up to `max_batch` waiters.
+//!
+//! Writes nobody waits for (acks, delivery marks) are flushed at least every
+//! `interval`, which bounds what a crash can lose of them.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use super::{Backend, StoreError, StoreResult};
+
+/// Called once the writes made before it was registered are durable (or
+/// failed to become so).
+pub type Waiter = Box<dyn FnOnce(StoreResult<()>) + Send>;
+
+#[derive(Debug)]
+pub struct GroupCommit {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GroupCommit")
+    }
+}
+
+#[derive(Default)]
+struct State {
+    waiters: Vec<Waiter>,
+    /// Something was written since the last flush.
+    dirty: bool,
+    stopping: bool,
+}
+
+impl GroupCommit {
+    pub fn start(
+        backend: Arc<dyn Backend>,
+        max_batch: usize,
+        max_delay: Duration,
+        interval: Duration,
+    ) -> StoreResult<GroupCommit> {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            wake: Condvar::new(),
+        });
+        let worker = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("warren-group-commit".into())
+            .spawn(move || run(worker, backend, max_batch.max(1), max_delay, interval))
+            .map_err(|e| StoreError::Io(format!("cannot start the group-commit thread: {e}")))?;
+        Ok(GroupCommit {
+            shared,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Note an unflushed write, to be flushed within the interval.
+    pub fn touch(&self) {
+        let mut st = self.shared.state.lock();
+        st.dirty = true;
+    }
+
+    pub fn after_flush(&self, waiter: Waiter) {
+        let mut st = self.shared.state.lock();
+        st.waiters.push(waiter);
+        drop(st);
+        self.shared.wake.notify_one();
+    }
+
+    /// Complete pending waiters, then stop the thread.
+    pub fn stop(&self) {
+        self.shared.state.lock().stopping = true;
+        self.shared.wake.notify_one();
+        if let Some(t) = self.thread.lock().take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(
+    shared: Arc<Shared>,
+    backend: Arc<dyn Backend>,
+    max_batch: usize,
+    max_delay: Duration,
+    interval: Duration,
+) {
+    loop {
+        let batch = {
+            let mut st = shared.state.lock();
+            let mut periodic = Instant::now() + interval;
+            while st.waiters.is_empty() && !st.stopping {
+                if shared.wake.wait_until(&mut st, periodic).timed_out() {
+                    if st.dirty {
+                        break;
+                    }
+                    periodic = Instant::now() + interval;
+                }
+            }
+            if st.waiters.is_empty() && st.stopping {
+                return;
+            }
+            if !max_delay.is_zero() && !st.stopping {
+                let deadline = Instant::now() + max_delay;
+                while st.waiters.len() < max_batch && !st.stopping {
+                    if shared.wake.wait_until(&mut st, deadline).timed_out() {
+                        break;
+                    }
+                }
+            }
+            st.dirty = false;
+            std::mem::take(&mut st.waiters)
+        };
+        let result = backend.flush();
+        if let Err(e) = &result {
+            tracing::error!("flush failed: {e}");
+        }
+        for waiter in batch {
+            waiter(result.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory_backend::MemoryBackend;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn every_waiter_is_completed_and_stop_drains() {
+        let gc = GroupCommit::start(
+            Arc::new(MemoryBackend::default()),
+            8,
+            Duration::from_millis(1),
+            Duration::from_millis(50),
+        )
+        .unwrap();
+        let done = Arc::new(AtomicUsize::new(0));
+        for _ in 0..100 {
+            let d = done.clone();
+            gc.after_flush(Box::new(move |r| {
+                assert!(r.is_ok());
+                d.fetch_add(1, Ordering::SeqCst);
+            }));
+        }
+        gc.stop();
+        assert_eq!(done.load(Ordering::SeqCst), 100);
+    }
+}

@@ -1,0 +1,375 @@
+//! Persistence: durable definitions, persistent messages, and paged-out
+//! queue contents.
+//!
+//! A [`Backend`] is a small ordered key-value interface with three trees;
+//! `sled_backend` implements it on sled (the only file that imports sled),
+//! `memory_backend` in memory. [`Store`] puts Warren's key layout, record
+//! formats and group commit on top, so the rest of the broker never sees
+//! keys or bytes.
+//!
+//! Writes are applied to the backend at once (visible to reads, not yet
+//! durable); durability comes from [`Store::after_flush`]: the group-commit
+//! thread runs one flush for every write made before it started, then
+//! completes all the waiters at once. Publisher confirms, `tx.commit-ok` and
+//! `declare-ok` for durable entities wait for that flush.
+//!
+//! The on-disk layout is documented in `docs/storage.md`; its version is
+//! checked at open, and an unknown version refuses to start.
+
+mod definitions;
+mod group_commit;
+mod memory_backend;
+mod messages;
+mod sled_backend;
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+pub use definitions::{
+    BindingRecord, Definitions, ExchangeRecord, PermissionRecord, QueueRecord, UserRecord,
+};
+pub use group_commit::Waiter;
+pub use messages::{Entry, Recovered, Stored};
+
+use group_commit::GroupCommit;
+
+/// Version of the on-disk layout this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// A storage failure. Cloneable so one flush error can complete many waiters.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("storage I/O failed: {0}")]
+    Io(String),
+    #[error("corrupt {what} record: {detail}")]
+    Corrupt { what: &'static str, detail: String },
+    #[error(
+        "the data directory {path} holds on-disk format version {found}, but this Warren reads \
+         version {FORMAT_VERSION}; refusing to start rather than risk the data"
+    )]
+    Version { path: String, found: String },
+}
+
+impl StoreError {
+    fn corrupt(what: &'static str, detail: impl fmt::Display) -> StoreError {
+        StoreError::Corrupt {
+            what,
+            detail: detail.to_string(),
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The backend's separate keyspaces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Tree {
+    /// Format version and boot bookkeeping.
+    Meta,
+    /// Vhosts, users, permissions, exchanges, queues, bindings.
+    Definitions,
+    /// Queue entries, shared message bodies, delivery markers, paged-out
+    /// transient messages.
+    Messages,
+}
+
+/// An ordered key-value store with three trees. Ranges are half-open
+/// (`from..to`) in byte order.
+pub trait Backend: Send + Sync + fmt::Debug {
+    fn get(&self, tree: Tree, key: &[u8]) -> StoreResult<Option<Vec<u8>>>;
+    fn insert(&self, tree: Tree, key: &[u8], value: &[u8]) -> StoreResult<()>;
+    fn remove(&self, tree: Tree, key: &[u8]) -> StoreResult<()>;
+    /// Up to `limit` entries with `from <= key < to`, in key order.
+    fn scan(
+        &self,
+        tree: Tree,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// The greatest key with `from <= key < to`.
+    fn last_key(&self, tree: Tree, from: &[u8], to: &[u8]) -> StoreResult<Option<Vec<u8>>>;
+    /// Make every write so far durable.
+    fn flush(&self) -> StoreResult<()>;
+}
+
+/// How the store behaves; from the `[storage]` config section.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// Flush when this many waiters are queued, without waiting longer.
+    pub group_commit_max_batch: usize,
+    /// Wait up to this long for more waiters before flushing.
+    pub group_commit_max_delay: Duration,
+    /// sled's page cache.
+    pub cache_bytes: u64,
+    /// Writes nobody waits for are flushed at least this often.
+    pub flush_interval: Duration,
+}
+
+/// Warren's persistence: key layout, records and group commit over a
+/// [`Backend`].
+#[derive(Debug)]
+pub struct Store {
+    backend: Arc<dyn Backend>,
+    /// False for `--ephemeral`: nothing is persisted and queues never page.
+    durable: bool,
+    /// The store was created by this boot (no definitions to recover).
+    fresh: bool,
+    /// The previous run shut down cleanly.
+    clean: bool,
+    commit: GroupCommit,
+    next_message_id: AtomicU64,
+    next_queue_uid: AtomicU64,
+    /// Queue uids below this are reserved on disk.
+    uids_reserved: AtomicU64,
+    uid_reservation: parking_lot::Mutex<()>,
+    /// Set after a write or flush failed; publishers are then refused.
+    failed: Arc<AtomicBool>,
+}
+
+impl Store {
+    /// Open (or create) the store in `dir`.
+    pub fn open(dir: &Path, options: &StoreOptions) -> StoreResult<Store> {
+        let backend: Arc<dyn Backend> = Arc::new(sled_backend::SledBackend::open(dir, options)?);
+        Store::with_backend(backend, true, options, &dir.display().to_string())
+    }
+
+    /// A store that keeps nothing: for `--ephemeral` brokers.
+    pub fn ephemeral() -> Store {
+        let options = StoreOptions {
+            group_commit_max_batch: 1,
+            group_commit_max_delay: Duration::ZERO,
+            cache_bytes: 0,
+            flush_interval: Duration::from_secs(3600),
+        };
+        let backend: Arc<dyn Backend> = Arc::new(memory_backend::MemoryBackend::default());
+        match Store::with_backend(backend, false, &options, "<memory>") {
+            Ok(s) => s,
+            Err(e) => unreachable!("a fresh memory store cannot fail to open: {e}"),
+        }
+    }
+
+    /// A persistent store kept in memory: the same code paths as on disk,
+    /// for tests.
+    pub fn in_memory_for_tests() -> Store {
+        let options = StoreOptions {
+            group_commit_max_batch: 64,
+            group_commit_max_delay: Duration::ZERO,
+            cache_bytes: 0,
+            flush_interval: Duration::from_millis(100),
+        };
+        let backend: Arc<dyn Backend> = Arc::new(memory_backend::MemoryBackend::default());
+        match Store::with_backend(backend, true, &options, "<memory>") {
+            Ok(s) => s,
+            Err(e) => unreachable!("a fresh memory store cannot fail to open: {e}"),
+        }
+    }
+
+    fn with_backend(
+        backend: Arc<dyn Backend>,
+        durable: bool,
+        options: &StoreOptions,
+        path: &str,
+    ) -> StoreResult<Store> {
+        let version = backend.get(Tree::Meta, b"format")?;
+        let fresh = match version {
+            None => {
+                backend.insert(Tree::Meta, b"format", FORMAT_VERSION.to_string().as_bytes())?;
+                backend.flush()?;
+                true
+            }
+            Some(v) if v == FORMAT_VERSION.to_string().as_bytes() => false,
+            Some(v) => {
+                return Err(StoreError::Version {
+                    path: path.to_string(),
+                    found: String::from_utf8_lossy(&v).into_owned(),
+                });
+            }
+        };
+        let next_message_id = messages::last_shared_id(backend.as_ref())?.map_or(1, |id| id + 1);
+        let reserved = backend
+            .get(Tree::Meta, b"uids")?
+            .and_then(|v| String::from_utf8(v).ok()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        let next_queue_uid = definitions::last_queue_uid(backend.as_ref())?
+            .map_or(1, |u| u + 1)
+            .max(reserved + 1);
+        let commit = GroupCommit::start(
+            backend.clone(),
+            options.group_commit_max_batch,
+            options.group_commit_max_delay,
+            options.flush_interval,
+        )?;
+        // A clean shutdown leaves this mark; it is removed at once so that a
+        // crash later in this run is recognised as one.
+        let clean = backend.get(Tree::Meta, b"clean")?.is_some();
+        if clean {
+            backend.remove(Tree::Meta, b"clean")?;
+            backend.flush()?;
+        }
+        Ok(Store {
+            backend,
+            durable,
+            fresh,
+            clean,
+            commit,
+            next_message_id: AtomicU64::new(next_message_id),
+            // Runtime-only (transient) queues take uids from the same
+            // counter so their paged keys never collide with durable ones.
+            next_queue_uid: AtomicU64::new(next_queue_uid),
+            uids_reserved: AtomicU64::new(next_queue_uid),
+            uid_reservation: parking_lot::Mutex::new(()),
+            failed: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Whether this store keeps anything (false for `--ephemeral`).
+    pub fn is_durable(&self) -> bool {
+        self.durable
+    }
+
+    /// True on the first boot of a data directory.
+    pub fn is_fresh(&self) -> bool {
+        self.fresh
+    }
+
+    /// True if the previous run shut down cleanly (or there was none).
+    pub fn was_clean(&self) -> bool {
+        self.clean || self.fresh
+    }
+
+    /// True once a write or flush has failed.
+    pub fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    fn note<T>(&self, r: StoreResult<T>) -> StoreResult<T> {
+        if r.is_ok() {
+            self.commit.touch();
+        }
+        if let Err(e) = &r
+            && !self.failed.swap(true, Ordering::AcqRel)
+        {
+            tracing::error!("storage failure: {e}; persistent publishes will be refused");
+        }
+        r
+    }
+
+    /// A uid for a new queue. Uids are reserved on disk in blocks, so after
+    /// a crash no new queue reuses the uid of an old transient queue whose
+    /// paged-out messages are still being cleared.
+    pub fn new_queue_uid(&self) -> u64 {
+        const BLOCK: u64 = 1024;
+        let uid = self.next_queue_uid.fetch_add(1, Ordering::Relaxed);
+        if self.durable && uid >= self.uids_reserved.load(Ordering::Acquire) {
+            let _guard = self.uid_reservation.lock();
+            if uid >= self.uids_reserved.load(Ordering::Acquire) {
+                let through = uid + BLOCK;
+                let _ = self.note(self.backend.insert(
+                    Tree::Meta,
+                    b"uids",
+                    through.to_string().as_bytes(),
+                ));
+                self.uids_reserved.store(through, Ordering::Release);
+            }
+        }
+        uid
+    }
+
+    /// Remember each queue's stored-region size at a clean shutdown, so the
+    /// next boot knows queue lengths without counting.
+    pub fn save_counts(&self, counts: &[(u64, u64, u64)]) -> StoreResult<()> {
+        if !self.durable {
+            return Ok(());
+        }
+        for (uid, from, count) in counts {
+            let mut v = from.to_be_bytes().to_vec();
+            v.extend_from_slice(&count.to_be_bytes());
+            let mut k = b"c".to_vec();
+            k.extend_from_slice(&uid.to_be_bytes());
+            self.note(self.backend.insert(Tree::Meta, &k, &v))?;
+        }
+        Ok(())
+    }
+
+    /// Counts saved by the last clean shutdown, by queue uid: `(from,
+    /// count)`. They are removed as they are read, so a later crash cannot
+    /// reuse them.
+    pub fn take_counts(&self) -> StoreResult<std::collections::HashMap<u64, (u64, u64)>> {
+        let mut out = std::collections::HashMap::new();
+        for (k, v) in self.backend.scan(Tree::Meta, b"c", b"d", usize::MAX)? {
+            let uid = k
+                .get(1..9)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes);
+            let from = v
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes);
+            let count = v
+                .get(8..16)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes);
+            if let (Some(uid), Some(from), Some(count)) = (uid, from, count) {
+                out.insert(uid, (from, count));
+            }
+            self.note(self.backend.remove(Tree::Meta, &k))?;
+        }
+        if !out.is_empty() {
+            self.note(self.backend.flush())?;
+        }
+        Ok(out)
+    }
+
+    fn new_message_id(&self) -> u64 {
+        self.next_message_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Run `waiter` once everything written so far is durable.
+    pub fn after_flush(&self, waiter: Waiter) {
+        if self.durable {
+            let failed = self.failed.clone();
+            self.commit.after_flush(Box::new(move |r| {
+                if r.is_err() {
+                    failed.store(true, Ordering::Release);
+                }
+                waiter(r)
+            }));
+        } else {
+            waiter(Ok(()))
+        }
+    }
+
+    /// A future that resolves once everything written so far is durable.
+    pub fn synced(&self) -> tokio::sync::oneshot::Receiver<StoreResult<()>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.after_flush(Box::new(move |r| {
+            let _ = tx.send(r);
+        }));
+        rx
+    }
+
+    /// Flush now, on this thread (boot-time writes).
+    pub fn flush_now(&self) -> StoreResult<()> {
+        if self.durable {
+            self.note(self.backend.flush())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Flush, mark the shutdown clean, and stop the group-commit thread.
+    pub fn close(&self) -> StoreResult<()> {
+        self.commit.stop();
+        if self.durable {
+            self.backend.insert(Tree::Meta, b"clean", b"1")?;
+            self.backend.flush()
+        } else {
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,586 @@
+//! One producer: one connection, one channel, one task.
+//!
+//! The publish frames (basic.publish method, content header, body frames)
+//! are pre-encoded once into a template; per message only the timestamp and
+//! sequence number in the body are filled in. Messages are appended to the
+//! connection's write buffer until it holds about `--write-batch` bytes (or
+//! the confirm window, the rate schedule or `--pmessages` says stop), and the
+//! buffer goes out in one write. Inbound confirms and returns are cut off the
+//! read buffer without allocating.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use amq_protocol::protocol::{AMQPClass, BasicProperties, basic, confirm};
+use amq_protocol::types::{AMQPValue, FieldTable};
+use anyhow::{Result, bail};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::cli::{ROUTE_HEADER, Route};
+use crate::clock;
+use crate::conn::{
+    CHANNEL, Conn, FRAME_BODY, FRAME_END, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, describe,
+    parse_method, peek_frame,
+};
+use crate::pacer::Pacer;
+use crate::stats::Shared;
+use crate::{Phase, heartbeat_timer};
+
+pub struct ProducerCfg {
+    pub id: usize,
+    pub exchange: String,
+    pub route: Route,
+    pub size: usize,
+    pub persistent: bool,
+    pub mandatory: bool,
+    pub confirm: u32,
+    pub rate: Option<f64>,
+    pub pmessages: Option<u64>,
+    pub write_batch: usize,
+    pub drain_timeout: Duration,
+}
+
+/// Put confirms on the channel (if asked for); done before the run starts.
+pub async fn prepare(conn: &mut Conn, cfg: &ProducerCfg) -> Result<()> {
+    if cfg.confirm > 0 {
+        match conn
+            .rpc(&AMQPClass::Confirm(confirm::AMQPMethod::Select(
+                confirm::Select { nowait: false },
+            )))
+            .await?
+        {
+            AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(_)) => {}
+            other => bail!("expected confirm.select-ok, got {}", describe(&other)),
+        }
+    }
+    Ok(())
+}
+
+/// Publish until told to stop (or `--pmessages` is reached), wait for the
+/// outstanding confirms, close.
+pub async fn run(
+    mut conn: Conn,
+    cfg: ProducerCfg,
+    shared: Arc<Shared>,
+    mut phase: watch::Receiver<Phase>,
+) -> Result<()> {
+    phase.wait_for(|p| *p >= Phase::Go).await?;
+    let mut props =
+        BasicProperties::default().with_delivery_mode(if cfg.persistent { 2 } else { 1 });
+    if let Some(h) = &cfg.route.header {
+        let mut t = FieldTable::default();
+        t.insert(
+            ROUTE_HEADER.into(),
+            AMQPValue::LongString(h.as_str().into()),
+        );
+        props = props.with_headers(t);
+    }
+    let tpl = PublishTemplate::new(
+        CHANNEL,
+        &cfg.exchange,
+        &cfg.route.routing_key,
+        cfg.mandatory,
+        &warren::message::encode(&props),
+        cfg.size,
+        conn.frame_max,
+    );
+    let per_write = (cfg.write_batch / tpl.wire_size).max(1) as u64;
+    let seq_base = (cfg.id as u64) << 40;
+    let mut outstanding = Outstanding::new();
+    let mut pacer = cfg.rate.map(|r| Pacer::new(r, clock::now_ns()));
+    let mut inbound = Inbound::default();
+    let mut resolved = Vec::new();
+    let mut slow = Vec::new();
+    let mut latencies = Vec::new();
+    let mut hb = heartbeat_timer(conn.heartbeat);
+    let mut n: u64 = 0;
+    let mut stopping = false;
+    let mut deadline = Instant::now();
+    let mut barrier = Barrier::NotSent;
+    loop {
+        let mut paced_wait = false;
+        if !stopping {
+            let mut budget = if conn.pending() >= cfg.write_batch {
+                0
+            } else {
+                per_write
+            };
+            if let Some(max) = cfg.pmessages {
+                budget = budget.min(max - n);
+            }
+            if cfg.confirm > 0 {
+                budget = budget.min(u64::from(cfg.confirm).saturating_sub(outstanding.len()));
+            }
+            let now = clock::now_ns();
+            if let Some(p) = pacer.as_mut()
+                && budget > 0
+            {
+                let due = p.available(now);
+                paced_wait = due == 0;
+                budget = budget.min(due);
+                p.record(budget);
+            }
+            if budget > 0 {
+                conn.compact();
+                conn.wbuf.reserve(budget as usize * tpl.wire_size);
+                for _ in 0..budget {
+                    tpl.encode(&mut conn.wbuf, now, seq_base | n);
+                    n += 1;
+                    if cfg.confirm > 0 {
+                        outstanding.push(now);
+                    }
+                }
+                shared.sent.fetch_add(budget, Ordering::Relaxed);
+            }
+            if cfg.pmessages.is_some_and(|max| n >= max) {
+                stopping = true;
+                deadline = Instant::now() + cfg.drain_timeout;
+                shared.producer_stopped();
+            }
+        }
+        if stopping && conn.pending() == 0 && outstanding.len() == 0 {
+            // A round trip on the channel after the last publish: once its
+            // reply is in, every basic.return for earlier publishes is too
+            // (the broker answers a channel's methods in order).
+            match barrier {
+                Barrier::NotSent => {
+                    conn.send_method(
+                        CHANNEL,
+                        &AMQPClass::Basic(basic::AMQPMethod::Qos(basic::Qos {
+                            prefetch_count: 0,
+                            global: false,
+                        })),
+                    );
+                    barrier = Barrier::Sent;
+                    continue;
+                }
+                Barrier::Sent => {}
+                Barrier::Done => break,
+            }
+        }
+        let next_due = match &pacer {
+            Some(p) if paced_wait => clock::instant_at(p.next_due_ns()),
+            _ => deadline,
+        };
+        if conn.rbuf.capacity() - conn.rbuf.len() < 4096 {
+            conn.rbuf.reserve(64 * 1024);
+        }
+        tokio::select! {
+            biased;
+            r = conn.rd.read_buf(&mut conn.rbuf) => {
+                if r? == 0 {
+                    bail!("the broker closed the TCP connection without connection.close");
+                }
+                scan(
+                    &conn.rbuf,
+                    conn.frame_max,
+                    &mut inbound,
+                    &mut outstanding,
+                    &mut resolved,
+                    &mut slow,
+                )
+                .map(|used| bytes::Buf::advance(&mut conn.rbuf, used))?;
+                if inbound.acked + inbound.nacked + inbound.returned > 0 {
+                    shared.confirmed.fetch_add(inbound.acked, Ordering::Relaxed);
+                    shared.nacked.fetch_add(inbound.nacked, Ordering::Relaxed);
+                    shared.returned.fetch_add(inbound.returned, Ordering::Relaxed);
+                    inbound.acked = 0;
+                    inbound.nacked = 0;
+                    inbound.returned = 0;
+                }
+                if !resolved.is_empty() {
+                    let now = clock::now_ns();
+                    latencies.clear();
+                    latencies.extend(resolved.drain(..).map(|ts| now.saturating_sub(ts)));
+                    Shared::record_latencies(&shared.confirm_latency, &latencies);
+                }
+                for (channel, method) in slow.drain(..) {
+                    match conn.control(channel, method).await? {
+                        Some(AMQPClass::Basic(basic::AMQPMethod::QosOk(_)))
+                            if barrier == Barrier::Sent =>
+                        {
+                            barrier = Barrier::Done;
+                        }
+                        Some(m) => bail!("unexpected {} from the broker", describe(&m)),
+                        None => {}
+                    }
+                }
+            }
+            r = conn.wr.write(&conn.wbuf[conn.wpos..]), if conn.pending() > 0 => {
+                let written = r?;
+                conn.written(written);
+            }
+            _ = tokio::time::sleep_until(next_due), if paced_wait && conn.pending() == 0 => {}
+            r = async { phase.wait_for(|p| *p >= Phase::StopProducers).await.map(|_| ()) }, if !stopping => {
+                r?;
+                stopping = true;
+                deadline = Instant::now() + cfg.drain_timeout;
+            }
+            _ = tokio::time::sleep_until(deadline), if stopping => {
+                // Confirms (or the socket) did not come through in time.
+                break;
+            }
+            _ = hb.tick(), if conn.heartbeat > 0 => conn.send_heartbeat(),
+        }
+    }
+    if outstanding.len() > 0 {
+        eprintln!(
+            "warning: producer {} stopped with {} messages unconfirmed",
+            cfg.id,
+            outstanding.len()
+        );
+    }
+    // The measurement is complete; a slow or failed close is not worth
+    // failing the run for.
+    if let Err(e) = conn.close().await {
+        eprintln!("warning: producer {}: {e:#}", cfg.id);
+    }
+    Ok(())
+}
+
+/// The end-of-run round trip (see the stop condition in [`run`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Barrier {
+    NotSent,
+    Sent,
+    Done,
+}
+
+/// What the read side of a producer has seen since the counters were last
+/// folded into the shared ones, and where it is in a returned message.
+#[derive(Default)]
+struct Inbound {
+    acked: u64,
+    nacked: u64,
+    returned: u64,
+    /// The content of a basic.return still to skip: header pending, then
+    /// body bytes.
+    return_header: bool,
+    return_body: u64,
+}
+
+/// Consume the complete frames at the front of `buf`; returns the bytes
+/// used. Confirm timestamps go to `resolved`; methods other than confirms
+/// and returns go to `slow` for the async handler.
+fn scan(
+    buf: &[u8],
+    frame_max: u32,
+    st: &mut Inbound,
+    outstanding: &mut Outstanding,
+    resolved: &mut Vec<u64>,
+    slow: &mut Vec<(u16, AMQPClass)>,
+) -> Result<usize> {
+    let mut pos = 0;
+    let mut nacked_ts = Vec::new();
+    while let Some((ty, channel, size)) = peek_frame(&buf[pos..], frame_max)? {
+        let p = &buf[pos + 7..pos + 7 + size];
+        match ty {
+            FRAME_METHOD if size >= 4 => {
+                let class = u16::from_be_bytes([p[0], p[1]]);
+                let method = u16::from_be_bytes([p[2], p[3]]);
+                match (class, method) {
+                    (60, 80) | (60, 120) if size >= 13 => {
+                        let tag =
+                            u64::from_be_bytes([p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11]]);
+                        let multiple = p[12] & 1 != 0;
+                        if method == 80 {
+                            st.acked += outstanding.resolve(tag, multiple, resolved);
+                        } else {
+                            st.nacked += outstanding.resolve(tag, multiple, &mut nacked_ts);
+                        }
+                    }
+                    (60, 50) => {
+                        st.returned += 1;
+                        st.return_header = true;
+                    }
+                    _ => slow.push((channel, parse_method(p)?)),
+                }
+            }
+            FRAME_HEADER if st.return_header && size >= 12 => {
+                st.return_header = false;
+                st.return_body =
+                    u64::from_be_bytes([p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11]]);
+            }
+            FRAME_BODY if st.return_body > 0 => {
+                st.return_body = st.return_body.saturating_sub(size as u64);
+            }
+            FRAME_HEARTBEAT => {}
+            _ => bail!("unexpected frame (type {ty}, {size} bytes) on a publishing connection"),
+        }
+        pos += size + 8;
+    }
+    Ok(pos)
+}
+
+/// The frames of one publish with everything but the body's first 16 bytes
+/// filled in.
+pub struct PublishTemplate {
+    /// basic.publish method frame + content header frame.
+    prefix: Vec<u8>,
+    body: Vec<u8>,
+    channel: u16,
+    /// Largest body frame payload.
+    chunk: usize,
+    /// Bytes one message takes on the wire.
+    pub wire_size: usize,
+}
+
+impl PublishTemplate {
+    pub fn new(
+        channel: u16,
+        exchange: &str,
+        routing_key: &str,
+        mandatory: bool,
+        properties: &[u8],
+        size: usize,
+        frame_max: u32,
+    ) -> Self {
+        let mut prefix = Vec::new();
+        // basic.publish: class, method, reserved-1, exchange, routing-key, bits
+        let mut m = vec![0, 60, 0, 40, 0, 0];
+        put_shortstr(&mut m, exchange);
+        put_shortstr(&mut m, routing_key);
+        m.push(u8::from(mandatory));
+        put_frame(&mut prefix, FRAME_METHOD, channel, &m);
+        // content header: class, weight, body size, properties
+        let mut h = vec![0, 60, 0, 0];
+        h.extend_from_slice(&(size as u64).to_be_bytes());
+        h.extend_from_slice(properties);
+        put_frame(&mut prefix, FRAME_HEADER, channel, &h);
+        // Body bytes after the timestamp and sequence number: a pattern, so
+        // that compression or dedup cannot make them free.
+        let body: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let chunk = (frame_max as usize - 8).max(16);
+        let frames = size.div_ceil(chunk).max(1);
+        let wire_size = prefix.len() + size + frames * 8;
+        PublishTemplate {
+            prefix,
+            body,
+            channel,
+            chunk,
+            wire_size,
+        }
+    }
+
+    /// Append one message.
+    #[inline]
+    pub fn encode(&self, out: &mut Vec<u8>, timestamp: u64, seq: u64) {
+        out.extend_from_slice(&self.prefix);
+        let len = self.body.len();
+        let mut start = 0;
+        while start < len {
+            let end = (start + self.chunk).min(len);
+            out.push(FRAME_BODY);
+            out.extend_from_slice(&self.channel.to_be_bytes());
+            out.extend_from_slice(&((end - start) as u32).to_be_bytes());
+            if start == 0 {
+                out.extend_from_slice(&timestamp.to_be_bytes());
+                out.extend_from_slice(&seq.to_be_bytes());
+                out.extend_from_slice(&self.body[16..end]);
+            } else {
+                out.extend_from_slice(&self.body[start..end]);
+            }
+            out.push(FRAME_END);
+            start = end;
+        }
+    }
+}
+
+fn put_shortstr(out: &mut Vec<u8>, s: &str) {
+    let b = &s.as_bytes()[..s.len().min(255)];
+    out.push(b.len() as u8);
+    out.extend_from_slice(b);
+}
+
+fn put_frame(out: &mut Vec<u8>, ty: u8, channel: u16, payload: &[u8]) {
+    out.push(ty);
+    out.extend_from_slice(&channel.to_be_bytes());
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(payload);
+    out.push(FRAME_END);
+}
+
+/// Unconfirmed publishes: delivery tags `base..base + ts.len()`, each with
+/// its publish timestamp (0 once confirmed).
+pub struct Outstanding {
+    base: u64,
+    ts: VecDeque<u64>,
+    pending: u64,
+}
+
+impl Outstanding {
+    pub fn new() -> Self {
+        Outstanding {
+            base: 1,
+            ts: VecDeque::new(),
+            pending: 0,
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.pending
+    }
+
+    /// Record the next publish (its delivery tag is implied).
+    pub fn push(&mut self, ts: u64) {
+        self.ts.push_back(ts.max(1));
+        self.pending += 1;
+    }
+
+    /// Settle `tag` (and, if `multiple`, every tag below it); the settled
+    /// publishes' timestamps are appended to `out`. Returns how many were
+    /// settled now (tags settled before, or never used, count for nothing).
+    pub fn resolve(&mut self, tag: u64, multiple: bool, out: &mut Vec<u64>) -> u64 {
+        if tag < self.base || self.ts.is_empty() {
+            return 0;
+        }
+        let idx = ((tag - self.base) as usize).min(self.ts.len() - 1);
+        let first = if multiple { 0 } else { idx };
+        if !multiple && (tag - self.base) as usize >= self.ts.len() {
+            return 0;
+        }
+        let mut n = 0;
+        for slot in self.ts.range_mut(first..=idx) {
+            if *slot != 0 {
+                out.push(*slot);
+                *slot = 0;
+                n += 1;
+            }
+        }
+        self.pending -= n;
+        while self.ts.front() == Some(&0) {
+            self.ts.pop_front();
+            self.base += 1;
+        }
+        n
+    }
+}
+
+impl Default for Outstanding {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use amq_protocol::protocol::basic;
+    use bytes::BytesMut;
+    use warren::amqp::codec::{self, Frame};
+
+    #[test]
+    fn template_encodes_a_publish_the_broker_codec_reads() {
+        let props = warren::message::encode(&BasicProperties::default().with_delivery_mode(2));
+        for (size, frame_max) in [(16usize, 131_072u32), (1024, 131_072), (10_000, 4096)] {
+            let tpl = PublishTemplate::new(1, "ex", "rk", true, &props, size, frame_max);
+            let mut out = Vec::new();
+            tpl.encode(&mut out, 0x0102_0304_0506_0708, 42);
+            assert_eq!(out.len(), tpl.wire_size, "size {size}");
+            let mut buf = BytesMut::from(&out[..]);
+            match codec::decode(&mut buf, frame_max).unwrap().unwrap() {
+                Frame::Method { channel, method } => {
+                    assert_eq!(channel, 1);
+                    assert_eq!(
+                        *method,
+                        AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+                            exchange: "ex".into(),
+                            routing_key: "rk".into(),
+                            mandatory: true,
+                            immediate: false,
+                        }))
+                    );
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+            match codec::decode(&mut buf, frame_max).unwrap().unwrap() {
+                Frame::Header {
+                    body_size,
+                    properties,
+                    ..
+                } => {
+                    assert_eq!(body_size, size as u64);
+                    assert_eq!(
+                        warren::message::parse(&properties).unwrap().delivery_mode(),
+                        &Some(2)
+                    );
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+            let mut body = Vec::new();
+            while let Some(f) = codec::decode(&mut buf, frame_max).unwrap() {
+                match f {
+                    Frame::Body { payload, .. } => body.extend_from_slice(&payload),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            assert_eq!(body.len(), size);
+            assert_eq!(&body[..8], &0x0102_0304_0506_0708u64.to_be_bytes());
+            assert_eq!(&body[8..16], &42u64.to_be_bytes());
+        }
+    }
+
+    #[test]
+    fn outstanding_single_multiple_and_out_of_order() {
+        let mut o = Outstanding::new();
+        for ts in 1..=10 {
+            o.push(ts * 100);
+        }
+        let mut out = Vec::new();
+        assert_eq!(o.resolve(3, false, &mut out), 1);
+        assert_eq!(out, [300]);
+        assert_eq!(o.len(), 9);
+        // multiple up to 5 settles 1, 2, 4, 5 (3 already was)
+        out.clear();
+        assert_eq!(o.resolve(5, true, &mut out), 4);
+        assert_eq!(out, [100, 200, 400, 500]);
+        assert_eq!(o.len(), 5);
+        // repeats and unknown tags are ignored
+        assert_eq!(o.resolve(5, false, &mut out), 0);
+        assert_eq!(o.resolve(99, false, &mut out), 0);
+        assert_eq!(o.resolve(8, false, &mut out), 1);
+        out.clear();
+        assert_eq!(o.resolve(10, true, &mut out), 4);
+        assert_eq!(out, [600, 700, 900, 1000]);
+        assert_eq!(o.len(), 0);
+        o.push(5);
+        assert_eq!(o.resolve(11, false, &mut out), 1);
+    }
+
+    #[test]
+    fn scan_counts_confirms_and_skips_returns() {
+        let mut o = Outstanding::new();
+        for _ in 0..4 {
+            o.push(7);
+        }
+        let mut b = BytesMut::new();
+        codec::encode_confirm(&mut b, 1, true, 2, true);
+        codec::encode_return(&mut b, 1, 312, "NO_ROUTE", "ex", "rk");
+        codec::encode_content(&mut b, 1, &[0, 0], &[1u8; 100], 4096);
+        codec::encode_confirm(&mut b, 1, false, 3, false);
+        codec::encode_heartbeat(&mut b);
+        let full = b.len();
+        // and half of another frame
+        codec::encode_confirm(&mut b, 1, true, 4, false);
+        let mut st = Inbound::default();
+        let (mut resolved, mut slow) = (Vec::new(), Vec::new());
+        let used = scan(
+            &b[..full + 5],
+            4096,
+            &mut st,
+            &mut o,
+            &mut resolved,
+            &mut slow,
+        )
+        .unwrap();
+        assert_eq!(used, full);
+        assert_eq!((st.acked, st.nacked, st.returned), (2, 1, 1));
+        assert_eq!(resolved, [7, 7]);
+        assert!(slow.is_empty());
+        assert_eq!(o.len(), 1);
+    }
+}
