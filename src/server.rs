@@ -44,7 +44,12 @@ impl Server {
     /// Bind every listener and start serving. Returns once the broker
     /// accepts connections.
     pub async fn start(config: Config) -> Result<Server, StartupError> {
-        let store = if config.storage.ephemeral {
+        let store = Server::open_store(&config)?;
+        Server::start_with_store(config, store).await
+    }
+
+    fn open_store(config: &Config) -> Result<Store, StartupError> {
+        Ok(if config.storage.ephemeral {
             Store::ephemeral()
         } else {
             let dir = &config.storage.data_dir;
@@ -58,7 +63,12 @@ impl Server {
                     source,
                 }
             })?
-        };
+        })
+    }
+
+    /// Start over a store opened by the caller (embedding, or tests that
+    /// inject storage failures).
+    pub async fn start_with_store(config: Config, store: Store) -> Result<Server, StartupError> {
         let amqp = bind("AMQP", &config.amqp.bind, config.amqp.port).await?;
         let admin = match config.admin.enabled {
             true => Some(bind("the admin API", &config.admin.bind, config.admin.port).await?),

@@ -92,6 +92,15 @@ impl Broker {
         } else {
             broker.restore()?;
         }
+        // As RabbitMQ's disk alarm: once the store cannot write, publishers
+        // are blocked (those in flight are nacked).
+        let weak = Arc::downgrade(&broker);
+        broker.store.on_failure(Box::new(move || {
+            if let Some(b) = weak.upgrade() {
+                tracing::error!("the store failed: raising the disk alarm, publishers are blocked");
+                b.set_alarm(Some("disk".into()));
+            }
+        }));
         Ok(broker)
     }
 

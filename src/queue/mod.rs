@@ -106,6 +106,10 @@ struct QueueState {
     /// Auto-delete queues go when their last consumer goes, but only once
     /// they have had one.
     had_consumer: bool,
+    /// After a crash, messages up to this sequence number come back marked
+    /// redelivered: the broker cannot know which of them were delivered in
+    /// the moments before the crash.
+    redelivered_through: Option<u64>,
     deleted: bool,
 }
 
@@ -146,6 +150,9 @@ impl Queue {
         if let Some((first, last)) = bounds {
             let mut st = queue.state.lock();
             st.next_seq = last + 1;
+            if !queue.env.store.was_clean() {
+                st.redelivered_through = Some(last);
+            }
             let count = count.unwrap_or(last - first + 1);
             st.ready.set_stored(StoredRegion {
                 from: first,
@@ -312,11 +319,12 @@ impl Queue {
             Ok(page) => {
                 let next = page.last().map_or(region.from, |r| r.seq + 1);
                 let full = page.len() == self.env.page_batch;
+                let through = st.redelivered_through;
                 st.ready.extend_from_store(
                     page.into_iter().map(|r| QueuedMessage {
                         seq: r.seq,
                         message: Arc::new(r.message),
-                        redelivered: r.redelivered,
+                        redelivered: r.redelivered || through.is_some_and(|t| r.seq <= t),
                         stored: r.stored,
                     }),
                     next,

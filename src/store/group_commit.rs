@@ -93,6 +93,14 @@ impl GroupCommit {
     }
 }
 
+impl Drop for GroupCommit {
+    /// The thread holds the backend (and with it the database's lock): it
+    /// must not outlive the store.
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 fn run(
     shared: Arc<Shared>,
     backend: Arc<dyn Backend>,

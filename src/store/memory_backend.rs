@@ -10,6 +10,7 @@ use super::{Backend, StoreResult, Tree};
 
 type Keyspace = BTreeMap<Vec<u8>, Vec<u8>>;
 
+/// Ordered maps in memory.
 #[derive(Debug, Default)]
 pub struct MemoryBackend {
     trees: Mutex<HashMap<Tree, Keyspace>>,

@@ -32,6 +32,7 @@ pub use definitions::{
     BindingRecord, Definitions, ExchangeRecord, PermissionRecord, QueueRecord, UserRecord,
 };
 pub use group_commit::Waiter;
+pub use memory_backend::MemoryBackend;
 pub use messages::{Entry, Recovered, Stored};
 
 use group_commit::GroupCommit;
@@ -110,6 +111,15 @@ pub struct StoreOptions {
     pub flush_interval: Duration,
 }
 
+/// Run on the first storage failure.
+pub struct FailureHook(Box<dyn Fn() + Send + Sync>);
+
+impl fmt::Debug for FailureHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FailureHook")
+    }
+}
+
 /// Warren's persistence: key layout, records and group commit over a
 /// [`Backend`].
 #[derive(Debug)]
@@ -127,8 +137,10 @@ pub struct Store {
     /// Queue uids below this are reserved on disk.
     uids_reserved: AtomicU64,
     uid_reservation: parking_lot::Mutex<()>,
-    /// Set after a write or flush failed; publishers are then refused.
+    /// Set after a write or flush failed.
     failed: Arc<AtomicBool>,
+    /// Called once, on the first failure (the broker raises its disk alarm).
+    on_failure: Arc<std::sync::OnceLock<FailureHook>>,
 }
 
 impl Store {
@@ -156,17 +168,22 @@ impl Store {
     /// A persistent store kept in memory: the same code paths as on disk,
     /// for tests.
     pub fn in_memory_for_tests() -> Store {
+        let backend: Arc<dyn Backend> = Arc::new(memory_backend::MemoryBackend::default());
+        match Store::over(backend) {
+            Ok(s) => s,
+            Err(e) => unreachable!("a fresh memory store cannot fail to open: {e}"),
+        }
+    }
+
+    /// A persistent store over any backend (tests inject failing ones).
+    pub fn over(backend: Arc<dyn Backend>) -> StoreResult<Store> {
         let options = StoreOptions {
             group_commit_max_batch: 64,
             group_commit_max_delay: Duration::ZERO,
             cache_bytes: 0,
             flush_interval: Duration::from_millis(100),
         };
-        let backend: Arc<dyn Backend> = Arc::new(memory_backend::MemoryBackend::default());
-        match Store::with_backend(backend, true, &options, "<memory>") {
-            Ok(s) => s,
-            Err(e) => unreachable!("a fresh memory store cannot fail to open: {e}"),
-        }
+        Store::with_backend(backend, true, &options, "<custom backend>")
     }
 
     fn with_backend(
@@ -224,6 +241,7 @@ impl Store {
             uids_reserved: AtomicU64::new(next_queue_uid),
             uid_reservation: parking_lot::Mutex::new(()),
             failed: Arc::new(AtomicBool::new(false)),
+            on_failure: Arc::new(std::sync::OnceLock::new()),
         })
     }
 
@@ -251,12 +269,24 @@ impl Store {
         if r.is_ok() {
             self.commit.touch();
         }
-        if let Err(e) = &r
-            && !self.failed.swap(true, Ordering::AcqRel)
-        {
-            tracing::error!("storage failure: {e}; persistent publishes will be refused");
+        if let Err(e) = &r {
+            tracing::error!("storage failure: {e}");
+            self.failed();
         }
         r
+    }
+
+    fn failed(&self) {
+        if !self.failed.swap(true, Ordering::AcqRel)
+            && let Some(hook) = self.on_failure.get()
+        {
+            (hook.0)();
+        }
+    }
+
+    /// Run `hook` on the first storage failure.
+    pub fn on_failure(&self, hook: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.on_failure.set(FailureHook(hook));
     }
 
     /// A uid for a new queue. Uids are reserved on disk in blocks, so after
@@ -333,9 +363,13 @@ impl Store {
     pub fn after_flush(&self, waiter: Waiter) {
         if self.durable {
             let failed = self.failed.clone();
+            let hook = self.on_failure.clone();
             self.commit.after_flush(Box::new(move |r| {
-                if r.is_err() {
-                    failed.store(true, Ordering::Release);
+                if r.is_err()
+                    && !failed.swap(true, Ordering::AcqRel)
+                    && let Some(hook) = hook.get()
+                {
+                    (hook.0)();
                 }
                 waiter(r)
             }));
@@ -371,5 +405,46 @@ impl Store {
         } else {
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> StoreOptions {
+        StoreOptions {
+            group_commit_max_batch: 16,
+            group_commit_max_delay: Duration::ZERO,
+            cache_bytes: 1 << 20,
+            flush_interval: Duration::from_millis(50),
+        }
+    }
+
+    #[test]
+    fn an_unknown_format_version_refuses_to_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let backend = sled_backend::SledBackend::open(dir.path(), &options()).unwrap();
+            backend.insert(Tree::Meta, b"format", b"999").unwrap();
+            backend.flush().unwrap();
+        }
+        let err = Store::open(dir.path(), &options()).unwrap_err();
+        assert!(matches!(err, StoreError::Version { .. }), "{err}");
+        assert!(err.to_string().contains("format version 999"), "{err}");
+    }
+
+    #[test]
+    fn a_store_knows_its_first_boot_and_clean_shutdowns() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &options()).unwrap();
+        assert!(store.is_fresh() && store.was_clean());
+        store.close().unwrap();
+        drop(store);
+        let store = Store::open(dir.path(), &options()).unwrap();
+        assert!(!store.is_fresh() && store.was_clean());
+        drop(store); // no close: a crash
+        let store = Store::open(dir.path(), &options()).unwrap();
+        assert!(!store.was_clean());
     }
 }

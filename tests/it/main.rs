@@ -13,6 +13,7 @@ mod basic;
 mod channels;
 mod confirms;
 mod connection;
+mod crash;
 mod durability;
 mod exchanges;
 mod properties;

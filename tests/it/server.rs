@@ -221,3 +221,27 @@ async fn config_rejects_nonsense_with_a_clear_message() {
     let err = String::from_utf8_lossy(&output.stderr);
     assert!(err.contains("frame_max"), "{err}");
 }
+
+#[tokio::test]
+async fn an_unusable_data_directory_stops_the_binary_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_dir = dir.path().join("file");
+    std::fs::write(&not_a_dir, b"x").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args([
+            "--amqp-port",
+            "0",
+            "--admin-port",
+            "0",
+            "--metrics-port",
+            "0",
+        ])
+        .arg("--data-dir")
+        .arg(&not_a_dir)
+        .env("WARREN_AMQP__BIND", "127.0.0.1")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let log = String::from_utf8_lossy(&output.stdout);
+    assert!(log.contains("cannot prepare data directory"), "{log}");
+}
