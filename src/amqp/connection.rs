@@ -221,6 +221,19 @@ async fn linger_for_close_ok<R: AsyncRead + Unpin>(reader: &mut FrameReader<R>) 
     }
 }
 
+/// Frames handled before the reader yields to other tasks.
+const FRAMES_PER_SLICE: usize = 1024;
+
+/// How far [`Connection::process`] got.
+enum Processed {
+    /// The buffer holds no complete frame.
+    All,
+    /// A slice was handled; more frames wait.
+    Some,
+    /// A reply waits for the store.
+    Deferred(super::session::Deferred),
+}
+
 enum Slot {
     Open(Box<Channel>),
     /// We sent `channel.close`; everything but `close-ok` is discarded.
@@ -351,7 +364,18 @@ impl Connection {
         &mut self,
         reader: &mut FrameReader<R>,
     ) -> Result<(), End> {
-        while let Some(deferred) = self.process(reader)? {
+        loop {
+            let deferred = match self.process(reader)? {
+                Processed::All => return Ok(()),
+                Processed::Some => {
+                    // A large read is handled in slices, letting the other
+                    // connections on this worker (consumers acking, say)
+                    // have their turn in between.
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                Processed::Deferred(d) => d,
+            };
             match deferred.flushed.await {
                 Ok(Ok(())) => {
                     self.session.reply(deferred.channel, deferred.reply);
@@ -369,7 +393,6 @@ impl Connection {
                 }
             }
         }
-        Ok(())
     }
 
     /// Handle complete frames from the buffer until it is empty or a reply
@@ -377,18 +400,23 @@ impl Connection {
     fn process<R: AsyncRead + Unpin>(
         &mut self,
         reader: &mut FrameReader<R>,
-    ) -> Result<Option<super::session::Deferred>, End> {
+    ) -> Result<Processed, End> {
+        let mut budget = FRAMES_PER_SLICE;
         let result = loop {
+            if budget == 0 {
+                break Ok(Processed::Some);
+            }
+            budget -= 1;
             match reader.next_frame() {
                 Ok(Some(frame)) => {
                     if let Err(end) = self.on_frame(frame) {
                         break Err(end);
                     }
                     if let Some(deferred) = self.session.deferred.get_mut().take() {
-                        break Ok(Some(deferred));
+                        break Ok(Processed::Deferred(deferred));
                     }
                 }
-                Ok(None) => break Ok(None),
+                Ok(None) => break Ok(Processed::All),
                 Err(e) => break Err(End::Protocol(e)),
             }
         };

@@ -347,29 +347,23 @@ impl Queue {
         st.ready.pop_front()
     }
 
-    /// A message left the queue for a consumer: record the delivery in the
-    /// store, or (no-ack) forget it there.
+    /// A message left the queue for a consumer. Delivery itself writes
+    /// nothing (that would cost a write per message); a no-ack delivery
+    /// settles the message, so it leaves the store.
     fn delivered(&self, m: &QueuedMessage, settled: bool) {
-        if m.stored == Stored::No {
-            return;
-        }
-        let store = &self.env.store;
-        let uid = self.config.uid;
-        let result = if settled {
-            store.remove(uid, m.seq, m.stored)
-        } else if m.redelivered {
-            Ok(()) // already marked
-        } else {
-            store.mark_delivered(uid, m.seq)
-        };
-        if let Err(e) = result {
-            tracing::error!(queue = %self.config.name, "cannot update a stored message: {e}");
+        if settled {
+            self.forget(std::slice::from_ref(m));
         }
     }
 
     fn forget(&self, messages: &[QueuedMessage]) {
         for m in messages {
-            if let Err(e) = self.env.store.remove(self.config.uid, m.seq, m.stored) {
+            let marked = m.redelivered;
+            if let Err(e) = self
+                .env
+                .store
+                .remove(self.config.uid, m.seq, m.stored, marked)
+            {
                 tracing::error!(queue = %self.config.name, "cannot remove a stored message: {e}");
             }
         }
@@ -479,6 +473,15 @@ impl Queue {
             return;
         }
         for mut m in messages {
+            // Coming back from a consumer, the message is marked in the store
+            // so that it is still flagged redelivered after a restart. (After
+            // a crash every recovered message is flagged anyway.)
+            if !m.redelivered
+                && m.stored != Stored::No
+                && let Err(e) = self.env.store.mark_redelivered(self.config.uid, m.seq)
+            {
+                tracing::error!(queue = %self.config.name, "cannot mark a stored message: {e}");
+            }
             m.redelivered = true;
             st.ready.insert_ordered(m);
         }

@@ -6,7 +6,7 @@
 //! | key | value |
 //! |---|---|
 //! | `q` uid seq | a queue entry: `0` + message record, or `1` + shared id |
-//! | `d` uid seq | (empty) the entry has been delivered at least once |
+//! | `d` uid seq | (empty) the entry was delivered and returned (requeued) |
 //! | `t` uid seq | a transient message paged out of memory (wiped at boot) |
 //! | `m` id | a message record shared by several queues |
 //! | `r` id | how many queue entries still refer to `m` id (u32) |
@@ -181,9 +181,9 @@ impl Store {
         Ok(id)
     }
 
-    /// Record that a stored entry has been delivered, so it comes back
-    /// redelivered after a restart.
-    pub fn mark_delivered(&self, uid: u64, seq: u64) -> StoreResult<()> {
+    /// Record that a stored entry was delivered and came back, so it is
+    /// still flagged redelivered after a restart.
+    pub fn mark_redelivered(&self, uid: u64, seq: u64) -> StoreResult<()> {
         self.note(
             self.backend
                 .insert(Tree::Messages, &queue_key(b'd', uid, seq), &[]),
@@ -201,19 +201,27 @@ impl Store {
         Ok(Stored::Paged)
     }
 
-    /// Forget a queue's message (acked, dropped, or purged).
-    pub fn remove(&self, uid: u64, seq: u64, stored: Stored) -> StoreResult<()> {
+    /// Forget a queue's message (acked, dropped, or purged). `marked`: it
+    /// may carry a redelivery mark.
+    pub fn remove(&self, uid: u64, seq: u64, stored: Stored, marked: bool) -> StoreResult<()> {
         let b = self.backend.as_ref();
+        let unmark = || {
+            if marked {
+                self.note(b.remove(Tree::Messages, &queue_key(b'd', uid, seq)))
+            } else {
+                Ok(())
+            }
+        };
         match stored {
             Stored::No => Ok(()),
             Stored::Paged => self.note(b.remove(Tree::Messages, &queue_key(b't', uid, seq))),
             Stored::Entry => {
                 self.note(b.remove(Tree::Messages, &queue_key(b'q', uid, seq)))?;
-                self.note(b.remove(Tree::Messages, &queue_key(b'd', uid, seq)))
+                unmark()
             }
             Stored::Shared(id) => {
                 self.note(b.remove(Tree::Messages, &queue_key(b'q', uid, seq)))?;
-                self.note(b.remove(Tree::Messages, &queue_key(b'd', uid, seq)))?;
+                unmark()?;
                 self.release_shared(id)
             }
         }
@@ -425,7 +433,7 @@ mod tests {
         let id = s.put_shared(&msg("three"), 2).unwrap();
         s.put_entry(uid, 3, Entry::Shared(id)).unwrap();
         s.put_entry(uid + 1, 1, Entry::Shared(id)).unwrap();
-        s.mark_delivered(uid, 1).unwrap();
+        s.mark_redelivered(uid, 1).unwrap();
         assert_eq!(s.entry_bounds(uid).unwrap(), Some((1, 3)));
         assert_eq!(s.count_entries(uid, 0).unwrap(), 2);
 
@@ -446,9 +454,9 @@ mod tests {
         assert_eq!(s.page_in(uid, 2, 1).unwrap()[0].seq, 3);
 
         // The shared body survives until its last reference goes.
-        s.remove(uid, 3, Stored::Shared(id)).unwrap();
+        s.remove(uid, 3, Stored::Shared(id), false).unwrap();
         assert_eq!(s.page_in(uid + 1, 0, 10).unwrap().len(), 1);
-        s.remove(uid + 1, 1, Stored::Shared(id)).unwrap();
+        s.remove(uid + 1, 1, Stored::Shared(id), false).unwrap();
         assert!(
             s.backend
                 .get(Tree::Messages, &id_key(b'm', id))
