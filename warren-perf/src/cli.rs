@@ -108,12 +108,16 @@ pub struct Args {
     /// Publish rate per producer in msg/s (0 = as fast as possible).
     #[arg(short = 'r', long, default_value_t = 0.0)]
     pub rate: f64,
-    /// Run for this many seconds (default: until --pmessages or Ctrl-C).
+    /// Run for this many seconds (default: until --pmessages, --cmessages or Ctrl-C).
     #[arg(short = 'z', long)]
     pub time: Option<f64>,
     /// Stop each producer after N messages.
     #[arg(short = 'C', long)]
     pub pmessages: Option<u64>,
+    /// Stop the run once consumers have received N messages in all (checked
+    /// every second); with no producers, this drains a prefilled queue.
+    #[arg(short = 'D', long)]
+    pub cmessages: Option<u64>,
     /// Publish with mandatory=true (unroutable messages come back as
     /// basic.return and are counted).
     #[arg(long)]

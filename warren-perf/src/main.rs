@@ -375,6 +375,9 @@ async fn drive(
                 if let Ok(s) = procstat::sample("self") {
                     client_peak = client_peak.max(s.rss_kb);
                 }
+                if args.cmessages.is_some_and(|n| c.received >= n) {
+                    break;
+                }
             }
             _ = tokio::time::sleep_until(end_at) => break,
             e = err_rx.recv() => return Err(e.unwrap_or_else(|| anyhow!("a task failed"))),
