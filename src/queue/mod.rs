@@ -260,12 +260,16 @@ impl Queue {
         let seq = st.next_seq;
         st.next_seq += 1;
         let store = &self.env.store;
+        let paging = self.should_page(&st);
         let stored = if self.persists(&message) {
             let entry = match shared {
                 Some(id) => Entry::Shared(id),
                 None => Entry::Inline(&message),
             };
-            match store.put_entry(self.config.uid, seq, entry) {
+            // A message that stays in memory is written at the next group
+            // commit (or never, if it is acked first); one that is paged out
+            // must be readable from the store at once.
+            match store.put_entry(self.config.uid, seq, entry, !paging) {
                 Ok(stored) => stored,
                 Err(_) => return Enqueued::StoreFailed,
             }
@@ -273,7 +277,7 @@ impl Queue {
             Stored::No
         };
         let persisted = stored != Stored::No;
-        if self.should_page(&st) {
+        if paging {
             let paged = match stored {
                 Stored::No => store.page_out(self.config.uid, seq, &message).is_ok(),
                 _ => true,
@@ -548,6 +552,7 @@ impl Queue {
         drop(st);
         drop(memory);
         if self.env.store.is_durable() {
+            self.env.store.cancel_unwritten(self.config.uid);
             // Everything the queue ever stored, including entries of
             // messages still unacknowledged in channels.
             self.forget_region(0, u64::MAX);

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use super::write_behind::WriteBehind;
 use super::{Backend, StoreError, StoreResult};
 
 /// Called once the writes made before it was registered are durable (or
@@ -51,6 +52,7 @@ struct State {
 impl GroupCommit {
     pub fn start(
         backend: Arc<dyn Backend>,
+        write_behind: Arc<WriteBehind>,
         max_batch: usize,
         max_delay: Duration,
         interval: Duration,
@@ -62,7 +64,16 @@ impl GroupCommit {
         let worker = shared.clone();
         let thread = std::thread::Builder::new()
             .name("warren-group-commit".into())
-            .spawn(move || run(worker, backend, max_batch.max(1), max_delay, interval))
+            .spawn(move || {
+                run(
+                    worker,
+                    backend,
+                    write_behind,
+                    max_batch.max(1),
+                    max_delay,
+                    interval,
+                )
+            })
             .map_err(|e| StoreError::Io(format!("cannot start the group-commit thread: {e}")))?;
         Ok(GroupCommit {
             shared,
@@ -104,6 +115,7 @@ impl Drop for GroupCommit {
 fn run(
     shared: Arc<Shared>,
     backend: Arc<dyn Backend>,
+    write_behind: Arc<WriteBehind>,
     max_batch: usize,
     max_delay: Duration,
     interval: Duration,
@@ -134,7 +146,12 @@ fn run(
             st.dirty = false;
             std::mem::take(&mut st.waiters)
         };
-        let result = backend.flush();
+        // Entries waiting to be written go first: every waiter taken above
+        // was registered after its entries were queued, so this flush
+        // covers them.
+        let result = write_behind
+            .write_to(backend.as_ref())
+            .and_then(|()| backend.flush());
         if let Err(e) = &result {
             tracing::error!("flush failed: {e}");
         }
@@ -154,6 +171,7 @@ mod tests {
     fn every_waiter_is_completed_and_stop_drains() {
         let gc = GroupCommit::start(
             Arc::new(MemoryBackend::default()),
+            Arc::new(WriteBehind::default()),
             8,
             Duration::from_millis(1),
             Duration::from_millis(50),

@@ -141,9 +141,17 @@ pub(super) fn last_shared_id(backend: &dyn Backend) -> StoreResult<Option<u64>> 
 static REFS: Mutex<()> = Mutex::new(());
 
 impl Store {
-    /// Write a durable queue entry. Visible at once; durable after the next
-    /// group commit.
-    pub fn put_entry(&self, uid: u64, seq: u64, entry: Entry<'_>) -> StoreResult<Stored> {
+    /// Write a durable queue entry, durable after the next group commit.
+    /// With `defer` it is held back until that commit (and never written if
+    /// the message is acknowledged first); without, it is written (and
+    /// readable) at once, as a paged-out message must be.
+    pub fn put_entry(
+        &self,
+        uid: u64,
+        seq: u64,
+        entry: Entry<'_>,
+        defer: bool,
+    ) -> StoreResult<Stored> {
         let mut value = Vec::new();
         let stored = match entry {
             Entry::Inline(m) => {
@@ -157,10 +165,13 @@ impl Store {
                 Stored::Shared(id)
             }
         };
-        self.note(
-            self.backend
-                .insert(Tree::Messages, &queue_key(b'q', uid, seq), &value),
-        )?;
+        let key = queue_key(b'q', uid, seq);
+        if defer {
+            self.write_behind.put(key, value);
+            self.commit.touch();
+        } else {
+            self.note(self.backend.insert(Tree::Messages, &key, &value))?;
+        }
         Ok(stored)
     }
 
@@ -216,15 +227,31 @@ impl Store {
             Stored::No => Ok(()),
             Stored::Paged => self.note(b.remove(Tree::Messages, &queue_key(b't', uid, seq))),
             Stored::Entry => {
-                self.note(b.remove(Tree::Messages, &queue_key(b'q', uid, seq)))?;
+                self.remove_entry(uid, seq)?;
                 unmark()
             }
             Stored::Shared(id) => {
-                self.note(b.remove(Tree::Messages, &queue_key(b'q', uid, seq)))?;
+                self.remove_entry(uid, seq)?;
                 unmark()?;
                 self.release_shared(id)
             }
         }
+    }
+
+    /// An entry still waiting to be written is just dropped.
+    fn remove_entry(&self, uid: u64, seq: u64) -> StoreResult<()> {
+        let key = queue_key(b'q', uid, seq);
+        if self.write_behind.cancel(&key) {
+            return Ok(());
+        }
+        self.note(self.backend.remove(Tree::Messages, &key))
+    }
+
+    /// Forget the entries of a deleted queue that were never written.
+    pub fn cancel_unwritten(&self, uid: u64) {
+        let mut prefix = vec![b'q'];
+        prefix.extend_from_slice(&uid.to_be_bytes());
+        self.write_behind.cancel_prefix(&prefix);
     }
 
     /// Drop one reference to a shared body, deleting it with the last.
@@ -428,11 +455,13 @@ mod tests {
     fn entries_paged_and_shared_messages_merge_in_order() {
         let s = Store::in_memory_for_tests();
         let uid = s.new_queue_uid();
-        s.put_entry(uid, 1, Entry::Inline(&msg("one"))).unwrap();
+        s.put_entry(uid, 1, Entry::Inline(&msg("one")), false)
+            .unwrap();
         s.page_out(uid, 2, &msg("two")).unwrap();
         let id = s.put_shared(&msg("three"), 2).unwrap();
-        s.put_entry(uid, 3, Entry::Shared(id)).unwrap();
-        s.put_entry(uid + 1, 1, Entry::Shared(id)).unwrap();
+        s.put_entry(uid, 3, Entry::Shared(id), true).unwrap();
+        s.flush_now().unwrap();
+        s.put_entry(uid + 1, 1, Entry::Shared(id), false).unwrap();
         s.mark_redelivered(uid, 1).unwrap();
         assert_eq!(s.entry_bounds(uid).unwrap(), Some((1, 3)));
         assert_eq!(s.count_entries(uid, 0).unwrap(), 2);

@@ -21,6 +21,7 @@ mod group_commit;
 mod memory_backend;
 mod messages;
 mod sled_backend;
+mod write_behind;
 
 use std::fmt;
 use std::path::Path;
@@ -132,6 +133,8 @@ pub struct Store {
     /// The previous run shut down cleanly.
     clean: bool,
     commit: GroupCommit,
+    /// Queue entries waiting to be written at the next group commit.
+    write_behind: Arc<write_behind::WriteBehind>,
     next_message_id: AtomicU64,
     next_queue_uid: AtomicU64,
     /// Queue uids below this are reserved on disk.
@@ -215,8 +218,10 @@ impl Store {
         let next_queue_uid = definitions::last_queue_uid(backend.as_ref())?
             .map_or(1, |u| u + 1)
             .max(reserved + 1);
+        let write_behind = Arc::new(write_behind::WriteBehind::default());
         let commit = GroupCommit::start(
             backend.clone(),
+            write_behind.clone(),
             options.group_commit_max_batch,
             options.group_commit_max_delay,
             options.flush_interval,
@@ -234,6 +239,7 @@ impl Store {
             fresh,
             clean,
             commit,
+            write_behind,
             next_message_id: AtomicU64::new(next_message_id),
             // Runtime-only (transient) queues take uids from the same
             // counter so their paged keys never collide with durable ones.
@@ -390,6 +396,7 @@ impl Store {
     /// Flush now, on this thread (boot-time writes).
     pub fn flush_now(&self) -> StoreResult<()> {
         if self.durable {
+            self.note(self.write_behind.write_to(self.backend.as_ref()))?;
             self.note(self.backend.flush())
         } else {
             Ok(())
@@ -400,6 +407,7 @@ impl Store {
     pub fn close(&self) -> StoreResult<()> {
         self.commit.stop();
         if self.durable {
+            self.write_behind.write_to(self.backend.as_ref())?;
             self.backend.insert(Tree::Meta, b"clean", b"1")?;
             self.backend.flush()
         } else {
