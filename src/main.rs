@@ -6,6 +6,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+
+// mimalloc returns freed memory to the OS far more readily than glibc's
+// allocator, whose arenas keep a drained queue's pages (see BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tracing_subscriber::EnvFilter;
 use warren::config::{Config, Overrides};
 
