@@ -14,7 +14,7 @@ use bytes::Bytes;
 
 use crate::amqp::{codec, nesting};
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Message {
     pub exchange: ShortString,
     pub routing_key: ShortString,
@@ -25,9 +25,24 @@ pub struct Message {
     pub persistent: bool,
     /// The `priority` property, 0 when absent.
     pub priority: u8,
+    /// The `expiration` property (a per-message TTL in ms), parsed.
+    pub expiration_ms: Option<u64>,
 }
 
 impl Message {
+    /// A message with no properties and no body.
+    pub fn empty() -> Message {
+        Message {
+            exchange: ShortString::from(String::new()),
+            routing_key: ShortString::from(String::new()),
+            properties: Bytes::from_static(&[0, 0]),
+            body: Bytes::new(),
+            persistent: false,
+            priority: 0,
+            expiration_ms: None,
+        }
+    }
+
     /// The total size the message occupies, as `x-max-length-bytes` counts it
     /// (RabbitMQ counts body bytes only).
     pub fn body_size(&self) -> usize {
@@ -85,6 +100,17 @@ pub fn validate(props: &BasicProperties) -> Result<(), String> {
         expiration_ms(expiration.as_str())?;
     }
     Ok(())
+}
+
+/// The `expiration` property of raw property bytes, without parsing the
+/// rest unless it is there (the flag word tells).
+pub fn expiration_of(raw: &[u8]) -> Option<u64> {
+    const EXPIRATION_FLAG: u8 = 0x01; // bit 8 of the big-endian flag word
+    if raw.first()? & EXPIRATION_FLAG == 0 {
+        return None;
+    }
+    let props = parse(raw)?;
+    expiration_ms(props.expiration().as_ref()?.as_str()).ok()
 }
 
 /// Parse an `expiration` property, with RabbitMQ's error texts.

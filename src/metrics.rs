@@ -39,6 +39,8 @@ pub struct Metrics {
     pub messages_get_empty: Counter,
     pub messages_redelivered: Counter,
     pub messages_acknowledged: Counter,
+    /// By reason: expired, maxlen, rejected, delivery_limit.
+    dead_lettered: [Counter; 4],
 }
 
 impl std::fmt::Debug for Metrics {
@@ -154,9 +156,36 @@ impl Metrics {
                 "rabbitmq_global_messages_acknowledged_total",
                 proto_classic(),
             ),
+            dead_lettered: ["expired", "maxlen", "rejected", "delivery_limit"].map(|reason| {
+                let name: &'static str = match reason {
+                    "expired" => "rabbitmq_global_messages_dead_lettered_expired_total",
+                    "maxlen" => "rabbitmq_global_messages_dead_lettered_maxlen_total",
+                    "rejected" => "rabbitmq_global_messages_dead_lettered_rejected_total",
+                    _ => "rabbitmq_global_messages_dead_lettered_delivery_limit_total",
+                };
+                labelled(
+                    name,
+                    vec![
+                        Label::new("queue_type", "rabbit_classic_queue"),
+                        Label::new("dead_letter_strategy", "at_most_once"),
+                    ],
+                )
+            }),
             recorder,
             handle,
         }
+    }
+
+    /// Count a message dead-lettered for `reason`.
+    pub fn dead_lettered(&self, reason: crate::queue::dead_letter::Reason) {
+        use crate::queue::dead_letter::Reason;
+        let i = match reason {
+            Reason::Expired => 0,
+            Reason::MaxLen => 1,
+            Reason::Rejected => 2,
+            Reason::DeliveryLimit => 3,
+        };
+        self.dead_lettered[i].increment(1);
     }
 
     /// The Prometheus text exposition of every metric.

@@ -23,11 +23,12 @@ use super::confirms::ConfirmTracker;
 use super::deliveries::{ConsumerLink, Deliveries, Unacked};
 use super::session::Session;
 use crate::broker::auth::Access;
+use crate::broker::enqueue::{Routed, enqueue};
 use crate::broker::vhost::{Durability, ExchangeDeclare, QueueDeclare, generated_name};
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::Exchange;
 use crate::message::{self, Message};
-use crate::queue::{Consumer, ConsumerId, Enqueued, Queue};
+use crate::queue::{Consumer, ConsumerId, Queue, Return};
 
 /// A publish that has been validated and is ready to route.
 #[derive(Debug)]
@@ -70,7 +71,12 @@ pub struct Channel {
     /// The last queue declared on this channel: empty queue names refer to it.
     last_queue: Option<ShortString>,
     routed: Vec<Arc<Queue>>,
+    /// The hidden queue behind this channel's direct reply-to consumer.
+    reply_queue: Option<Arc<Queue>>,
 }
+
+/// The pseudo-queue of direct reply-to (RPC without a reply queue).
+const REPLY_TO: &str = "amq.rabbitmq.reply-to";
 
 impl Channel {
     pub fn new(id: u16, s: &Session) -> Channel {
@@ -90,6 +96,7 @@ impl Channel {
             tx: None,
             last_queue: None,
             routed: Vec::new(),
+            reply_queue: None,
         }
     }
 
@@ -271,6 +278,20 @@ impl Channel {
                 } else {
                     self.queue_name(d.queue)?
                 };
+                if d.passive && name.as_str() == REPLY_TO {
+                    let consumers = self.reply_queue.as_ref().map_or(0, |q| q.consumer_count());
+                    if !d.nowait {
+                        s.reply(
+                            self.id,
+                            AMQPClass::Queue(M::DeclareOk(queue::DeclareOk {
+                                queue: name,
+                                message_count: 0,
+                                consumer_count: consumers,
+                            })),
+                        );
+                    }
+                    return Ok(());
+                }
                 if !d.passive {
                     s.check(Access::Configure, "queue", name.as_str())?;
                 }
@@ -444,8 +465,12 @@ impl Channel {
 
     fn consume(&mut self, s: &Session, c: basic::Consume) -> AmqpResult<()> {
         let name = self.queue_name(c.queue)?;
-        s.check(Access::Read, "queue", name.as_str())?;
-        let queue = s.vhost.queue(s.connection_id, name.as_str())?;
+        let queue = if name.as_str() == REPLY_TO {
+            self.reply_consumer_queue(s, c.no_ack)?
+        } else {
+            s.check(Access::Read, "queue", name.as_str())?;
+            s.vhost.queue(s.connection_id, name.as_str())?
+        };
         let tag = if c.consumer_tag.as_str().is_empty() {
             ShortString::from(generated_name("amq.ctag-"))
         } else {
@@ -488,6 +513,23 @@ impl Channel {
         })?;
         s.broker.metrics.consumers.increment(1.0);
         Ok(())
+    }
+
+    /// Direct reply-to: consuming from the pseudo-queue creates a hidden,
+    /// exclusive, auto-delete queue that replies are routed to by its name
+    /// (given to requests as their `reply_to`). It goes with its consumer.
+    fn reply_consumer_queue(&mut self, s: &Session, no_ack: bool) -> AmqpResult<Arc<Queue>> {
+        if !no_ack {
+            return Err(AmqpError::precondition_failed(
+                "reply consumer cannot acknowledge",
+            ));
+        }
+        if self.reply_queue.as_ref().is_some_and(|q| !q.is_deleted()) {
+            return Err(AmqpError::precondition_failed("reply consumer already set"));
+        }
+        let queue = s.vhost.declare_reply_queue(s.connection_id, REPLY_TO)?;
+        self.reply_queue = Some(queue.clone());
+        Ok(queue)
     }
 
     fn cancel_consumer(&mut self, s: &Session, tag: &ShortString) {
@@ -574,7 +616,8 @@ impl Channel {
             .into_iter()
             .collect();
         for (_, u) in taken {
-            u.queue.requeue(u.consumer, vec![u.message]);
+            u.queue
+                .requeue(u.consumer, vec![u.message], Return::Returned);
         }
         Ok(())
     }
@@ -603,7 +646,7 @@ impl Channel {
                                 "cannot store a message of the transaction",
                             ));
                         }
-                        Routed::InMemory | Routed::Unroutable => {}
+                        Routed::InMemory | Routed::Unroutable | Routed::Rejected => {}
                     }
                 }
                 for (how, taken) in work.settles {
@@ -668,6 +711,23 @@ impl Channel {
         let mut keys: SmallVec<[ShortString; 1]> = SmallVec::new();
         keys.push(publish.routing_key.clone());
         message::validate(&props).map_err(AmqpError::precondition_failed)?;
+        if props
+            .reply_to()
+            .as_ref()
+            .is_some_and(|r| r.as_str() == REPLY_TO)
+        {
+            // Replies must reach this channel's reply consumer: name its
+            // hidden queue instead.
+            let queue = self
+                .reply_queue
+                .as_ref()
+                .filter(|q| !q.is_deleted())
+                .ok_or_else(|| {
+                    AmqpError::precondition_failed("fast reply consumer does not exist")
+                })?;
+            props = props.with_reply_to(queue.config.name.clone());
+            properties = message::encode(&props);
+        }
         if let Some(headers) = props.headers().clone() {
             let sender_selected = |name: &'static str| {
                 message::header_routing_keys(&headers, name).map_err(|ty| {
@@ -691,6 +751,11 @@ impl Channel {
             routing_key: publish.routing_key,
             persistent: *props.delivery_mode() == Some(2),
             priority: props.priority().unwrap_or(0),
+            // Validated above.
+            expiration_ms: props
+                .expiration()
+                .as_ref()
+                .and_then(|e| message::expiration_ms(e.as_str()).ok()),
             properties,
             body,
         });
@@ -723,7 +788,7 @@ impl Channel {
             routed.sort_unstable_by_key(|q| Arc::as_ptr(q) as usize);
             routed.dedup_by(|a, b| Arc::ptr_eq(a, b));
         }
-        let outcome = enqueue(s, &r.message, &mut routed);
+        let outcome = enqueue(s.store(), &r.message, &mut routed);
         self.routed = routed;
         match outcome {
             Routed::Unroutable if r.mandatory => {
@@ -751,7 +816,7 @@ impl Channel {
                     c.hold(seq);
                     self.awaiting_flush.push(seq);
                 }
-                Routed::Failed => c.nack(seq),
+                Routed::Failed | Routed::Rejected => c.nack(seq),
                 Routed::InMemory | Routed::Unroutable => {}
             }
         }
@@ -819,64 +884,10 @@ impl Channel {
 
     fn apply_settle_requeue(&self, taken: Vec<(u64, Unacked)>) {
         for (_, u) in taken {
-            u.queue.requeue(u.consumer, vec![u.message]);
+            u.queue
+                .requeue(u.consumer, vec![u.message], Return::Returned);
         }
     }
-}
-
-/// What routing and enqueueing did with a message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Routed {
-    /// No queue took it.
-    Unroutable,
-    /// Enqueued, in memory only.
-    InMemory,
-    /// Enqueued, and written to the store for at least one durable queue.
-    Stored,
-    /// A durable queue could not store it: the publisher gets a nack.
-    Failed,
-}
-
-/// Enqueue a message on every routed queue. A persistent message bound for
-/// several durable queues has its body stored once, shared by their entries.
-fn enqueue(s: &Session, message: &Arc<Message>, queues: &mut Vec<Arc<Queue>>) -> Routed {
-    let durable = queues.iter().filter(|q| q.would_persist(message)).count();
-    let shared = if durable > 1 {
-        match s.store().put_shared(message, durable as u32) {
-            Ok(id) => Some(id),
-            Err(_) => return Routed::Failed,
-        }
-    } else {
-        None
-    };
-    let mut outcome = Routed::Unroutable;
-    let mut unclaimed = durable;
-    for q in queues.drain(..) {
-        let persists = q.would_persist(message);
-        match q.publish(message.clone(), shared.filter(|_| persists)) {
-            Enqueued::Yes { stored } => {
-                if persists {
-                    unclaimed -= 1;
-                }
-                if outcome != Routed::Failed {
-                    outcome = if stored || outcome == Routed::Stored {
-                        Routed::Stored
-                    } else {
-                        Routed::InMemory
-                    };
-                }
-            }
-            Enqueued::Gone => {}
-            Enqueued::StoreFailed => outcome = Routed::Failed,
-        }
-    }
-    // Queues deleted meanwhile never took their reference to the body.
-    if let Some(id) = shared {
-        for _ in 0..unclaimed {
-            let _ = s.store().release_shared(id);
-        }
-    }
-    outcome
 }
 
 fn settle_run(
@@ -887,7 +898,7 @@ fn settle_run(
 ) {
     match how {
         Settle::Ack => queue.ack(consumer, messages),
-        Settle::Requeue => queue.requeue(consumer, messages),
+        Settle::Requeue => queue.requeue(consumer, messages, Return::Failed),
         Settle::Discard => queue.discard(consumer, messages),
     }
 }

@@ -9,6 +9,8 @@
 
 pub mod auth;
 pub mod bindings;
+pub mod enqueue;
+pub mod policies;
 pub mod vhost;
 
 use std::collections::HashMap;
@@ -23,7 +25,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::queue::{ConnectionId, Queue, QueueEnv};
+use crate::queue::dead_letter::DeadLetter;
+use crate::queue::{ConnectionId, Queue, QueueEnv, QueueOwner};
 use crate::store::{PermissionRecord, Store, StoreResult, UserRecord};
 use auth::{Permission, User, Users};
 pub use vhost::VHost;
@@ -87,6 +90,8 @@ impl Broker {
             alarm: watch::Sender::new(None),
             config,
         });
+        let owner: Arc<dyn QueueOwner> = broker.clone();
+        broker.queue_env.set_owner(Arc::downgrade(&owner));
         if broker.store.is_fresh() || !broker.store.is_durable() {
             broker.seed_defaults()?;
         } else {
@@ -188,11 +193,12 @@ impl Broker {
                     tracing::error!("cannot clear paged-out transient messages: {e}");
                 }
                 for q in uncounted {
-                    let from = q.stored_from();
-                    match store.count_entries(q.config.uid, from) {
-                        Ok(n) => q.set_recovered_count(from, n),
-                        Err(e) => {
-                            tracing::error!(queue = %q.config.name, "cannot count messages: {e}")
+                    for (level, from) in q.stored_from() {
+                        match store.count_entries(q.config.uid, level, from) {
+                            Ok(n) => q.set_recovered_count(level, from, n),
+                            Err(e) => {
+                                tracing::error!(queue = %q.config.name, "cannot count messages: {e}")
+                            }
                         }
                     }
                 }
@@ -204,12 +210,20 @@ impl Broker {
 
     /// Clean shutdown: record queue lengths, flush, stop the store.
     pub fn close(&self) {
-        let counts: Vec<(u64, u64, u64)> = self
+        let counts: Vec<(u64, u8, u64)> = self
             .vhosts()
             .iter()
             .flat_map(|v| v.queues())
             .filter(|q| q.config.survives_restart())
-            .map(|q| (q.config.uid, 0, q.durable_ready()))
+            .flat_map(|q| {
+                let uid = q.config.uid;
+                let mut levels = q.durable_ready();
+                if levels.is_empty() {
+                    // Known to be empty: nothing to count at the next boot.
+                    levels.push((0, 0));
+                }
+                levels.into_iter().map(move |(level, n)| (uid, level, n))
+            })
             .collect();
         if let Err(e) = self.store.save_counts(&counts) {
             tracing::error!("cannot record queue lengths: {e}");
@@ -233,6 +247,11 @@ impl Broker {
 
     pub fn vhosts(&self) -> Vec<Arc<VHost>> {
         self.vhosts.read().values().cloned().collect()
+    }
+
+    /// The timer that wakes queues (run by the server).
+    pub fn deadlines(&self) -> Arc<crate::queue::Deadlines> {
+        self.queue_env.deadlines.clone()
     }
 
     /// A broker-wide unique id (connections, consumers).
@@ -274,6 +293,23 @@ impl Broker {
     /// Whether `user` may log in from `peer` (RabbitMQ's `loopback_users`).
     pub fn allowed_from(&self, user: &str, peer: &SocketAddr) -> bool {
         peer.ip().is_loopback() || !self.config.auth.loopback_users.iter().any(|u| u == user)
+    }
+}
+
+impl QueueOwner for Broker {
+    fn dead_letter(&self, vhost: &str, letters: Vec<DeadLetter>) {
+        if let Some(v) = self.vhost(vhost) {
+            for l in &letters {
+                self.metrics.dead_lettered(l.reason);
+            }
+            v.dead_letter(letters);
+        }
+    }
+
+    fn expire(&self, queue: &Arc<Queue>) {
+        if let Some(v) = self.vhost(&queue.config.vhost) {
+            v.expire_queue(queue);
+        }
     }
 }
 

@@ -22,10 +22,16 @@ use parking_lot::{Mutex, RwLock};
 use smallvec::SmallVec;
 
 use super::bindings::{Binding, Bindings, DestinationName};
+use super::enqueue::enqueue;
+use super::policies::{self, Policy};
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::{Destination, Exchange, ExchangeKind};
+use crate::queue::args::{DeclareFlags, QueueArgs};
+use crate::queue::dead_letter::DeadLetter;
 use crate::queue::{ConnectionId, Queue, QueueConfig, QueueEnv};
-use crate::store::{BindingRecord, Definitions, ExchangeRecord, QueueRecord, Store, StoreError};
+use crate::store::{
+    BindingRecord, Definitions, ExchangeRecord, PolicyRecord, QueueRecord, Store, StoreError,
+};
 
 /// The exchanges every vhost starts with.
 const PREDECLARED: &[(&str, ExchangeKind)] = &[
@@ -56,6 +62,10 @@ const EQUIVALENCE_ARGS: &[&str] = &[
     "x-queue-master-locator",
     "x-queue-leader-locator",
     "x-delivery-limit",
+    "x-delayed-retry-type",
+    "x-delayed-retry-min",
+    "x-delayed-retry-max",
+    "x-delayed-retry-backoff",
 ];
 
 #[derive(Debug)]
@@ -65,6 +75,7 @@ pub struct VHost {
     exchanges: RwLock<HashMap<ShortString, Arc<Exchange>>>,
     queues: RwLock<HashMap<ShortString, Arc<Queue>>>,
     topology: Mutex<Bindings>,
+    policies: RwLock<Vec<Arc<Policy>>>,
 }
 
 /// What `exchange.declare` asks for.
@@ -132,6 +143,7 @@ impl VHost {
             exchanges: RwLock::new(HashMap::new()),
             queues: RwLock::new(HashMap::new()),
             topology: Mutex::new(Bindings::default()),
+            policies: RwLock::new(Vec::new()),
         };
         {
             let mut exchanges = vhost.exchanges.write();
@@ -403,6 +415,7 @@ impl VHost {
         let name = d.name.as_str();
         if d.passive {
             let q = self.queue(connection, name)?;
+            q.touch();
             let (ready, _) = q.counts();
             return Ok((q.clone(), ready, q.consumer_count(), Durability::Transient));
         }
@@ -416,10 +429,21 @@ impl VHost {
         } else {
             d.name.clone()
         };
+        let args = QueueArgs::parse(
+            name.as_str(),
+            &self.name,
+            DeclareFlags {
+                durable: d.durable,
+                exclusive: d.exclusive,
+                auto_delete: d.auto_delete,
+            },
+            &d.arguments,
+        )?;
         let _topology = self.topology.lock();
         if let Some(existing) = self.queues.read().get(name.as_str()).cloned() {
             existing.check_access(connection)?;
             check_queue_equivalence(&existing, d, &self.name)?;
+            existing.touch();
             let (ready, _) = existing.counts();
             let consumers = existing.consumer_count();
             return Ok((existing, ready, consumers, Durability::Transient));
@@ -431,6 +455,7 @@ impl VHost {
             auto_delete: d.auto_delete,
             exclusive_owner: d.exclusive.then_some(connection),
             arguments: d.arguments.clone(),
+            args,
             uid: self.store().new_queue_uid(),
         };
         let stored = config.survives_restart();
@@ -445,11 +470,42 @@ impl VHost {
                 })
                 .map_err(store_failed)?;
         }
-        let queue = Queue::new(config, self.env.clone());
+        let policy = self.queue_policy(name.as_str(), config.args.queue_type);
+        let queue = Queue::new(
+            config,
+            self.env.clone(),
+            policy.as_ref().map(|p| (p.name(), &p.queue)),
+        );
         self.queues.write().insert(name, queue.clone());
         // Every queue is bound to the default exchange by its name; that
         // binding is implicit (the default exchange resolves names directly).
         Ok((queue, 0, 0, Durability::from(stored)))
+    }
+
+    /// The hidden queue behind a direct reply-to consumer: exclusive to
+    /// `connection`, deleted with its consumer, named
+    /// `<prefix>.<random>` so that replies published to the default exchange
+    /// with that name as routing key reach it.
+    pub fn declare_reply_queue(
+        &self,
+        connection: ConnectionId,
+        prefix: &str,
+    ) -> AmqpResult<Arc<Queue>> {
+        let name = ShortString::from(generated_name(&format!("{prefix}.")));
+        let config = QueueConfig {
+            name: name.clone(),
+            vhost: self.name.clone(),
+            durable: false,
+            auto_delete: true,
+            exclusive_owner: Some(connection),
+            arguments: FieldTable::default(),
+            args: QueueArgs::default(),
+            uid: self.store().new_queue_uid(),
+        };
+        let _topology = self.topology.lock();
+        let queue = Queue::new(config, self.env.clone(), None);
+        self.queues.write().insert(name, queue.clone());
+        Ok(queue)
     }
 
     /// `queue.delete`. Deleting a missing queue succeeds with a count of 0.
@@ -673,9 +729,15 @@ impl VHost {
     pub fn restore(
         &self,
         defs: &Definitions,
-        counts: &HashMap<u64, (u64, u64)>,
+        counts: &HashMap<u64, Vec<(u8, u64)>>,
     ) -> Vec<Arc<Queue>> {
         let mut topology = self.topology.lock();
+        for p in defs.policies.iter().filter(|p| p.vhost == self.name) {
+            match Policy::new(p.clone()) {
+                Ok(policy) => self.policies.write().push(Arc::new(policy)),
+                Err(e) => tracing::warn!(policy = %p.name, "skipping a stored policy: {e}"),
+            }
+        }
         for e in defs.exchanges.iter().filter(|e| e.vhost == self.name) {
             let Some(kind) = ExchangeKind::parse(&e.kind) else {
                 tracing::warn!(exchange = %e.name, "skipping stored exchange of unknown type {}", e.kind);
@@ -695,6 +757,16 @@ impl VHost {
         }
         let mut uncounted = Vec::new();
         for q in defs.queues.iter().filter(|q| q.vhost == self.name) {
+            let flags = DeclareFlags {
+                durable: true,
+                exclusive: false,
+                auto_delete: q.auto_delete,
+            };
+            let args = QueueArgs::parse(&q.name, &self.name, flags, &q.arguments)
+                .unwrap_or_else(|e| {
+                    tracing::warn!(queue = %q.name, "stored arguments no longer valid, ignoring them: {}", e.reply_text());
+                    QueueArgs::default()
+                });
             let config = QueueConfig {
                 name: q.name.as_str().into(),
                 vhost: self.name.clone(),
@@ -702,10 +774,17 @@ impl VHost {
                 auto_delete: q.auto_delete,
                 exclusive_owner: None,
                 arguments: q.arguments.clone(),
+                args,
                 uid: q.uid,
             };
-            let count = counts.get(&q.uid).map(|(_, c)| *c);
-            let queue = Queue::recover(config, self.env.clone(), count);
+            let count = counts.get(&q.uid).map(Vec::as_slice);
+            let policy = self.queue_policy(&q.name, config.args.queue_type);
+            let queue = Queue::recover(
+                config,
+                self.env.clone(),
+                policy.as_ref().map(|p| (p.name(), &p.queue)),
+                count,
+            );
             if count.is_none() {
                 uncounted.push(queue.clone());
             }
@@ -743,6 +822,102 @@ impl VHost {
             }
         }
         uncounted
+    }
+
+    fn queue_policy(&self, name: &str, kind: crate::queue::args::QueueType) -> Option<Arc<Policy>> {
+        let policies = self.policies.read();
+        policies::winner(policies.iter().filter(|p| p.applies_to_queue(name, kind))).cloned()
+    }
+
+    /// The policies of this vhost.
+    pub fn policies(&self) -> Vec<PolicyRecord> {
+        let mut out: Vec<PolicyRecord> = self
+            .policies
+            .read()
+            .iter()
+            .map(|p| p.record.clone())
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Add or replace a policy and apply it to the queues it matches. The
+    /// error (a 400 in the admin API) says what is wrong with it.
+    pub fn set_policy(&self, record: PolicyRecord) -> Result<Durability, String> {
+        let policy = Arc::new(Policy::new(record)?);
+        let _topology = self.topology.lock();
+        self.store()
+            .put_policy(&policy.record)
+            .map_err(|e| e.to_string())?;
+        {
+            let mut policies = self.policies.write();
+            policies.retain(|p| p.name() != policy.name());
+            policies.push(policy);
+        }
+        self.apply_policies();
+        Ok(Durability::Durable)
+    }
+
+    /// Remove a policy; false if there was none of that name.
+    pub fn clear_policy(&self, name: &str) -> Result<bool, String> {
+        let _topology = self.topology.lock();
+        let removed = {
+            let mut policies = self.policies.write();
+            let before = policies.len();
+            policies.retain(|p| p.name() != name);
+            policies.len() != before
+        };
+        if removed {
+            self.store()
+                .delete_policy(&self.name, name)
+                .map_err(|e| e.to_string())?;
+            self.apply_policies();
+        }
+        Ok(removed)
+    }
+
+    /// Re-evaluate which policy applies to every queue.
+    fn apply_policies(&self) {
+        for q in self.queues() {
+            let policy = self.queue_policy(q.name(), q.config.args.queue_type);
+            q.apply_policy(policy.as_ref().map(|p| (p.name(), &p.queue)));
+        }
+    }
+
+    /// Route dead letters through their dead-letter exchanges. A letter for
+    /// a missing exchange is dropped, as RabbitMQ drops it; queues that
+    /// would close a dead-letter cycle are skipped.
+    pub fn dead_letter(&self, letters: Vec<DeadLetter>) {
+        let mut routed = Vec::new();
+        for letter in letters {
+            let Some(exchange) = self.exchange(&letter.exchange) else {
+                tracing::debug!(exchange = %letter.exchange, "dead-letter exchange missing; message dropped");
+                continue;
+            };
+            let headers =
+                crate::message::parse(&letter.message.properties).and_then(|p| p.headers().clone());
+            routed.clear();
+            for key in &letter.routing_keys {
+                self.route(&exchange, key.as_str(), headers.as_ref(), &mut routed);
+            }
+            if letter.routing_keys.len() > 1 {
+                routed.sort_unstable_by_key(|q| Arc::as_ptr(q) as usize);
+                routed.dedup_by(|a, b| Arc::ptr_eq(a, b));
+            }
+            routed.retain(|q| !letter.is_cycle(q.name()));
+            enqueue(self.store(), &letter.message, &mut routed);
+        }
+    }
+
+    /// Delete a queue whose `x-expires` ran out, if it is still unused.
+    pub fn expire_queue(&self, queue: &Arc<Queue>) {
+        let mut topology = self.topology.lock();
+        if queue.is_expired_unused(crate::queue::now_ms()) {
+            let _ = queue.delete(false, false);
+            if let Err(e) = self.remove_queue_locked(&mut topology, queue) {
+                tracing::error!(queue = %queue.config.name, "x-expires: {}", e.reply_text());
+            }
+        }
     }
 
     /// Resolve the queues a message published to `exchange` with
@@ -879,6 +1054,11 @@ fn check_args_equivalence(
 ) -> AmqpResult<()> {
     for key in keys {
         let (r, c) = (received.inner().get(*key), current.inner().get(*key));
+        // No queue type means classic.
+        let classic = |v: Option<&AMQPValue>| v.is_none_or(|v| value_text(v) == "classic");
+        if *key == "x-queue-type" && classic(r) && classic(c) {
+            continue;
+        }
         if !arg_equal(r, c) {
             // Two values of one type are quoted bare; otherwise each is
             // described with its type, or as "none".

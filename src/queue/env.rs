@@ -1,15 +1,30 @@
-//! What every queue of a broker shares: the store, and the memory budget
-//! that decides when queues keep new messages only on disk.
+//! What every queue of a broker shares: the store, the memory budget that
+//! decides when queues keep new messages only on disk, the timer, and the
+//! owner that routes dead letters and deletes expired queues.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 
+use super::dead_letter::DeadLetter;
+use super::{Deadlines, Queue};
 use crate::store::Store;
+
+/// What a queue needs from the broker around it. Called with no queue lock
+/// held.
+pub trait QueueOwner: Send + Sync + std::fmt::Debug {
+    /// Route dead letters of a queue in `vhost`.
+    fn dead_letter(&self, vhost: &str, letters: Vec<DeadLetter>);
+
+    /// A queue's `x-expires` ran out while it was unused: delete it.
+    fn expire(&self, queue: &Arc<Queue>);
+}
 
 #[derive(Debug)]
 pub struct QueueEnv {
     pub store: Arc<Store>,
     pub budget: Arc<MemoryBudget>,
+    pub deadlines: Arc<Deadlines>,
+    owner: OnceLock<Weak<dyn QueueOwner>>,
     /// Ready messages a queue keeps in memory before keeping new ones only
     /// in the store.
     pub window: usize,
@@ -22,6 +37,8 @@ impl QueueEnv {
         Arc::new(QueueEnv {
             store,
             budget: Arc::new(MemoryBudget::new(budget_bytes)),
+            deadlines: Arc::default(),
+            owner: OnceLock::new(),
             window: window.max(1),
             page_batch: (window / 4).clamp(1, 1024),
         })
@@ -30,6 +47,15 @@ impl QueueEnv {
     /// In memory, unbounded: for unit tests of queue logic.
     pub fn for_tests() -> Arc<QueueEnv> {
         QueueEnv::new(Arc::new(Store::ephemeral()), u64::MAX, usize::MAX)
+    }
+
+    /// Set once, by the broker that owns the queues.
+    pub fn set_owner(&self, owner: Weak<dyn QueueOwner>) {
+        let _ = self.owner.set(owner);
+    }
+
+    pub fn owner(&self) -> Option<Arc<dyn QueueOwner>> {
+        self.owner.get().and_then(Weak::upgrade)
     }
 
     /// Whether queues may keep messages only in the store.

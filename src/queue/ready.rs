@@ -1,31 +1,55 @@
 //! The ready list: messages waiting for a consumer, in delivery order.
 //!
+//! A queue with priorities has one level per priority, delivered highest
+//! first; a plain queue has one level. Within a level messages are ordered by
+//! sequence number.
+//!
 //! A bounded window of messages is in memory; once a queue grows past it
 //! (or the broker's memory budget is spent), new messages stay only in the
-//! store and the list records them as a region of sequence numbers. The
-//! in-memory head always precedes the stored region, so the queue's order is
+//! store and the level records them as a region of sequence numbers. A
+//! level's in-memory head always precedes its stored region, so its order is
 //! `memory` then `stored`: delivering takes from the front of memory,
 //! refilling reads the next page of the region, and a requeued message
 //! (which came from the front) goes back into memory at its old position.
+//!
+//! A message removed from the middle (it expired where it sat) leaves a
+//! tombstone, so removal never shifts the whole window; tombstones are
+//! skipped when they reach the front and swept when they pile up.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use super::QueuedMessage;
 use super::env::MemoryBudget;
+use crate::message::Message;
 
-#[derive(Debug, Default)]
+/// Stands in for a removed message's body in a tombstone.
+static TOMBSTONE: LazyLock<Arc<Message>> = LazyLock::new(|| Arc::new(Message::empty()));
+
+#[derive(Debug)]
 pub(super) struct ReadyList {
-    memory: VecDeque<QueuedMessage>,
+    levels: Vec<Level>,
+    /// Ready messages, in memory and stored (tombstones excluded).
+    len: usize,
+    in_memory: usize,
+    /// Body bytes of all ready messages (`x-max-length-bytes`).
+    bytes: u64,
     memory_bytes: u64,
-    stored: StoredRegion,
     /// The broker-wide count of bytes in memory, kept in step with
     /// `memory_bytes`.
     budget: Arc<MemoryBudget>,
 }
 
-/// Ready messages that live only in the store: every stored message of the
-/// queue with sequence number `>= from` that is not in memory.
+#[derive(Debug, Default)]
+struct Level {
+    memory: VecDeque<QueuedMessage>,
+    tombstones: usize,
+    stored: StoredRegion,
+}
+
+/// Ready messages of one level that live only in the store: every stored
+/// message of the level with sequence number `>= from` that is not in
+/// memory.
 #[derive(Debug, Default, Clone, Copy)]
 pub(super) struct StoredRegion {
     pub from: u64,
@@ -37,14 +61,44 @@ pub(super) struct StoredRegion {
     pub bytes: u64,
 }
 
+/// Where a ready message is.
+pub(super) enum Found {
+    Memory(QueuedMessage),
+    /// In the stored region: the caller reads it from the store.
+    Stored,
+    Missing,
+}
+
 impl ReadyList {
-    pub fn new(budget: Arc<MemoryBudget>) -> ReadyList {
+    pub fn new(levels: usize, budget: Arc<MemoryBudget>) -> ReadyList {
         ReadyList {
-            memory: VecDeque::new(),
+            levels: (0..levels.max(1)).map(|_| Level::default()).collect(),
+            len: 0,
+            in_memory: 0,
+            bytes: 0,
             memory_bytes: 0,
-            stored: StoredRegion::default(),
             budget,
         }
+    }
+
+    fn level(&self, level: u8) -> &Level {
+        let i = usize::from(level).min(self.levels.len() - 1);
+        &self.levels[i]
+    }
+
+    fn level_mut(&mut self, level: u8) -> &mut Level {
+        let i = usize::from(level).min(self.levels.len() - 1);
+        &mut self.levels[i]
+    }
+
+    /// The level a message of `priority` goes to (priorities above the
+    /// queue's maximum count as the maximum).
+    pub fn level_for(&self, priority: u8) -> u8 {
+        priority.min((self.levels.len() - 1) as u8)
+    }
+
+    pub fn level_count(&self) -> usize {
+        self.levels.len()
     }
 
     fn grow(&mut self, bytes: u64) {
@@ -59,114 +113,301 @@ impl ReadyList {
 
     /// All ready messages, in memory and stored.
     pub fn len(&self) -> usize {
-        self.memory.len() + self.stored.count as usize
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.memory.is_empty() && self.stored.count == 0
+        self.len == 0
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
     }
 
     pub fn in_memory(&self) -> usize {
-        self.memory.len()
-    }
-
-    /// Ready messages with a durable entry in the store: those that would
-    /// come back after a restart.
-    pub fn durable(&self) -> u64 {
-        self.stored.durable
-            + self
-                .memory
-                .iter()
-                .filter(|m| m.stored != crate::store::Stored::No)
-                .count() as u64
+        self.in_memory
     }
 
     pub fn memory_bytes(&self) -> u64 {
         self.memory_bytes
     }
 
-    pub fn stored(&self) -> StoredRegion {
-        self.stored
+    /// Ready messages with a durable entry in the store, per level: those
+    /// that would come back after a restart.
+    pub fn durable_by_level(&self) -> Vec<u64> {
+        self.levels
+            .iter()
+            .map(|l| {
+                l.stored.durable
+                    + l.memory
+                        .iter()
+                        .filter(|m| !m.gone && m.stored.is_durable())
+                        .count() as u64
+            })
+            .collect()
     }
 
-    /// New messages must go to the store while part of the queue is there,
-    /// to keep the memory window ahead of the stored region.
-    pub fn is_paging(&self) -> bool {
-        self.stored.count > 0
+    pub fn stored(&self, level: u8) -> StoredRegion {
+        self.level(level).stored
+    }
+
+    /// Messages kept only in the store, across levels.
+    pub fn stored_count(&self) -> u64 {
+        self.levels.iter().map(|l| l.stored.count).sum()
+    }
+
+    /// New messages of `level` must go to the store while part of the level
+    /// is there, to keep its memory window ahead of its stored region.
+    pub fn is_paging(&self, level: u8) -> bool {
+        self.level(level).stored.count > 0
+    }
+
+    /// The highest level with ready messages.
+    pub fn top_level(&self) -> Option<u8> {
+        self.levels
+            .iter()
+            .rposition(|l| l.memory.len() > l.tombstones || l.stored.count > 0)
+            .map(|i| i as u8)
+    }
+
+    /// Whether `level` should read its next page from the store: memory is
+    /// down to less than `batch` live messages and the store holds more.
+    pub fn wants_page(&self, level: u8, batch: usize) -> Option<StoredRegion> {
+        let l = self.level(level);
+        (l.stored.count > 0 && l.memory.len() - l.tombstones < batch).then_some(l.stored)
     }
 
     pub fn push_back(&mut self, m: QueuedMessage) {
-        self.grow(m.message.body_size() as u64);
-        self.memory.push_back(m);
+        let bytes = m.message.body_size() as u64;
+        self.grow(bytes);
+        self.len += 1;
+        self.in_memory += 1;
+        self.bytes += bytes;
+        self.level_mut(m.level).memory.push_back(m);
     }
 
     /// Record a message kept only in the store.
-    pub fn push_stored(&mut self, seq: u64, bytes: u64, durable: bool) {
-        if self.stored.count == 0 {
-            self.stored.from = seq;
+    pub fn push_stored(&mut self, level: u8, seq: u64, bytes: u64, durable: bool) {
+        let region = &mut self.level_mut(level).stored;
+        if region.count == 0 {
+            region.from = seq;
         }
-        self.stored.count += 1;
-        self.stored.durable += durable as u64;
-        self.stored.bytes += bytes;
+        region.count += 1;
+        region.durable += durable as u64;
+        region.bytes += bytes;
+        self.len += 1;
+        self.bytes += bytes;
     }
 
-    /// Messages read back from the store join the memory window at its end.
+    /// Messages read back from the store join the level's memory window at
+    /// its end.
     pub fn extend_from_store(
         &mut self,
+        level: u8,
         page: impl IntoIterator<Item = QueuedMessage>,
         next_from: u64,
     ) {
         for m in page {
-            self.stored.count = self.stored.count.saturating_sub(1);
-            if m.stored != crate::store::Stored::No {
-                self.stored.durable = self.stored.durable.saturating_sub(1);
+            let bytes = m.message.body_size() as u64;
+            let region = &mut self.level_mut(level).stored;
+            // After a crash the region's count is an estimate and its bytes
+            // unknown (0): only what it accounted for leaves the totals.
+            let counted = region.count > 0;
+            region.count = region.count.saturating_sub(1);
+            if m.stored.is_durable() {
+                region.durable = region.durable.saturating_sub(1);
             }
-            self.stored.bytes = self
-                .stored
-                .bytes
-                .saturating_sub(m.message.body_size() as u64);
+            let accounted = bytes.min(region.bytes);
+            region.bytes -= accounted;
+            if counted {
+                self.len -= 1;
+            }
+            self.bytes -= accounted;
             self.push_back(m);
         }
-        self.stored.from = next_from;
+        self.level_mut(level).stored.from = next_from;
     }
 
-    /// The store had nothing more: the region (an estimate) is exhausted.
-    pub fn stored_exhausted(&mut self) {
-        self.stored = StoredRegion::default();
+    /// A message of the stored region was removed from the store where it
+    /// sat (it expired).
+    pub fn remove_stored(&mut self, level: u8, bytes: u64, durable: bool) {
+        let region = &mut self.level_mut(level).stored;
+        if region.count == 0 {
+            return;
+        }
+        region.count -= 1;
+        region.durable = region.durable.saturating_sub(durable as u64);
+        let accounted = bytes.min(region.bytes);
+        region.bytes -= accounted;
+        self.len -= 1;
+        self.bytes -= accounted;
     }
 
-    /// Replace the region's count (the exact count after a crash recovery).
-    pub fn set_stored(&mut self, region: StoredRegion) {
-        self.stored = region;
+    /// The store had nothing more for `level`: its region (an estimate after
+    /// a crash) is exhausted.
+    pub fn stored_exhausted(&mut self, level: u8) {
+        let region = std::mem::take(&mut self.level_mut(level).stored);
+        self.len = self.len.saturating_sub(region.count as usize);
+        self.bytes = self.bytes.saturating_sub(region.bytes);
+    }
+
+    /// Replace a level's region (recovery, and its exact count later).
+    pub fn set_stored(&mut self, level: u8, region: StoredRegion) {
+        let old = std::mem::replace(&mut self.level_mut(level).stored, region);
+        self.len = self.len.saturating_sub(old.count as usize) + region.count as usize;
+        self.bytes = self.bytes.saturating_sub(old.bytes) + region.bytes;
     }
 
     /// Insert a returning message at its original position. Requeued
     /// messages are usually older than everything ready, so the search is
     /// short in practice.
     pub fn insert_ordered(&mut self, m: QueuedMessage) {
-        self.grow(m.message.body_size() as u64);
-        let pos = self.memory.partition_point(|x| x.seq < m.seq);
-        self.memory.insert(pos, m);
+        let bytes = m.message.body_size() as u64;
+        self.grow(bytes);
+        self.len += 1;
+        self.in_memory += 1;
+        self.bytes += bytes;
+        let memory = &mut self.level_mut(m.level).memory;
+        let pos = memory.partition_point(|x| x.seq < m.seq);
+        memory.insert(pos, m);
     }
 
-    pub fn pop_front(&mut self) -> Option<QueuedMessage> {
-        let m = self.memory.pop_front()?;
-        self.shrink(m.message.body_size() as u64);
+    /// Take the head of `level`'s memory window.
+    pub fn pop_front(&mut self, level: u8) -> Option<QueuedMessage> {
+        let l = self.level_mut(level);
+        let m = loop {
+            let m = l.memory.pop_front()?;
+            if !m.gone {
+                break m;
+            }
+            l.tombstones -= 1;
+        };
+        self.took(&m);
         Some(m)
     }
 
-    /// Remove everything: the in-memory messages and the stored region.
-    pub fn take_all(&mut self) -> (VecDeque<QueuedMessage>, StoredRegion) {
+    fn took(&mut self, m: &QueuedMessage) {
+        let bytes = m.message.body_size() as u64;
+        self.shrink(bytes);
+        self.len -= 1;
+        self.in_memory -= 1;
+        self.bytes -= bytes;
+    }
+
+    /// Take message `seq` of `level` out of the list wherever it is.
+    pub fn remove(&mut self, level: u8, seq: u64) -> Found {
+        let l = self.level_mut(level);
+        let pos = l.memory.partition_point(|x| x.seq < seq);
+        match l.memory.get_mut(pos) {
+            Some(m) if m.seq == seq && !m.gone => {
+                let taken = if pos == 0 {
+                    l.memory.pop_front()
+                } else {
+                    let body = std::mem::replace(&mut m.message, TOMBSTONE.clone());
+                    let mut taken = m.clone();
+                    taken.message = body;
+                    m.gone = true;
+                    l.tombstones += 1;
+                    Some(taken)
+                };
+                if l.tombstones > 64 && l.tombstones * 2 > l.memory.len() {
+                    l.memory.retain(|m| !m.gone);
+                    l.tombstones = 0;
+                }
+                match taken {
+                    Some(m) => {
+                        self.took(&m);
+                        Found::Memory(m)
+                    }
+                    None => Found::Missing,
+                }
+            }
+            _ if l.stored.count > 0 && seq >= l.stored.from => Found::Stored,
+            _ => Found::Missing,
+        }
+    }
+
+    /// Remove everything: the in-memory messages and the stored regions.
+    pub fn take_all(&mut self) -> (Vec<QueuedMessage>, Vec<(u8, StoredRegion)>) {
         self.shrink(self.memory_bytes);
-        (
-            std::mem::take(&mut self.memory),
-            std::mem::take(&mut self.stored),
-        )
+        self.len = 0;
+        self.in_memory = 0;
+        self.bytes = 0;
+        let mut memory = Vec::new();
+        let mut regions = Vec::new();
+        for (i, l) in self.levels.iter_mut().enumerate() {
+            memory.extend(
+                std::mem::take(&mut l.memory)
+                    .into_iter()
+                    .filter(|m| !m.gone),
+            );
+            l.tombstones = 0;
+            let region = std::mem::take(&mut l.stored);
+            if region.count > 0 {
+                regions.push((i as u8, region));
+            }
+        }
+        (memory, regions)
     }
 }
 
 impl Drop for ReadyList {
     fn drop(&mut self) {
         self.budget.release(self.memory_bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{DeliveryState, Stored};
+
+    fn msg(seq: u64, level: u8) -> QueuedMessage {
+        QueuedMessage {
+            seq,
+            level,
+            message: Arc::new(Message::empty()),
+            redelivered: false,
+            gone: false,
+            stored: Stored::No,
+            expires_at: 0,
+            delivery: DeliveryState::default(),
+        }
+    }
+
+    #[test]
+    fn highest_level_first_fifo_within() {
+        let mut r = ReadyList::new(3, Arc::default());
+        for (seq, level) in [(1, 0), (2, 2), (3, 1), (4, 2)] {
+            r.push_back(msg(seq, r.level_for(level)));
+        }
+        r.push_back(msg(5, r.level_for(9)));
+        let mut order = Vec::new();
+        while let Some(level) = r.top_level() {
+            order.push(r.pop_front(level).unwrap().seq);
+        }
+        assert_eq!(order, vec![2, 4, 5, 3, 1]);
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn removal_from_the_middle_leaves_order_intact() {
+        let mut r = ReadyList::new(1, Arc::default());
+        for seq in 0..200 {
+            r.push_back(msg(seq, 0));
+        }
+        for seq in (1..200).step_by(2) {
+            assert!(matches!(r.remove(0, seq), Found::Memory(m) if m.seq == seq));
+        }
+        assert!(matches!(r.remove(0, 3), Found::Missing));
+        assert_eq!(r.len(), 100);
+        r.insert_ordered(msg(201, 0));
+        let mut seqs = Vec::new();
+        while let Some(m) = r.pop_front(0) {
+            seqs.push(m.seq);
+        }
+        assert_eq!(seqs.len(), 101);
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+        assert!(seqs.iter().take(100).all(|s| s % 2 == 0));
     }
 }

@@ -1,9 +1,10 @@
-//! Durable definitions: vhosts, users, permissions, exchanges, queues and
-//! bindings, one JSON record per key in the `definitions` tree.
+//! Durable definitions: vhosts, users, permissions, policies, exchanges,
+//! queues and bindings, one JSON record per key in the `definitions` tree.
 //!
 //! Keys start with a one-letter kind and join their parts with NUL (names
 //! cannot contain NUL in practice, and a NUL-separated key sorts by its
-//! parts): `v<vhost>`, `u<user>`, `p<user>\0<vhost>`, `e<vhost>\0<name>`,
+//! parts): `v<vhost>`, `u<user>`, `p<user>\0<vhost>`, `P<vhost>\0<name>`
+//! (policies), `e<vhost>\0<name>`,
 //! `q<vhost>\0<name>`, and for bindings
 //! `b<vhost>\0<source>\0<q|e><destination>\0<key>\0<arguments>`.
 
@@ -26,6 +27,18 @@ pub struct PermissionRecord {
     pub configure: String,
     pub write: String,
     pub read: String,
+}
+
+/// A policy as the management API shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PolicyRecord {
+    pub vhost: String,
+    pub name: String,
+    pub pattern: String,
+    #[serde(rename = "apply-to")]
+    pub apply_to: String,
+    pub priority: i64,
+    pub definition: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -64,6 +77,7 @@ pub struct Definitions {
     pub vhosts: Vec<String>,
     pub users: Vec<UserRecord>,
     pub permissions: Vec<PermissionRecord>,
+    pub policies: Vec<PolicyRecord>,
     pub exchanges: Vec<ExchangeRecord>,
     pub queues: Vec<QueueRecord>,
     pub bindings: Vec<BindingRecord>,
@@ -161,6 +175,14 @@ impl Store {
         self.put_definition(key(b'p', &[&p.user, &p.vhost]), encode(p))
     }
 
+    pub fn put_policy(&self, p: &PolicyRecord) -> StoreResult<()> {
+        self.put_definition(key(b'P', &[&p.vhost, &p.name]), encode(p))
+    }
+
+    pub fn delete_policy(&self, vhost: &str, name: &str) -> StoreResult<()> {
+        self.delete_definition(key(b'P', &[vhost, name]))
+    }
+
     pub fn put_exchange(&self, e: &ExchangeRecord) -> StoreResult<()> {
         self.put_definition(key(b'e', &[&e.vhost, &e.name]), encode(e))
     }
@@ -192,6 +214,7 @@ impl Store {
             vhosts: scan_all(b, b'v', "vhost")?,
             users: scan_all(b, b'u', "user")?,
             permissions: scan_all(b, b'p', "permission")?,
+            policies: scan_all(b, b'P', "policy")?,
             exchanges: scan_all(b, b'e', "exchange")?,
             queues: scan_all(b, b'q', "queue")?,
             bindings: scan_all(b, b'b', "binding")?,

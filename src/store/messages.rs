@@ -1,15 +1,18 @@
 //! Queue contents in the `messages` tree.
 //!
 //! Keys are a one-letter kind, then big-endian integers, so each queue's
-//! entries sort by sequence number:
+//! entries of one priority level sort by sequence number:
 //!
 //! | key | value |
 //! |---|---|
-//! | `q` uid seq | a queue entry: `0` + message record, or `1` + shared id |
-//! | `d` uid seq | (empty) the entry was delivered and returned (requeued) |
-//! | `t` uid seq | a transient message paged out of memory (wiped at boot) |
+//! | `q` uid level seq | queue entry: expiry time, then `0` + message record, or `1` + shared id |
+//! | `d` uid level seq | delivery state of a returned message: failed deliveries (u32), other returns (u32), not-before time |
+//! | `t` uid level seq | a transient message paged out of memory: expiry time, then the record (wiped at boot) |
 //! | `m` id | a message record shared by several queues |
 //! | `r` id | how many queue entries still refer to `m` id (u32) |
+//!
+//! Times are u64 milliseconds since the Unix epoch; an expiry time of 0
+//! means never.
 //!
 //! A message record is: version (1), flags (bit 0: persistent), priority,
 //! exchange (short string), routing key (short string), properties length
@@ -34,6 +37,13 @@ pub enum Stored {
     Paged,
 }
 
+impl Stored {
+    /// Whether it survives a restart (paged-out transient messages do not).
+    pub fn is_durable(self) -> bool {
+        matches!(self, Stored::Entry | Stored::Shared(_))
+    }
+}
+
 /// How a durable queue entry carries its message.
 #[derive(Debug)]
 pub enum Entry<'a> {
@@ -41,13 +51,40 @@ pub enum Entry<'a> {
     Shared(u64),
 }
 
+/// The address of one message of one queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Slot {
+    pub uid: u64,
+    /// Priority level (0 for queues without priorities).
+    pub level: u8,
+    pub seq: u64,
+}
+
+/// What a returned message carries across a restart.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeliveryState {
+    /// Deliveries that a consumer rejected (`x-delivery-count`).
+    pub failed: u32,
+    /// Other returns: the consumer's channel closed, or it recovered.
+    pub returned: u32,
+    /// Not deliverable before this time (ms since the epoch; delayed retry).
+    pub not_before_ms: u64,
+}
+
+impl DeliveryState {
+    pub fn is_redelivery(&self) -> bool {
+        self.failed > 0 || self.returned > 0
+    }
+}
+
 /// A message read back from the store.
 #[derive(Debug)]
 pub struct Recovered {
     pub seq: u64,
     pub message: Message,
-    /// It had been delivered before (a delivery marker exists).
-    pub redelivered: bool,
+    pub expires_at_ms: u64,
+    /// Set if it had been delivered and returned before.
+    pub delivery: Option<DeliveryState>,
     /// How it is stored now (paged messages come back as `No`: page-in
     /// removes them from the store).
     pub stored: Stored,
@@ -55,12 +92,59 @@ pub struct Recovered {
 
 const RECORD_VERSION: u8 = 1;
 
-fn queue_key(kind: u8, uid: u64, seq: u64) -> [u8; 17] {
-    let mut k = [0u8; 17];
+pub(super) type Key = [u8; 18];
+
+fn key(kind: u8, slot: Slot) -> Key {
+    let mut k = [0u8; 18];
     k[0] = kind;
-    k[1..9].copy_from_slice(&uid.to_be_bytes());
-    k[9..].copy_from_slice(&seq.to_be_bytes());
+    k[1..9].copy_from_slice(&slot.uid.to_be_bytes());
+    k[9] = slot.level;
+    k[10..].copy_from_slice(&slot.seq.to_be_bytes());
     k
+}
+
+/// The half-open key range of one queue level from `seq` on.
+fn level_range(kind: u8, uid: u64, level: u8, from: u64) -> (Key, Key) {
+    let start = key(
+        kind,
+        Slot {
+            uid,
+            level,
+            seq: from,
+        },
+    );
+    let end = match level.checked_add(1) {
+        Some(next) => key(
+            kind,
+            Slot {
+                uid,
+                level: next,
+                seq: 0,
+            },
+        ),
+        None => key(
+            kind,
+            Slot {
+                uid: uid.saturating_add(1),
+                level: 0,
+                seq: 0,
+            },
+        ),
+    };
+    (start, end)
+}
+
+/// Every key of one queue (all levels).
+fn queue_range(kind: u8, uid: u64) -> ([u8; 9], [u8; 9]) {
+    let mut start = [0u8; 9];
+    start[0] = kind;
+    start[1..].copy_from_slice(&uid.to_be_bytes());
+    let mut end = start;
+    match uid.checked_add(1) {
+        Some(next) => end[1..].copy_from_slice(&next.to_be_bytes()),
+        None => end[0] = kind + 1,
+    }
+    (start, end)
 }
 
 fn id_key(kind: u8, id: u64) -> [u8; 9] {
@@ -71,7 +155,11 @@ fn id_key(kind: u8, id: u64) -> [u8; 9] {
 }
 
 fn seq_of(key: &[u8]) -> Option<u64> {
-    Some(u64::from_be_bytes(key.get(9..17)?.try_into().ok()?))
+    Some(u64::from_be_bytes(key.get(10..18)?.try_into().ok()?))
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
 }
 
 fn encode_record(m: &Message, out: &mut Vec<u8>) {
@@ -123,6 +211,7 @@ fn decode_record(bytes: &[u8]) -> StoreResult<Message> {
     Ok(Message {
         exchange: exchange.into(),
         routing_key: routing_key.into(),
+        expiration_ms: crate::message::expiration_of(&properties),
         properties,
         body,
         persistent,
@@ -130,11 +219,32 @@ fn decode_record(bytes: &[u8]) -> StoreResult<Message> {
     })
 }
 
+fn encode_delivery(d: DeliveryState) -> [u8; 16] {
+    let mut v = [0u8; 16];
+    v[..4].copy_from_slice(&d.failed.to_be_bytes());
+    v[4..8].copy_from_slice(&d.returned.to_be_bytes());
+    v[8..].copy_from_slice(&d.not_before_ms.to_be_bytes());
+    v
+}
+
+fn decode_delivery(v: &[u8]) -> DeliveryState {
+    let u32_at = |at: usize| {
+        v.get(at..at + 4)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u32::from_be_bytes)
+    };
+    DeliveryState {
+        failed: u32_at(0),
+        returned: u32_at(4),
+        not_before_ms: u64_at(v, 8).unwrap_or(0),
+    }
+}
+
 /// The highest shared-message id in use.
 pub(super) fn last_shared_id(backend: &dyn Backend) -> StoreResult<Option<u64>> {
     Ok(backend
         .last_key(Tree::Messages, b"m", b"n")?
-        .and_then(|k| Some(u64::from_be_bytes(k.get(1..9)?.try_into().ok()?))))
+        .and_then(|k| u64_at(&k, 1)))
 }
 
 /// Serialises read-modify-write of shared reference counts.
@@ -147,12 +257,12 @@ impl Store {
     /// readable) at once, as a paged-out message must be.
     pub fn put_entry(
         &self,
-        uid: u64,
-        seq: u64,
+        slot: Slot,
+        expires_at_ms: u64,
         entry: Entry<'_>,
         defer: bool,
     ) -> StoreResult<Stored> {
-        let mut value = Vec::new();
+        let mut value = expires_at_ms.to_be_bytes().to_vec();
         let stored = match entry {
             Entry::Inline(m) => {
                 value.push(0);
@@ -165,7 +275,7 @@ impl Store {
                 Stored::Shared(id)
             }
         };
-        let key = queue_key(b'q', uid, seq);
+        let key = key(b'q', slot);
         if defer {
             self.write_behind.put(key, value);
             self.commit.touch();
@@ -192,46 +302,52 @@ impl Store {
         Ok(id)
     }
 
-    /// Record that a stored entry was delivered and came back, so it is
-    /// still flagged redelivered after a restart.
-    pub fn mark_redelivered(&self, uid: u64, seq: u64) -> StoreResult<()> {
+    /// Record the delivery state of a stored message that came back, so it
+    /// is still flagged redelivered (and counted, and delayed) after a
+    /// restart.
+    pub fn set_delivery(&self, slot: Slot, state: DeliveryState) -> StoreResult<()> {
         self.note(
             self.backend
-                .insert(Tree::Messages, &queue_key(b'd', uid, seq), &[]),
+                .insert(Tree::Messages, &key(b'd', slot), &encode_delivery(state)),
         )
     }
 
     /// Page a transient message out of memory.
-    pub fn page_out(&self, uid: u64, seq: u64, message: &Message) -> StoreResult<Stored> {
-        let mut value = Vec::new();
+    pub fn page_out(
+        &self,
+        slot: Slot,
+        expires_at_ms: u64,
+        message: &Message,
+    ) -> StoreResult<Stored> {
+        let mut value = expires_at_ms.to_be_bytes().to_vec();
         encode_record(message, &mut value);
         self.note(
             self.backend
-                .insert(Tree::Messages, &queue_key(b't', uid, seq), &value),
+                .insert(Tree::Messages, &key(b't', slot), &value),
         )?;
         Ok(Stored::Paged)
     }
 
-    /// Forget a queue's message (acked, dropped, or purged). `marked`: it
-    /// may carry a redelivery mark.
-    pub fn remove(&self, uid: u64, seq: u64, stored: Stored, marked: bool) -> StoreResult<()> {
+    /// Forget a queue's message (acked, dropped, purged). `marked`: it may
+    /// have a delivery state.
+    pub fn remove(&self, slot: Slot, stored: Stored, marked: bool) -> StoreResult<()> {
         let b = self.backend.as_ref();
         let unmark = || {
             if marked {
-                self.note(b.remove(Tree::Messages, &queue_key(b'd', uid, seq)))
+                self.note(b.remove(Tree::Messages, &key(b'd', slot)))
             } else {
                 Ok(())
             }
         };
         match stored {
             Stored::No => Ok(()),
-            Stored::Paged => self.note(b.remove(Tree::Messages, &queue_key(b't', uid, seq))),
+            Stored::Paged => self.note(b.remove(Tree::Messages, &key(b't', slot))),
             Stored::Entry => {
-                self.remove_entry(uid, seq)?;
+                self.remove_entry(slot)?;
                 unmark()
             }
             Stored::Shared(id) => {
-                self.remove_entry(uid, seq)?;
+                self.remove_entry(slot)?;
                 unmark()?;
                 self.release_shared(id)
             }
@@ -239,8 +355,8 @@ impl Store {
     }
 
     /// An entry still waiting to be written is just dropped.
-    fn remove_entry(&self, uid: u64, seq: u64) -> StoreResult<()> {
-        let key = queue_key(b'q', uid, seq);
+    fn remove_entry(&self, slot: Slot) -> StoreResult<()> {
+        let key = key(b'q', slot);
         if self.write_behind.cancel(&key) {
             return Ok(());
         }
@@ -249,8 +365,7 @@ impl Store {
 
     /// Forget the entries of a deleted queue that were never written.
     pub fn cancel_unwritten(&self, uid: u64) {
-        let mut prefix = vec![b'q'];
-        prefix.extend_from_slice(&uid.to_be_bytes());
+        let (prefix, _) = queue_range(b'q', uid);
         self.write_behind.cancel_prefix(&prefix);
     }
 
@@ -270,18 +385,37 @@ impl Store {
         }
     }
 
-    /// Read up to `limit` of a queue's stored messages with sequence number
-    /// `>= from`, in order: durable entries and paged transient messages
-    /// merged. Paged messages are removed from the store as they are read.
-    pub fn page_in(&self, uid: u64, from: u64, limit: usize) -> StoreResult<Vec<Recovered>> {
+    fn decode_entry(&self, value: &[u8]) -> StoreResult<(u64, Message, Stored)> {
+        let corrupt = |d: &str| StoreError::corrupt("queue entry", d);
+        let expires_at = u64_at(value, 0).ok_or_else(|| corrupt("truncated"))?;
+        match value.get(8..).and_then(|v| v.split_first()) {
+            Some((0, record)) => Ok((expires_at, decode_record(record)?, Stored::Entry)),
+            Some((1, id)) => {
+                let id = u64_at(id, 0).ok_or_else(|| corrupt("bad shared id"))?;
+                let record = self
+                    .backend
+                    .get(Tree::Messages, &id_key(b'm', id))?
+                    .ok_or_else(|| corrupt(&format!("shared message {id} missing")))?;
+                Ok((expires_at, decode_record(&record)?, Stored::Shared(id)))
+            }
+            _ => Err(corrupt("unknown kind")),
+        }
+    }
+
+    /// Read up to `limit` of a queue level's stored messages with sequence
+    /// number `>= from`, in order: durable entries and paged transient
+    /// messages merged. Paged messages are removed from the store as they
+    /// are read.
+    pub fn page_in(
+        &self,
+        uid: u64,
+        level: u8,
+        from: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<Recovered>> {
         let b = self.backend.as_ref();
-        let end = uid
-            .checked_add(1)
-            .map(|u| (u, 0))
-            .unwrap_or((u64::MAX, u64::MAX));
-        let range = |kind: u8| (queue_key(kind, uid, from), queue_key(kind, end.0, end.1));
-        let (qf, qt) = range(b'q');
-        let (tf, tt) = range(b't');
+        let (qf, qt) = level_range(b'q', uid, level, from);
+        let (tf, tt) = level_range(b't', uid, level, from);
         let entries = b.scan(Tree::Messages, &qf, &qt, limit)?;
         let paged = b.scan(Tree::Messages, &tf, &tt, limit)?;
         let mut out: Vec<Recovered> = Vec::with_capacity(limit.min(entries.len() + paged.len()));
@@ -298,40 +432,29 @@ impl Store {
             if take_entry {
                 let Some((k, v)) = ei.next() else { break };
                 let seq = seq_of(k).unwrap_or_default();
-                let (message, stored) = match v.split_first() {
-                    Some((0, record)) => (decode_record(record)?, Stored::Entry),
-                    Some((1, id)) => {
-                        let id =
-                            u64::from_be_bytes(id.try_into().map_err(|_| {
-                                StoreError::corrupt("queue entry", "bad shared id")
-                            })?);
-                        let record =
-                            b.get(Tree::Messages, &id_key(b'm', id))?.ok_or_else(|| {
-                                StoreError::corrupt(
-                                    "queue entry",
-                                    format!("shared message {id} missing"),
-                                )
-                            })?;
-                        (decode_record(&record)?, Stored::Shared(id))
-                    }
-                    _ => return Err(StoreError::corrupt("queue entry", "unknown kind")),
-                };
-                let redelivered = b.get(Tree::Messages, &queue_key(b'd', uid, seq))?.is_some();
+                let (expires_at_ms, message, stored) = self.decode_entry(v)?;
+                let slot = Slot { uid, level, seq };
+                let delivery = b
+                    .get(Tree::Messages, &key(b'd', slot))?
+                    .map(|v| decode_delivery(&v));
                 out.push(Recovered {
                     seq,
                     message,
-                    redelivered,
+                    expires_at_ms,
+                    delivery,
                     stored,
                 });
             } else {
                 let Some((k, v)) = pi.next() else { break };
                 let seq = seq_of(k).unwrap_or_default();
-                let message = decode_record(v)?;
+                let expires_at_ms = u64_at(v, 0).unwrap_or(0);
+                let message = decode_record(v.get(8..).unwrap_or_default())?;
                 self.note(b.remove(Tree::Messages, k))?;
                 out.push(Recovered {
                     seq,
                     message,
-                    redelivered: false,
+                    expires_at_ms,
+                    delivery: None,
                     stored: Stored::No,
                 });
             }
@@ -339,16 +462,33 @@ impl Store {
         Ok(out)
     }
 
-    /// The first and last sequence numbers of a queue's durable entries.
-    pub fn entry_bounds(&self, uid: u64) -> StoreResult<Option<(u64, u64)>> {
+    /// Read one message of a queue's stored region (to expire it where it
+    /// sits), with how it is stored.
+    pub fn read(&self, slot: Slot) -> StoreResult<Option<(Message, Stored)>> {
         let b = self.backend.as_ref();
-        let from = queue_key(b'q', uid, 0);
-        let to = queue_key(b'q', uid, u64::MAX);
+        if let Some(v) = b.get(Tree::Messages, &key(b'q', slot))? {
+            return self
+                .decode_entry(&v)
+                .map(|(_, m, stored)| Some((m, stored)));
+        }
+        match b.get(Tree::Messages, &key(b't', slot))? {
+            Some(v) => Ok(Some((
+                decode_record(v.get(8..).unwrap_or_default())?,
+                Stored::Paged,
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    /// The first and last sequence numbers of a queue level's durable
+    /// entries.
+    pub fn entry_bounds(&self, uid: u64, level: u8) -> StoreResult<Option<(u64, u64)>> {
+        let b = self.backend.as_ref();
+        let (from, to) = level_range(b'q', uid, level, 0);
         let first = b.scan(Tree::Messages, &from, &to, 1)?;
         let Some(first) = first.first().and_then(|(k, _)| seq_of(k)) else {
             return Ok(None);
         };
-        // `to` excludes seq u64::MAX, which is never used.
         let last = b
             .last_key(Tree::Messages, &from, &to)?
             .and_then(|k| seq_of(&k))
@@ -356,12 +496,12 @@ impl Store {
         Ok(Some((first, last)))
     }
 
-    /// Count a queue's durable entries with sequence number `>= from`. Reads
-    /// every entry: run it off the hot path.
-    pub fn count_entries(&self, uid: u64, from: u64) -> StoreResult<u64> {
+    /// Count a queue level's durable entries with sequence number `>= from`.
+    /// Reads every entry: run it off the hot path.
+    pub fn count_entries(&self, uid: u64, level: u8, from: u64) -> StoreResult<u64> {
         let b = self.backend.as_ref();
-        let to = queue_key(b'q', uid, u64::MAX);
-        let mut start = queue_key(b'q', uid, from).to_vec();
+        let (start, to) = level_range(b'q', uid, level, from);
+        let mut start = start.to_vec();
         let mut count = 0u64;
         loop {
             let page = b.scan(Tree::Messages, &start, &to, 4096)?;
@@ -374,14 +514,30 @@ impl Store {
         }
     }
 
-    /// Remove every stored message of a queue with `from <= seq < to`
-    /// (purge, delete). Returns how many durable entries were removed.
-    pub fn remove_range(&self, uid: u64, from: u64, to: u64) -> StoreResult<u64> {
+    /// Remove every stored message of a queue with `from <= seq < to`, of
+    /// one level or (`None`) all levels (purge, delete). Returns how many
+    /// durable entries were removed.
+    pub fn remove_range(
+        &self,
+        uid: u64,
+        level: Option<u8>,
+        from: u64,
+        to: u64,
+    ) -> StoreResult<u64> {
         let b = self.backend.as_ref();
         let mut removed = 0;
         for kind in [b'q', b't', b'd'] {
-            let end = queue_key(kind, uid, to);
-            let mut start = queue_key(kind, uid, from).to_vec();
+            let (start, end) = match level {
+                Some(level) => {
+                    let (s, e) = level_range(kind, uid, level, from);
+                    (s.to_vec(), e.to_vec())
+                }
+                None => {
+                    let (s, e) = queue_range(kind, uid);
+                    (s.to_vec(), e.to_vec())
+                }
+            };
+            let mut start = start;
             loop {
                 let page = b.scan(Tree::Messages, &start, &end, 1024)?;
                 let Some((last, _)) = page.last() else {
@@ -390,13 +546,17 @@ impl Store {
                 start = last.clone();
                 start.push(0);
                 for (k, v) in &page {
+                    let Some(seq) = seq_of(k) else { continue };
+                    if seq < from || seq >= to {
+                        continue;
+                    }
                     self.note(b.remove(Tree::Messages, k))?;
                     if kind == b'q' {
                         removed += 1;
-                        if let Some((1, id)) = v.split_first()
-                            && let Ok(id) = <[u8; 8]>::try_from(id)
+                        if let Some((1, id)) = v.get(8..).and_then(|v| v.split_first())
+                            && let Some(id) = u64_at(id, 0)
                         {
-                            self.release_shared(u64::from_be_bytes(id))?;
+                            self.release_shared(id)?;
                         }
                     }
                 }
@@ -433,7 +593,12 @@ mod tests {
             body: Bytes::copy_from_slice(body.as_bytes()),
             persistent: true,
             priority: 3,
+            expiration_ms: None,
         }
+    }
+
+    fn slot(uid: u64, seq: u64) -> Slot {
+        Slot { uid, level: 0, seq }
     }
 
     #[test]
@@ -455,44 +620,88 @@ mod tests {
     fn entries_paged_and_shared_messages_merge_in_order() {
         let s = Store::in_memory_for_tests();
         let uid = s.new_queue_uid();
-        s.put_entry(uid, 1, Entry::Inline(&msg("one")), false)
+        s.put_entry(slot(uid, 1), 100, Entry::Inline(&msg("one")), false)
             .unwrap();
-        s.page_out(uid, 2, &msg("two")).unwrap();
+        s.page_out(slot(uid, 2), 200, &msg("two")).unwrap();
         let id = s.put_shared(&msg("three"), 2).unwrap();
-        s.put_entry(uid, 3, Entry::Shared(id), true).unwrap();
+        s.put_entry(slot(uid, 3), 300, Entry::Shared(id), true)
+            .unwrap();
         s.flush_now().unwrap();
-        s.put_entry(uid + 1, 1, Entry::Shared(id), false).unwrap();
-        s.mark_redelivered(uid, 1).unwrap();
-        assert_eq!(s.entry_bounds(uid).unwrap(), Some((1, 3)));
-        assert_eq!(s.count_entries(uid, 0).unwrap(), 2);
+        s.put_entry(slot(uid + 1, 1), 300, Entry::Shared(id), false)
+            .unwrap();
+        let returned = DeliveryState {
+            failed: 2,
+            returned: 1,
+            not_before_ms: 999,
+        };
+        s.set_delivery(slot(uid, 1), returned).unwrap();
+        assert_eq!(s.entry_bounds(uid, 0).unwrap(), Some((1, 3)));
+        assert_eq!(s.count_entries(uid, 0, 0).unwrap(), 2);
 
-        let got = s.page_in(uid, 0, 10).unwrap();
-        let summary: Vec<(u64, &[u8], bool, Stored)> = got
+        let got = s.page_in(uid, 0, 0, 10).unwrap();
+        type Summary<'a> = (u64, &'a [u8], u64, Option<DeliveryState>, Stored);
+        let summary: Vec<Summary> = got
             .iter()
-            .map(|r| (r.seq, &r.message.body[..], r.redelivered, r.stored))
+            .map(|r| {
+                (
+                    r.seq,
+                    &r.message.body[..],
+                    r.expires_at_ms,
+                    r.delivery,
+                    r.stored,
+                )
+            })
             .collect();
         assert_eq!(
             summary,
             vec![
-                (1, &b"one"[..], true, Stored::Entry),
-                (2, b"two", false, Stored::No),
-                (3, b"three", false, Stored::Shared(id)),
+                (1, &b"one"[..], 100, Some(returned), Stored::Entry),
+                (2, b"two", 200, None, Stored::No),
+                (3, b"three", 300, None, Stored::Shared(id)),
             ]
         );
         // The paged message was removed by page-in.
-        assert_eq!(s.page_in(uid, 2, 1).unwrap()[0].seq, 3);
+        assert_eq!(s.page_in(uid, 0, 2, 1).unwrap()[0].seq, 3);
+        let (read, stored) = s.read(slot(uid, 3)).unwrap().unwrap();
+        assert_eq!(
+            (&read.body[..], stored),
+            (&b"three"[..], Stored::Shared(id))
+        );
 
         // The shared body survives until its last reference goes.
-        s.remove(uid, 3, Stored::Shared(id), false).unwrap();
-        assert_eq!(s.page_in(uid + 1, 0, 10).unwrap().len(), 1);
-        s.remove(uid + 1, 1, Stored::Shared(id), false).unwrap();
+        s.remove(slot(uid, 3), Stored::Shared(id), false).unwrap();
+        assert_eq!(s.page_in(uid + 1, 0, 0, 10).unwrap().len(), 1);
+        s.remove(slot(uid + 1, 1), Stored::Shared(id), false)
+            .unwrap();
         assert!(
             s.backend
                 .get(Tree::Messages, &id_key(b'm', id))
                 .unwrap()
                 .is_none()
         );
-        assert_eq!(s.remove_range(uid, 0, u64::MAX).unwrap(), 1);
-        assert_eq!(s.entry_bounds(uid).unwrap(), None);
+        assert_eq!(s.remove_range(uid, None, 0, u64::MAX).unwrap(), 1);
+        assert_eq!(s.entry_bounds(uid, 0).unwrap(), None);
+    }
+
+    #[test]
+    fn levels_are_separate_ranges() {
+        let s = Store::in_memory_for_tests();
+        let uid = s.new_queue_uid();
+        for (level, seq) in [(0u8, 1u64), (5, 2), (0, 3), (255, 4)] {
+            s.put_entry(Slot { uid, level, seq }, 0, Entry::Inline(&msg("x")), false)
+                .unwrap();
+        }
+        let seqs = |level| -> Vec<u64> {
+            s.page_in(uid, level, 0, 10)
+                .unwrap()
+                .iter()
+                .map(|r| r.seq)
+                .collect()
+        };
+        assert_eq!(seqs(0), vec![1, 3]);
+        assert_eq!(seqs(5), vec![2]);
+        assert_eq!(seqs(255), vec![4]);
+        assert_eq!(s.entry_bounds(uid, 255).unwrap(), Some((4, 4)));
+        assert_eq!(s.remove_range(uid, None, 0, u64::MAX).unwrap(), 4);
     }
 }

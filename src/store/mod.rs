@@ -30,16 +30,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 pub use definitions::{
-    BindingRecord, Definitions, ExchangeRecord, PermissionRecord, QueueRecord, UserRecord,
+    BindingRecord, Definitions, ExchangeRecord, PermissionRecord, PolicyRecord, QueueRecord,
+    UserRecord,
 };
 pub use group_commit::Waiter;
 pub use memory_backend::MemoryBackend;
-pub use messages::{Entry, Recovered, Stored};
+pub use messages::{DeliveryState, Entry, Recovered, Slot, Stored};
 
 use group_commit::GroupCommit;
 
 /// Version of the on-disk layout this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// A storage failure. Cloneable so one flush error can complete many waiters.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -316,42 +317,40 @@ impl Store {
         uid
     }
 
-    /// Remember each queue's stored-region size at a clean shutdown, so the
-    /// next boot knows queue lengths without counting.
-    pub fn save_counts(&self, counts: &[(u64, u64, u64)]) -> StoreResult<()> {
+    /// Remember each queue's length per priority level at a clean
+    /// shutdown, so the next boot knows queue lengths without counting:
+    /// `(uid, level, count)`.
+    pub fn save_counts(&self, counts: &[(u64, u8, u64)]) -> StoreResult<()> {
         if !self.durable {
             return Ok(());
         }
-        for (uid, from, count) in counts {
-            let mut v = from.to_be_bytes().to_vec();
-            v.extend_from_slice(&count.to_be_bytes());
+        for (uid, level, count) in counts {
             let mut k = b"c".to_vec();
             k.extend_from_slice(&uid.to_be_bytes());
-            self.note(self.backend.insert(Tree::Meta, &k, &v))?;
+            k.push(*level);
+            self.note(self.backend.insert(Tree::Meta, &k, &count.to_be_bytes()))?;
         }
         Ok(())
     }
 
-    /// Counts saved by the last clean shutdown, by queue uid: `(from,
-    /// count)`. They are removed as they are read, so a later crash cannot
-    /// reuse them.
-    pub fn take_counts(&self) -> StoreResult<std::collections::HashMap<u64, (u64, u64)>> {
-        let mut out = std::collections::HashMap::new();
+    /// Counts saved by the last clean shutdown, by queue uid: `(level,
+    /// count)` pairs. They are removed as they are read, so a later crash
+    /// cannot reuse them.
+    pub fn take_counts(&self) -> StoreResult<std::collections::HashMap<u64, Vec<(u8, u64)>>> {
+        let mut out: std::collections::HashMap<u64, Vec<(u8, u64)>> =
+            std::collections::HashMap::new();
         for (k, v) in self.backend.scan(Tree::Meta, b"c", b"d", usize::MAX)? {
             let uid = k
                 .get(1..9)
                 .and_then(|b| b.try_into().ok())
                 .map(u64::from_be_bytes);
-            let from = v
+            let level = k.get(9).copied();
+            let count = v
                 .get(..8)
                 .and_then(|b| b.try_into().ok())
                 .map(u64::from_be_bytes);
-            let count = v
-                .get(8..16)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_be_bytes);
-            if let (Some(uid), Some(from), Some(count)) = (uid, from, count) {
-                out.insert(uid, (from, count));
+            if let (Some(uid), Some(level), Some(count)) = (uid, level, count) {
+                out.entry(uid).or_default().push((level, count));
             }
             self.note(self.backend.remove(Tree::Meta, &k))?;
         }

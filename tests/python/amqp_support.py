@@ -1,6 +1,7 @@
 """What the pika suite shares: starting and stopping the Warren binary, and
 small helpers for driving a pika BlockingConnection."""
 
+import datetime
 import os
 import queue
 import re
@@ -12,6 +13,7 @@ import urllib.parse
 import uuid
 
 import pika
+import pika.compat
 import pika.exceptions
 import pytest
 
@@ -246,3 +248,112 @@ class Deliveries:
 
     def bodies(self):
         return [b for (_, _, b) in self.items]
+
+
+# ------------------------------------------------- queue-feature helpers
+
+# Tests of Warren features that RabbitMQ 3.10 classic queues do not have:
+# skipped when the suite runs against a RabbitMQ (WARREN_TEST_RABBITMQ).
+warren_only = pytest.mark.skipif(
+    bool(RABBITMQ_URL),
+    reason="a Warren feature that RabbitMQ 3.10 does not have")
+
+
+class floats_in_tables:
+    """A context manager: while it is active pika encodes Python floats in
+    field tables as AMQP doubles ('d'); pika itself refuses floats."""
+
+    def __enter__(self):
+        import struct
+        import pika.data
+        self._module = pika.data
+        self._orig = orig = pika.data.encode_value
+
+        def encode_value(pieces, value):
+            if isinstance(value, float):
+                pieces.append(struct.pack(">cd", b"d", value))
+                return 9
+            return orig(pieces, value)
+
+        pika.data.encode_value = encode_value
+        return self
+
+    def __exit__(self, *exc):
+        self._module.encode_value = self._orig
+        return False
+
+
+def get_all(ch, q, auto_ack=True):
+    """basic.get from q until get-empty; the (method, properties, body)
+    triples, in order."""
+    out = []
+    while True:
+        method, props, body = ch.basic_get(q, auto_ack=auto_ack)
+        if method is None:
+            return out
+        out.append((method, props, body))
+
+
+def get_one(ch, q, timeout=3.0, auto_ack=True):
+    """basic.get from q, polling until a message is there (dead-lettered and
+    expired messages arrive asynchronously); fails after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        method, props, body = ch.basic_get(q, auto_ack=auto_ack)
+        if method is not None:
+            return method, props, body
+        if time.monotonic() >= deadline:
+            pytest.fail(f"nothing arrived in {q} within {timeout} s")
+        time.sleep(0.02)
+
+
+# ------------------------------------------------ dead-lettering headers
+# (the format is described in test_dead_lettering.py)
+
+class _Recent:
+    """Equal to a naive datetime in whole seconds within a minute of now
+    (UTC): what pika makes of the AMQP timestamp in x-death's `time`."""
+
+    def __eq__(self, other):
+        if not isinstance(other, datetime.datetime):
+            return False
+        now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+        return (other.tzinfo is None and other.microsecond == 0
+                and abs((other - now).total_seconds()) < 60)
+
+    def __repr__(self):
+        return "<a recent naive UTC datetime in whole seconds>"
+
+
+RECENT = _Recent()
+
+
+def death(reason, queue, exchange, routing_keys, count=1, original_expiration=None):
+    """One x-death table as RabbitMQ 3.10 writes it."""
+    entry = {"count": count, "reason": reason, "queue": queue, "time": RECENT,
+             "exchange": exchange, "routing-keys": routing_keys}
+    if original_expiration is not None:
+        entry["original-expiration"] = original_expiration
+    return entry
+
+
+def first_death(reason, queue, exchange):
+    return {"x-first-death-reason": reason, "x-first-death-queue": queue,
+            "x-first-death-exchange": exchange}
+
+
+def check_headers(props, expected):
+    """props.headers equals `expected` exactly, and every x-death count is a
+    long-long (pika.compat.long).
+
+    Warren also writes `x-last-death-*` (RabbitMQ 3.13+ does; 3.10 does not):
+    against Warren they must name the newest death."""
+    if not RABBITMQ_URL:
+        newest = expected["x-death"][0]
+        expected = dict(expected)
+        for field in ("reason", "queue", "exchange"):
+            expected["x-last-death-" + field] = newest[field]
+    assert props.headers == expected
+    for entry in props.headers["x-death"]:
+        assert type(entry["count"]) is pika.compat.long, entry
+        assert type(entry["time"]) is datetime.datetime, entry

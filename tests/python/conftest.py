@@ -14,7 +14,10 @@ import pika
 import pika.exceptions
 import pytest
 
-from amqp_support import (RABBITMQ_URL, Names, rabbitmq_broker, start_warren,
+# Plain asserts in the shared helpers get pytest's detailed failure messages.
+pytest.register_assert_rewrite("amqp_support")
+
+from amqp_support import (RABBITMQ_URL, Names, rabbitmq_broker, start_warren,  # noqa: E402
                           stop_warren)
 
 

@@ -224,10 +224,6 @@ def test_reserved_queue_names_are_refused(ch, names):
         403, f"ACCESS_REFUSED - queue name '{name}' contains reserved prefix 'amq.*'")
 
 
-@pytest.mark.xfail(
-    reason="message TTL belongs to the queue-features issue and is not implemented yet",
-    strict=True,
-)
 def test_message_ttl_per_queue_and_per_message(ch, names):
     short, plain = names.q("ttl"), names.q("plain")
     ch.queue_declare(short, arguments={"x-message-ttl": 200})

@@ -1,0 +1,365 @@
+//! Dead-lettering: what a message becomes when its queue gives up on it.
+//!
+//! The queue collects messages that die (rejected, expired, over a length
+//! or delivery limit) while it holds its lock; once the lock is released
+//! each is rewritten here the way RabbitMQ rewrites it and handed to the
+//! queue's owner, which routes it through the dead-letter exchange — so a
+//! queue never takes another queue's lock while holding its own.
+//!
+//! The rewrite follows RabbitMQ: an `x-death` entry per (queue, reason),
+//! newest first, counting repeats; `x-first-death-*` set once and
+//! `x-last-death-*` every time; the `expiration` property removed (kept as
+//! `original-expiration`); with a dead-letter routing key the `CC` header is
+//! dropped and the message routed with that key alone.
+
+use std::sync::Arc;
+
+use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
+use smallvec::SmallVec;
+
+use super::args::DeadLetterTarget;
+use crate::message::{self, Message};
+
+/// Why a message was dead-lettered, as `x-death` words it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    Rejected,
+    Expired,
+    MaxLen,
+    DeliveryLimit,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Rejected => "rejected",
+            Reason::Expired => "expired",
+            Reason::MaxLen => "maxlen",
+            Reason::DeliveryLimit => "delivery_limit",
+        }
+    }
+}
+
+/// A dead-lettered message, ready to route.
+#[derive(Debug)]
+pub struct DeadLetter {
+    pub message: Arc<Message>,
+    pub exchange: String,
+    /// The keys to route with.
+    pub routing_keys: SmallVec<[ShortString; 2]>,
+    pub reason: Reason,
+}
+
+impl DeadLetter {
+    /// Whether routing this letter to `queue` would close a cycle: the
+    /// message already died in `queue`, and nothing on the way was a
+    /// consumer's rejection (RabbitMQ's rule; a rejection can't loop on its
+    /// own).
+    pub fn is_cycle(&self, queue: &str) -> bool {
+        if self.reason == Reason::Rejected {
+            return false;
+        }
+        let Some(props) = message::parse(&self.message.properties) else {
+            return false;
+        };
+        let Some(deaths) = props.headers().as_ref().and_then(deaths) else {
+            return false;
+        };
+        let seen = deaths
+            .iter()
+            .any(|d| text(d, "queue").as_deref() == Some(queue));
+        let rejected = deaths
+            .iter()
+            .any(|d| text(d, "reason").as_deref() == Some(Reason::Rejected.as_str()));
+        seen && !rejected
+    }
+}
+
+/// Rewrite `message` (which died in `queue` for `reason`) for `target`.
+/// `None` if its properties cannot be parsed (they were validated on
+/// publish, so only a corrupt store could cause that).
+pub fn rewrite(
+    message: &Message,
+    reason: Reason,
+    queue: &str,
+    target: &DeadLetterTarget,
+    now_ms: u64,
+) -> Option<DeadLetter> {
+    let props = message::parse(&message.properties)?;
+    // The delivery count belongs to the queue the message died in.
+    let mut headers = without(
+        &props.headers().clone().unwrap_or_default(),
+        "x-delivery-count",
+    );
+    let mut original_keys: SmallVec<[ShortString; 2]> = SmallVec::new();
+    original_keys.push(message.routing_key.clone());
+    original_keys.extend(
+        message::header_routing_keys(&headers, "CC")
+            .unwrap_or_default()
+            .into_iter()
+            .map(ShortString::from),
+    );
+    let mut entry = FieldTable::default();
+    entry.insert("count".into(), AMQPValue::LongLongInt(1));
+    entry.insert("reason".into(), long_string(reason.as_str()));
+    entry.insert("queue".into(), long_string(queue));
+    entry.insert("time".into(), AMQPValue::Timestamp(now_ms / 1000));
+    entry.insert("exchange".into(), long_string(message.exchange.as_str()));
+    entry.insert(
+        "routing-keys".into(),
+        AMQPValue::FieldArray(FieldArray::from(
+            original_keys
+                .iter()
+                .map(|k| long_string(k.as_str()))
+                .collect::<Vec<_>>(),
+        )),
+    );
+    if let Some(expiration) = props.expiration() {
+        entry.insert(
+            "original-expiration".into(),
+            long_string(expiration.as_str()),
+        );
+    }
+    record_death(&mut headers, entry, queue, reason);
+    for (suffix, value) in [
+        ("reason", reason.as_str()),
+        ("queue", queue),
+        ("exchange", message.exchange.as_str()),
+    ] {
+        let first = ShortString::from(format!("x-first-death-{suffix}"));
+        if !headers.inner().contains_key(&first) {
+            headers.insert(first, long_string(value));
+        }
+        headers.insert(format!("x-last-death-{suffix}").into(), long_string(value));
+    }
+    let routing_keys = match &target.routing_key {
+        Some(key) => {
+            headers = without(&headers, "CC");
+            SmallVec::from_iter([ShortString::from(key.clone())])
+        }
+        None => original_keys,
+    };
+    let mut props = props.with_headers(headers);
+    if props.expiration().is_some() {
+        props = without_expiration(props);
+    }
+    let routing_key = routing_keys
+        .first()
+        .cloned()
+        .unwrap_or_else(|| message.routing_key.clone());
+    Some(DeadLetter {
+        message: Arc::new(Message {
+            exchange: target.exchange.as_str().into(),
+            routing_key,
+            properties: message::encode(&props),
+            body: message.body.clone(),
+            persistent: message.persistent,
+            priority: message.priority,
+            expiration_ms: None,
+        }),
+        exchange: target.exchange.clone(),
+        routing_keys,
+        reason,
+    })
+}
+
+/// Add a death to `x-death`: an entry for the same queue and reason has its
+/// count raised and moves to the front; otherwise `entry` goes first.
+fn record_death(headers: &mut FieldTable, entry: FieldTable, queue: &str, reason: Reason) {
+    let mut list: Vec<AMQPValue> = match headers.inner().get("x-death") {
+        Some(AMQPValue::FieldArray(a)) => a.as_slice().to_vec(),
+        _ => Vec::new(),
+    };
+    let same = list.iter().position(|v| match v {
+        AMQPValue::FieldTable(t) => {
+            text(t, "queue").as_deref() == Some(queue)
+                && text(t, "reason").as_deref() == Some(reason.as_str())
+        }
+        _ => false,
+    });
+    let head = match same.map(|i| list.remove(i)) {
+        Some(AMQPValue::FieldTable(mut earlier)) => {
+            let count = earlier
+                .inner()
+                .get("count")
+                .and_then(crate::broker::vhost::int_value)
+                .unwrap_or(0);
+            earlier.insert(
+                "count".into(),
+                AMQPValue::LongLongInt(i64::try_from(count + 1).unwrap_or(i64::MAX)),
+            );
+            earlier
+        }
+        _ => entry,
+    };
+    list.insert(0, AMQPValue::FieldTable(head));
+    headers.insert(
+        "x-death".into(),
+        AMQPValue::FieldArray(FieldArray::from(list)),
+    );
+}
+
+fn deaths(headers: &FieldTable) -> Option<Vec<FieldTable>> {
+    match headers.inner().get("x-death")? {
+        AMQPValue::FieldArray(a) => Some(
+            a.as_slice()
+                .iter()
+                .filter_map(|v| match v {
+                    AMQPValue::FieldTable(t) => Some(t.clone()),
+                    _ => None,
+                })
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+fn text(table: &FieldTable, key: &str) -> Option<String> {
+    match table.inner().get(key)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
+        _ => None,
+    }
+}
+
+fn long_string(s: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s))
+}
+
+fn without(headers: &FieldTable, name: &str) -> FieldTable {
+    FieldTable::from(
+        headers
+            .inner()
+            .iter()
+            .filter(|(k, _)| k.as_str() != name)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<std::collections::BTreeMap<_, _>>(),
+    )
+}
+
+/// amq-protocol's properties have no setter that clears a field: rebuild
+/// them without `expiration`.
+fn without_expiration(
+    p: amq_protocol::protocol::BasicProperties,
+) -> amq_protocol::protocol::BasicProperties {
+    let mut out = amq_protocol::protocol::BasicProperties::default();
+    macro_rules! copy {
+        ($($get:ident => $set:ident),*) => {
+            $(if let Some(v) = p.$get().clone() { out = out.$set(v); })*
+        };
+    }
+    copy!(
+        content_type => with_content_type,
+        content_encoding => with_content_encoding,
+        headers => with_headers,
+        delivery_mode => with_delivery_mode,
+        priority => with_priority,
+        correlation_id => with_correlation_id,
+        reply_to => with_reply_to,
+        message_id => with_message_id,
+        timestamp => with_timestamp,
+        kind => with_type,
+        user_id => with_user_id,
+        app_id => with_app_id,
+        cluster_id => with_cluster_id
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use amq_protocol::protocol::BasicProperties;
+
+    fn published(props: BasicProperties) -> Message {
+        Message {
+            exchange: "".into(),
+            routing_key: "work".into(),
+            properties: message::encode(&props),
+            body: bytes::Bytes::from_static(b"body"),
+            persistent: true,
+            priority: 0,
+            expiration_ms: None,
+        }
+    }
+
+    fn headers_of(m: &Message) -> FieldTable {
+        message::parse(&m.properties)
+            .unwrap()
+            .headers()
+            .clone()
+            .unwrap()
+    }
+
+    fn to_dlx(routing_key: Option<&str>) -> DeadLetterTarget {
+        DeadLetterTarget {
+            exchange: "dlx".into(),
+            routing_key: routing_key.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn first_death_as_rabbitmq_writes_it() {
+        let mut h = FieldTable::default();
+        h.insert(
+            "CC".into(),
+            AMQPValue::FieldArray(FieldArray::from(vec![long_string("cc1")])),
+        );
+        let m = published(
+            BasicProperties::default()
+                .with_expiration("20".into())
+                .with_headers(h)
+                .with_delivery_mode(2),
+        );
+        let dl = rewrite(&m, Reason::Expired, "src", &to_dlx(None), 1_700_000_000_123).unwrap();
+        assert_eq!(
+            dl.routing_keys.as_slice(),
+            &["work".into(), "cc1".into()][..]
+        );
+        let props = message::parse(&dl.message.properties).unwrap();
+        assert_eq!(props.expiration(), &None);
+        assert_eq!(props.delivery_mode(), &Some(2));
+        let h = headers_of(&dl.message);
+        let death = &deaths(&h).unwrap()[0];
+        assert_eq!(death.inner().get("count"), Some(&AMQPValue::LongLongInt(1)));
+        assert_eq!(text(death, "reason").as_deref(), Some("expired"));
+        assert_eq!(text(death, "queue").as_deref(), Some("src"));
+        assert_eq!(text(death, "exchange").as_deref(), Some(""));
+        assert_eq!(text(death, "original-expiration").as_deref(), Some("20"));
+        assert_eq!(
+            death.inner().get("time"),
+            Some(&AMQPValue::Timestamp(1_700_000_000))
+        );
+        for (k, v) in [
+            ("x-first-death-reason", "expired"),
+            ("x-first-death-queue", "src"),
+            ("x-last-death-queue", "src"),
+            ("x-first-death-exchange", ""),
+        ] {
+            assert_eq!(text(&h, k).as_deref(), Some(v), "{k}");
+        }
+    }
+
+    #[test]
+    fn repeated_deaths_merge_newest_first_and_cycles_are_detected() {
+        let m = published(BasicProperties::default());
+        let a = rewrite(&m, Reason::Expired, "a", &to_dlx(Some("k")), 1000).unwrap();
+        let b = rewrite(&a.message, Reason::Expired, "b", &to_dlx(None), 2000).unwrap();
+        let a2 = rewrite(&b.message, Reason::Expired, "a", &to_dlx(None), 3000).unwrap();
+        let h = headers_of(&a2.message);
+        let d = deaths(&h).unwrap();
+        assert_eq!(d.len(), 2);
+        assert_eq!(text(&d[0], "queue").as_deref(), Some("a"));
+        assert_eq!(d[0].inner().get("count"), Some(&AMQPValue::LongLongInt(2)));
+        assert_eq!(text(&h, "x-first-death-queue").as_deref(), Some("a"));
+        assert_eq!(text(&h, "x-last-death-queue").as_deref(), Some("a"));
+        assert_eq!(b.routing_keys.as_slice(), &["k".into()][..]);
+        assert!(a2.is_cycle("b"));
+        assert!(!a2.is_cycle("c"));
+        let rejected = rewrite(&b.message, Reason::Rejected, "c", &to_dlx(None), 4000).unwrap();
+        assert!(!rejected.is_cycle("a"));
+        let after_rejection =
+            rewrite(&rejected.message, Reason::Expired, "d", &to_dlx(None), 5000).unwrap();
+        assert!(!after_rejection.is_cycle("a"));
+    }
+}
