@@ -853,21 +853,15 @@ impl Channel {
         }
     }
 
-    /// Tear the channel down: stop deliveries, cancel consumers (deleting
-    /// auto-delete queues they leave unused), and requeue everything
-    /// unacknowledged, including acks held by an open transaction.
+    /// Tear the channel down: stop deliveries, requeue everything
+    /// unacknowledged (including acks held by an open transaction), then
+    /// cancel consumers (deleting auto-delete queues they leave unused).
+    /// Requeueing first means a consumer taking over (single active
+    /// consumer) gets the returned messages before newer ones.
     pub fn close(&mut self, s: &Session) {
         self.deliveries.close();
         if let Some(c) = &self.confirms {
             c.close();
-        }
-        let links: Vec<(ShortString, ConsumerLink)> =
-            self.deliveries.ledger.lock().consumers.drain().collect();
-        for (_, link) in links {
-            s.broker.metrics.consumers.decrement(1.0);
-            if link.queue.cancel(link.id).now_unused {
-                s.vhost.auto_delete_queue(&link.queue);
-            }
         }
         let mut taken: Vec<(u64, Unacked)> =
             std::mem::take(&mut self.deliveries.ledger.lock().unacked)
@@ -880,6 +874,14 @@ impl Channel {
             taken.sort_unstable_by_key(|(tag, _)| *tag);
         }
         self.apply_settle_requeue(taken);
+        let links: Vec<(ShortString, ConsumerLink)> =
+            self.deliveries.ledger.lock().consumers.drain().collect();
+        for (_, link) in links {
+            s.broker.metrics.consumers.decrement(1.0);
+            if link.queue.cancel(link.id).now_unused {
+                s.vhost.auto_delete_queue(&link.queue);
+            }
+        }
     }
 
     fn apply_settle_requeue(&self, taken: Vec<(u64, Unacked)>) {

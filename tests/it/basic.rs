@@ -4,27 +4,11 @@
 use std::time::Duration;
 
 use futures_lite::StreamExt;
-use lapin::message::Delivery;
+use lapin::BasicProperties;
 use lapin::options::*;
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString};
-use lapin::{BasicProperties, Consumer};
 
 use crate::common::*;
-
-async fn next(consumer: &mut Consumer) -> Delivery {
-    tokio::time::timeout(Duration::from_secs(5), consumer.next())
-        .await
-        .expect("a delivery in time")
-        .expect("consumer still open")
-        .expect("delivery ok")
-}
-
-/// Nothing arrives within a short wait.
-async fn quiet(consumer: &mut Consumer) -> bool {
-    tokio::time::timeout(Duration::from_millis(200), consumer.next())
-        .await
-        .is_err()
-}
 
 #[tokio::test]
 async fn requeued_messages_return_to_their_original_position_marked_redelivered() {

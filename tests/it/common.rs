@@ -127,3 +127,21 @@ pub async fn depth(ch: &Channel, q: &str) -> u32 {
     .unwrap()
     .message_count()
 }
+
+/// The next delivery of a consumer, within 5 s.
+pub async fn next(consumer: &mut lapin::Consumer) -> lapin::message::Delivery {
+    use futures_lite::StreamExt;
+    tokio::time::timeout(Duration::from_secs(5), consumer.next())
+        .await
+        .expect("a delivery in time")
+        .expect("consumer still open")
+        .expect("delivery ok")
+}
+
+/// Nothing arrives within a short wait.
+pub async fn quiet(consumer: &mut lapin::Consumer) -> bool {
+    use futures_lite::StreamExt;
+    tokio::time::timeout(Duration::from_millis(200), consumer.next())
+        .await
+        .is_err()
+}

@@ -17,6 +17,7 @@ mod crash;
 mod durability;
 mod exchanges;
 mod properties;
+mod queue_features;
 mod queues;
 mod server;
 mod smoke;
