@@ -277,6 +277,7 @@ impl VHost {
                 })
                 .map_err(store_failed)?;
         }
+        self.apply_exchange_policy(&exchange);
         self.exchanges.write().insert(d.name.clone(), exchange);
         Ok(Durability::from(stored))
     }
@@ -751,9 +752,11 @@ impl VHost {
                 e.internal,
                 e.arguments.clone(),
             );
+            let exchange = Arc::new(exchange);
+            self.apply_exchange_policy(&exchange);
             self.exchanges
                 .write()
-                .insert(e.name.as_str().into(), Arc::new(exchange));
+                .insert(e.name.as_str().into(), exchange);
         }
         let mut uncounted = Vec::new();
         for q in defs.queues.iter().filter(|q| q.vhost == self.name) {
@@ -876,12 +879,28 @@ impl VHost {
         Ok(removed)
     }
 
-    /// Re-evaluate which policy applies to every queue.
+    /// Re-evaluate which policy applies to every queue and exchange.
     fn apply_policies(&self) {
         for q in self.queues() {
             let policy = self.queue_policy(q.name(), q.config.args.queue_type);
             q.apply_policy(policy.as_ref().map(|p| (p.name(), &p.queue)));
         }
+        for e in self.exchanges() {
+            self.apply_exchange_policy(&e);
+        }
+    }
+
+    fn apply_exchange_policy(&self, exchange: &Exchange) {
+        let policies = self.policies.read();
+        let policy = policies::winner(
+            policies
+                .iter()
+                .filter(|p| p.applies_to_exchange(exchange.name.as_str())),
+        );
+        exchange.set_policy_alternate(policy.and_then(|p| {
+            let ae = p.alternate_exchange.as_ref()?;
+            Some((p.name().to_string(), ShortString::from(ae.clone())))
+        }));
     }
 
     /// Route dead letters through their dead-letter exchanges. A letter for
@@ -950,8 +969,7 @@ impl VHost {
             ex.route(routing_key, headers, &mut scratch);
             if scratch.is_empty() {
                 if let Some(ae) = ex
-                    .alternate
-                    .as_ref()
+                    .alternate_exchange()
                     .and_then(|n| self.exchange(n.as_str()))
                 {
                     pending.push(ae);

@@ -120,6 +120,9 @@ pub struct Exchange {
     pub arguments: FieldTable,
     /// The `alternate-exchange` argument: where unroutable messages go.
     pub alternate: Option<ShortString>,
+    /// The `alternate-exchange` of the policy that applies, and the
+    /// policy's name; the argument wins over it.
+    policy: RwLock<Option<(String, ShortString)>>,
     router: RwLock<Box<dyn Router>>,
 }
 
@@ -147,8 +150,21 @@ impl Exchange {
             internal,
             arguments,
             alternate,
+            policy: RwLock::new(None),
             router: RwLock::new(kind.new_router()),
         }
+    }
+
+    /// Where unroutable messages go, if anywhere.
+    pub fn alternate_exchange(&self) -> Option<ShortString> {
+        self.alternate
+            .clone()
+            .or_else(|| self.policy.read().as_ref().map(|(_, ae)| ae.clone()))
+    }
+
+    /// A policy with an `alternate-exchange` applies (or none does).
+    pub fn set_policy_alternate(&self, policy: Option<(String, ShortString)>) {
+        *self.policy.write() = policy;
     }
 
     /// The nameless default exchange routes by queue name and has no router

@@ -702,3 +702,46 @@ async fn a_priority_queue_comes_back_in_priority_order_after_a_restart() {
     assert_eq!(got, expected);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_policy_can_give_an_exchange_its_alternate_exchange() {
+    let server = start().await;
+    let conn = connect(&server).await;
+    let ch = channel(&conn).await;
+    parking(&ch, "pol.ae", "pol.unroutable", false).await;
+    ch.exchange_declare(
+        "pol.x".into(),
+        ExchangeKind::Direct,
+        ExchangeDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let vhost = server.broker().vhost("/").unwrap();
+    let _ = vhost
+        .set_policy(PolicyRecord {
+            vhost: "/".into(),
+            name: "ae".into(),
+            pattern: "^pol\\.x$".into(),
+            apply_to: "exchanges".into(),
+            priority: 0,
+            definition: serde_json::json!({"alternate-exchange": "pol.ae"})
+                .as_object()
+                .unwrap()
+                .clone(),
+        })
+        .unwrap();
+    ch.basic_publish(
+        "pol.x".into(),
+        "nowhere".into(),
+        BasicPublishOptions::default(),
+        b"lost?",
+        BasicProperties::default(),
+    )
+    .await
+    .unwrap();
+    let d = get_within(&ch, "pol.unroutable", Duration::from_secs(2)).await;
+    assert_eq!(d.data, b"lost?");
+    assert!(vhost.clear_policy("ae").unwrap());
+    drop(vhost);
+}
