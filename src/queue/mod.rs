@@ -1063,6 +1063,13 @@ impl Queue {
             };
             self.expire_one(&mut st, level, seq);
         }
+        if st.settings.message_ttl.is_some() {
+            // After a restart only what has been read back is indexed; with
+            // a queue TTL the next to expire are the next stored ones.
+            for level in 0..st.ready.level_count() {
+                self.page_in(&mut st, level as u8);
+            }
+        }
         self.dispatch_locked(&mut st);
         let expired = st.expires_deadline().is_some_and(|at| now >= at);
         drop(st);
