@@ -13,7 +13,7 @@ use crate::cli::{Args, fill};
 use crate::conn::Conn;
 use crate::procstat::{self, ProcSample};
 use crate::setup;
-use crate::stats::{DeclareSummary, IdleSummary};
+use crate::stats::{DeclareSummary, DepthSummary, IdleSummary};
 use crate::uri::AmqpUri;
 
 fn sample(pid: Option<&str>) -> Option<ProcSample> {
@@ -38,13 +38,14 @@ pub async fn queue_declare(args: &Args, uri: &AmqpUri, n: usize) -> Result<Decla
     let names: Vec<String> = (1..=n)
         .map(|i| fill(&args.queue_pattern, &i.to_string()))
         .collect();
+    let queue_args = args.queue_arguments();
     let mut conn = Conn::open(uri, args.heartbeat, "warren-perf declare-bench").await?;
     let start = sample(pid.as_deref());
     let t = Instant::now();
     conn.pipeline(
         names
             .iter()
-            .map(|q| setup::queue_declare(q, args.persistent)),
+            .map(|q| setup::queue_declare(q, args.persistent, &queue_args)),
         args.declare_window,
         setup::is_declare_ok,
     )
@@ -89,6 +90,20 @@ pub async fn queue_declare(args: &Args, uri: &AmqpUri, n: usize) -> Result<Decla
         deletes_per_s: per_second(if delete_s > 0.0 { n } else { 0 }, delete_s),
         broker,
         broker_bytes_per_queue,
+    })
+}
+
+/// `--queue-depth QUEUE`: one passive queue.declare.
+pub async fn queue_depth(args: &Args, uri: &AmqpUri, queue: &str) -> Result<DepthSummary> {
+    let mut conn = Conn::open(uri, args.heartbeat, "warren-perf queue-depth").await?;
+    let (messages, consumers) = setup::queue_counts(&mut conn, queue).await?;
+    conn.close().await?;
+    Ok(DepthSummary {
+        mode: "queue-depth",
+        uri: uri.redacted(),
+        queue: queue.to_string(),
+        messages,
+        consumers,
     })
 }
 

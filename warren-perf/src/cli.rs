@@ -1,5 +1,7 @@
 //! Command-line flags and the topology they describe.
 
+use amq_protocol::protocol::BasicProperties;
+use amq_protocol::types::{AMQPValue, FieldTable};
 use anyhow::{Result, bail};
 use clap::{Parser, ValueEnum};
 
@@ -11,6 +13,8 @@ SCENARIOS:
                        declare N queues pipelined on one channel, then delete them
   --idle-connections N open N connections (one channel each), hold them for
                        --idle-hold seconds, report how many succeeded
+  --queue-depth QUEUE  passive queue.declare: print the queue's message and
+                       consumer counts, then exit (for scripts that poll)
 
 MEASUREMENT:
   Each message body starts with an 8-byte big-endian send timestamp (ns since
@@ -35,6 +39,7 @@ JSON (--json prints one object on stdout; the human summary goes to stderr):
   idle-connections: mode=\"idle-connections\", uri, requested, opened, failed,
     first_error, open_s, opens_per_s, hold_s, still_open, broker,
     broker_bytes_per_connection
+  queue-depth: mode=\"queue-depth\", uri, queue, messages, consumers
 
 EXIT STATUS:
   0 success; 1 error (connection refused, broker closed a connection or
@@ -105,6 +110,23 @@ pub struct Args {
     /// Binding keys of the extra bindings; %d is replaced by 0..N.
     #[arg(long, default_value = "perf.*.key%d")]
     pub binding_pattern: String,
+    /// Arguments of the declared queues, k=v[,k=v...] (PerfTest's -qa):
+    /// integers go as long integers, true/false as booleans, anything else
+    /// as a string, e.g. x-message-ttl=60000,x-max-priority=10.
+    #[arg(long, value_name = "K=V,...", value_delimiter = ',', value_parser = parse_queue_arg)]
+    pub queue_args: Vec<(String, ArgValue)>,
+    /// Properties of every published message, k=v[,k=v...] (PerfTest's
+    /// -mp): expiration (ms), priority, timestamp (s), content-type,
+    /// content-encoding, correlation-id, reply-to, message-id, type,
+    /// user-id, app-id, cluster-id. Names are also accepted in PerfTest's
+    /// camelCase (contentType, ...).
+    #[arg(long, value_name = "K=V,...", value_delimiter = ',', value_parser = parse_message_property)]
+    pub message_properties: Vec<MessageProperty>,
+    /// Give each message expiration + (message number mod MS) instead of a
+    /// fixed expiration, so per-message TTLs differ and messages do not
+    /// expire in queue order. Needs --message-properties expiration=...
+    #[arg(long, value_name = "MS")]
+    pub expiration_spread: Option<u64>,
     /// Publish rate per producer in msg/s (0 = as fast as possible).
     #[arg(short = 'r', long, default_value_t = 0.0)]
     pub rate: f64,
@@ -163,6 +185,108 @@ pub struct Args {
     /// Connections opened concurrently in --idle-connections.
     #[arg(long, default_value_t = 32)]
     pub connect_concurrency: usize,
+    /// Print QUEUE's message and consumer counts (passive queue.declare)
+    /// and exit.
+    #[arg(long, value_name = "QUEUE")]
+    pub queue_depth: Option<String>,
+}
+
+/// The value of one `--queue-args` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ArgValue {
+    Long(i64),
+    Bool(bool),
+    Str(String),
+}
+
+impl ArgValue {
+    fn to_amqp(&self) -> AMQPValue {
+        match self {
+            ArgValue::Long(n) => AMQPValue::LongLongInt(*n),
+            ArgValue::Bool(b) => AMQPValue::Boolean(*b),
+            ArgValue::Str(s) => AMQPValue::LongString(s.as_str().into()),
+        }
+    }
+}
+
+fn split_kv(s: &str) -> Result<(&str, &str), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim(), v.trim())),
+        _ => Err(format!("expected key=value, got '{s}'")),
+    }
+}
+
+fn parse_queue_arg(s: &str) -> Result<(String, ArgValue), String> {
+    let (k, v) = split_kv(s)?;
+    let value = if let Ok(n) = v.parse::<i64>() {
+        ArgValue::Long(n)
+    } else {
+        match v {
+            "true" => ArgValue::Bool(true),
+            "false" => ArgValue::Bool(false),
+            _ => ArgValue::Str(v.to_string()),
+        }
+    };
+    Ok((k.to_string(), value))
+}
+
+/// One `--message-properties` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MessageProperty {
+    Expiration(u64),
+    Priority(u8),
+    Timestamp(u64),
+    /// A short-string property, by its `BasicProperties` setter.
+    Text(TextProperty, String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TextProperty {
+    ContentType,
+    ContentEncoding,
+    CorrelationId,
+    ReplyTo,
+    MessageId,
+    Type,
+    UserId,
+    AppId,
+    ClusterId,
+}
+
+fn parse_message_property(s: &str) -> Result<MessageProperty, String> {
+    let (k, v) = split_kv(s)?;
+    let number = |what: &str| -> Result<u64, String> {
+        v.parse()
+            .map_err(|_| format!("{k}: expected {what}, got '{v}'"))
+    };
+    // content-type, content_type and contentType all name one property.
+    let key: String = k
+        .chars()
+        .filter(|c| *c != '-' && *c != '_')
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    let text = |p| Ok(MessageProperty::Text(p, v.to_string()));
+    match key.as_str() {
+        "expiration" => Ok(MessageProperty::Expiration(number("milliseconds")?)),
+        "priority" => v
+            .parse()
+            .map(MessageProperty::Priority)
+            .map_err(|_| format!("{k}: expected 0..=255, got '{v}'")),
+        "timestamp" => Ok(MessageProperty::Timestamp(number("seconds")?)),
+        "contenttype" => text(TextProperty::ContentType),
+        "contentencoding" => text(TextProperty::ContentEncoding),
+        "correlationid" => text(TextProperty::CorrelationId),
+        "replyto" => text(TextProperty::ReplyTo),
+        "messageid" => text(TextProperty::MessageId),
+        "type" => text(TextProperty::Type),
+        "userid" => text(TextProperty::UserId),
+        "appid" => text(TextProperty::AppId),
+        "clusterid" => text(TextProperty::ClusterId),
+        "deliverymode" | "headers" => Err(format!(
+            "{k} is not settable here (use -f for delivery-mode 2)"
+        )),
+        _ => Err(format!("unknown message property '{k}'")),
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -225,7 +349,59 @@ impl Args {
         if self.producers == 0 && self.consumers == 0 {
             bail!("nothing to do: no producers and no consumers");
         }
+        if let Some(spread) = self.expiration_spread {
+            if spread == 0 {
+                bail!("--expiration-spread must be at least 1 ms");
+            }
+            if self.expiration().is_none() {
+                bail!("--expiration-spread needs --message-properties expiration=MS");
+            }
+        }
         Ok(())
+    }
+
+    /// The `--queue-args` as a declare's argument table.
+    pub fn queue_arguments(&self) -> FieldTable {
+        let mut t = FieldTable::default();
+        for (k, v) in &self.queue_args {
+            t.insert(k.as_str().into(), v.to_amqp());
+        }
+        t
+    }
+
+    /// The `--message-properties` (the last one wins for a repeated key).
+    pub fn message_properties(&self) -> BasicProperties {
+        let mut p = BasicProperties::default();
+        for prop in &self.message_properties {
+            p = match prop {
+                MessageProperty::Expiration(ms) => p.with_expiration(ms.to_string().into()),
+                MessageProperty::Priority(n) => p.with_priority(*n),
+                MessageProperty::Timestamp(t) => p.with_timestamp(*t),
+                MessageProperty::Text(kind, v) => {
+                    let v = v.as_str().into();
+                    match kind {
+                        TextProperty::ContentType => p.with_content_type(v),
+                        TextProperty::ContentEncoding => p.with_content_encoding(v),
+                        TextProperty::CorrelationId => p.with_correlation_id(v),
+                        TextProperty::ReplyTo => p.with_reply_to(v),
+                        TextProperty::MessageId => p.with_message_id(v),
+                        TextProperty::Type => p.with_type(v),
+                        TextProperty::UserId => p.with_user_id(v),
+                        TextProperty::AppId => p.with_app_id(v),
+                        TextProperty::ClusterId => p.with_cluster_id(v),
+                    }
+                }
+            };
+        }
+        p
+    }
+
+    /// The expiration given in `--message-properties`, in ms.
+    pub fn expiration(&self) -> Option<u64> {
+        self.message_properties.iter().rev().find_map(|p| match p {
+            MessageProperty::Expiration(ms) => Some(*ms),
+            _ => None,
+        })
     }
 
     pub fn rate_limit(&self) -> Option<f64> {
@@ -272,6 +448,8 @@ pub struct Topology {
     /// Deliveries each published message produces (all consumers together),
     /// assuming every queue has a consumer.
     pub copies: u64,
+    /// Arguments every declared queue gets (`--queue-args`).
+    pub queue_args: FieldTable,
 }
 
 /// The header a headers-exchange binding matches on.
@@ -383,6 +561,7 @@ impl Topology {
             routes,
             consumer_queues,
             copies,
+            queue_args: a.queue_arguments(),
         })
     }
 }
@@ -513,5 +692,109 @@ mod tests {
         assert_eq!(t.routes[1].header.as_deref(), Some("perf-2"));
         assert_eq!(t.copies, 1);
         assert!(Topology::plan(&args(&["-t", "headers", "-e", ""])).is_err());
+    }
+
+    #[test]
+    fn queue_args_are_typed() {
+        let a = args(&[
+            "--queue-args",
+            "x-message-ttl=60000,x-max-priority=10,x-single-active-consumer=true",
+            "--queue-args",
+            "x-queue-type=quorum,x-offset=-5,x-flag=false",
+        ]);
+        a.validate().unwrap();
+        let t = a.queue_arguments();
+        let get = |k: &str| t.inner().get(k).cloned();
+        assert_eq!(get("x-message-ttl"), Some(AMQPValue::LongLongInt(60000)));
+        assert_eq!(get("x-max-priority"), Some(AMQPValue::LongLongInt(10)));
+        assert_eq!(get("x-offset"), Some(AMQPValue::LongLongInt(-5)));
+        assert_eq!(
+            get("x-single-active-consumer"),
+            Some(AMQPValue::Boolean(true))
+        );
+        assert_eq!(get("x-flag"), Some(AMQPValue::Boolean(false)));
+        assert_eq!(
+            get("x-queue-type"),
+            Some(AMQPValue::LongString("quorum".into()))
+        );
+        assert_eq!(t.inner().len(), 6);
+        assert_eq!(Topology::plan(&a).unwrap().queue_args, t);
+        assert!(args(&[]).queue_arguments().inner().is_empty());
+        for bad in ["x-message-ttl", "=5", "a=1,,b=2"] {
+            assert!(
+                Args::try_parse_from(["warren-perf", "--queue-args", bad]).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn message_properties_by_spec_and_perftest_names() {
+        let a = args(&[
+            "--message-properties",
+            "expiration=10000,priority=5,contentType=text/plain,app_id=perf",
+            "--message-properties",
+            "message-id=m1,Type=t,timestamp=1700000000,correlationId=c",
+        ]);
+        a.validate().unwrap();
+        let p = a.message_properties();
+        assert_eq!(p.expiration().as_ref().map(|s| s.as_str()), Some("10000"));
+        assert_eq!(p.priority(), &Some(5));
+        assert_eq!(
+            p.content_type().as_ref().map(|s| s.as_str()),
+            Some("text/plain")
+        );
+        assert_eq!(p.app_id().as_ref().map(|s| s.as_str()), Some("perf"));
+        assert_eq!(p.message_id().as_ref().map(|s| s.as_str()), Some("m1"));
+        assert_eq!(p.kind().as_ref().map(|s| s.as_str()), Some("t"));
+        assert_eq!(p.timestamp(), &Some(1_700_000_000));
+        assert_eq!(p.correlation_id().as_ref().map(|s| s.as_str()), Some("c"));
+        assert_eq!(p.delivery_mode(), &None);
+        assert_eq!(a.expiration(), Some(10000));
+        assert_eq!(args(&[]).message_properties(), BasicProperties::default());
+        assert_eq!(args(&[]).expiration(), None);
+        for bad in [
+            "expiration=-1",
+            "expiration=1.5",
+            "priority=256",
+            "delivery-mode=2",
+            "bogus=1",
+            "priority",
+        ] {
+            assert!(
+                Args::try_parse_from(["warren-perf", "--message-properties", bad]).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn expiration_spread_needs_an_expiration() {
+        let a = args(&[
+            "--message-properties",
+            "expiration=10000",
+            "--expiration-spread",
+            "5000",
+        ]);
+        a.validate().unwrap();
+        assert_eq!(a.expiration_spread, Some(5000));
+        assert!(args(&["--expiration-spread", "5000"]).validate().is_err());
+        assert!(
+            args(&[
+                "--message-properties",
+                "expiration=1",
+                "--expiration-spread",
+                "0"
+            ])
+            .validate()
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn queue_depth_mode() {
+        let a = args(&["--queue-depth", "ttl-big"]);
+        assert_eq!(a.queue_depth.as_deref(), Some("ttl-big"));
+        a.validate().unwrap();
     }
 }

@@ -36,7 +36,7 @@ use crate::cli::{Args, Topology};
 use crate::conn::Conn;
 use crate::consumer::ConsumerCfg;
 use crate::procstat::ProcSample;
-use crate::producer::ProducerCfg;
+use crate::producer::{ExpirationSpread, ProducerCfg};
 use crate::stats::{Counts, Percentiles, ProcessStats, RunSummary, Shared};
 use crate::uri::AmqpUri;
 
@@ -103,6 +103,11 @@ async fn run(args: Args) -> Result<ExitCode> {
     }
     if let Some(n) = args.queue_declare_bench {
         let s = bench::queue_declare(&args, &uri, n).await?;
+        print_summary(&args, &s.render(), &s)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(q) = &args.queue_depth {
+        let s = bench::queue_depth(&args, &uri, q).await?;
         print_summary(&args, &s.render(), &s)?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -301,6 +306,11 @@ async fn drive(
             exchange: topo.exchange.clone(),
             route: route.clone(),
             size: args.size,
+            properties: args.message_properties(),
+            expiration_spread: args
+                .expiration_spread
+                .zip(args.expiration())
+                .map(|(spread_ms, base_ms)| ExpirationSpread { base_ms, spread_ms }),
             persistent: args.persistent,
             mandatory: args.mandatory,
             confirm: args.confirm,

@@ -2,7 +2,8 @@
 //!
 //! The publish frames (basic.publish method, content header, body frames)
 //! are pre-encoded once into a template; per message only the timestamp and
-//! sequence number in the body are filled in. Messages are appended to the
+//! sequence number in the body (and, with `--expiration-spread`, the digits
+//! of the expiration property) are filled in. Messages are appended to the
 //! connection's write buffer until it holds about `--write-batch` bytes (or
 //! the confirm window, the rate schedule or `--pmessages` says stop), and the
 //! buffer goes out in one write. Inbound confirms and returns are cut off the
@@ -16,6 +17,7 @@ use std::time::Duration;
 use amq_protocol::protocol::{AMQPClass, BasicProperties, basic, confirm};
 use amq_protocol::types::{AMQPValue, FieldTable};
 use anyhow::{Result, bail};
+use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -35,6 +37,9 @@ pub struct ProducerCfg {
     pub exchange: String,
     pub route: Route,
     pub size: usize,
+    /// `--message-properties`; delivery-mode and the route header are added.
+    pub properties: BasicProperties,
+    pub expiration_spread: Option<ExpirationSpread>,
     pub persistent: bool,
     pub mandatory: bool,
     pub confirm: u32,
@@ -69,8 +74,10 @@ pub async fn run(
     mut phase: watch::Receiver<Phase>,
 ) -> Result<()> {
     phase.wait_for(|p| *p >= Phase::Go).await?;
-    let mut props =
-        BasicProperties::default().with_delivery_mode(if cfg.persistent { 2 } else { 1 });
+    let mut props = cfg
+        .properties
+        .clone()
+        .with_delivery_mode(if cfg.persistent { 2 } else { 1 });
     if let Some(h) = &cfg.route.header {
         let mut t = FieldTable::default();
         t.insert(
@@ -79,17 +86,27 @@ pub async fn run(
         );
         props = props.with_headers(t);
     }
-    let tpl = PublishTemplate::new(
+    let (raw_props, expiration_at) = match cfg.expiration_spread {
+        Some(spread) => {
+            let (raw, at) = spread.encode_properties(&props)?;
+            (raw, Some(at))
+        }
+        None => (warren::message::encode(&props), None),
+    };
+    let mut tpl = PublishTemplate::new(
         CHANNEL,
         &cfg.exchange,
         &cfg.route.routing_key,
         cfg.mandatory,
-        &warren::message::encode(&props),
+        &raw_props,
         cfg.size,
         conn.frame_max,
     );
+    if let (Some(spread), Some(at)) = (cfg.expiration_spread, expiration_at) {
+        tpl = tpl.with_expiration_spread(spread, at);
+    }
     let per_write = (cfg.write_batch / tpl.wire_size).max(1) as u64;
-    let seq_base = (cfg.id as u64) << 40;
+    let seq_base = (cfg.id as u64) << MESSAGE_NUMBER_BITS;
     let mut outstanding = Outstanding::new();
     let mut pacer = cfg.rate.map(|r| Pacer::new(r, clock::now_ns()));
     let mut inbound = Inbound::default();
@@ -316,8 +333,59 @@ fn scan(
     Ok(pos)
 }
 
+/// A body's sequence number is `producer id << MESSAGE_NUMBER_BITS |
+/// message number`.
+const MESSAGE_NUMBER_BITS: u32 = 40;
+
+/// Per-message expirations of `base_ms + n % spread_ms`, `n` being the
+/// producer's message number, so that messages do not expire in queue
+/// order. The expiration is encoded once as fixed-width zero-padded digits
+/// (RabbitMQ and Warren both read "0010000" as 10000 ms); per message only
+/// those digits are overwritten in the template, which keeps its length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExpirationSpread {
+    pub base_ms: u64,
+    pub spread_ms: u64,
+}
+
+impl ExpirationSpread {
+    /// Digits of the largest expiration.
+    fn width(self) -> usize {
+        let max = self.base_ms.saturating_add(self.spread_ms.max(1) - 1);
+        max.checked_ilog10().unwrap_or(0) as usize + 1
+    }
+
+    /// `props` with a placeholder expiration of the right width, encoded,
+    /// and the offset of its digits in the encoding.
+    pub fn encode_properties(self, props: &BasicProperties) -> Result<(Bytes, usize)> {
+        let with = |digit: &str| {
+            warren::message::encode(
+                &props
+                    .clone()
+                    .with_expiration(digit.repeat(self.width()).into()),
+            )
+        };
+        let (zeros, ones) = (with("0"), with("1"));
+        // The two encodings differ exactly in the digits.
+        match zeros.iter().zip(&ones).position(|(a, b)| a != b) {
+            Some(at) if zeros.len() == ones.len() => Ok((zeros, at)),
+            _ => bail!("cannot locate the expiration in the encoded properties"),
+        }
+    }
+
+    #[inline]
+    fn write(self, digits: &mut [u8], seq: u64) {
+        let n = seq & ((1 << MESSAGE_NUMBER_BITS) - 1);
+        let mut v = self.base_ms + n % self.spread_ms;
+        for d in digits.iter_mut().rev() {
+            *d = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    }
+}
+
 /// The frames of one publish with everything but the body's first 16 bytes
-/// filled in.
+/// (and a spread expiration) filled in.
 pub struct PublishTemplate {
     /// basic.publish method frame + content header frame.
     prefix: Vec<u8>,
@@ -325,6 +393,10 @@ pub struct PublishTemplate {
     channel: u16,
     /// Largest body frame payload.
     chunk: usize,
+    /// Where the properties start in `prefix`.
+    properties_at: usize,
+    /// The expiration digits in `prefix` rewritten per message.
+    expiration: Option<(ExpirationSpread, std::ops::Range<usize>)>,
     /// Bytes one message takes on the wire.
     pub wire_size: usize,
 }
@@ -349,6 +421,7 @@ impl PublishTemplate {
         // content header: class, weight, body size, properties
         let mut h = vec![0, 60, 0, 0];
         h.extend_from_slice(&(size as u64).to_be_bytes());
+        let properties_at = prefix.len() + 7 + h.len();
         h.extend_from_slice(properties);
         put_frame(&mut prefix, FRAME_HEADER, channel, &h);
         // Body bytes after the timestamp and sequence number: a pattern, so
@@ -362,14 +435,28 @@ impl PublishTemplate {
             body,
             channel,
             chunk,
+            properties_at,
+            expiration: None,
             wire_size,
         }
+    }
+
+    /// Spread expirations; `at` is where the placeholder digits are in the
+    /// properties (see [`ExpirationSpread::encode_properties`]).
+    pub fn with_expiration_spread(mut self, spread: ExpirationSpread, at: usize) -> Self {
+        let start = self.properties_at + at;
+        self.expiration = Some((spread, start..start + spread.width()));
+        self
     }
 
     /// Append one message.
     #[inline]
     pub fn encode(&self, out: &mut Vec<u8>, timestamp: u64, seq: u64) {
+        let start = out.len();
         out.extend_from_slice(&self.prefix);
+        if let Some((spread, digits)) = &self.expiration {
+            spread.write(&mut out[start + digits.start..start + digits.end], seq);
+        }
         let len = self.body.len();
         let mut start = 0;
         while start < len {
@@ -521,6 +608,54 @@ mod tests {
             assert_eq!(body.len(), size);
             assert_eq!(&body[..8], &0x0102_0304_0506_0708u64.to_be_bytes());
             assert_eq!(&body[8..16], &42u64.to_be_bytes());
+        }
+    }
+
+    #[test]
+    fn spread_expirations_are_rewritten_per_message() {
+        let props = BasicProperties::default()
+            .with_delivery_mode(1)
+            .with_priority(7)
+            .with_reply_to("r".into())
+            .with_message_id("after-expiration".into());
+        for (base_ms, spread_ms, seqs, want) in [
+            (
+                10_000u64,
+                5_000u64,
+                [0u64, 1, 4_999, 5_000, (3 << 40) | 7],
+                ["10000", "10001", "14999", "10000", "10007"],
+            ),
+            (
+                5,
+                100,
+                [0, 1, 94, 95, 99],
+                ["005", "006", "099", "100", "104"],
+            ),
+        ] {
+            let spread = ExpirationSpread { base_ms, spread_ms };
+            let (raw, at) = spread.encode_properties(&props).unwrap();
+            let tpl = PublishTemplate::new(1, "", "q", false, &raw, 16, 131_072)
+                .with_expiration_spread(spread, at);
+            for (seq, want) in seqs.into_iter().zip(want) {
+                let mut out = Vec::new();
+                tpl.encode(&mut out, 1, seq);
+                assert_eq!(out.len(), tpl.wire_size);
+                let mut buf = BytesMut::from(&out[..]);
+                codec::decode(&mut buf, 131_072).unwrap().unwrap();
+                let Frame::Header { properties, .. } =
+                    codec::decode(&mut buf, 131_072).unwrap().unwrap()
+                else {
+                    panic!("no content header");
+                };
+                let p = warren::message::parse(&properties).unwrap();
+                assert_eq!(p.expiration().as_ref().unwrap().as_str(), want);
+                let ms: u64 = want.parse().unwrap();
+                assert_eq!(warren::message::expiration_of(&properties), Some(ms));
+                assert_eq!(
+                    (p.priority(), p.message_id()),
+                    (&Some(7), &Some("after-expiration".into()))
+                );
+            }
         }
     }
 

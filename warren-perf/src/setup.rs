@@ -2,15 +2,15 @@
 
 use amq_protocol::protocol::{AMQPClass, exchange, queue};
 use amq_protocol::types::{AMQPValue, FieldTable};
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 use crate::cli::{ExchangeType, QueuePlan, ROUTE_HEADER, Topology};
-use crate::conn::{Conn, short};
+use crate::conn::{Conn, describe, short};
 
 /// Bindings or declarations in flight at once.
 const WINDOW: usize = 1000;
 
-pub fn queue_declare(name: &str, durable: bool) -> AMQPClass {
+pub fn queue_declare(name: &str, durable: bool, arguments: &FieldTable) -> AMQPClass {
     AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
         queue: short(name),
         passive: false,
@@ -18,8 +18,32 @@ pub fn queue_declare(name: &str, durable: bool) -> AMQPClass {
         exclusive: false,
         auto_delete: false,
         nowait: false,
-        arguments: FieldTable::default(),
+        arguments: arguments.clone(),
     }))
+}
+
+/// A passive queue.declare: the queue's counts, or a 404 channel close if
+/// it does not exist.
+pub async fn queue_counts(conn: &mut Conn, name: &str) -> Result<(u32, u32)> {
+    let passive = AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
+        queue: short(name),
+        passive: true,
+        durable: false,
+        exclusive: false,
+        auto_delete: false,
+        nowait: false,
+        arguments: FieldTable::default(),
+    }));
+    match conn
+        .rpc(&passive)
+        .await
+        .with_context(|| format!("passive declare of queue '{name}'"))?
+    {
+        AMQPClass::Queue(queue::AMQPMethod::DeclareOk(ok)) => {
+            Ok((ok.message_count, ok.consumer_count))
+        }
+        other => bail!("expected queue.declare-ok, got {}", describe(&other)),
+    }
 }
 
 pub fn queue_delete(name: &str) -> AMQPClass {
@@ -84,7 +108,7 @@ pub async fn declare(conn: &mut Conn, topo: &Topology, durable: bool) -> Result<
         .with_context(|| format!("declaring exchange '{}'", topo.exchange))?;
     }
     conn.pipeline(
-        all_queues(topo).map(|q| queue_declare(&q.name, durable)),
+        all_queues(topo).map(|q| queue_declare(&q.name, durable, &topo.queue_args)),
         WINDOW,
         is_declare_ok,
     )

@@ -368,6 +368,23 @@ impl DeclareSummary {
     }
 }
 
+/// The answer of `--queue-depth QUEUE` (`"mode": "queue-depth"`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DepthSummary {
+    pub mode: &'static str,
+    pub uri: String,
+    pub queue: String,
+    pub messages: u32,
+    pub consumers: u32,
+}
+
+impl DepthSummary {
+    /// `QUEUE MESSAGES CONSUMERS` on one line, for `read` in a shell loop.
+    pub fn render(&self) -> String {
+        format!("{} {} {}", self.queue, self.messages, self.consumers)
+    }
+}
+
 /// The summary of `--idle-connections N` (`"mode": "idle-connections"`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct IdleSummary {
