@@ -85,7 +85,6 @@ impl Server {
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
 
-        tasks.spawn(broker.deadlines().run(shutdown.clone()));
         let amqp_addr = local_addr(&amqp);
         tracing::info!("started TCP listener on {amqp_addr}");
         tasks.spawn(accept_loop(

@@ -92,6 +92,10 @@ impl Broker {
         });
         let owner: Arc<dyn QueueOwner> = broker.clone();
         broker.queue_env.set_owner(Arc::downgrade(&owner));
+        if let Err(e) = broker.queue_env.deadlines.start() {
+            // Without it nothing expires; the broker still serves.
+            tracing::error!("cannot start the timer thread: {e}");
+        }
         if broker.store.is_fresh() || !broker.store.is_durable() {
             broker.seed_defaults()?;
         } else {
@@ -210,6 +214,7 @@ impl Broker {
 
     /// Clean shutdown: record queue lengths, flush, stop the store.
     pub fn close(&self) {
+        self.queue_env.deadlines.stop();
         let counts: Vec<(u64, u8, u64)> = self
             .vhosts()
             .iter()
@@ -247,11 +252,6 @@ impl Broker {
 
     pub fn vhosts(&self) -> Vec<Arc<VHost>> {
         self.vhosts.read().values().cloned().collect()
-    }
-
-    /// The timer that wakes queues (run by the server).
-    pub fn deadlines(&self) -> Arc<crate::queue::Deadlines> {
-        self.queue_env.deadlines.clone()
     }
 
     /// A broker-wide unique id (connections, consumers).

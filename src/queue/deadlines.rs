@@ -7,24 +7,30 @@
 //! per message. A queue that asks again for an earlier time simply adds an
 //! entry; stale entries wake a queue that finds nothing due, which is
 //! cheap.
+//!
+//! The timer is a thread of its own, not an async task: expiring messages
+//! that live in the store means blocking store I/O, which must not hold up
+//! the runtime's workers (and with them every connection).
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BinaryHeap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use parking_lot::Mutex;
-use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
+use parking_lot::{Condvar, Mutex};
 
 use super::Queue;
 use super::expiry::now_ms;
 
+/// How long the timer sleeps at most, to notice that it should stop.
+const IDLE_WAKE: Duration = Duration::from_millis(500);
+
 #[derive(Debug, Default)]
 pub struct Deadlines {
     heap: Mutex<BinaryHeap<Reverse<Wake>>>,
-    changed: Notify,
+    changed: Condvar,
+    stopped: AtomicBool,
     next_order: AtomicU64,
 }
 
@@ -73,53 +79,62 @@ impl Deadlines {
         }
     }
 
-    /// Entries waiting (for diagnostics and tests).
-    pub fn pending(&self) -> usize {
-        self.heap.lock().len()
+    /// Start the timer thread. It runs until [`Deadlines::stop`] or until
+    /// the broker that owns this timer is gone.
+    pub fn start(self: &Arc<Self>) -> std::io::Result<()> {
+        let weak = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("warren-timer".into())
+            .spawn(move || {
+                while let Some(deadlines) = weak.upgrade() {
+                    if deadlines.stopped.load(Ordering::Acquire) {
+                        return;
+                    }
+                    deadlines.tick();
+                }
+            })
+            .map(drop)
     }
 
-    /// Wake queues as their times come, until `stop`.
-    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
-        loop {
-            let now = now_ms();
-            let next = self.heap.lock().peek().map(|Reverse(w)| w.at);
-            match next {
-                Some(at) if at <= now => {
-                    for queue in self.take_due(now) {
-                        queue.on_deadline(now);
-                        // Let connections run between queues with much to do.
-                        tokio::task::yield_now().await;
-                    }
-                }
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        self.changed.notify_one();
+    }
+
+    /// Wake the queues that are due, or sleep until the next is.
+    fn tick(&self) {
+        let now = now_ms();
+        let due = {
+            let mut heap = self.heap.lock();
+            match heap.peek().map(|Reverse(w)| w.at) {
+                Some(at) if at <= now => take_due(&mut heap, now),
                 Some(at) => {
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(at - now)) => {}
-                        _ = self.changed.notified() => {}
-                        _ = stop.cancelled() => return,
-                    }
+                    let wait = Duration::from_millis(at - now).min(IDLE_WAKE);
+                    self.changed.wait_for(&mut heap, wait);
+                    return;
                 }
                 None => {
-                    tokio::select! {
-                        _ = self.changed.notified() => {}
-                        _ = stop.cancelled() => return,
-                    }
+                    self.changed.wait_for(&mut heap, IDLE_WAKE);
+                    return;
                 }
             }
+        };
+        for queue in due {
+            queue.on_deadline(now);
         }
     }
+}
 
-    fn take_due(&self, now: u64) -> Vec<Arc<Queue>> {
-        let mut heap = self.heap.lock();
-        let mut due = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        while heap.peek().is_some_and(|Reverse(w)| w.at <= now) {
-            if let Some(Reverse(w)) = heap.pop()
-                && seen.insert(w.queue.as_ptr())
-                && let Some(q) = w.queue.upgrade()
-            {
-                due.push(q);
-            }
+fn take_due(heap: &mut BinaryHeap<Reverse<Wake>>, now: u64) -> Vec<Arc<Queue>> {
+    let mut due = Vec::new();
+    let mut seen = HashSet::new();
+    while heap.peek().is_some_and(|Reverse(w)| w.at <= now) {
+        if let Some(Reverse(w)) = heap.pop()
+            && seen.insert(w.queue.as_ptr())
+            && let Some(q) = w.queue.upgrade()
+        {
+            due.push(q);
         }
-        due
     }
+    due
 }

@@ -59,8 +59,9 @@ pub use expiry::now_ms;
 /// Identifies a connection, for exclusive queues.
 pub type ConnectionId = u64;
 
-/// Expired messages one timer wake handles before letting other queues run.
-const EXPIRE_BATCH: usize = 4096;
+/// Expired messages one timer wake handles before releasing the queue (about
+/// a millisecond of work when they live in the store).
+const EXPIRE_BATCH: usize = 128;
 
 /// A message as one queue holds it.
 #[derive(Clone, Debug)]
@@ -179,6 +180,8 @@ struct QueueState {
 struct Locked<'a> {
     queue: &'a Arc<Queue>,
     guard: Option<MutexGuard<'a, QueueState>>,
+    /// Release the lock fairly (to the longest waiter).
+    fair: bool,
 }
 
 impl Deref for Locked<'_> {
@@ -205,12 +208,17 @@ impl Drop for Locked<'_> {
             st.armed = Some(at);
             self.queue.env.deadlines.arm(at, self.queue);
         }
-        if st.dead.is_empty() {
-            return;
-        }
         let dead = std::mem::take(&mut st.dead);
-        let target = st.settings.dead_letter.clone();
-        drop(st);
+        let target = if dead.is_empty() {
+            None
+        } else {
+            st.settings.dead_letter.clone()
+        };
+        if self.fair {
+            MutexGuard::unlock_fair(st);
+        } else {
+            drop(st);
+        }
         let (Some(target), Some(owner)) = (target, self.queue.env.owner()) else {
             return;
         };
@@ -269,6 +277,7 @@ impl Queue {
         Locked {
             queue: self,
             guard: Some(self.state.lock()),
+            fair: false,
         }
     }
 
@@ -684,21 +693,21 @@ impl Queue {
                     level,
                     seq,
                 };
-                match self.env.store.read(slot) {
-                    Ok(Some((message, stored))) => {
-                        st.ready.remove_stored(
-                            level,
-                            message.body_size() as u64,
-                            stored.is_durable(),
-                        );
-                        if let Err(e) = self.env.store.remove(slot, stored, true) {
-                            tracing::error!(queue = %self.config.name, "cannot remove an expired message: {e}");
+                // The message itself is only read if it is to be
+                // dead-lettered.
+                let read = st.settings.dead_letter.is_some();
+                let transient_only =
+                    !(self.config.survives_restart() && self.env.store.is_durable());
+                match self.env.store.take_stored(slot, read, transient_only) {
+                    Ok(Some(taken)) => {
+                        st.ready.remove_stored(level, taken.bytes, taken.durable);
+                        if let Some(message) = taken.message {
+                            st.bury(Arc::new(message), Reason::Expired);
                         }
-                        st.bury(Arc::new(message), Reason::Expired);
                     }
                     Ok(None) => {}
                     Err(e) => {
-                        tracing::error!(queue = %self.config.name, "cannot read an expired message: {e}")
+                        tracing::error!(queue = %self.config.name, "cannot remove an expired message: {e}")
                     }
                 }
             }
@@ -1057,6 +1066,9 @@ impl Queue {
             st.armed = None;
         }
         self.promote_delayed(&mut st, now);
+        // The timer comes straight back for the next batch: hand the lock
+        // to whoever waits for it first, or they could wait for the lot.
+        st.fair = true;
         for _ in 0..EXPIRE_BATCH {
             let Some((_, level, seq)) = st.expiry.pop_due(now) else {
                 break;

@@ -41,6 +41,10 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
+    fn take(&self, tree: Tree, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
+        Ok(self.trees.lock().get_mut(&tree).and_then(|t| t.remove(key)))
+    }
+
     fn scan(
         &self,
         tree: Tree,

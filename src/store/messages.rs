@@ -77,6 +77,17 @@ impl DeliveryState {
     }
 }
 
+/// A stored message removed where it sat.
+#[derive(Debug)]
+pub struct TakenMessage {
+    /// Its body size.
+    pub bytes: u64,
+    /// Whether it was a durable entry (else a paged-out transient message).
+    pub durable: bool,
+    /// The message, if asked for.
+    pub message: Option<Message>,
+}
+
 /// A message read back from the store.
 #[derive(Debug)]
 pub struct Recovered {
@@ -180,6 +191,16 @@ fn encode_record(m: &Message, out: &mut Vec<u8>) {
     out.extend_from_slice(&(m.properties.len() as u32).to_be_bytes());
     out.extend_from_slice(&m.properties);
     out.extend_from_slice(&m.body);
+}
+
+/// A record's body size, from its header alone.
+fn record_body_len(r: &[u8]) -> Option<u64> {
+    let mut pos = 3;
+    pos += 1 + usize::from(*r.get(pos)?);
+    pos += 1 + usize::from(*r.get(pos)?);
+    let plen = u32::from_be_bytes(r.get(pos..pos + 4)?.try_into().ok()?) as usize;
+    pos += 4 + plen;
+    r.len().checked_sub(pos).map(|n| n as u64)
 }
 
 fn decode_record(bytes: &[u8]) -> StoreResult<Message> {
@@ -462,22 +483,58 @@ impl Store {
         Ok(out)
     }
 
-    /// Read one message of a queue's stored region (to expire it where it
-    /// sits), with how it is stored.
-    pub fn read(&self, slot: Slot) -> StoreResult<Option<(Message, Stored)>> {
+    /// Remove one message of a queue's stored region where it sits (it
+    /// expired): its body size and durability, and the message itself if
+    /// `read` (to dead-letter it). `transient_only`: the queue has no
+    /// durable entries, so only paged-out messages need looking for.
+    pub fn take_stored(
+        &self,
+        slot: Slot,
+        read: bool,
+        transient_only: bool,
+    ) -> StoreResult<Option<TakenMessage>> {
         let b = self.backend.as_ref();
-        if let Some(v) = b.get(Tree::Messages, &key(b'q', slot))? {
-            return self
-                .decode_entry(&v)
-                .map(|(_, m, stored)| Some((m, stored)));
+        let corrupt = |d: &str| StoreError::corrupt("queue entry", d);
+        if !transient_only && let Some(v) = self.note(b.take(Tree::Messages, &key(b'q', slot)))? {
+            self.note(b.remove(Tree::Messages, &key(b'd', slot)))?;
+            let (record, shared) = match v.get(8..).and_then(|v| v.split_first()) {
+                Some((0, record)) => (record.to_vec(), None),
+                Some((1, id)) => {
+                    let id = u64_at(id, 0).ok_or_else(|| corrupt("bad shared id"))?;
+                    let record = b
+                        .get(Tree::Messages, &id_key(b'm', id))?
+                        .ok_or_else(|| corrupt(&format!("shared message {id} missing")))?;
+                    (record, Some(id))
+                }
+                _ => return Err(corrupt("unknown kind")),
+            };
+            let taken = TakenMessage {
+                bytes: record_body_len(&record).ok_or_else(|| corrupt("truncated"))?,
+                durable: true,
+                message: if read {
+                    Some(decode_record(&record)?)
+                } else {
+                    None
+                },
+            };
+            if let Some(id) = shared {
+                self.release_shared(id)?;
+            }
+            return Ok(Some(taken));
         }
-        match b.get(Tree::Messages, &key(b't', slot))? {
-            Some(v) => Ok(Some((
-                decode_record(v.get(8..).unwrap_or_default())?,
-                Stored::Paged,
-            ))),
-            None => Ok(None),
-        }
+        let Some(v) = self.note(b.take(Tree::Messages, &key(b't', slot)))? else {
+            return Ok(None);
+        };
+        let record = v.get(8..).unwrap_or_default();
+        Ok(Some(TakenMessage {
+            bytes: record_body_len(record).ok_or_else(|| corrupt("truncated"))?,
+            durable: false,
+            message: if read {
+                Some(decode_record(record)?)
+            } else {
+                None
+            },
+        }))
     }
 
     /// The first and last sequence numbers of a queue level's durable
@@ -613,7 +670,9 @@ mod tests {
         assert_eq!(back.body, m.body);
         assert!(back.persistent);
         assert_eq!(back.priority, 3);
+        assert_eq!(record_body_len(&buf), Some(5));
         assert!(decode_record(&buf[..5]).is_err());
+        assert_eq!(record_body_len(&buf[..5]), None);
     }
 
     #[test]
@@ -662,14 +721,12 @@ mod tests {
         );
         // The paged message was removed by page-in.
         assert_eq!(s.page_in(uid, 0, 2, 1).unwrap()[0].seq, 3);
-        let (read, stored) = s.read(slot(uid, 3)).unwrap().unwrap();
-        assert_eq!(
-            (&read.body[..], stored),
-            (&b"three"[..], Stored::Shared(id))
-        );
-
-        // The shared body survives until its last reference goes.
-        s.remove(slot(uid, 3), Stored::Shared(id), false).unwrap();
+        // Taken where it sits (expired): the shared body survives until its
+        // last reference goes.
+        let taken = s.take_stored(slot(uid, 3), true, false).unwrap().unwrap();
+        assert_eq!((taken.bytes, taken.durable), (5, true));
+        assert_eq!(&taken.message.unwrap().body[..], b"three");
+        assert!(s.take_stored(slot(uid, 3), true, false).unwrap().is_none());
         assert_eq!(s.page_in(uid + 1, 0, 0, 10).unwrap().len(), 1);
         s.remove(slot(uid + 1, 1), Stored::Shared(id), false)
             .unwrap();

@@ -35,7 +35,7 @@ pub use definitions::{
 };
 pub use group_commit::Waiter;
 pub use memory_backend::MemoryBackend;
-pub use messages::{DeliveryState, Entry, Recovered, Slot, Stored};
+pub use messages::{DeliveryState, Entry, Recovered, Slot, Stored, TakenMessage};
 
 use group_commit::GroupCommit;
 
@@ -86,6 +86,8 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn get(&self, tree: Tree, key: &[u8]) -> StoreResult<Option<Vec<u8>>>;
     fn insert(&self, tree: Tree, key: &[u8], value: &[u8]) -> StoreResult<()>;
     fn remove(&self, tree: Tree, key: &[u8]) -> StoreResult<()>;
+    /// Remove a key, returning what it held.
+    fn take(&self, tree: Tree, key: &[u8]) -> StoreResult<Option<Vec<u8>>>;
     /// Up to `limit` entries with `from <= key < to`, in key order.
     fn scan(
         &self,

@@ -80,6 +80,10 @@ impl Backend for SledBackend {
         Ok(())
     }
 
+    fn take(&self, tree: Tree, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
+        Ok(self.tree(tree).remove(key).map_err(io)?.map(|v| v.to_vec()))
+    }
+
     fn scan(
         &self,
         tree: Tree,

@@ -526,6 +526,14 @@ impl warren::store::Backend for FailingDisk {
         self.check()?;
         self.inner.remove(tree, key)
     }
+    fn take(
+        &self,
+        tree: warren::store::Tree,
+        key: &[u8],
+    ) -> warren::store::StoreResult<Option<Vec<u8>>> {
+        self.check()?;
+        self.inner.take(tree, key)
+    }
     fn scan(
         &self,
         tree: warren::store::Tree,
