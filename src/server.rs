@@ -205,6 +205,11 @@ async fn accept_loop(
     tasks: TaskTracker,
 ) {
     let max = broker.config.limits.max_connections as usize;
+    // A descriptor kept in reserve: when the process runs out, it is
+    // released to accept the waiting connection and close it at once, so
+    // the client is refused cleanly instead of hanging in the backlog.
+    let mut reserve = std::fs::File::open("/dev/null").ok();
+    let mut last_warning: Option<std::time::Instant> = None;
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -225,10 +230,31 @@ async fn accept_loop(
                 ));
             }
             Err(e) => {
-                // Out of descriptors (EMFILE/ENFILE) or a transient error:
-                // existing connections carry on; new ones wait a moment.
-                tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                let out_of_descriptors = matches!(e.raw_os_error(), Some(23 | 24)); // ENFILE, EMFILE
+                if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
+                    tracing::warn!(
+                        "accept failed: {e}{}",
+                        if out_of_descriptors {
+                            "; refusing new connections until descriptors are free \
+                             (raise the open files limit)"
+                        } else {
+                            ""
+                        }
+                    );
+                    last_warning = Some(std::time::Instant::now());
+                }
+                if out_of_descriptors && reserve.take().is_some() {
+                    if let Ok(Ok((stream, _))) =
+                        tokio::time::timeout(Duration::from_millis(10), listener.accept()).await
+                    {
+                        drop(stream);
+                    }
+                    reserve = std::fs::File::open("/dev/null").ok();
+                } else {
+                    // A transient error, or no reserve to spend: existing
+                    // connections carry on; new ones wait a moment.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
             }
         }
     }

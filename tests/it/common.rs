@@ -145,3 +145,76 @@ pub async fn quiet(consumer: &mut lapin::Consumer) -> bool {
         .await
         .is_err()
 }
+
+/// The real broker binary, running as a child process.
+pub struct BrokerProcess {
+    pub child: std::process::Child,
+    pub url: String,
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start the real binary (ephemeral ports, on 127.0.0.1) with extra `args`
+/// and `env`, optionally under an open-files limit, and wait until it
+/// accepts connections.
+pub fn spawn_warren(args: &[String], env: &[(&str, &str)], fd_limit: Option<u32>) -> BrokerProcess {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let bin = env!("CARGO_BIN_EXE_warren");
+    let mut command = match fd_limit {
+        // The shell sets the limit, then becomes the broker.
+        Some(n) => {
+            let mut c = Command::new("sh");
+            c.arg("-c")
+                .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                .arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
+    command
+        .args([
+            "--amqp-port",
+            "0",
+            "--admin-port",
+            "0",
+            "--metrics-port",
+            "0",
+        ])
+        .args(args)
+        .env("RUST_LOG", "info")
+        .env("WARREN_AMQP__BIND", "127.0.0.1")
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut child = command.spawn().expect("spawn warren");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut port = None;
+    for line in lines.by_ref() {
+        let line = line.expect("broker log");
+        if let Some(addr) = line.split("started TCP listener on ").nth(1) {
+            port = addr
+                .trim()
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse::<u16>().ok());
+        }
+        if line.contains("Server startup complete") {
+            break;
+        }
+        assert!(!line.contains("ERROR"), "broker failed to start: {line}");
+    }
+    // Keep draining the log so the broker never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines.by_ref() {});
+    let port = port.expect("the broker logged its port (did it fail to open the store?)");
+    BrokerProcess {
+        child,
+        url: format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
+    }
+}

@@ -14,9 +14,7 @@
 //! `WARREN_CRASH_CYCLES=200 cargo test --test it crash -- --nocapture`.
 
 use std::collections::{BTreeSet, HashSet};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use lapin::options::*;
@@ -24,65 +22,15 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use rand::{RngExt, SeedableRng};
 
+use crate::common::{BrokerProcess, spawn_warren};
+
 const PUBLISHERS: usize = 2;
 const QUEUE: &str = "crash";
 
-struct Process {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Start the real binary on `dir` and wait until it accepts connections.
-fn spawn_broker(dir: &Path) -> Process {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_warren"))
-        .args([
-            "--amqp-port",
-            "0",
-            "--admin-port",
-            "0",
-            "--metrics-port",
-            "0",
-        ])
-        .arg("--data-dir")
-        .arg(dir)
-        .env("RUST_LOG", "info")
-        .env("WARREN_AMQP__BIND", "127.0.0.1")
-        .env("WARREN_STORAGE__FLUSH_INTERVAL_MS", "50")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn warren");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let mut port = None;
-    for line in lines.by_ref() {
-        let line = line.expect("broker log");
-        if let Some(addr) = line.split("started TCP listener on ").nth(1) {
-            port = addr
-                .trim()
-                .rsplit(':')
-                .next()
-                .and_then(|p| p.parse::<u16>().ok());
-        }
-        if line.contains("Server startup complete") {
-            break;
-        }
-        assert!(!line.contains("ERROR"), "broker failed to start: {line}");
-    }
-    // Keep draining the log so the broker never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines.by_ref() {});
-    let port = port.expect("the broker logged its port (did it fail to open the store?)");
-    Process {
-        child,
-        url: format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
-    }
+fn spawn_broker(dir: &Path) -> BrokerProcess {
+    let args = ["--data-dir".to_string(), dir.display().to_string()];
+    spawn_warren(&args, &[("WARREN_STORAGE__FLUSH_INTERVAL_MS", "50")], None)
 }
 
 fn body(publisher: usize, seq: u64) -> Vec<u8> {

@@ -245,3 +245,50 @@ async fn an_unusable_data_directory_stops_the_binary_with_a_reason() {
     let log = String::from_utf8_lossy(&output.stdout);
     assert!(log.contains("cannot prepare data directory"), "{log}");
 }
+
+#[tokio::test]
+async fn out_of_descriptors_new_connections_are_refused_and_existing_ones_carry_on() {
+    let broker = spawn_warren(&["--ephemeral".to_string()], &[], Some(48));
+    // Open connections until the broker runs out of descriptors.
+    let mut open = Vec::new();
+    let mut refused = 0;
+    for _ in 0..80 {
+        let attempt = tokio::time::timeout(
+            Duration::from_secs(5),
+            lapin::Connection::connect(&broker.url, lapin::ConnectionProperties::default()),
+        )
+        .await
+        .expect("a refused connection must not hang");
+        match attempt {
+            Ok(conn) => open.push(conn),
+            Err(_) => refused += 1,
+        }
+    }
+    assert!(open.len() >= 10, "only {} connections fitted", open.len());
+    assert!(refused > 0, "the limit was never reached");
+    // The connections that got in still work.
+    let ch = channel(&open[0]).await;
+    declare(&ch, "still-here").await;
+    put(&ch, "still-here", b"hello").await;
+    assert_eq!(depth(&ch, "still-here").await, 1);
+    // Freeing descriptors lets new clients in again.
+    let freed: Vec<_> = open.drain(1..6).collect();
+    for conn in freed {
+        conn.close(200, "bye".into()).await.unwrap();
+    }
+    let mut admitted = false;
+    for _ in 0..20 {
+        if lapin::Connection::connect(&broker.url, lapin::ConnectionProperties::default())
+            .await
+            .is_ok()
+        {
+            admitted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        admitted,
+        "no connection admitted after descriptors were freed"
+    );
+}
