@@ -20,8 +20,8 @@ use std::time::{Duration, SystemTime};
 use amq_protocol::protocol::{AMQPClass, channel, connection};
 use bytes::BytesMut;
 use smallvec::SmallVec;
-use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
 
@@ -50,12 +50,33 @@ pub enum End {
     Protocol(AmqpError),
 }
 
-/// Smallest and largest read size. Idle connections keep a small buffer
-/// (memory per connection matters with thousands of them); a connection
-/// whose reads keep filling the buffer gets a larger one, so a busy
-/// publisher needs few syscalls.
+/// Smallest and largest read size. Idle connections hold no buffer at all
+/// while they wait (memory per connection matters with thousands of them);
+/// a connection whose reads keep filling the buffer gets a larger one, so a
+/// busy publisher needs few syscalls.
 const READ_MIN: usize = 4 * 1024;
 const READ_MAX: usize = 256 * 1024;
+
+/// The read side of a connection's transport: it can say whether anything
+/// is there to read, so an idle reader need not hold a buffer while it waits.
+pub trait Transport: Unpin + Send {
+    /// Read what is there into `buf` without waiting; `WouldBlock` if
+    /// nothing is.
+    fn try_read_into(&mut self, buf: &mut BytesMut) -> std::io::Result<usize>;
+
+    /// Wait until something can be read.
+    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send;
+}
+
+impl Transport for OwnedReadHalf {
+    fn try_read_into(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
+        self.try_read_buf(buf)
+    }
+
+    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
+        OwnedReadHalf::readable(self)
+    }
+}
 
 /// Reads frames off a socket through one growing buffer.
 pub struct FrameReader<R> {
@@ -66,7 +87,7 @@ pub struct FrameReader<R> {
     pub frame_max: u32,
 }
 
-impl<R: AsyncRead + Unpin> FrameReader<R> {
+impl<R: Transport> FrameReader<R> {
     fn new(socket: R) -> FrameReader<R> {
         FrameReader {
             socket,
@@ -82,17 +103,30 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             // A burst is over: give back its memory.
             self.buf = BytesMut::new();
         }
-        if self.buf.capacity() - self.buf.len() < self.read_size / 2 {
-            self.buf.reserve(self.read_size);
+        loop {
+            if self.buf.capacity() - self.buf.len() < self.read_size / 2 {
+                self.buf.reserve(self.read_size);
+            }
+            let room = self.buf.capacity() - self.buf.len();
+            match self.socket.try_read_into(&mut self.buf) {
+                Ok(n) => {
+                    if n == room {
+                        self.read_size = (self.read_size * 2).min(READ_MAX);
+                    } else if n < self.read_size / 8 {
+                        self.read_size = (self.read_size / 2).max(READ_MIN);
+                    }
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    // Nothing to read: hold no buffer while waiting.
+                    if self.buf.is_empty() {
+                        self.buf = BytesMut::new();
+                    }
+                    self.socket.readable().await?;
+                }
+                Err(e) => return Err(e),
+            }
         }
-        let room = self.buf.capacity() - self.buf.len();
-        let n = self.socket.read_buf(&mut self.buf).await?;
-        if n == room {
-            self.read_size = (self.read_size * 2).min(READ_MAX);
-        } else if n < self.read_size / 8 {
-            self.read_size = (self.read_size / 2).max(READ_MIN);
-        }
-        Ok(n)
     }
 
     fn next_frame(&mut self) -> Result<Option<Frame>, AmqpError> {
@@ -194,7 +228,7 @@ fn send_close_ok(outbox: &Outbox) {
 
 /// After sending `connection.close`, discard input until `close-ok` (or
 /// `close`) arrives, the peer hangs up, or the grace period ends.
-async fn linger_for_close_ok<R: AsyncRead + Unpin>(reader: &mut FrameReader<R>) {
+async fn linger_for_close_ok<R: Transport>(reader: &mut FrameReader<R>) {
     let deadline = Instant::now() + CLOSE_GRACE;
     loop {
         loop {
@@ -289,7 +323,7 @@ impl Connection {
         }
     }
 
-    async fn run<R: AsyncRead + Unpin>(
+    async fn run<R: Transport>(
         &mut self,
         reader: &mut FrameReader<R>,
         shutdown: CancellationToken,
@@ -360,10 +394,7 @@ impl Connection {
     /// Handle the buffered frames. A reply that must wait for the store
     /// (a durable declaration, a transaction commit) pauses processing until
     /// it is sent, so replies keep their order.
-    async fn drain<R: AsyncRead + Unpin>(
-        &mut self,
-        reader: &mut FrameReader<R>,
-    ) -> Result<(), End> {
+    async fn drain<R: Transport>(&mut self, reader: &mut FrameReader<R>) -> Result<(), End> {
         loop {
             let deferred = match self.process(reader)? {
                 Processed::All => return Ok(()),
@@ -397,10 +428,7 @@ impl Connection {
 
     /// Handle complete frames from the buffer until it is empty or a reply
     /// is deferred, then flush.
-    fn process<R: AsyncRead + Unpin>(
-        &mut self,
-        reader: &mut FrameReader<R>,
-    ) -> Result<Processed, End> {
+    fn process<R: Transport>(&mut self, reader: &mut FrameReader<R>) -> Result<Processed, End> {
         let mut budget = FRAMES_PER_SLICE;
         let result = loop {
             if budget == 0 {
@@ -574,7 +602,7 @@ impl Connection {
         Ok(())
     }
 
-    async fn finish<R: AsyncRead + Unpin>(&mut self, reader: &mut FrameReader<R>, end: End) {
+    async fn finish<R: Transport>(&mut self, reader: &mut FrameReader<R>, end: End) {
         match end {
             End::Protocol(e) => {
                 if e.code != crate::error::ReplyCode::ConnectionForced {
@@ -627,7 +655,7 @@ enum ReadFailure {
     Idle,
 }
 
-async fn read_with_idle_limit<R: AsyncRead + Unpin>(
+async fn read_with_idle_limit<R: Transport>(
     reader: &mut FrameReader<R>,
     idle_limit: Option<Duration>,
 ) -> Result<usize, ReadFailure> {

@@ -14,7 +14,7 @@ use amq_protocol::types::{AMQPValue, FieldTable, LongString};
 use bytes::BufMut;
 
 use super::codec::{self, Frame, PROTOCOL_HEADER};
-use super::connection::{End, FrameReader};
+use super::connection::{End, FrameReader, Transport};
 use super::outbox::Outbox;
 use crate::broker::{Broker, RABBITMQ_VERSION, VHost};
 use crate::error::AmqpError;
@@ -55,7 +55,7 @@ impl ClientCapabilities {
 }
 
 /// The protocol header, then the connection-class handshake.
-pub async fn run<R: tokio::io::AsyncRead + Unpin>(
+pub async fn run<R: Transport>(
     reader: &mut FrameReader<R>,
     outbox: &Outbox,
     broker: &Broker,
@@ -151,7 +151,7 @@ pub async fn run<R: tokio::io::AsyncRead + Unpin>(
     })
 }
 
-async fn expect_connection_method<R: tokio::io::AsyncRead + Unpin>(
+async fn expect_connection_method<R: Transport>(
     reader: &mut FrameReader<R>,
 ) -> Result<connection::AMQPMethod, End> {
     loop {

@@ -149,7 +149,16 @@ impl Outbox {
                     break;
                 }
                 self.drained.notify_waiters();
-                spare = batch;
+                // Going idle: hold no buffers while waiting (an idle
+                // connection's memory is mostly what it keeps around).
+                spare = BytesMut::new();
+                drop(batch);
+                {
+                    let mut st = self.state.lock();
+                    if st.buf.is_empty() {
+                        st.buf = BytesMut::new();
+                    }
+                }
                 let hb = self.heartbeat_ms.load(Ordering::Relaxed);
                 if hb == 0 {
                     self.wake_writer.notified().await;
