@@ -4,8 +4,10 @@
 #
 #   bench/scenarios.sh [--quick] [--no-rabbitmq] [--restart-rabbitmq] [SCENARIO...]
 #
-# SCENARIO is any of: s1 s2 s3 fanout topic latency declares idle backlog
-# startup (default: all). Each Warren run gets a fresh broker on $PORT (5673):
+# SCENARIO is any of: startup idle declares s1 s2 s3 fanout topic latency
+# backlog (default: all, in this order: memory per connection and per queue
+# are measured while RabbitMQ is fresh — restarted by startup with
+# --restart-rabbitmq — since its RSS never shrinks after a load). Each Warren run gets a fresh broker on $PORT (5673):
 # `--ephemeral`, except s3 and backlog, which get an empty data directory.
 # RabbitMQ is the local one on 5672 (guest/guest, pid of beam.smp); start it
 # with a raised open-files limit first, e.g. as root:
@@ -34,7 +36,7 @@ for a in "$@"; do
   esac
 done
 [[ ${#SCENARIOS[@]} -gt 0 ]] ||
-  SCENARIOS=(s1 s2 s3 fanout topic latency declares idle backlog startup)
+  SCENARIOS=(startup idle declares s1 s2 s3 fanout topic latency backlog)
 PORT=${PORT:-5673}
 if [[ $QUICK == 1 ]]; then
   DURATION=${DURATION:-5} BACKLOG=${BACKLOG:-200000}
@@ -70,10 +72,15 @@ start_warren() {
     DATA=$(mktemp -d /tmp/warren-bench-data.XXXXXX)
     store=(--data-dir "$DATA")
   fi
+  if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+    echo "port $PORT is already in use: stop what listens there or set PORT" >&2
+    exit 1
+  fi
   "$BIN" "${store[@]}" --amqp-port "$PORT" --admin-port 0 --metrics-port 0 \
     --log-level warn >"$OUT/warren.log" 2>&1 &
   WARREN_PID=$!
   wait_for_port "$PORT" 10
+  kill -0 "$WARREN_PID" 2>/dev/null || { echo "warren did not start: $OUT/warren.log" >&2; exit 1; }
 }
 
 wait_for_port() {

@@ -73,6 +73,11 @@ pub struct Channel {
     routed: Vec<Arc<Queue>>,
     /// The hidden queue behind this channel's direct reply-to consumer.
     reply_queue: Option<Arc<Queue>>,
+    /// The exchange this channel last published to, found and checked
+    /// (not internal, write permission) under this permissions generation.
+    /// A stream of publishes to one exchange skips the name lookup and the
+    /// permission check until the exchange is deleted or permissions change.
+    publish_target: Option<(Arc<Exchange>, u64)>,
 }
 
 /// The pseudo-queue of direct reply-to (RPC without a reply queue).
@@ -97,6 +102,7 @@ impl Channel {
             last_queue: None,
             routed: Vec::new(),
             reply_queue: None,
+            publish_target: None,
         }
     }
 
@@ -677,6 +683,28 @@ impl Channel {
         Ok(())
     }
 
+    /// The exchange a publish names, if this session may publish to it.
+    fn publish_target(&mut self, s: &Session, name: &str) -> AmqpResult<Arc<Exchange>> {
+        let generation = s.broker.users.generation();
+        if let Some((exchange, checked)) = &self.publish_target
+            && exchange.name.as_str() == name
+            && *checked == generation
+            && !exchange.is_deleted()
+        {
+            return Ok(exchange.clone());
+        }
+        let exchange = s.vhost.existing_exchange(name)?;
+        if exchange.internal {
+            return Err(AmqpError::access_refused(format!(
+                "cannot publish to internal exchange '{}' in vhost '{}'",
+                exchange.name, s.vhost.name
+            )));
+        }
+        s.check(Access::Write, "exchange", exchange.name.as_str())?;
+        self.publish_target = Some((exchange.clone(), generation));
+        Ok(exchange)
+    }
+
     /// A complete message arrived: validate it, then route it (or hold it
     /// for the transaction).
     fn publish(&mut self, s: &Session, content: Content) -> AmqpResult<()> {
@@ -686,14 +714,7 @@ impl Channel {
             body,
         } = content;
         s.broker.metrics.messages_received.increment(1);
-        let exchange = s.vhost.existing_exchange(publish.exchange.as_str())?;
-        if exchange.internal {
-            return Err(AmqpError::access_refused(format!(
-                "cannot publish to internal exchange '{}' in vhost '{}'",
-                exchange.name, s.vhost.name
-            )));
-        }
-        s.check(Access::Write, "exchange", exchange.name.as_str())?;
+        let exchange = self.publish_target(s, publish.exchange.as_str())?;
         let mut props = message::parse(&properties).ok_or_else(|| {
             AmqpError::frame_error(format!(
                 "cannot decode content header properties {}",

@@ -7,6 +7,7 @@
 //! configure, write, read — matched (unanchored) against resource names.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -101,6 +102,9 @@ pub enum Access {
 pub struct Users {
     users: RwLock<HashMap<String, User>>,
     permissions: RwLock<HashMap<(String, String), Permission>>,
+    /// Bumped whenever permissions change, so a check remembered under an
+    /// older generation is made again.
+    generation: AtomicU64,
 }
 
 impl Users {
@@ -116,6 +120,12 @@ impl Users {
         self.permissions
             .write()
             .insert((user.to_string(), vhost.to_string()), permission);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Changes whenever any permission changes.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Check a username and password; `None` if they do not match a user.

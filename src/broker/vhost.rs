@@ -319,6 +319,7 @@ impl VHost {
             wrote = true;
         }
         self.exchanges.write().remove(exchange.name.as_str());
+        exchange.mark_deleted();
         // Outgoing bindings die with the exchange's router; incoming ones
         // (exchange-to-exchange) must be unhooked from their sources.
         for b in topology.remove_source(exchange.name.as_str()) {

@@ -16,6 +16,7 @@ mod topic;
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
 use parking_lot::RwLock;
@@ -124,6 +125,9 @@ pub struct Exchange {
     /// policy's name; the argument wins over it.
     policy: RwLock<Option<(String, ShortString)>>,
     router: RwLock<Box<dyn Router>>,
+    /// Set when the exchange leaves its vhost, so holders of the `Arc` (a
+    /// channel's last publish target) know to look the name up again.
+    deleted: AtomicBool,
 }
 
 impl Exchange {
@@ -152,7 +156,16 @@ impl Exchange {
             alternate,
             policy: RwLock::new(None),
             router: RwLock::new(kind.new_router()),
+            deleted: AtomicBool::new(false),
         }
+    }
+
+    pub fn mark_deleted(&self) {
+        self.deleted.store(true, Ordering::Release);
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
     }
 
     /// Where unroutable messages go, if anywhere.

@@ -554,3 +554,58 @@ async fn delete_if_unused_and_auto_delete() {
         .await
         .unwrap();
 }
+
+/// A channel remembers the exchange it last published to; that exchange
+/// being deleted and declared again with another type, from another channel,
+/// must be seen by the very next publish.
+#[tokio::test]
+async fn publishing_follows_an_exchange_deleted_and_declared_again() {
+    let server = start().await;
+    let conn = connect(&server).await;
+    let admin = channel(&conn).await;
+    let ch = channel(&conn).await;
+    for q in ["q1", "q2"] {
+        declare(&admin, q).await;
+    }
+    let declare_x = |kind: ExchangeKind| {
+        admin.exchange_declare(
+            "x".into(),
+            kind,
+            ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        )
+    };
+    declare_x(ExchangeKind::Direct).await.unwrap();
+    bind(&admin, "q1", "x", "k", FieldTable::default()).await;
+    publish(&ch, "x", "k", BasicProperties::default()).await;
+    assert_eq!(depth(&admin, "q1").await, 1);
+
+    admin
+        .exchange_delete("x".into(), ExchangeDeleteOptions::default())
+        .await
+        .unwrap();
+    declare_x(ExchangeKind::Fanout).await.unwrap();
+    bind(&admin, "q2", "x", "", FieldTable::default()).await;
+    publish(&ch, "x", "k", BasicProperties::default()).await;
+    assert_eq!(depth(&admin, "q2").await, 1);
+    assert_eq!(depth(&admin, "q1").await, 1);
+
+    admin
+        .exchange_delete("x".into(), ExchangeDeleteOptions::default())
+        .await
+        .unwrap();
+    publish(&ch, "x", "k", BasicProperties::default()).await;
+    let text = expect_code(
+        ch.queue_declare(
+            "q1".into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await,
+        404,
+    );
+    assert_eq!(text, "NOT_FOUND - no exchange 'x' in vhost '/'");
+}
