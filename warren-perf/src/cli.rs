@@ -21,8 +21,9 @@ MEASUREMENT:
   the Unix epoch, read off the monotonic clock) and an 8-byte sequence number
   (producer id << 40 | message number). Consumers subtract it from the time the
   read that carried the message completed: end-to-end latency. Rates are
-  averaged over the production phase minus its first second (warm-up); latency
-  percentiles cover every delivered message.
+  averaged over the production phase minus its first second (warm-up); a drain
+  (-D with no producers) over its whole length, to its last message (within
+  10 ms). Latency percentiles cover every delivered message.
 
 JSON (--json prints one object on stdout; the human summary goes to stderr):
   throughput: mode=\"throughput\", uri, producers, consumers, queues, exchange,

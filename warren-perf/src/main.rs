@@ -354,10 +354,20 @@ async fn drive(
     let mut tick = tokio::time::interval_at(t0 + Duration::from_secs(1), Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let n_producers = topo.routes.len();
+    // Draining a prefilled queue (-D without producers): notice the last
+    // message within 10 ms rather than at the next one-second tick, so the
+    // drain rate is not diluted by up to a second of nothing.
+    let drain_target = args.cmessages.filter(|_| n_producers == 0);
+    let mut drain_poll = tokio::time::interval(Duration::from_millis(10));
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
         tokio::select! {
+            _ = drain_poll.tick(), if drain_target.is_some() => {
+                if drain_target.is_some_and(|n| shared.counts().received >= n) {
+                    break;
+                }
+            }
             _ = tick.tick() => {
                 let t = t0.elapsed().as_secs_f64();
                 let c = shared.counts();
@@ -459,8 +469,9 @@ async fn drive(
     Shared::take_interval(&shared.confirm_latency, &mut total_confirm);
     let fin = shared.counts();
 
-    // Rates over the production phase minus its first second.
-    let (w0, c0) = if t_stop >= 2.0 {
+    // Rates over the production phase minus its first second (a drain has
+    // no warm-up: it is measured from its start).
+    let (w0, c0) = if t_stop >= 2.0 && drain_target.is_none() {
         samples
             .iter()
             .find(|(t, _)| *t >= 1.0)
