@@ -152,7 +152,6 @@ impl Outbox {
                 // Going idle: hold no buffers while waiting (an idle
                 // connection's memory is mostly what it keeps around).
                 spare = BytesMut::new();
-                drop(batch);
                 {
                     let mut st = self.state.lock();
                     if st.buf.is_empty() {

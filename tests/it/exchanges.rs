@@ -609,3 +609,41 @@ async fn publishing_follows_an_exchange_deleted_and_declared_again() {
     );
     assert_eq!(text, "NOT_FOUND - no exchange 'x' in vhost '/'");
 }
+
+/// The write check a channel remembers for its last exchange is made again
+/// once permissions change: revoking write access stops the next publish.
+#[tokio::test]
+async fn revoking_write_permission_stops_the_next_publish() {
+    let server = start().await;
+    let conn = connect(&server).await;
+    let admin = channel(&conn).await;
+    let ch = channel(&conn).await;
+    declare(&admin, "q").await;
+    bind(&admin, "q", "amq.direct", "k", FieldTable::default()).await;
+    publish(&ch, "amq.direct", "k", BasicProperties::default()).await;
+    assert_eq!(depth(&admin, "q").await, 1);
+
+    let read_only = warren::broker::auth::Permission::new(".*", "^$", ".*").unwrap();
+    server
+        .broker()
+        .users
+        .set_permission("guest", "/", read_only);
+    publish(&ch, "amq.direct", "k", BasicProperties::default()).await;
+    let text = expect_code(
+        ch.queue_declare(
+            "q".into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await,
+        403,
+    );
+    assert_eq!(
+        text,
+        "ACCESS_REFUSED - access to exchange 'amq.direct' in vhost '/' refused for user 'guest'"
+    );
+    assert_eq!(depth(&admin, "q").await, 1);
+}
