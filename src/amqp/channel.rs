@@ -28,6 +28,7 @@ use crate::broker::vhost::{Durability, ExchangeDeclare, QueueDeclare, generated_
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::Exchange;
 use crate::message::{self, Message};
+use crate::metrics::MessageEvent;
 use crate::queue::{Consumer, ConsumerId, Queue, Return};
 
 /// A publish that has been validated and is ready to route.
@@ -445,7 +446,7 @@ impl Channel {
                     deliveries.deliver_get(&queue, m, g.no_ack, left)
                 });
                 if !found {
-                    s.broker.metrics.messages_get_empty.increment(1);
+                    s.broker.metrics.count(MessageEvent::GetEmpty, 1);
                     s.reply(self.id, AMQPClass::Basic(M::GetEmpty(basic::GetEmpty {})));
                 }
             }
@@ -588,8 +589,7 @@ impl Channel {
         if how == Settle::Ack {
             s.broker
                 .metrics
-                .messages_acknowledged
-                .increment(taken.len() as u64);
+                .count(MessageEvent::Acknowledged, taken.len() as u64);
         }
         // Hand messages back to their queues in runs, one lock per run.
         let mut run: Vec<crate::queue::QueuedMessage> = Vec::new();
@@ -713,7 +713,7 @@ impl Channel {
             mut properties,
             body,
         } = content;
-        s.broker.metrics.messages_received.increment(1);
+        s.broker.metrics.count(MessageEvent::Received, 1);
         let exchange = self.publish_target(s, publish.exchange.as_str())?;
         let mut props = message::parse(&properties).ok_or_else(|| {
             AmqpError::frame_error(format!(
@@ -813,7 +813,7 @@ impl Channel {
         self.routed = routed;
         match outcome {
             Routed::Unroutable if r.mandatory => {
-                metrics.messages_unroutable_returned.increment(1);
+                metrics.count(MessageEvent::UnroutableReturned, 1);
                 let m = &r.message;
                 s.outbox.append(|buf| {
                     codec::encode_return(
@@ -827,11 +827,11 @@ impl Channel {
                     codec::encode_content(buf, self.id, &m.properties, &m.body, s.frame_max);
                 });
             }
-            Routed::Unroutable => metrics.messages_unroutable_dropped.increment(1),
-            _ => metrics.messages_routed.increment(1),
+            Routed::Unroutable => metrics.count(MessageEvent::UnroutableDropped, 1),
+            _ => metrics.count(MessageEvent::Routed, 1),
         }
         if let (Some(seq), Some(c)) = (seq, self.confirms.as_ref()) {
-            metrics.messages_received_confirm.increment(1);
+            metrics.count(MessageEvent::ReceivedConfirm, 1);
             match outcome {
                 Routed::Stored => {
                     c.hold(seq);

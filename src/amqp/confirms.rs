@@ -18,6 +18,7 @@ use parking_lot::Mutex;
 use super::codec;
 use super::outbox::Outbox;
 use crate::broker::Broker;
+use crate::metrics::MessageEvent;
 
 #[derive(Debug)]
 pub struct ConfirmTracker {
@@ -113,7 +114,7 @@ impl ConfirmTracker {
         }
         let acked = through - inner.sent_through;
         inner.sent_through = through;
-        self.broker.metrics.messages_confirmed.increment(acked);
+        self.broker.metrics.count(MessageEvent::Confirmed, acked);
         self.outbox.send(|buf| {
             for (ack, tag, multiple) in frames {
                 codec::encode_confirm(buf, self.channel, ack, tag, multiple);

@@ -17,6 +17,7 @@ use parking_lot::Mutex;
 use super::codec;
 use super::outbox::Outbox;
 use crate::broker::Broker;
+use crate::metrics::MessageEvent;
 use crate::queue::{Consumer, ConsumerId, DeliveryTarget, Queue, QueuedMessage};
 
 /// A delivery awaiting acknowledgement.
@@ -131,14 +132,14 @@ impl Deliveries {
             codec::encode_content(buf, self.channel, &m.properties, &m.body, self.frame_max);
         });
         let metrics = &self.broker.metrics;
-        metrics.messages_delivered.increment(1);
+        metrics.count(MessageEvent::Delivered, 1);
         if message.redelivered {
-            metrics.messages_redelivered.increment(1);
+            metrics.count(MessageEvent::Redelivered, 1);
         }
         if no_ack {
-            metrics.messages_delivered_get_auto_ack.increment(1);
+            metrics.count(MessageEvent::DeliveredGetAutoAck, 1);
         } else {
-            metrics.messages_delivered_get_manual_ack.increment(1);
+            metrics.count(MessageEvent::DeliveredGetManualAck, 1);
             ledger.unacked.insert(
                 tag,
                 Unacked {
@@ -180,14 +181,14 @@ impl DeliveryTarget for Deliveries {
             codec::encode_content(buf, self.channel, &m.properties, &m.body, self.frame_max);
         });
         let metrics = &self.broker.metrics;
-        metrics.messages_delivered.increment(1);
+        metrics.count(MessageEvent::Delivered, 1);
         if message.redelivered {
-            metrics.messages_redelivered.increment(1);
+            metrics.count(MessageEvent::Redelivered, 1);
         }
         if consumer.no_ack {
-            metrics.messages_delivered_consume_auto_ack.increment(1);
+            metrics.count(MessageEvent::DeliveredConsumeAutoAck, 1);
         } else {
-            metrics.messages_delivered_consume_manual_ack.increment(1);
+            metrics.count(MessageEvent::DeliveredConsumeManualAck, 1);
             ledger.unacked.insert(
                 tag,
                 Unacked {

@@ -1,0 +1,259 @@
+//! Prometheus metrics with RabbitMQ's names.
+//!
+//! Each broker owns its own recorder (not the process-global one), so
+//! several brokers can run in one test process. Handles are registered once
+//! here and kept; the per-message counters are striped per thread
+//! ([`MessageCounters`]) and handed to the exporter at each scrape. Names and
+//! labels follow RabbitMQ's `rabbitmq_prometheus` plugin so its Grafana
+//! dashboards and alert rules work unchanged.
+
+use metrics::{Counter, Gauge, Key, Label, Metadata, Recorder};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
+pub use message_counters::{MessageCounters, MessageEvent};
+
+mod message_counters;
+
+const PROTOCOL: &str = "amqp091";
+
+/// The label set a message counter is exported with.
+#[derive(Clone, Copy)]
+enum Labels {
+    Protocol,
+    ClassicQueue,
+    DeadLetter,
+}
+
+/// The message counters and the RabbitMQ names they are exported under.
+const EXPORTED: [(MessageEvent, &str, Labels); 18] = {
+    use Labels::*;
+    use MessageEvent::*;
+    [
+        (
+            Received,
+            "rabbitmq_global_messages_received_total",
+            Protocol,
+        ),
+        (
+            ReceivedConfirm,
+            "rabbitmq_global_messages_received_confirm_total",
+            Protocol,
+        ),
+        (Routed, "rabbitmq_global_messages_routed_total", Protocol),
+        (
+            UnroutableDropped,
+            "rabbitmq_global_messages_unroutable_dropped_total",
+            Protocol,
+        ),
+        (
+            UnroutableReturned,
+            "rabbitmq_global_messages_unroutable_returned_total",
+            Protocol,
+        ),
+        (
+            Confirmed,
+            "rabbitmq_global_messages_confirmed_total",
+            Protocol,
+        ),
+        (
+            Delivered,
+            "rabbitmq_global_messages_delivered_total",
+            ClassicQueue,
+        ),
+        (
+            Redelivered,
+            "rabbitmq_global_messages_redelivered_total",
+            ClassicQueue,
+        ),
+        (
+            DeliveredConsumeAutoAck,
+            "rabbitmq_global_messages_delivered_consume_auto_ack_total",
+            ClassicQueue,
+        ),
+        (
+            DeliveredConsumeManualAck,
+            "rabbitmq_global_messages_delivered_consume_manual_ack_total",
+            ClassicQueue,
+        ),
+        (
+            DeliveredGetAutoAck,
+            "rabbitmq_global_messages_delivered_get_auto_ack_total",
+            ClassicQueue,
+        ),
+        (
+            DeliveredGetManualAck,
+            "rabbitmq_global_messages_delivered_get_manual_ack_total",
+            ClassicQueue,
+        ),
+        (
+            GetEmpty,
+            "rabbitmq_global_messages_get_empty_total",
+            ClassicQueue,
+        ),
+        (
+            Acknowledged,
+            "rabbitmq_global_messages_acknowledged_total",
+            ClassicQueue,
+        ),
+        (
+            DeadLetteredExpired,
+            "rabbitmq_global_messages_dead_lettered_expired_total",
+            DeadLetter,
+        ),
+        (
+            DeadLetteredMaxLen,
+            "rabbitmq_global_messages_dead_lettered_maxlen_total",
+            DeadLetter,
+        ),
+        (
+            DeadLetteredRejected,
+            "rabbitmq_global_messages_dead_lettered_rejected_total",
+            DeadLetter,
+        ),
+        (
+            DeadLetteredDeliveryLimit,
+            "rabbitmq_global_messages_dead_lettered_delivery_limit_total",
+            DeadLetter,
+        ),
+    ]
+};
+
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    pub connections: Gauge,
+    pub channels: Gauge,
+    pub queues: Gauge,
+    pub consumers: Gauge,
+    pub connections_opened: Counter,
+    pub connections_closed: Counter,
+    pub channels_opened: Counter,
+    pub channels_closed: Counter,
+    pub queues_declared: Counter,
+    pub queues_created: Counter,
+    pub queues_deleted: Counter,
+    /// Bumped per message; folded into `exported` at each scrape.
+    pub messages: MessageCounters,
+    exported: Vec<(MessageEvent, Counter)>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    pub fn new(node: &str, cluster: &str, version: &str) -> Metrics {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let meta = Metadata::new(module_path!(), metrics::Level::INFO, None);
+        let gauge =
+            |name: &'static str| recorder.register_gauge(&Key::from_static_name(name), &meta);
+        let counter =
+            |name: &'static str| recorder.register_counter(&Key::from_static_name(name), &meta);
+        let labelled = |name: &'static str, labels: Vec<Label>| {
+            recorder.register_counter(&Key::from_parts(name, labels), &meta)
+        };
+        let proto = || vec![Label::new("protocol", PROTOCOL)];
+        let proto_classic = || {
+            vec![
+                Label::new("protocol", PROTOCOL),
+                Label::new("queue_type", "rabbit_classic_queue"),
+            ]
+        };
+
+        recorder
+            .register_gauge(
+                &Key::from_parts(
+                    "rabbitmq_identity_info",
+                    vec![
+                        Label::new("rabbitmq_node", node.to_string()),
+                        Label::new("rabbitmq_cluster", cluster.to_string()),
+                        Label::new("rabbitmq_cluster_permanent_id", cluster.to_string()),
+                        Label::new("rabbitmq_endpoint", "metrics"),
+                    ],
+                ),
+                &meta,
+            )
+            .set(1.0);
+        recorder
+            .register_gauge(
+                &Key::from_parts(
+                    "rabbitmq_build_info",
+                    vec![
+                        Label::new("rabbitmq_version", version.to_string()),
+                        Label::new("product", "Warren"),
+                        Label::new("product_version", env!("CARGO_PKG_VERSION")),
+                    ],
+                ),
+                &meta,
+            )
+            .set(1.0);
+
+        Metrics {
+            connections: gauge("rabbitmq_connections"),
+            channels: gauge("rabbitmq_channels"),
+            queues: gauge("rabbitmq_queues"),
+            consumers: gauge("rabbitmq_consumers"),
+            connections_opened: counter("rabbitmq_connections_opened_total"),
+            connections_closed: counter("rabbitmq_connections_closed_total"),
+            channels_opened: counter("rabbitmq_channels_opened_total"),
+            channels_closed: counter("rabbitmq_channels_closed_total"),
+            queues_declared: counter("rabbitmq_queues_declared_total"),
+            queues_created: counter("rabbitmq_queues_created_total"),
+            queues_deleted: counter("rabbitmq_queues_deleted_total"),
+            messages: MessageCounters::new(),
+            exported: EXPORTED
+                .iter()
+                .map(|&(event, name, labels)| {
+                    let labels = match labels {
+                        Labels::Protocol => proto(),
+                        Labels::ClassicQueue => proto_classic(),
+                        Labels::DeadLetter => vec![
+                            Label::new("queue_type", "rabbit_classic_queue"),
+                            Label::new("dead_letter_strategy", "at_most_once"),
+                        ],
+                    };
+                    (event, labelled(name, labels))
+                })
+                .collect(),
+            recorder,
+            handle,
+        }
+    }
+
+    /// Count `n` messages that met `event`.
+    pub fn count(&self, event: MessageEvent, n: u64) {
+        self.messages.add(event, n);
+    }
+
+    /// Count a message dead-lettered for `reason`.
+    pub fn dead_lettered(&self, reason: crate::queue::dead_letter::Reason) {
+        use crate::queue::dead_letter::Reason;
+        self.count(
+            match reason {
+                Reason::Expired => MessageEvent::DeadLetteredExpired,
+                Reason::MaxLen => MessageEvent::DeadLetteredMaxLen,
+                Reason::Rejected => MessageEvent::DeadLetteredRejected,
+                Reason::DeliveryLimit => MessageEvent::DeadLetteredDeliveryLimit,
+            },
+            1,
+        );
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        for (event, counter) in &self.exported {
+            counter.absolute(self.messages.total(*event));
+        }
+        self.handle.render()
+    }
+
+    /// Register an extra gauge (e.g. process figures sampled at scrape time).
+    pub fn gauge(&self, name: &'static str) -> Gauge {
+        let meta = Metadata::new(module_path!(), metrics::Level::INFO, None);
+        self.recorder
+            .register_gauge(&Key::from_static_name(name), &meta)
+    }
+}
