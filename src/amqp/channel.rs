@@ -687,7 +687,7 @@ impl Channel {
     fn publish_target(&mut self, s: &Session, name: &str) -> AmqpResult<Arc<Exchange>> {
         let generation = s.broker.users.generation();
         if let Some((exchange, checked)) = &self.publish_target
-            && exchange.name.as_str() == name
+            && same_name(exchange.name.as_str(), name)
             && *checked == generation
             && !exchange.is_deleted()
         {
@@ -952,4 +952,12 @@ fn strip_header(props: BasicProperties, headers: &FieldTable, name: &str) -> Bas
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     props.with_headers(FieldTable::from(kept))
+}
+
+/// `a == b`, without calling `memcmp` for two empty names. An empty
+/// `String` points at address 1, and glibc's AVX-512 `memcmp` does a masked
+/// load from it even for length 0; the fault it suppresses costs a microcode
+/// assist (~8 % of a 1→1 run publishing to the default exchange).
+fn same_name(a: &str, b: &str) -> bool {
+    a.len() == b.len() && (a.is_empty() || a == b)
 }
