@@ -41,7 +41,7 @@ for a in "$@"; do
 done
 N=${POS[0]:-1000000} TTL=${POS[1]:-10000} SPREAD=${POS[2]:-0}
 PORT=${PORT:-5673} RATE=${RATE:-5000} SIZE=${SIZE:-1024}
-BIN=target/release/warren
+BIN=${BIN:-target/release/warren}
 PERF=target/release/warren-perf
 TTL_MAX=$((SPREAD > 0 ? TTL + SPREAD - 1 : TTL))
 # Give up on a queue that is not empty this long after its last message is due.

@@ -7,7 +7,7 @@
 //! |---|---|
 //! | `q` uid level seq | queue entry: expiry time, then `0` + message record, or `1` + shared id |
 //! | `d` uid level seq | delivery state of a returned message: failed deliveries (u32), other returns (u32), not-before time |
-//! | `t` uid level seq | a transient message paged out of memory: expiry time, then the record (wiped at boot) |
+//! | `t` or `u` uid level seq | transient messages paged out of memory, a batch from `seq` on (see `paged`; the previous run's kind is wiped at boot) |
 //! | `m` id | a message record shared by several queues |
 //! | `r` id | how many queue entries still refer to `m` id (u32) |
 //!
@@ -21,6 +21,7 @@
 use bytes::Bytes;
 use parking_lot::Mutex;
 
+use super::paged::{self, PagedEntry};
 use super::{Backend, Store, StoreError, StoreResult, Tree};
 use crate::message::Message;
 
@@ -105,7 +106,7 @@ const RECORD_VERSION: u8 = 1;
 
 pub(super) type Key = [u8; 18];
 
-fn key(kind: u8, slot: Slot) -> Key {
+pub(super) fn key(kind: u8, slot: Slot) -> Key {
     let mut k = [0u8; 18];
     k[0] = kind;
     k[1..9].copy_from_slice(&slot.uid.to_be_bytes());
@@ -340,11 +341,11 @@ impl Store {
         expires_at_ms: u64,
         message: &Message,
     ) -> StoreResult<Stored> {
-        let mut value = expires_at_ms.to_be_bytes().to_vec();
-        encode_record(message, &mut value);
+        let mut record = Vec::new();
+        encode_record(message, &mut record);
         self.note(
-            self.backend
-                .insert(Tree::Messages, &key(b't', slot), &value),
+            self.paged
+                .add(self.backend.as_ref(), slot, expires_at_ms, &record),
         )?;
         Ok(Stored::Paged)
     }
@@ -362,7 +363,7 @@ impl Store {
         };
         match stored {
             Stored::No => Ok(()),
-            Stored::Paged => self.note(b.remove(Tree::Messages, &key(b't', slot))),
+            Stored::Paged => self.take_paged(slot, false).map(drop),
             Stored::Entry => {
                 self.remove_entry(slot)?;
                 unmark()
@@ -436,14 +437,22 @@ impl Store {
     ) -> StoreResult<Vec<Recovered>> {
         let b = self.backend.as_ref();
         let (qf, qt) = level_range(b'q', uid, level, from);
-        let (tf, tt) = level_range(b't', uid, level, from);
         let entries = b.scan(Tree::Messages, &qf, &qt, limit)?;
-        let paged = b.scan(Tree::Messages, &tf, &tt, limit)?;
+        let batches = self.paged_batches(uid, level, from, limit)?;
+        let mut paged: Vec<(usize, PagedEntry<'_>)> = Vec::new();
+        for (i, (_, value, removed)) in batches.iter().enumerate() {
+            for entry in paged::entries(value) {
+                let entry = entry?;
+                if entry.seq >= from && !removed.contains(&entry.seq) {
+                    paged.push((i, entry));
+                }
+            }
+        }
         let mut out: Vec<Recovered> = Vec::with_capacity(limit.min(entries.len() + paged.len()));
         let (mut ei, mut pi) = (entries.iter().peekable(), paged.iter().peekable());
         while out.len() < limit {
             let next_entry = ei.peek().and_then(|(k, _)| seq_of(k));
-            let next_paged = pi.peek().and_then(|(k, _)| seq_of(k));
+            let next_paged = pi.peek().map(|(_, e)| e.seq);
             let take_entry = match (next_entry, next_paged) {
                 (None, None) => break,
                 (Some(_), None) => true,
@@ -466,21 +475,89 @@ impl Store {
                     stored,
                 });
             } else {
-                let Some((k, v)) = pi.next() else { break };
-                let seq = seq_of(k).unwrap_or_default();
-                let expires_at_ms = u64_at(v, 0).unwrap_or(0);
-                let message = decode_record(v.get(8..).unwrap_or_default())?;
-                self.note(b.remove(Tree::Messages, k))?;
+                let Some((_, e)) = pi.next() else { break };
                 out.push(Recovered {
-                    seq,
-                    message,
-                    expires_at_ms,
+                    seq: e.seq,
+                    message: decode_record(e.record)?,
+                    expires_at_ms: e.expires_at_ms,
                     delivery: None,
                     stored: Stored::No,
                 });
             }
         }
+        // A batch whose every entry has now been read is deleted; the rest
+        // stay, their read entries skipped from now on (below `from`).
+        let first_unread = pi.next().map(|(i, _)| *i).unwrap_or(batches.len());
+        for (batch, _, _) in &batches[..first_unread] {
+            self.note(self.paged.consumed(b, batch))?;
+        }
         Ok(out)
+    }
+
+    /// The stored batches of a level's paged messages holding at least
+    /// `limit` entries `>= from` (or all there are), each with the entries
+    /// already removed from it.
+    #[allow(clippy::type_complexity)]
+    fn paged_batches(
+        &self,
+        uid: u64,
+        level: u8,
+        from: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<(Vec<u8>, Vec<u8>, Vec<u64>)>> {
+        let b = self.backend.as_ref();
+        self.note(self.paged.write_level(b, uid, Some(level)))?;
+        let (mut start, end) = self.paged.range_from(b, uid, level, from)?;
+        let mut batches = Vec::new();
+        let mut found = 0;
+        while found < limit {
+            let Some((k, v)) = b.scan(Tree::Messages, &start, &end, 1)?.pop() else {
+                break;
+            };
+            let removed = self.paged.removed_from(&k);
+            for entry in paged::entries(&v) {
+                let seq = entry?.seq;
+                found += usize::from(seq >= from && !removed.contains(&seq));
+            }
+            start = k.clone();
+            start.push(0);
+            batches.push((k, v, removed));
+        }
+        Ok(batches)
+    }
+
+    /// Remove paged message `slot` where it sits, reading it if `read`.
+    fn take_paged(&self, slot: Slot, read: bool) -> StoreResult<Option<TakenMessage>> {
+        let b = self.backend.as_ref();
+        let corrupt = |d: &str| StoreError::corrupt("paged message", d);
+        self.note(self.paged.write_level(b, slot.uid, Some(slot.level)))?;
+        let (batch, _) = self.paged.range_from(b, slot.uid, slot.level, slot.seq)?;
+        let Some(value) = b.get(Tree::Messages, &batch)? else {
+            return Ok(None);
+        };
+        if self.paged.removed_from(&batch).contains(&slot.seq) {
+            return Ok(None);
+        }
+        let mut found = None;
+        for entry in paged::entries(&value) {
+            let entry = entry?;
+            if entry.seq == slot.seq {
+                found = Some(TakenMessage {
+                    bytes: record_body_len(entry.record).ok_or_else(|| corrupt("truncated"))?,
+                    durable: false,
+                    message: if read {
+                        Some(decode_record(entry.record)?)
+                    } else {
+                        None
+                    },
+                });
+                break;
+            }
+        }
+        if found.is_some() {
+            self.note(self.paged.remove_entries(b, &batch, &value, &[slot.seq]))?;
+        }
+        Ok(found)
     }
 
     /// Remove one message of a queue's stored region where it sits (it
@@ -522,19 +599,7 @@ impl Store {
             }
             return Ok(Some(taken));
         }
-        let Some(v) = self.note(b.take(Tree::Messages, &key(b't', slot)))? else {
-            return Ok(None);
-        };
-        let record = v.get(8..).unwrap_or_default();
-        Ok(Some(TakenMessage {
-            bytes: record_body_len(record).ok_or_else(|| corrupt("truncated"))?,
-            durable: false,
-            message: if read {
-                Some(decode_record(record)?)
-            } else {
-                None
-            },
-        }))
+        self.take_paged(slot, read)
     }
 
     /// The first and last sequence numbers of a queue level's durable
@@ -583,7 +648,8 @@ impl Store {
     ) -> StoreResult<u64> {
         let b = self.backend.as_ref();
         let mut removed = 0;
-        for kind in [b'q', b't', b'd'] {
+        self.remove_paged_range(uid, level, from, to)?;
+        for kind in [b'q', b'd'] {
             let (start, end) = match level {
                 Some(level) => {
                     let (s, e) = level_range(kind, uid, level, from);
@@ -622,12 +688,64 @@ impl Store {
         Ok(removed)
     }
 
-    /// Drop every paged-out transient message (at boot: they do not survive
-    /// a restart).
+    /// Remove the paged messages of a queue with `from <= seq < to`, taking
+    /// those of its batches below `from` to be read already.
+    fn remove_paged_range(
+        &self,
+        uid: u64,
+        level: Option<u8>,
+        from: u64,
+        to: u64,
+    ) -> StoreResult<()> {
+        let b = self.backend.as_ref();
+        if level.is_none() && from == 0 && to == u64::MAX {
+            self.paged.drop_queue(uid);
+        } else {
+            self.note(self.paged.write_level(b, uid, level))?;
+        }
+        let (mut start, end) = match level {
+            Some(level) => {
+                let (start, end) = self.paged.range_from(b, uid, level, from)?;
+                (start, end.to_vec())
+            }
+            None => {
+                let (start, end) = queue_range(self.paged.kind, uid);
+                (start.to_vec(), end.to_vec())
+            }
+        };
+        loop {
+            let page = b.scan(Tree::Messages, &start, &end, 64)?;
+            let Some((last, _)) = page.last() else {
+                return Ok(());
+            };
+            start = last.clone();
+            start.push(0);
+            for (k, v) in &page {
+                let mut in_range = Vec::new();
+                let mut later = false;
+                for entry in paged::entries(v) {
+                    let seq = entry?.seq;
+                    later |= seq >= to;
+                    if seq >= from && seq < to {
+                        in_range.push(seq);
+                    }
+                }
+                if !later {
+                    self.note(self.paged.consumed(b, k))?;
+                } else if !in_range.is_empty() {
+                    self.note(self.paged.remove_entries(b, k, v, &in_range))?;
+                }
+            }
+        }
+    }
+
+    /// Drop the previous run's paged-out transient messages (they do not
+    /// survive a restart); this run pages under the other key kind.
     pub fn clear_paged(&self) -> StoreResult<()> {
         let b = self.backend.as_ref();
+        let old = paged::other_kind(self.paged.kind);
         loop {
-            let page = b.scan(Tree::Messages, b"t", b"u", 4096)?;
+            let page = b.scan(Tree::Messages, &[old], &[old + 1], 4096)?;
             if page.is_empty() {
                 return Ok(());
             }
@@ -640,6 +758,8 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     fn msg(body: &str) -> Message {
@@ -760,5 +880,137 @@ mod tests {
         assert_eq!(seqs(255), vec![4]);
         assert_eq!(s.entry_bounds(uid, 255).unwrap(), Some((4, 4)));
         assert_eq!(s.remove_range(uid, None, 0, u64::MAX).unwrap(), 4);
+    }
+
+    /// Every key of the messages tree.
+    fn keys(s: &Store) -> Vec<Vec<u8>> {
+        s.backend
+            .scan(Tree::Messages, &[0], &[255], usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    #[test]
+    fn paged_messages_are_written_in_batches_and_leave_nothing_once_read() {
+        let s = Store::in_memory_for_tests();
+        let uid = s.new_queue_uid();
+        let body = "x".repeat(1000);
+        // 100 paged messages of ~1 KiB with a durable entry in the middle:
+        // a few batches, not 100 keys.
+        for seq in 0..101 {
+            if seq == 50 {
+                s.put_entry(slot(uid, seq), 0, Entry::Inline(&msg("durable")), false)
+                    .unwrap();
+            } else {
+                s.page_out(slot(uid, seq), seq, &msg(&body)).unwrap();
+            }
+        }
+        let mut seqs = Vec::new();
+        let mut from = 0;
+        loop {
+            let page = s.page_in(uid, 0, from, 7).unwrap();
+            let Some(last) = page.last() else { break };
+            from = last.seq + 1;
+            for r in &page {
+                assert_eq!(r.expires_at_ms, if r.seq == 50 { 0 } else { r.seq });
+                assert_eq!(r.stored == Stored::Entry, r.seq == 50);
+            }
+            seqs.extend(page.iter().map(|r| r.seq));
+            let batches = keys(&s).iter().filter(|k| k[0] == s.paged.kind).count();
+            assert!(
+                batches <= 4,
+                "{batches} batches left after reading to {from}"
+            );
+        }
+        assert_eq!(seqs, (0..101).collect::<Vec<_>>());
+        // Only the durable entry is left (the queue removes it on ack).
+        assert_eq!(keys(&s), vec![key(b'q', slot(uid, 50)).to_vec()]);
+    }
+
+    #[test]
+    fn paged_messages_can_be_taken_where_they_sit_and_purged() {
+        let s = Store::in_memory_for_tests();
+        let uid = s.new_queue_uid();
+        let body = "y".repeat(4000);
+        for seq in 0..40 {
+            s.page_out(slot(uid, seq), 0, &msg(&body)).unwrap();
+        }
+        // Expired where they sit: read once, then gone.
+        let taken = s.take_stored(slot(uid, 20), true, true).unwrap().unwrap();
+        assert_eq!((taken.bytes, taken.durable), (4000, false));
+        assert!(s.take_stored(slot(uid, 20), true, true).unwrap().is_none());
+        assert!(s.take_stored(slot(uid, 99), true, true).unwrap().is_none());
+        let seqs: Vec<u64> = s
+            .page_in(uid, 0, 0, 100)
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(seqs, (0..40).filter(|s| *s != 20).collect::<Vec<_>>());
+        assert!(keys(&s).is_empty());
+
+        // A purge from the head of the stored region on, then more paging.
+        for seq in 40..80 {
+            s.page_out(slot(uid, seq), 0, &msg(&body)).unwrap();
+        }
+        assert_eq!(s.page_in(uid, 0, 40, 5).unwrap().len(), 5);
+        s.remove_range(uid, Some(0), 45, 80).unwrap();
+        assert!(keys(&s).is_empty());
+        for seq in 80..90 {
+            s.page_out(slot(uid, seq), 0, &msg(&body)).unwrap();
+        }
+        // Removing every message one by one deletes the batches.
+        for seq in 80..90 {
+            assert!(
+                s.take_stored(slot(uid, seq), false, true)
+                    .unwrap()
+                    .is_some()
+            );
+        }
+        assert!(keys(&s).is_empty());
+        // A deleted queue's pending batch is dropped unwritten.
+        s.page_out(slot(uid, 90), 0, &msg("z")).unwrap();
+        s.remove_range(uid, None, 0, u64::MAX).unwrap();
+        assert!(s.page_in(uid, 0, 0, 10).unwrap().is_empty());
+        assert!(keys(&s).is_empty());
+    }
+
+    #[test]
+    fn each_run_pages_under_the_kind_the_last_one_did_not_use() {
+        let backend: Arc<dyn Backend> = Arc::new(super::super::MemoryBackend::default());
+        let first = Store::over(backend.clone()).unwrap();
+        let uid = first.new_queue_uid();
+        for seq in 0..100 {
+            first
+                .page_out(slot(uid, seq), 0, &msg(&"a".repeat(1000)))
+                .unwrap();
+        }
+        let left = keys(&first);
+        assert!(!left.is_empty());
+        assert!(left.iter().all(|k| k[0] == first.paged.kind));
+        first.close().unwrap();
+        drop(first);
+
+        let second = Store::over(backend).unwrap();
+        assert_ne!(second.paged.kind, left[0][0]);
+        second.page_out(slot(uid, 0), 0, &msg("new")).unwrap();
+        second
+            .paged
+            .write_level(backend_of(&second), uid, None)
+            .unwrap();
+        second.clear_paged().unwrap();
+        let now = keys(&second);
+        assert_eq!(now.len(), 1);
+        assert_eq!(now[0][0], second.paged.kind);
+        assert_eq!(
+            &second.page_in(uid, 0, 0, 10).unwrap()[0].message.body[..],
+            b"new"
+        );
+    }
+
+    fn backend_of(s: &Store) -> &dyn Backend {
+        s.backend.as_ref()
     }
 }

@@ -20,6 +20,7 @@ mod definitions;
 mod group_commit;
 mod memory_backend;
 mod messages;
+mod paged;
 mod sled_backend;
 mod write_behind;
 
@@ -138,6 +139,7 @@ pub struct Store {
     commit: GroupCommit,
     /// Queue entries waiting to be written at the next group commit.
     write_behind: Arc<write_behind::WriteBehind>,
+    paged: paged::PagedBatches,
     next_message_id: AtomicU64,
     next_queue_uid: AtomicU64,
     /// Queue uids below this are reserved on disk.
@@ -229,13 +231,20 @@ impl Store {
             options.group_commit_max_delay,
             options.flush_interval,
         )?;
+        // Page under the key kind the previous run did not use, so its
+        // leftovers can be cleared while this run pages.
+        let paged_kind = match backend.get(Tree::Meta, b"paged")?.as_deref() {
+            Some([kind]) => paged::other_kind(*kind),
+            _ => b'u',
+        };
+        backend.insert(Tree::Meta, b"paged", &[paged_kind])?;
         // A clean shutdown leaves this mark; it is removed at once so that a
         // crash later in this run is recognised as one.
         let clean = backend.get(Tree::Meta, b"clean")?.is_some();
         if clean {
             backend.remove(Tree::Meta, b"clean")?;
-            backend.flush()?;
         }
+        backend.flush()?;
         Ok(Store {
             backend,
             durable,
@@ -243,6 +252,7 @@ impl Store {
             clean,
             commit,
             write_behind,
+            paged: paged::PagedBatches::new(paged_kind),
             next_message_id: AtomicU64::new(next_message_id),
             // Runtime-only (transient) queues take uids from the same
             // counter so their paged keys never collide with durable ones.
