@@ -531,11 +531,20 @@ impl Store {
         let b = self.backend.as_ref();
         let corrupt = |d: &str| StoreError::corrupt("paged message", d);
         self.note(self.paged.write_level(b, slot.uid, Some(slot.level)))?;
-        let (batch, _) = self.paged.range_from(b, slot.uid, slot.level, slot.seq)?;
-        let Some(value) = b.get(Tree::Messages, &batch)? else {
-            return Ok(None);
+        let (batch, value) = match self.paged.recent(slot.uid, slot.level, slot.seq) {
+            Some((batch, value)) => (batch.to_vec(), value),
+            None => {
+                let (batch, _) = self.paged.range_from(b, slot.uid, slot.level, slot.seq)?;
+                let Some(value) = b.get(Tree::Messages, &batch)? else {
+                    return Ok(None);
+                };
+                let value = std::sync::Arc::new(value);
+                self.paged
+                    .remember(slot.uid, slot.level, &batch, value.clone());
+                (batch, value)
+            }
         };
-        if self.paged.removed_from(&batch).contains(&slot.seq) {
+        if self.paged.was_removed(&batch, slot.seq) {
             return Ok(None);
         }
         let mut found = None;

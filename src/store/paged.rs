@@ -6,8 +6,9 @@
 //! gives that memory back); under one key per ~32 KiB batch, both go away.
 //!
 //! A queue level's paged messages collect in a pending batch until it holds
-//! [`BATCH_BYTES`], then it is written under `t`|`u` uid level first-seq as
-//! entries of: seq (u64), expiry time (u64), record length (u32), record.
+//! [`BATCH_BYTES`], then it is written under `t`|`u` uid level first-seq:
+//! its last seq (u64) and entry count (u32), then entries of: seq (u64),
+//! expiry time (u64), record length (u32), record.
 //! Whatever reads or removes a level's paged messages writes its pending
 //! batch first. A batch is deleted once each of its entries was read back
 //! or removed; removals from a batch still stored (a message expired where
@@ -17,6 +18,7 @@
 //! cleared in the background while this run pages.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
@@ -28,7 +30,15 @@ const BATCH_BYTES: usize = 32 * 1024;
 /// All pending batches are written once together they hold this much (many
 /// queues paging at once).
 const PENDING_LIMIT: usize = 8 * 1024 * 1024;
+const BATCH_HEADER: usize = 12;
 const ENTRY_HEADER: usize = 20;
+
+/// A batch's last seq and number of entries.
+fn header(value: &[u8]) -> Option<(u64, usize)> {
+    let last = u64::from_be_bytes(value.get(..8)?.try_into().ok()?);
+    let count = u32::from_be_bytes(value.get(8..12)?.try_into().ok()?);
+    Some((last, count as usize))
+}
 
 /// One paged message in a batch.
 pub(super) struct PagedEntry<'a> {
@@ -40,7 +50,7 @@ pub(super) struct PagedEntry<'a> {
 /// The entries of a batch value, in order; a truncated entry ends it with
 /// an error.
 pub(super) fn entries(value: &[u8]) -> impl Iterator<Item = StoreResult<PagedEntry<'_>>> {
-    let mut rest = value;
+    let mut rest = value.get(BATCH_HEADER..).unwrap_or_default();
     std::iter::from_fn(move || {
         if rest.is_empty() {
             return None;
@@ -74,6 +84,8 @@ pub(super) fn entries(value: &[u8]) -> impl Iterator<Item = StoreResult<PagedEnt
 
 struct Pending {
     first: u64,
+    last: u64,
+    count: u32,
     value: Vec<u8>,
 }
 
@@ -83,11 +95,30 @@ struct Removed {
     entries: usize,
 }
 
+/// A stored batch kept in memory after a removal read it.
+struct Recent {
+    key: Key,
+    last_seq: u64,
+    value: Arc<Vec<u8>>,
+}
+
 #[derive(Default)]
 struct State {
     pending: HashMap<(u64, u8), Pending>,
     pending_bytes: usize,
     removed: HashMap<Key, Removed>,
+    /// Per queue level, the batch a removal last read: messages expire in
+    /// queue order, so the next removal is usually in the same batch. A
+    /// batch is never rewritten and its key never reused, so the copy stays
+    /// right until the batch is deleted.
+    recent: HashMap<(u64, u8), Recent>,
+}
+
+impl State {
+    fn forget_batch(&mut self, k: &Key) {
+        self.removed.remove(k);
+        self.recent.retain(|_, r| r.key != *k);
+    }
 }
 
 /// The key kind the run after one paging under `kind` pages under.
@@ -139,14 +170,19 @@ impl PagedBatches {
         record: &[u8],
     ) -> StoreResult<()> {
         let mut st = self.state.lock();
-        let pending = st
-            .pending
-            .entry((slot.uid, slot.level))
-            .or_insert_with(|| Pending {
+        let pending = st.pending.entry((slot.uid, slot.level)).or_insert_with(|| {
+            let mut value = Vec::with_capacity(BATCH_BYTES + 256);
+            value.resize(BATCH_HEADER, 0);
+            Pending {
                 first: slot.seq,
-                value: Vec::with_capacity(BATCH_BYTES + 256),
-            });
+                last: slot.seq,
+                count: 0,
+                value,
+            }
+        });
         let before = pending.value.len();
+        pending.last = slot.seq;
+        pending.count += 1;
         pending.value.extend_from_slice(&slot.seq.to_be_bytes());
         pending
             .value
@@ -176,10 +212,12 @@ impl PagedBatches {
         uid: u64,
         level: u8,
     ) -> StoreResult<()> {
-        let Some(pending) = st.pending.remove(&(uid, level)) else {
+        let Some(mut pending) = st.pending.remove(&(uid, level)) else {
             return Ok(());
         };
-        st.pending_bytes -= pending.value.len();
+        st.pending_bytes -= pending.value.len() - BATCH_HEADER;
+        pending.value[..8].copy_from_slice(&pending.last.to_be_bytes());
+        pending.value[8..12].copy_from_slice(&pending.count.to_be_bytes());
         b.insert(
             Tree::Messages,
             &self.batch_key(uid, level, pending.first),
@@ -243,6 +281,41 @@ impl PagedBatches {
             .map_or_else(Vec::new, |r| r.seqs.clone())
     }
 
+    /// Whether `seq` was removed from the batch under `batch`.
+    pub fn was_removed(&self, batch: &[u8], seq: u64) -> bool {
+        let st = self.state.lock();
+        Key::try_from(batch)
+            .ok()
+            .and_then(|k| st.removed.get(&k))
+            .is_some_and(|r| r.seqs.contains(&seq))
+    }
+
+    /// The batch holding `seq` of a level, if a removal read it lately.
+    pub fn recent(&self, uid: u64, level: u8, seq: u64) -> Option<(Key, Arc<Vec<u8>>)> {
+        let st = self.state.lock();
+        let r = st.recent.get(&(uid, level))?;
+        let first = u64::from_be_bytes(r.key[10..].try_into().ok()?);
+        (first <= seq && seq <= r.last_seq).then(|| (r.key, r.value.clone()))
+    }
+
+    /// Keep a batch a removal read, for the removals after it.
+    pub fn remember(&self, uid: u64, level: u8, batch: &[u8], value: Arc<Vec<u8>>) {
+        let Ok(key) = Key::try_from(batch) else {
+            return;
+        };
+        let Some((last_seq, _)) = header(&value) else {
+            return;
+        };
+        self.state.lock().recent.insert(
+            (uid, level),
+            Recent {
+                key,
+                last_seq,
+                value,
+            },
+        );
+    }
+
     /// Note that `seqs` of a stored batch are gone; the batch is deleted
     /// once nothing in it is left.
     pub fn remove_entries(
@@ -258,7 +331,7 @@ impl PagedBatches {
         let mut st = self.state.lock();
         let removed = st.removed.entry(k).or_insert_with(|| Removed {
             seqs: Vec::new(),
-            entries: entries(value).count(),
+            entries: header(value).map_or_else(|| entries(value).count(), |(_, count)| count),
         });
         for seq in seqs {
             if !removed.seqs.contains(seq) {
@@ -266,7 +339,7 @@ impl PagedBatches {
             }
         }
         if removed.seqs.len() >= removed.entries {
-            st.removed.remove(&k);
+            st.forget_batch(&k);
             b.remove(Tree::Messages, batch)?;
         }
         Ok(())
@@ -275,7 +348,7 @@ impl PagedBatches {
     /// A batch was read to its end: delete it.
     pub fn consumed(&self, b: &dyn Backend, batch: &[u8]) -> StoreResult<()> {
         if let Ok(k) = Key::try_from(batch) {
-            self.state.lock().removed.remove(&k);
+            self.state.lock().forget_batch(&k);
         }
         b.remove(Tree::Messages, batch)
     }
@@ -287,10 +360,11 @@ impl PagedBatches {
         st.pending.retain(|(u, _), p| {
             let keep = *u != uid;
             if !keep {
-                dropped += p.value.len();
+                dropped += p.value.len() - BATCH_HEADER;
             }
             keep
         });
         st.pending_bytes -= dropped;
+        st.recent.retain(|(u, _), _| *u != uid);
     }
 }
