@@ -38,7 +38,8 @@ struct Routable {
     exchange: Arc<Exchange>,
     /// The routing key plus any `CC`/`BCC` keys.
     keys: SmallVec<[ShortString; 1]>,
-    headers: Option<FieldTable>,
+    /// The parsed properties, kept whole (not cloned) for routing on headers.
+    props: BasicProperties,
     mandatory: bool,
 }
 
@@ -749,9 +750,9 @@ impl Channel {
             props = props.with_reply_to(queue.config.name.clone());
             properties = message::encode(&props);
         }
-        if let Some(headers) = props.headers().clone() {
+        if let Some(headers) = props.headers() {
             let sender_selected = |name: &'static str| {
-                message::header_routing_keys(&headers, name).map_err(|ty| {
+                message::header_routing_keys(headers, name).map_err(|ty| {
                     AmqpError::precondition_failed(format!(
                         "invalid message: {{unacceptable_type_in_header,\"{name}\",{ty}}}"
                     ))
@@ -763,6 +764,7 @@ impl Channel {
             let bcc = sender_selected("BCC")?;
             if !bcc.is_empty() {
                 keys.extend(bcc.into_iter().map(ShortString::from));
+                let headers = headers.clone();
                 props = strip_header(props, &headers, "BCC");
                 properties = message::encode(&props);
             }
@@ -784,7 +786,7 @@ impl Channel {
             message,
             exchange,
             keys,
-            headers: props.headers().clone(),
+            props,
             mandatory: publish.mandatory,
         };
         match self.tx.as_mut() {
@@ -803,7 +805,7 @@ impl Channel {
         routed.clear();
         for key in &r.keys {
             s.vhost
-                .route(&r.exchange, key.as_str(), r.headers.as_ref(), &mut routed);
+                .route(&r.exchange, key.as_str(), r.props.headers().as_ref(), &mut routed);
         }
         if r.keys.len() > 1 {
             routed.sort_unstable_by_key(|q| Arc::as_ptr(q) as usize);

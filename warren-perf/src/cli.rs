@@ -123,6 +123,11 @@ pub struct Args {
     /// camelCase (contentType, ...).
     #[arg(long, value_name = "K=V,...", value_delimiter = ',', value_parser = parse_message_property)]
     pub message_properties: Vec<MessageProperty>,
+    /// String headers of every published message, k=v[,k=v...] (as
+    /// clients such as Celery send them; routing and dead-lettering headers
+    /// are Warren's, not set here).
+    #[arg(long = "header", value_name = "K=V,...", value_delimiter = ',', value_parser = parse_header)]
+    pub headers: Vec<(String, String)>,
     /// Give each message expiration + (message number mod MS) instead of a
     /// fixed expiration, so per-message TTLs differ and messages do not
     /// expire in queue order. Needs --message-properties expiration=...
@@ -290,6 +295,13 @@ fn parse_message_property(s: &str) -> Result<MessageProperty, String> {
     }
 }
 
+fn parse_header(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected K=V, got '{s}'")),
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ExchangeType {
     Direct,
@@ -393,6 +405,13 @@ impl Args {
                     }
                 }
             };
+        }
+        if !self.headers.is_empty() {
+            let mut t = FieldTable::default();
+            for (k, v) in &self.headers {
+                t.insert(k.as_str().into(), AMQPValue::LongString(v.as_str().into()));
+            }
+            p = p.with_headers(t);
         }
         p
     }

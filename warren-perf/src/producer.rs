@@ -79,7 +79,7 @@ pub async fn run(
         .clone()
         .with_delivery_mode(if cfg.persistent { 2 } else { 1 });
     if let Some(h) = &cfg.route.header {
-        let mut t = FieldTable::default();
+        let mut t = props.headers().clone().unwrap_or_default();
         t.insert(
             ROUTE_HEADER.into(),
             AMQPValue::LongString(h.as_str().into()),
