@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use amq_protocol::types::{AMQPValue, FieldTable, LongString};
 use criterion::{Criterion, criterion_group, criterion_main};
-use warren::exchange::{Destination, Exchange, ExchangeKind, Router, TopicRouter};
+use warren::exchange::{Destination, Exchange, ExchangeKind, RouteHeaders, Router, TopicRouter};
 use warren::queue::args::QueueArgs;
 use warren::queue::{Queue, QueueConfig, QueueEnv};
 
@@ -66,7 +66,7 @@ fn table(pairs: &[(&str, &str)]) -> FieldTable {
 /// Route `key` once and return how many destinations it reached.
 fn route_count(ex: &Exchange, key: &str, headers: Option<&FieldTable>) -> usize {
     let mut out = Vec::new();
-    ex.route(key, headers, &mut out);
+    ex.route(key, &RouteHeaders::decoded(headers.cloned()), &mut out);
     out.len()
 }
 
@@ -79,10 +79,11 @@ fn bench_route(
     headers: Option<&FieldTable>,
 ) {
     let mut out = Vec::with_capacity(16);
+    let headers = RouteHeaders::decoded(headers.cloned());
     c.bench_function(id, |b| {
         b.iter(|| {
             out.clear();
-            ex.route(black_box(key), black_box(headers), &mut out);
+            ex.route(black_box(key), black_box(&headers), &mut out);
             black_box(out.len())
         })
     });

@@ -90,14 +90,14 @@ pub fn header_routing_keys(headers: &FieldTable, name: &str) -> Result<Vec<Strin
 
 /// Check the properties RabbitMQ validates on publish: `delivery-mode` is
 /// 1 or 2, and `expiration` is a non-negative integer (milliseconds).
-pub fn validate(props: &BasicProperties) -> Result<(), String> {
-    if let Some(mode) = props.delivery_mode()
+pub fn validate(delivery_mode: Option<u8>, expiration: Option<&str>) -> Result<(), String> {
+    if let Some(mode) = delivery_mode
         && !matches!(mode, 1 | 2)
     {
         return Err(format!("invalid message: {{delivery_mode_unknown,{mode}}}"));
     }
-    if let Some(expiration) = props.expiration() {
-        expiration_ms(expiration.as_str())?;
+    if let Some(expiration) = expiration {
+        expiration_ms(expiration)?;
     }
     Ok(())
 }

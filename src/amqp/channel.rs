@@ -21,12 +21,13 @@ use super::assembler::{Assembler, Content};
 use super::codec;
 use super::confirms::ConfirmTracker;
 use super::deliveries::{ConsumerLink, Deliveries, Unacked};
+use super::properties;
 use super::session::Session;
 use crate::broker::auth::Access;
 use crate::broker::enqueue::{Routed, enqueue};
 use crate::broker::vhost::{Durability, ExchangeDeclare, QueueDeclare, generated_name};
 use crate::error::{AmqpError, AmqpResult};
-use crate::exchange::Exchange;
+use crate::exchange::{Exchange, RouteHeaders};
 use crate::message::{self, Message};
 use crate::metrics::MessageEvent;
 use crate::queue::{Consumer, ConsumerId, Queue, Return};
@@ -38,8 +39,10 @@ struct Routable {
     exchange: Arc<Exchange>,
     /// The routing key plus any `CC`/`BCC` keys.
     keys: SmallVec<[ShortString; 1]>,
-    /// The parsed properties, kept whole (not cloned) for routing on headers.
-    props: BasicProperties,
+    /// The header table, if publishing had to decode the properties;
+    /// otherwise it is decoded from the message only if a headers exchange
+    /// asks.
+    decoded_headers: Option<Option<FieldTable>>,
     mandatory: bool,
 }
 
@@ -716,69 +719,75 @@ impl Channel {
         } = content;
         s.broker.metrics.count(MessageEvent::Received, 1);
         let exchange = self.publish_target(s, publish.exchange.as_str())?;
-        let mut props = message::parse(&properties).ok_or_else(|| {
+        let undecodable = |properties: &[u8]| {
             AmqpError::frame_error(format!(
                 "cannot decode content header properties {}",
-                codec::erlang_binary(&properties)
+                codec::erlang_binary(properties)
             ))
-        })?;
-        if let Some(user_id) = props.user_id()
-            && user_id.as_str() != s.user
+        };
+        let view = properties::read(&properties).ok_or_else(|| undecodable(&properties))?;
+        if let Some(user_id) = view.user_id
+            && user_id != s.user
         {
             return Err(AmqpError::precondition_failed(format!(
                 "user_id property set to '{user_id}' but authenticated user was '{}'",
                 s.user
             )));
         }
+        message::validate(view.delivery_mode, view.expiration)
+            .map_err(AmqpError::precondition_failed)?;
+        let persistent = view.delivery_mode == Some(2);
+        let priority = view.priority.unwrap_or(0);
+        // Validated above.
+        let expiration_ms = view.expiration.and_then(|e| message::expiration_ms(e).ok());
+        let fast_reply = view.reply_to == Some(REPLY_TO);
+        let sender_selected = view.has_header(&["CC", "BCC"]);
         let mut keys: SmallVec<[ShortString; 1]> = SmallVec::new();
         keys.push(publish.routing_key.clone());
-        message::validate(&props).map_err(AmqpError::precondition_failed)?;
-        if props
-            .reply_to()
-            .as_ref()
-            .is_some_and(|r| r.as_str() == REPLY_TO)
-        {
-            // Replies must reach this channel's reply consumer: name its
-            // hidden queue instead.
-            let queue = self
-                .reply_queue
-                .as_ref()
-                .filter(|q| !q.is_deleted())
-                .ok_or_else(|| {
-                    AmqpError::precondition_failed("fast reply consumer does not exist")
-                })?;
-            props = props.with_reply_to(queue.config.name.clone());
-            properties = message::encode(&props);
-        }
-        if let Some(headers) = props.headers() {
-            let sender_selected = |name: &'static str| {
-                message::header_routing_keys(headers, name).map_err(|ty| {
-                    AmqpError::precondition_failed(format!(
-                        "invalid message: {{unacceptable_type_in_header,\"{name}\",{ty}}}"
-                    ))
-                })
-            };
-            for key in sender_selected("CC")? {
-                keys.push(key.into());
-            }
-            let bcc = sender_selected("BCC")?;
-            if !bcc.is_empty() {
-                keys.extend(bcc.into_iter().map(ShortString::from));
-                let headers = headers.clone();
-                props = strip_header(props, &headers, "BCC");
+        // Only these rare cases need the decoded properties.
+        let mut decoded_headers = None;
+        if fast_reply || sender_selected {
+            let mut props = message::parse(&properties).ok_or_else(|| undecodable(&properties))?;
+            if fast_reply {
+                // Replies must reach this channel's reply consumer: name its
+                // hidden queue instead.
+                let queue = self
+                    .reply_queue
+                    .as_ref()
+                    .filter(|q| !q.is_deleted())
+                    .ok_or_else(|| {
+                        AmqpError::precondition_failed("fast reply consumer does not exist")
+                    })?;
+                props = props.with_reply_to(queue.config.name.clone());
                 properties = message::encode(&props);
             }
+            if let Some(headers) = props.headers() {
+                let sender_selected = |name: &'static str| {
+                    message::header_routing_keys(headers, name).map_err(|ty| {
+                        AmqpError::precondition_failed(format!(
+                            "invalid message: {{unacceptable_type_in_header,\"{name}\",{ty}}}"
+                        ))
+                    })
+                };
+                for key in sender_selected("CC")? {
+                    keys.push(key.into());
+                }
+                let bcc = sender_selected("BCC")?;
+                if !bcc.is_empty() {
+                    keys.extend(bcc.into_iter().map(ShortString::from));
+                    let headers = headers.clone();
+                    props = strip_header(props, &headers, "BCC");
+                    properties = message::encode(&props);
+                }
+            }
+            decoded_headers = Some(props.headers().clone());
         }
         let message = Arc::new(Message {
             exchange: publish.exchange,
             routing_key: publish.routing_key,
-            persistent: *props.delivery_mode() == Some(2),
-            priority: props.priority().unwrap_or(0),
-            // Validated above.
-            expiration_ms: props
-                .expiration()
-                .as_ref()
-                .and_then(|e| message::expiration_ms(e.as_str()).ok()),
+            persistent,
+            priority,
+            expiration_ms,
             properties,
             body,
         });
@@ -786,7 +795,7 @@ impl Channel {
             message,
             exchange,
             keys,
-            props,
+            decoded_headers,
             mandatory: publish.mandatory,
         };
         match self.tx.as_mut() {
@@ -803,9 +812,13 @@ impl Channel {
         let metrics = &s.broker.metrics;
         let mut routed = std::mem::take(&mut self.routed);
         routed.clear();
+        let headers = match r.decoded_headers {
+            Some(decoded) => RouteHeaders::decoded(decoded),
+            None => RouteHeaders::of_properties(&r.message.properties),
+        };
         for key in &r.keys {
             s.vhost
-                .route(&r.exchange, key.as_str(), r.props.headers().as_ref(), &mut routed);
+                .route(&r.exchange, key.as_str(), &headers, &mut routed);
         }
         if r.keys.len() > 1 {
             routed.sort_unstable_by_key(|q| Arc::as_ptr(q) as usize);

@@ -16,4 +16,5 @@ pub mod deliveries;
 pub mod handshake;
 pub mod nesting;
 pub mod outbox;
+pub mod properties;
 pub mod session;

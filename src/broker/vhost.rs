@@ -25,7 +25,7 @@ use super::bindings::{Binding, Bindings, DestinationName};
 use super::enqueue::enqueue;
 use super::policies::{self, Policy};
 use crate::error::{AmqpError, AmqpResult};
-use crate::exchange::{Destination, Exchange, ExchangeKind};
+use crate::exchange::{Destination, Exchange, ExchangeKind, RouteHeaders};
 use crate::queue::args::{DeclareFlags, QueueArgs};
 use crate::queue::dead_letter::DeadLetter;
 use crate::queue::{ConnectionId, Queue, QueueConfig, QueueEnv};
@@ -914,11 +914,10 @@ impl VHost {
                 tracing::debug!(exchange = %letter.exchange, "dead-letter exchange missing; message dropped");
                 continue;
             };
-            let headers =
-                crate::message::parse(&letter.message.properties).and_then(|p| p.headers().clone());
+            let headers = RouteHeaders::of_properties(&letter.message.properties);
             routed.clear();
             for key in &letter.routing_keys {
-                self.route(&exchange, key.as_str(), headers.as_ref(), &mut routed);
+                self.route(&exchange, key.as_str(), &headers, &mut routed);
             }
             if letter.routing_keys.len() > 1 {
                 routed.sort_unstable_by_key(|q| Arc::as_ptr(q) as usize);
@@ -947,7 +946,7 @@ impl VHost {
         &self,
         exchange: &Arc<Exchange>,
         routing_key: &str,
-        headers: Option<&FieldTable>,
+        headers: &RouteHeaders<'_>,
         out: &mut Vec<Arc<Queue>>,
     ) {
         let mut pending: SmallVec<[Arc<Exchange>; 4]> = SmallVec::new();

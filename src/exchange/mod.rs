@@ -202,12 +202,48 @@ impl Exchange {
             .unbind(destination, routing_key, arguments)
     }
 
-    pub fn route(
-        &self,
-        routing_key: &str,
-        headers: Option<&FieldTable>,
-        out: &mut Vec<Destination>,
-    ) {
+    pub fn route(&self, routing_key: &str, headers: &RouteHeaders<'_>, out: &mut Vec<Destination>) {
+        let headers = match self.kind {
+            ExchangeKind::Headers => headers.get(),
+            _ => None,
+        };
         self.router.read().route(routing_key, headers, out)
+    }
+}
+
+/// A message's header table as routing sees it: decoded from the raw
+/// properties only when a headers exchange asks. Decoding builds every key
+/// and value, and most routes never look.
+pub struct RouteHeaders<'a> {
+    properties: Option<&'a [u8]>,
+    table: std::cell::OnceCell<Option<FieldTable>>,
+}
+
+impl<'a> RouteHeaders<'a> {
+    /// The headers of raw content-header properties (well-formed: checked
+    /// on publish).
+    pub fn of_properties(properties: &'a [u8]) -> RouteHeaders<'a> {
+        RouteHeaders {
+            properties: Some(properties),
+            table: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// Headers already decoded.
+    pub fn decoded(table: Option<FieldTable>) -> RouteHeaders<'static> {
+        RouteHeaders {
+            properties: None,
+            table: std::cell::OnceCell::from(table),
+        }
+    }
+
+    pub fn get(&self) -> Option<&FieldTable> {
+        self.table
+            .get_or_init(|| {
+                self.properties
+                    .and_then(crate::message::parse)
+                    .and_then(|p| p.headers().clone())
+            })
+            .as_ref()
     }
 }
