@@ -4,8 +4,8 @@
 #
 #   bench/scenarios.sh [--quick] [--no-rabbitmq] [--restart-rabbitmq] [SCENARIO...]
 #
-# SCENARIO is any of: startup idle declares s1 s2 s3 fanout topic latency
-# backlog (default: all, in this order: memory per connection and per queue
+# SCENARIO is any of: startup idle declares s1 s2 s3 fanout headers topic
+# latency backlog (default: all, in this order: memory per connection and per queue
 # are measured while RabbitMQ is fresh — restarted by startup with
 # --restart-rabbitmq — since its RSS never shrinks after a load). Each Warren run gets a fresh broker on $PORT (5673):
 # `--ephemeral`, except s3 and backlog, which get an empty data directory.
@@ -36,7 +36,7 @@ for a in "$@"; do
   esac
 done
 [[ ${#SCENARIOS[@]} -gt 0 ]] ||
-  SCENARIOS=(startup idle declares s1 s2 s3 fanout topic latency backlog)
+  SCENARIOS=(startup idle declares s1 s2 s3 fanout headers topic latency backlog)
 PORT=${PORT:-5673}
 if [[ $QUICK == 1 ]]; then
   DURATION=${DURATION:-5} BACKLOG=${BACKLOG:-200000}
@@ -281,6 +281,8 @@ for s in "${SCENARIOS[@]}"; do
     s2) throughput s2 "2: 1→1, 16 B, confirms + manual acks" -- -s 16 -c 100 -q 100 ;;
     s3) throughput s3 "3: persistent 1 KiB, confirms + manual acks" disk -- -f -s 1024 -c 100 -q 100 ;;
     fanout) throughput fanout "4: fanout 1→10 queues, 64 B" -- -t fanout -y 10 -s 64 -a ;;
+    headers) throughput headers "1 with 5 string headers (Celery-like), 16 B" -- -s 16 -a \
+      --header "task=tasks.add,id=4f9c2b7e-1d3a-4c55-9a0e-8a1f3e2b9c10,lang=py,root_id=4f9c2b7e-1d3a-4c55-9a0e-8a1f3e2b9c10,retries=0" ;;
     topic) throughput topic "topic, 1,000 wildcard bindings, 16 B" -- -t topic -k perf.a.key \
       --queue-binding-key 'perf.*.key' --bindings 1000 --binding-pattern 'perf.*.key%d' -s 16 -a ;;
     latency) latency ;;
