@@ -719,12 +719,6 @@ impl Channel {
         } = content;
         s.broker.metrics.count(MessageEvent::Received, 1);
         let exchange = self.publish_target(s, publish.exchange.as_str())?;
-        let undecodable = |properties: &[u8]| {
-            AmqpError::frame_error(format!(
-                "cannot decode content header properties {}",
-                codec::erlang_binary(properties)
-            ))
-        };
         let view = properties::read(&properties).ok_or_else(|| undecodable(&properties))?;
         if let Some(user_id) = view.user_id
             && user_id != s.user
@@ -744,44 +738,11 @@ impl Channel {
         let sender_selected = view.has_header(&["CC", "BCC"]);
         let mut keys: SmallVec<[ShortString; 1]> = SmallVec::new();
         keys.push(publish.routing_key.clone());
-        // Only these rare cases need the decoded properties.
-        let mut decoded_headers = None;
-        if fast_reply || sender_selected {
-            let mut props = message::parse(&properties).ok_or_else(|| undecodable(&properties))?;
-            if fast_reply {
-                // Replies must reach this channel's reply consumer: name its
-                // hidden queue instead.
-                let queue = self
-                    .reply_queue
-                    .as_ref()
-                    .filter(|q| !q.is_deleted())
-                    .ok_or_else(|| {
-                        AmqpError::precondition_failed("fast reply consumer does not exist")
-                    })?;
-                props = props.with_reply_to(queue.config.name.clone());
-                properties = message::encode(&props);
-            }
-            if let Some(headers) = props.headers() {
-                let sender_selected = |name: &'static str| {
-                    message::header_routing_keys(headers, name).map_err(|ty| {
-                        AmqpError::precondition_failed(format!(
-                            "invalid message: {{unacceptable_type_in_header,\"{name}\",{ty}}}"
-                        ))
-                    })
-                };
-                for key in sender_selected("CC")? {
-                    keys.push(key.into());
-                }
-                let bcc = sender_selected("BCC")?;
-                if !bcc.is_empty() {
-                    keys.extend(bcc.into_iter().map(ShortString::from));
-                    let headers = headers.clone();
-                    props = strip_header(props, &headers, "BCC");
-                    properties = message::encode(&props);
-                }
-            }
-            decoded_headers = Some(props.headers().clone());
-        }
+        let decoded_headers = if fast_reply || sender_selected {
+            Some(self.rewrite_properties(&mut properties, fast_reply, &mut keys)?)
+        } else {
+            None
+        };
         let message = Arc::new(Message {
             exchange: publish.exchange,
             routing_key: publish.routing_key,
@@ -805,6 +766,50 @@ impl Channel {
             }
         }
         Ok(())
+    }
+
+    /// The rare publishes whose properties must be decoded and changed: a
+    /// fast reply (`reply-to` names this channel's hidden reply queue
+    /// instead) and `CC`/`BCC` (more routing keys; `BCC` is removed). Returns
+    /// the header table, for routing.
+    fn rewrite_properties(
+        &self,
+        properties: &mut Bytes,
+        fast_reply: bool,
+        keys: &mut SmallVec<[ShortString; 1]>,
+    ) -> AmqpResult<Option<FieldTable>> {
+        let mut props = message::parse(properties).ok_or_else(|| undecodable(properties))?;
+        if fast_reply {
+            let queue = self
+                .reply_queue
+                .as_ref()
+                .filter(|q| !q.is_deleted())
+                .ok_or_else(|| {
+                    AmqpError::precondition_failed("fast reply consumer does not exist")
+                })?;
+            props = props.with_reply_to(queue.config.name.clone());
+            *properties = message::encode(&props);
+        }
+        if let Some(headers) = props.headers() {
+            let sender_selected = |name: &'static str| {
+                message::header_routing_keys(headers, name).map_err(|ty| {
+                    AmqpError::precondition_failed(format!(
+                        "invalid message: {{unacceptable_type_in_header,\"{name}\",{ty}}}"
+                    ))
+                })
+            };
+            for key in sender_selected("CC")? {
+                keys.push(key.into());
+            }
+            let bcc = sender_selected("BCC")?;
+            if !bcc.is_empty() {
+                keys.extend(bcc.into_iter().map(ShortString::from));
+                let headers = headers.clone();
+                props = strip_header(props, &headers, "BCC");
+                *properties = message::encode(&props);
+            }
+        }
+        Ok(props.headers().clone())
     }
 
     fn route_and_enqueue(&mut self, s: &Session, r: Routable) -> Routed {
@@ -959,6 +964,13 @@ fn server_only() -> AmqpError {
 
 /// Remove one header, re-building the table (amq-protocol's FieldTable has
 /// no removal).
+fn undecodable(properties: &[u8]) -> AmqpError {
+    AmqpError::frame_error(format!(
+        "cannot decode content header properties {}",
+        codec::erlang_binary(properties)
+    ))
+}
+
 fn strip_header(props: BasicProperties, headers: &FieldTable, name: &str) -> BasicProperties {
     let kept: std::collections::BTreeMap<ShortString, _> = headers
         .inner()
