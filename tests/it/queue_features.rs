@@ -706,6 +706,46 @@ async fn a_priority_queue_comes_back_in_priority_order_after_a_restart() {
     server.shutdown().await;
 }
 
+/// Transient messages of a priority queue past its window are paged per
+/// priority level, in batches; they come back by priority, then in order.
+#[tokio::test]
+async fn a_paged_transient_priority_queue_drains_in_priority_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = on_disk(dir.path());
+    config.storage.queue_memory_messages = 8;
+    let server = start_with(config).await;
+    let conn = connect(&server).await;
+    let ch = channel(&conn).await;
+    declare_with(&ch, "tpq", false, args(&[("x-max-priority", int(3))])).await;
+    let pad = "p".repeat(500);
+    for i in 0..400u16 {
+        let priority = (i % 4) as u8;
+        ch.basic_publish(
+            "".into(),
+            "tpq".into(),
+            BasicPublishOptions::default(),
+            format!("{priority}:{i}:{pad}").as_bytes(),
+            BasicProperties::default().with_priority(priority),
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(depth(&ch, "tpq").await, 400);
+    let mut got = Vec::new();
+    while let Some(d) = get(&ch, "tpq").await {
+        let body = String::from_utf8(d.data).unwrap();
+        let mut parts = body.split(':');
+        let p: u8 = parts.next().unwrap().parse().unwrap();
+        let i: u16 = parts.next().unwrap().parse().unwrap();
+        got.push((p, i));
+    }
+    let mut expected: Vec<(u8, u16)> = (0..400u16).map(|i| ((i % 4) as u8, i)).collect();
+    expected.sort_by_key(|(p, i)| (std::cmp::Reverse(*p), *i));
+    assert_eq!(got.len(), expected.len());
+    assert!(got == expected, "out of order: {:?}…", &got[..8]);
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_policy_can_give_an_exchange_its_alternate_exchange() {
     let server = start().await;
