@@ -83,6 +83,10 @@ pub struct Channel {
     /// A stream of publishes to one exchange skips the name lookup and the
     /// permission check until the exchange is deleted or permissions change.
     publish_target: Option<(Arc<Exchange>, u64)>,
+    /// The queue this channel last reached through the default exchange: a
+    /// stream of publishes to one queue skips the vhost's queue table (a
+    /// shared lock and a hash per message) until that queue is deleted.
+    default_target: Option<Arc<Queue>>,
 }
 
 /// The pseudo-queue of direct reply-to (RPC without a reply queue).
@@ -108,6 +112,7 @@ impl Channel {
             routed: Vec::new(),
             reply_queue: None,
             publish_target: None,
+            default_target: None,
         }
     }
 
@@ -821,9 +826,21 @@ impl Channel {
             Some(decoded) => RouteHeaders::decoded(decoded),
             None => RouteHeaders::of_properties(&r.message.properties),
         };
-        for key in &r.keys {
-            s.vhost
-                .route(&r.exchange, key.as_str(), &headers, &mut routed);
+        match (r.exchange.is_default(), &r.keys[..], &self.default_target) {
+            (true, [key], Some(q)) if same_name(q.name(), key.as_str()) && !q.is_deleted() => {
+                routed.push(q.clone());
+            }
+            (true, [key], _) => {
+                s.vhost
+                    .route(&r.exchange, key.as_str(), &headers, &mut routed);
+                self.default_target = routed.first().cloned();
+            }
+            _ => {
+                for key in &r.keys {
+                    s.vhost
+                        .route(&r.exchange, key.as_str(), &headers, &mut routed);
+                }
+            }
         }
         if r.keys.len() > 1 {
             routed.sort_unstable_by_key(|q| Arc::as_ptr(q) as usize);

@@ -602,6 +602,47 @@ async fn publishing_follows_an_exchange_deleted_and_declared_again() {
     );
 }
 
+/// A channel remembers the queue it last reached through the default
+/// exchange; that queue deleted (and declared again) from another channel
+/// must be seen by the very next publish.
+#[tokio::test]
+async fn default_exchange_publishing_follows_a_queue_deleted_and_declared_again() {
+    let server = start().await;
+    let conn = connect(&server).await;
+    let admin = channel(&conn).await;
+    let ch = channel(&conn).await;
+    declare(&admin, "dq").await;
+    publish(&ch, "", "dq", BasicProperties::default()).await;
+    assert_eq!(depth(&admin, "dq").await, 1);
+    admin
+        .queue_delete("dq".into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    // Unroutable now: with mandatory it comes back.
+    ch.basic_publish(
+        "".into(),
+        "dq".into(),
+        BasicPublishOptions {
+            mandatory: true,
+            ..Default::default()
+        },
+        b"lost",
+        BasicProperties::default(),
+    )
+    .await
+    .unwrap();
+    declare(&admin, "dq").await;
+    assert_eq!(depth(&admin, "dq").await, 0);
+    publish(&ch, "", "dq", BasicProperties::default()).await;
+    assert_eq!(depth(&admin, "dq").await, 1);
+    // Another queue in between, then back.
+    declare(&admin, "dq2").await;
+    publish(&ch, "", "dq2", BasicProperties::default()).await;
+    publish(&ch, "", "dq", BasicProperties::default()).await;
+    assert_eq!(depth(&admin, "dq2").await, 1);
+    assert_eq!(depth(&admin, "dq").await, 2);
+}
+
 /// The write check a channel remembers for its last exchange is made again
 /// once permissions change: revoking write access stops the next publish.
 #[tokio::test]
