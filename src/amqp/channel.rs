@@ -15,7 +15,6 @@ use amq_protocol::protocol::{
 };
 use amq_protocol::types::{FieldTable, ShortString};
 use bytes::Bytes;
-use smallvec::SmallVec;
 
 use super::assembler::{Assembler, Content};
 use super::codec;
@@ -37,8 +36,8 @@ use crate::queue::{Consumer, ConsumerId, Queue, Return};
 struct Routable {
     message: Arc<Message>,
     exchange: Arc<Exchange>,
-    /// The routing key plus any `CC`/`BCC` keys.
-    keys: SmallVec<[ShortString; 1]>,
+    /// Routing keys from `CC`/`BCC`, besides the message's own.
+    extra_keys: Vec<ShortString>,
     /// The header table, if publishing had to decode the properties;
     /// otherwise it is decoded from the message only if a headers exchange
     /// asks.
@@ -741,10 +740,9 @@ impl Channel {
         let expiration_ms = view.expiration.and_then(|e| message::expiration_ms(e).ok());
         let fast_reply = view.reply_to == Some(REPLY_TO);
         let sender_selected = view.has_header(&["CC", "BCC"]);
-        let mut keys: SmallVec<[ShortString; 1]> = SmallVec::new();
-        keys.push(publish.routing_key.clone());
+        let mut extra_keys = Vec::new();
         let decoded_headers = if fast_reply || sender_selected {
-            Some(self.rewrite_properties(&mut properties, fast_reply, &mut keys)?)
+            Some(self.rewrite_properties(&mut properties, fast_reply, &mut extra_keys)?)
         } else {
             None
         };
@@ -760,7 +758,7 @@ impl Channel {
         let routable = Routable {
             message,
             exchange,
-            keys,
+            extra_keys,
             decoded_headers,
             mandatory: publish.mandatory,
         };
@@ -781,7 +779,7 @@ impl Channel {
         &self,
         properties: &mut Bytes,
         fast_reply: bool,
-        keys: &mut SmallVec<[ShortString; 1]>,
+        keys: &mut Vec<ShortString>,
     ) -> AmqpResult<Option<FieldTable>> {
         let mut props = message::parse(properties).ok_or_else(|| undecodable(properties))?;
         if fast_reply {
@@ -826,23 +824,28 @@ impl Channel {
             Some(decoded) => RouteHeaders::decoded(decoded),
             None => RouteHeaders::of_properties(&r.message.properties),
         };
-        match (r.exchange.is_default(), &r.keys[..], &self.default_target) {
-            (true, [key], Some(q)) if same_name(q.name(), key.as_str()) && !q.is_deleted() => {
+        let key = r.message.routing_key.as_str();
+        match (
+            r.exchange.is_default(),
+            r.extra_keys.is_empty(),
+            &self.default_target,
+        ) {
+            (true, true, Some(q)) if same_name(q.name(), key) && !q.is_deleted() => {
                 routed.push(q.clone());
             }
-            (true, [key], _) => {
-                s.vhost
-                    .route(&r.exchange, key.as_str(), &headers, &mut routed);
+            (true, true, _) => {
+                s.vhost.route(&r.exchange, key, &headers, &mut routed);
                 self.default_target = routed.first().cloned();
             }
             _ => {
-                for key in &r.keys {
+                s.vhost.route(&r.exchange, key, &headers, &mut routed);
+                for key in &r.extra_keys {
                     s.vhost
                         .route(&r.exchange, key.as_str(), &headers, &mut routed);
                 }
             }
         }
-        if r.keys.len() > 1 {
+        if !r.extra_keys.is_empty() {
             routed.sort_unstable_by_key(|q| Arc::as_ptr(q) as usize);
             routed.dedup_by(|a, b| Arc::ptr_eq(a, b));
         }
