@@ -133,7 +133,7 @@ pub struct Metrics {
     pub queues_created: Counter,
     pub queues_deleted: Counter,
     /// Bumped per message; folded into `exported` at each scrape.
-    pub messages: MessageCounters,
+    messages: MessageCounters,
     exported: Vec<(MessageEvent, Counter)>,
 }
 

@@ -341,11 +341,11 @@ impl Store {
         expires_at_ms: u64,
         message: &Message,
     ) -> StoreResult<Stored> {
-        let mut record = Vec::new();
-        encode_record(message, &mut record);
         self.note(
             self.paged
-                .add(self.backend.as_ref(), slot, expires_at_ms, &record),
+                .add(self.backend.as_ref(), slot, expires_at_ms, |out| {
+                    encode_record(message, out)
+                }),
         )?;
         Ok(Stored::Paged)
     }
@@ -504,7 +504,7 @@ impl Store {
         level: u8,
         from: u64,
         limit: usize,
-    ) -> StoreResult<Vec<(Vec<u8>, Vec<u8>, Vec<u64>)>> {
+    ) -> StoreResult<Vec<(Vec<u8>, Vec<u8>, std::collections::HashSet<u64>)>> {
         let b = self.backend.as_ref();
         self.note(self.paged.write_level(b, uid, Some(level)))?;
         let (mut start, end) = self.paged.range_from(b, uid, level, from)?;

@@ -17,7 +17,7 @@
 //! under the other of two key kinds, so the previous run's leftovers can be
 //! cleared in the background while this run pages.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -91,14 +91,13 @@ struct Pending {
 
 /// Entries removed from a stored batch, and how many it holds.
 struct Removed {
-    seqs: Vec<u64>,
+    seqs: HashSet<u64>,
     entries: usize,
 }
 
 /// A stored batch kept in memory after a removal read it.
 struct Recent {
     key: Key,
-    last_seq: u64,
     value: Arc<Vec<u8>>,
 }
 
@@ -160,14 +159,14 @@ impl PagedBatches {
         )
     }
 
-    /// Add a message (its encoded record) to its level's pending batch,
-    /// writing the batch once it is full.
+    /// Add a message to its level's pending batch, `encode` writing its
+    /// record straight into the batch; the batch is written once it is full.
     pub fn add(
         &self,
         b: &dyn Backend,
         slot: Slot,
         expires_at_ms: u64,
-        record: &[u8],
+        encode: impl FnOnce(&mut Vec<u8>),
     ) -> StoreResult<()> {
         let mut st = self.state.lock();
         let pending = st.pending.entry((slot.uid, slot.level)).or_insert_with(|| {
@@ -187,10 +186,11 @@ impl PagedBatches {
         pending
             .value
             .extend_from_slice(&expires_at_ms.to_be_bytes());
-        pending
-            .value
-            .extend_from_slice(&(record.len() as u32).to_be_bytes());
-        pending.value.extend_from_slice(record);
+        let len_at = pending.value.len();
+        pending.value.extend_from_slice(&[0; 4]);
+        encode(&mut pending.value);
+        let len = (pending.value.len() - len_at - 4) as u32;
+        pending.value[len_at..len_at + 4].copy_from_slice(&len.to_be_bytes());
         let full = pending.value.len() >= BATCH_BYTES;
         st.pending_bytes += pending.value.len() - before;
         if full {
@@ -273,12 +273,12 @@ impl PagedBatches {
     }
 
     /// The entries already removed from the batch under `batch`.
-    pub fn removed_from(&self, batch: &[u8]) -> Vec<u64> {
+    pub fn removed_from(&self, batch: &[u8]) -> HashSet<u64> {
         let st = self.state.lock();
         Key::try_from(batch)
             .ok()
             .and_then(|k| st.removed.get(&k))
-            .map_or_else(Vec::new, |r| r.seqs.clone())
+            .map_or_else(HashSet::new, |r| r.seqs.clone())
     }
 
     /// Whether `seq` was removed from the batch under `batch`.
@@ -295,7 +295,8 @@ impl PagedBatches {
         let st = self.state.lock();
         let r = st.recent.get(&(uid, level))?;
         let first = u64::from_be_bytes(r.key[10..].try_into().ok()?);
-        (first <= seq && seq <= r.last_seq).then(|| (r.key, r.value.clone()))
+        let (last, _) = header(&r.value)?;
+        (first <= seq && seq <= last).then(|| (r.key, r.value.clone()))
     }
 
     /// Keep a batch a removal read, for the removals after it.
@@ -303,17 +304,10 @@ impl PagedBatches {
         let Ok(key) = Key::try_from(batch) else {
             return;
         };
-        let Some((last_seq, _)) = header(&value) else {
-            return;
-        };
-        self.state.lock().recent.insert(
-            (uid, level),
-            Recent {
-                key,
-                last_seq,
-                value,
-            },
-        );
+        self.state
+            .lock()
+            .recent
+            .insert((uid, level), Recent { key, value });
     }
 
     /// Note that `seqs` of a stored batch are gone; the batch is deleted
@@ -330,14 +324,10 @@ impl PagedBatches {
         };
         let mut st = self.state.lock();
         let removed = st.removed.entry(k).or_insert_with(|| Removed {
-            seqs: Vec::new(),
+            seqs: HashSet::new(),
             entries: header(value).map_or_else(|| entries(value).count(), |(_, count)| count),
         });
-        for seq in seqs {
-            if !removed.seqs.contains(seq) {
-                removed.seqs.push(*seq);
-            }
-        }
+        removed.seqs.extend(seqs);
         if removed.seqs.len() >= removed.entries {
             st.forget_batch(&k);
             b.remove(Tree::Messages, batch)?;
