@@ -427,3 +427,32 @@ async fn deeply_nested_tables_are_refused_not_crashing() {
 
     bystander.still_works(&server).await;
 }
+
+/// Properties whose header table does not follow the field grammar (an
+/// unknown type tag; a value longer than its table) are a frame error,
+/// though the broker reads publishes without decoding the table.
+#[tokio::test]
+async fn malformed_header_tables_in_properties_are_frame_errors() {
+    let server = start().await;
+    let bystander = Bystander::new(&server).await;
+    let unknown_tag: &[u8] = &[0, 0, 0, 4, 1, b'k', b'Z', 0];
+    let overlong: &[u8] = &[0, 0, 0, 8, 1, b'k', b'S', 0, 0, 0, 9, b'x'];
+    for table in [unknown_tag, overlong] {
+        let mut c = RawClient::open(server.amqp_addr()).await;
+        c.open_channel(1).await;
+        let mut props = vec![0x20, 0x00];
+        props.extend_from_slice(table);
+        c.send(&publish(1, "", &bystander.queue)).await;
+        c.send(&header_frame(1, 0, &props)).await;
+        let closed = c.expect_connection_close().await;
+        assert_eq!(closed.code, 501);
+        assert!(
+            closed
+                .text
+                .starts_with("FRAME_ERROR - cannot decode content header properties"),
+            "{}",
+            closed.text
+        );
+    }
+    bystander.still_works(&server).await;
+}
