@@ -224,14 +224,8 @@ fn decode_publish(args: &[u8]) -> Option<basic::Publish> {
     // The deprecated ticket (u16) comes first; it is not kept.
     args.get(..2)?;
     let mut pos = 2;
-    let mut short = || -> Option<String> {
-        let len = usize::from(*args.get(pos)?);
-        let s = std::str::from_utf8(args.get(pos + 1..pos + 1 + len)?).ok()?;
-        pos += 1 + len;
-        Some(s.to_owned())
-    };
-    let exchange = short()?;
-    let routing_key = short()?;
+    let exchange = read_short_str(args, &mut pos)?.to_owned();
+    let routing_key = read_short_str(args, &mut pos)?.to_owned();
     let [bits] = args.get(pos..)? else {
         return None;
     };
@@ -241,6 +235,15 @@ fn decode_publish(args: &[u8]) -> Option<basic::Publish> {
         mandatory: bits & 1 != 0,
         immediate: bits & 2 != 0,
     })
+}
+
+/// A UTF-8 short string at `*pos` (its length byte first), moving past it;
+/// `None` if it is cut short or not UTF-8 (as `amq-protocol` refuses it).
+pub fn read_short_str<'a>(raw: &'a [u8], pos: &mut usize) -> Option<&'a str> {
+    let len = usize::from(*raw.get(*pos)?);
+    let s = std::str::from_utf8(raw.get(*pos + 1..*pos + 1 + len)?).ok()?;
+    *pos += 1 + len;
+    Some(s)
 }
 
 pub fn nesting_error() -> AmqpError {

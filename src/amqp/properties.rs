@@ -10,6 +10,7 @@
 //! keys, at most [`nesting::MAX_DEPTH`] levels), walked without allocating.
 //! What this accepts, `message::parse` decodes (a test holds the two to it).
 
+use super::codec::read_short_str as short_str;
 use super::nesting::MAX_DEPTH;
 
 /// `basic` property flags, most significant bit first.
@@ -122,14 +123,6 @@ pub fn read(raw: &[u8]) -> Option<PublishProperties<'_>> {
         skip_str(&mut pos)?;
     }
     (pos == raw.len()).then_some(p)
-}
-
-/// A UTF-8 short string at `*pos`, moving past it.
-fn short_str<'a>(raw: &'a [u8], pos: &mut usize) -> Option<&'a str> {
-    let len = usize::from(*raw.get(*pos)?);
-    let s = std::str::from_utf8(raw.get(*pos + 1..*pos + 1 + len)?).ok()?;
-    *pos += 1 + len;
-    Some(s)
 }
 
 fn u32_at(raw: &[u8], at: usize) -> Option<usize> {
