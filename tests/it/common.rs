@@ -9,6 +9,14 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use warren::{Config, Server};
 
+/// A broker configuration that stores in `dir` (on ephemeral ports).
+pub fn on_disk(dir: &std::path::Path) -> Config {
+    let mut c = Config::ephemeral();
+    c.storage.ephemeral = false;
+    c.storage.data_dir = dir.to_path_buf();
+    c
+}
+
 /// Start a throwaway broker on ephemeral ports.
 pub async fn start() -> Server {
     start_with(Config::ephemeral()).await

@@ -1,7 +1,6 @@
 //! Durability through real clients: what survives a restart, in what order,
 //! with which flags; long queues paged to the store; first-boot seeding.
 
-use std::path::Path;
 use std::time::Duration;
 
 use futures_lite::StreamExt;
@@ -11,13 +10,6 @@ use lapin::{BasicProperties, Channel, Confirmation, ExchangeKind};
 use warren::{Config, Server};
 
 use crate::common::*;
-
-fn on_disk(dir: &Path) -> Config {
-    let mut c = Config::ephemeral();
-    c.storage.ephemeral = false;
-    c.storage.data_dir = dir.to_path_buf();
-    c
-}
 
 fn persistent() -> BasicProperties {
     BasicProperties::default().with_delivery_mode(2)

@@ -8,24 +8,15 @@
 //! concurrency or a restart.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use lapin::message::Delivery;
 use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Confirmation, ExchangeKind};
-use warren::Config;
 use warren::store::PolicyRecord;
 
 use crate::common::*;
-
-fn on_disk(dir: &Path) -> Config {
-    let mut c = Config::ephemeral();
-    c.storage.ephemeral = false;
-    c.storage.data_dir = dir.to_path_buf();
-    c
-}
 
 fn args(pairs: &[(&str, AMQPValue)]) -> FieldTable {
     let mut t = FieldTable::default();
@@ -282,10 +273,8 @@ async fn priority_order_holds_under_concurrent_publishers() {
 
 #[tokio::test]
 async fn messages_expire_on_time_wherever_they_sit_even_paged_out() {
-    let mut config = Config::ephemeral();
     let dir = tempfile::tempdir().unwrap();
-    config.storage.ephemeral = false;
-    config.storage.data_dir = dir.path().to_path_buf();
+    let mut config = on_disk(dir.path());
     // A window of 4: most of the queue lives in the store.
     config.storage.queue_memory_messages = 4;
     let server = start_with(config).await;
