@@ -131,20 +131,39 @@ impl Deliveries {
             );
             codec::encode_content(buf, self.channel, &m.properties, &m.body, self.frame_max);
         });
+        self.record(&mut ledger, tag, queue, None, message, no_ack);
+    }
+
+    /// Count a delivery (`consumer` is `None` for `basic.get`) and, unless
+    /// it needs no ack, keep it in the ledger until it is settled.
+    fn record(
+        &self,
+        ledger: &mut Ledger,
+        tag: u64,
+        queue: &Arc<Queue>,
+        consumer: Option<ConsumerId>,
+        message: QueuedMessage,
+        no_ack: bool,
+    ) {
+        use MessageEvent::*;
         let metrics = &self.broker.metrics;
-        metrics.count(MessageEvent::Delivered, 1);
+        metrics.count(Delivered, 1);
         if message.redelivered {
-            metrics.count(MessageEvent::Redelivered, 1);
+            metrics.count(Redelivered, 1);
         }
-        if no_ack {
-            metrics.count(MessageEvent::DeliveredGetAutoAck, 1);
-        } else {
-            metrics.count(MessageEvent::DeliveredGetManualAck, 1);
+        let event = match (consumer.is_some(), no_ack) {
+            (true, true) => DeliveredConsumeAutoAck,
+            (true, false) => DeliveredConsumeManualAck,
+            (false, true) => DeliveredGetAutoAck,
+            (false, false) => DeliveredGetManualAck,
+        };
+        metrics.count(event, 1);
+        if !no_ack {
             ledger.unacked.insert(
                 tag,
                 Unacked {
                     queue: queue.clone(),
-                    consumer: None,
+                    consumer,
                     message,
                 },
             );
@@ -180,24 +199,14 @@ impl DeliveryTarget for Deliveries {
             );
             codec::encode_content(buf, self.channel, &m.properties, &m.body, self.frame_max);
         });
-        let metrics = &self.broker.metrics;
-        metrics.count(MessageEvent::Delivered, 1);
-        if message.redelivered {
-            metrics.count(MessageEvent::Redelivered, 1);
-        }
-        if consumer.no_ack {
-            metrics.count(MessageEvent::DeliveredConsumeAutoAck, 1);
-        } else {
-            metrics.count(MessageEvent::DeliveredConsumeManualAck, 1);
-            ledger.unacked.insert(
-                tag,
-                Unacked {
-                    queue: queue.clone(),
-                    consumer: Some(consumer.id),
-                    message,
-                },
-            );
-        }
+        self.record(
+            &mut ledger,
+            tag,
+            queue,
+            Some(consumer.id),
+            message,
+            consumer.no_ack,
+        );
     }
 
     fn cancelled(&self, _queue: &Arc<Queue>, consumer: &Consumer) {
