@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::{Table, Value};
 
-use crate::error::StartupError;
+use crate::startup::StartupError;
 
 /// The shipped, annotated configuration file.
 pub const DEFAULT_CONFIG: &str = include_str!("../config.toml");

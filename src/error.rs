@@ -169,35 +169,6 @@ impl std::error::Error for AmqpError {}
 
 pub type AmqpResult<T> = Result<T, AmqpError>;
 
-/// Why the broker could not start.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StartupError {
-    #[error("invalid configuration: {0}")]
-    Config(String),
-    #[error("cannot read config file {path}: {source}")]
-    ConfigFile {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
-    #[error("cannot listen on {addr} for {what}: {source}")]
-    Bind {
-        what: &'static str,
-        addr: String,
-        source: std::io::Error,
-    },
-    #[error("cannot prepare data directory {path}: {source}")]
-    DataDir {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
-    #[error("cannot open the store in {path}: {source}")]
-    Store {
-        path: std::path::PathBuf,
-        source: crate::store::StoreError,
-    },
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

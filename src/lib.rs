@@ -45,12 +45,15 @@ pub mod broker;
 pub mod config;
 pub mod error;
 pub mod exchange;
+pub mod fields;
 pub mod message;
 pub mod metrics;
 pub mod queue;
 pub mod server;
+pub mod startup;
 pub mod store;
 
 pub use config::Config;
-pub use error::{AmqpError, StartupError};
+pub use error::AmqpError;
 pub use server::Server;
+pub use startup::StartupError;

@@ -12,7 +12,7 @@ use amq_protocol::protocol::basic::{gen_properties, parse_properties};
 use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
 use bytes::Bytes;
 
-use crate::amqp::{codec, nesting};
+use crate::fields::{self, nesting};
 
 #[derive(Clone, Debug)]
 pub struct Message {
@@ -66,7 +66,7 @@ pub fn parse(raw: &[u8]) -> Option<BasicProperties> {
 
 /// Encode properties into their wire form.
 pub fn encode(props: &BasicProperties) -> Bytes {
-    Bytes::from(codec::generate(|ctx| gen_properties(props)(ctx)))
+    Bytes::from(fields::generate(|ctx| gen_properties(props)(ctx)))
 }
 
 /// Routing keys named by a sender-selected distribution header (`CC`/`BCC`).
@@ -84,7 +84,7 @@ pub fn header_routing_keys(headers: &FieldTable, name: &str) -> Result<Vec<Strin
                 _ => None,
             })
             .collect()),
-        Some(other) => Err(crate::broker::vhost::type_name(other)),
+        Some(other) => Err(fields::type_name(other)),
     }
 }
 

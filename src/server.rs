@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 use crate::admin;
 use crate::broker::Broker;
 use crate::config::{Config, socket_addr};
-use crate::error::StartupError;
+use crate::startup::StartupError;
 use crate::store::Store;
 
 /// How long shutdown waits for connections to close before giving up.

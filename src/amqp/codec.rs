@@ -12,12 +12,12 @@
 //!
 //! This module knows nothing about channels or state; it only knows bytes.
 
-use amq_protocol::frame::{BackToTheBuffer, WriteContext};
+use amq_protocol::frame::WriteContext;
 use amq_protocol::protocol::{AMQPClass, basic, parse_class};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use super::nesting;
 use crate::error::AmqpError;
+use crate::fields::nesting;
 
 pub const FRAME_METHOD: u8 = 1;
 pub const FRAME_HEADER: u8 = 2;
@@ -423,18 +423,6 @@ fn put_shortstr(out: &mut BytesMut, s: &str) {
     let bytes = &s.as_bytes()[..s.len().min(255)];
     out.put_u8(bytes.len() as u8);
     out.extend_from_slice(bytes);
-}
-
-/// Serialise a value with an amq-protocol generator into a standalone buffer.
-pub fn generate<F>(f: F) -> Vec<u8>
-where
-    F: Fn(WriteContext<Vec<u8>>) -> Result<WriteContext<Vec<u8>>, amq_protocol::frame::GenError>,
-    Vec<u8>: BackToTheBuffer,
-{
-    match f(WriteContext::from(Vec::new())) {
-        Ok(ctx) => ctx.into_inner().0,
-        Err(_) => Vec::new(),
-    }
 }
 
 #[cfg(test)]

@@ -258,7 +258,7 @@ fn parse_amqplain(response: &[u8]) -> Option<(String, String)> {
     let mut framed = Vec::with_capacity(response.len() + 4);
     framed.extend_from_slice(&(response.len() as u32).to_be_bytes());
     framed.extend_from_slice(response);
-    if !super::nesting::table_depth_ok(&framed) {
+    if !crate::fields::nesting::table_depth_ok(&framed) {
         return None;
     }
     let (_, table) = parse_field_table(framed.as_slice()).ok()?;

@@ -14,7 +14,6 @@ pub mod confirms;
 pub mod connection;
 pub mod deliveries;
 pub mod handshake;
-pub mod nesting;
 pub mod outbox;
 pub mod properties;
 pub mod session;

@@ -11,7 +11,7 @@
 //! What this accepts, `message::parse` decodes (a test holds the two to it).
 
 use super::codec::read_short_str as short_str;
-use super::nesting::MAX_DEPTH;
+use crate::fields::nesting::MAX_DEPTH;
 
 /// `basic` property flags, most significant bit first.
 const CONTENT_TYPE: u16 = 1 << 15;

@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use amq_protocol::types::generation::gen_field_table;
 use amq_protocol::types::{FieldTable, ShortString};
 
-use crate::amqp::codec;
+use crate::fields;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DestinationName {
@@ -50,7 +50,7 @@ impl BindingKey {
             source: b.source.clone(),
             destination: b.destination.clone(),
             routing_key: b.routing_key.clone(),
-            arguments: codec::generate(|ctx| gen_field_table(&b.arguments)(ctx)),
+            arguments: fields::generate(|ctx| gen_field_table(&b.arguments)(ctx)),
         }
     }
 }

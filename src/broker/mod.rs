@@ -24,8 +24,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::metrics::Metrics;
-use crate::queue::dead_letter::DeadLetter;
+use crate::metrics::{MessageEvent, Metrics};
+use crate::queue::dead_letter::{DeadLetter, Reason};
 use crate::queue::{ConnectionId, Queue, QueueEnv, QueueOwner};
 use crate::store::{PermissionRecord, Store, StoreResult, UserRecord};
 use auth::{Permission, User, Users};
@@ -300,7 +300,13 @@ impl QueueOwner for Broker {
     fn dead_letter(&self, vhost: &str, letters: Vec<DeadLetter>) {
         if let Some(v) = self.vhost(vhost) {
             for l in &letters {
-                self.metrics.dead_lettered(l.reason);
+                let event = match l.reason {
+                    Reason::Expired => MessageEvent::DeadLetteredExpired,
+                    Reason::MaxLen => MessageEvent::DeadLetteredMaxLen,
+                    Reason::Rejected => MessageEvent::DeadLetteredRejected,
+                    Reason::DeliveryLimit => MessageEvent::DeadLetteredDeliveryLimit,
+                };
+                self.metrics.count(event, 1);
             }
             v.dead_letter(letters);
         }

@@ -26,6 +26,7 @@ use super::enqueue::enqueue;
 use super::policies::{self, Policy};
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::{Destination, Exchange, ExchangeKind, RouteHeaders};
+use crate::fields::{generated_name, int_value, type_name, value_text};
 use crate::queue::args::{DeclareFlags, QueueArgs};
 use crate::queue::dead_letter::DeadLetter;
 use crate::queue::{ConnectionId, Queue, QueueConfig, QueueEnv};
@@ -990,18 +991,6 @@ impl VHost {
     }
 }
 
-/// `amq.gen-…` / `amq.ctag-…`: a prefix and 128 random bits in URL-safe
-/// base64, as RabbitMQ names server-generated queues and consumer tags.
-pub fn generated_name(prefix: &str) -> String {
-    use base64::Engine;
-    let mut bytes = [0u8; 16];
-    rand::fill(&mut bytes);
-    format!(
-        "{prefix}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    )
-}
-
 fn default_exchange_refusal() -> AmqpError {
     AmqpError::access_refused("operation not permitted on the default exchange")
 }
@@ -1107,58 +1096,11 @@ fn arg_equal(a: Option<&AMQPValue>, b: Option<&AMQPValue>) -> bool {
     }
 }
 
-pub(crate) fn int_value(v: &AMQPValue) -> Option<i128> {
-    Some(match v {
-        AMQPValue::ShortShortInt(i) => *i as i128,
-        AMQPValue::ShortShortUInt(i) => *i as i128,
-        AMQPValue::ShortInt(i) => *i as i128,
-        AMQPValue::ShortUInt(i) => *i as i128,
-        AMQPValue::LongInt(i) => *i as i128,
-        AMQPValue::LongUInt(i) => *i as i128,
-        AMQPValue::LongLongInt(i) => *i as i128,
-        _ => return None,
-    })
-}
-
 /// Describe an argument the way RabbitMQ's equivalence errors do:
 /// `the value '2000' of type 'signedint'` or `none`.
 fn describe_arg(v: Option<&AMQPValue>) -> String {
     match v {
         None => "none".to_string(),
         Some(v) => format!("the value '{}' of type '{}'", value_text(v), type_name(v)),
-    }
-}
-
-pub(crate) fn value_text(v: &AMQPValue) -> String {
-    match v {
-        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-        AMQPValue::ShortString(s) => s.as_str().to_string(),
-        AMQPValue::Boolean(b) => b.to_string(),
-        other => int_value(other)
-            .map(|i| i.to_string())
-            .unwrap_or_else(|| format!("{other:?}")),
-    }
-}
-
-/// RabbitMQ's names for AMQP field types.
-pub(crate) fn type_name(v: &AMQPValue) -> &'static str {
-    match v {
-        AMQPValue::Boolean(_) => "bool",
-        AMQPValue::ShortShortInt(_) => "byte",
-        AMQPValue::ShortShortUInt(_) => "unsignedbyte",
-        AMQPValue::ShortInt(_) => "short",
-        AMQPValue::ShortUInt(_) => "unsignedshort",
-        AMQPValue::LongInt(_) => "signedint",
-        AMQPValue::LongUInt(_) => "unsignedint",
-        AMQPValue::LongLongInt(_) => "long",
-        AMQPValue::Float(_) => "float",
-        AMQPValue::Double(_) => "double",
-        AMQPValue::DecimalValue(_) => "decimal",
-        AMQPValue::ShortString(_) | AMQPValue::LongString(_) => "longstr",
-        AMQPValue::FieldArray(_) => "array",
-        AMQPValue::Timestamp(_) => "timestamp",
-        AMQPValue::FieldTable(_) => "table",
-        AMQPValue::ByteArray(_) => "binary",
-        AMQPValue::Void => "void",
     }
 }

@@ -29,8 +29,8 @@ impl MatchMode {
             Some(other) => {
                 return Err(AmqpError::precondition_failed(format!(
                     "Invalid x-match field type {} (value {}); expected longstr",
-                    crate::broker::vhost::type_name(other),
-                    crate::broker::vhost::value_text(other)
+                    crate::fields::type_name(other),
+                    crate::fields::value_text(other)
                 )));
             }
         };

@@ -228,20 +228,6 @@ impl Metrics {
         self.messages.add(event, n);
     }
 
-    /// Count a message dead-lettered for `reason`.
-    pub fn dead_lettered(&self, reason: crate::queue::dead_letter::Reason) {
-        use crate::queue::dead_letter::Reason;
-        self.count(
-            match reason {
-                Reason::Expired => MessageEvent::DeadLetteredExpired,
-                Reason::MaxLen => MessageEvent::DeadLetteredMaxLen,
-                Reason::Rejected => MessageEvent::DeadLetteredRejected,
-                Reason::DeliveryLimit => MessageEvent::DeadLetteredDeliveryLimit,
-            },
-            1,
-        );
-    }
-
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         for (event, counter) in &self.exported {

@@ -10,8 +10,8 @@
 
 use amq_protocol::types::{AMQPValue, FieldTable};
 
-use crate::broker::vhost::type_name;
 use crate::error::{AmqpError, AmqpResult};
+use crate::fields::{int_value, type_name};
 
 /// RabbitMQ's highest supported `x-max-priority`.
 pub const MAX_PRIORITY: u8 = 255;
@@ -302,7 +302,7 @@ impl Parser<'_> {
     }
 
     fn integer(&self, arg: &str, v: &AMQPValue) -> AmqpResult<i128> {
-        crate::broker::vhost::int_value(v).ok_or_else(|| {
+        int_value(v).ok_or_else(|| {
             self.error(
                 arg,
                 Invalid::Quoted(format!("expected integer, got {}", type_name(v))),

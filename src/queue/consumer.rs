@@ -65,7 +65,7 @@ impl Consumer {
         let priority = arguments
             .inner()
             .get("x-priority")
-            .and_then(crate::broker::vhost::int_value)
+            .and_then(crate::fields::int_value)
             .map_or(0, |p| p.clamp(i32::MIN.into(), i32::MAX.into()) as i32);
         Consumer {
             id,

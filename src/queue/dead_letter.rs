@@ -182,7 +182,7 @@ fn record_death(headers: &mut FieldTable, entry: FieldTable, queue: &str, reason
             let count = earlier
                 .inner()
                 .get("count")
-                .and_then(crate::broker::vhost::int_value)
+                .and_then(crate::fields::int_value)
                 .unwrap_or(0);
             earlier.insert(
                 "count".into(),

@@ -16,6 +16,7 @@ mod connection;
 mod crash;
 mod durability;
 mod exchanges;
+mod layering;
 mod properties;
 mod queue_features;
 mod queues;
