@@ -521,13 +521,6 @@ impl QueueArgs {
         Ok(out)
     }
 
-    /// Whether deliveries are counted (`x-delivery-count`) on this queue.
-    pub fn counts_deliveries(&self, settings: &QueueSettings) -> bool {
-        self.queue_type == QueueType::Quorum
-            || settings.delivery_limit != DeliveryLimit::Unlimited
-            || settings.delayed_retry.is_some()
-    }
-
     /// Number of priority levels (1 for a queue without priorities).
     pub fn levels(&self) -> usize {
         self.max_priority.map_or(1, |m| usize::from(m) + 1)

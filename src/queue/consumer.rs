@@ -13,31 +13,15 @@ use std::sync::Arc;
 
 use amq_protocol::types::{FieldTable, ShortString};
 
-use super::{Queue, QueuedMessage};
+use super::dispatch::DeliveryTarget;
 
 /// Broker-wide unique consumer identity (tags are only unique per channel).
 pub type ConsumerId = u64;
 
-/// The channel side of a consumer: where a queue hands its messages.
-///
-/// Implemented by the AMQP channel. Every method is called with the queue's
-/// lock held, so implementations must not call back into a queue.
-pub trait DeliveryTarget: Send + Sync + std::fmt::Debug {
-    /// Whether the channel can take another delivery for `consumer` now. A
-    /// channel that says no because its connection is congested remembers
-    /// `queue` and calls [`Queue::dispatch`] once it has drained.
-    fn ready(&self, queue: &Arc<Queue>, consumer: &Consumer) -> bool;
-
-    /// Hand over one message for `consumer`.
-    fn deliver(&self, queue: &Arc<Queue>, consumer: &Consumer, message: QueuedMessage);
-
-    /// The queue is gone; the consumer no longer exists and its client must
-    /// be told (`basic.cancel` from the server).
-    fn cancelled(&self, queue: &Arc<Queue>, consumer: &Consumer);
-}
-
+/// One consumer of a queue. `C` is the handle of the channel it delivers
+/// through; the queue's bookkeeping keeps it but never calls it.
 #[derive(Debug)]
-pub struct Consumer {
+pub struct Consumer<C = Arc<dyn DeliveryTarget>> {
     pub id: ConsumerId,
     pub tag: ShortString,
     pub no_ack: bool,
@@ -47,12 +31,13 @@ pub struct Consumer {
     /// `x-priority`: higher goes first.
     pub priority: i32,
     pub arguments: FieldTable,
-    pub channel: Arc<dyn DeliveryTarget>,
+    pub channel: C,
     /// Deliveries to this consumer not yet acknowledged.
     pub(super) unacked: u32,
 }
 
 impl Consumer {
+    /// A consumer delivering through an AMQP channel.
     pub fn new(
         id: ConsumerId,
         tag: ShortString,
@@ -62,6 +47,20 @@ impl Consumer {
         arguments: FieldTable,
         channel: Arc<dyn DeliveryTarget>,
     ) -> Consumer {
+        Consumer::with_channel(id, tag, no_ack, exclusive, prefetch, arguments, channel)
+    }
+}
+
+impl<C> Consumer<C> {
+    pub fn with_channel(
+        id: ConsumerId,
+        tag: ShortString,
+        no_ack: bool,
+        exclusive: bool,
+        prefetch: u16,
+        arguments: FieldTable,
+        channel: C,
+    ) -> Consumer<C> {
         let priority = arguments
             .inner()
             .get("x-priority")
@@ -80,17 +79,21 @@ impl Consumer {
         }
     }
 
-    pub(super) fn can_take(&self, queue: &Arc<Queue>) -> bool {
-        let within_prefetch =
-            self.no_ack || self.prefetch == 0 || self.unacked < u32::from(self.prefetch);
-        within_prefetch && self.channel.ready(queue, self)
+    /// Whether its prefetch allows one more delivery.
+    fn has_credit(&self) -> bool {
+        self.no_ack || self.prefetch == 0 || self.unacked < u32::from(self.prefetch)
+    }
+
+    /// Deliveries not yet acknowledged.
+    pub fn unacked(&self) -> u32 {
+        self.unacked
     }
 }
 
-#[derive(Debug, Default)]
-pub(super) struct Consumers {
+#[derive(Debug)]
+pub(super) struct Consumers<C> {
     /// Sorted by priority, highest first; registration order within one.
-    list: Vec<Consumer>,
+    list: Vec<Consumer<C>>,
     /// Index just past the last consumer served (round-robin position).
     cursor: usize,
     single_active: bool,
@@ -98,11 +101,13 @@ pub(super) struct Consumers {
     active: Option<ConsumerId>,
 }
 
-impl Consumers {
-    pub fn new(single_active: bool) -> Consumers {
+impl<C> Consumers<C> {
+    pub fn new(single_active: bool) -> Consumers<C> {
         Consumers {
+            list: Vec::new(),
+            cursor: 0,
             single_active,
-            ..Default::default()
+            active: None,
         }
     }
 
@@ -114,11 +119,15 @@ impl Consumers {
         self.list.is_empty()
     }
 
-    pub fn get_mut(&mut self, index: usize) -> Option<&mut Consumer> {
+    pub fn get(&self, index: usize) -> Option<&Consumer<C>> {
+        self.list.get(index)
+    }
+
+    pub fn get_mut(&mut self, index: usize) -> Option<&mut Consumer<C>> {
         self.list.get_mut(index)
     }
 
-    pub fn find_mut(&mut self, id: ConsumerId) -> Option<&mut Consumer> {
+    pub fn find_mut(&mut self, id: ConsumerId) -> Option<&mut Consumer<C>> {
         self.list.iter_mut().find(|c| c.id == id)
     }
 
@@ -132,7 +141,7 @@ impl Consumers {
         !self.single_active || self.active == Some(id)
     }
 
-    pub fn add(&mut self, consumer: Consumer) {
+    pub fn add(&mut self, consumer: Consumer<C>) {
         let pos = self
             .list
             .partition_point(|c| c.priority >= consumer.priority);
@@ -145,7 +154,7 @@ impl Consumers {
         self.list.insert(pos, consumer);
     }
 
-    pub fn remove(&mut self, id: ConsumerId) -> Option<Consumer> {
+    pub fn remove(&mut self, id: ConsumerId) -> Option<Consumer<C>> {
         let pos = self.list.iter().position(|c| c.id == id)?;
         let removed = self.list.remove(pos);
         if self.cursor > pos {
@@ -158,17 +167,21 @@ impl Consumers {
         Some(removed)
     }
 
-    pub fn take_all(&mut self) -> Vec<Consumer> {
+    pub fn take_all(&mut self) -> Vec<Consumer<C>> {
         self.cursor = 0;
         self.active = None;
         std::mem::take(&mut self.list)
     }
 
-    /// The consumer the next message goes to, if any can take one now.
-    pub fn pick(&mut self, queue: &Arc<Queue>) -> Option<usize> {
+    /// The consumer the next message goes to, if any can take one now:
+    /// its index, and the round-robin position to [`commit`](Self::commit)
+    /// once it has been given a message. `ready` says whether a consumer's
+    /// channel can take a delivery now (flow, congestion).
+    pub fn pick(&self, ready: &mut impl FnMut(&Consumer<C>) -> bool) -> Option<(usize, usize)> {
         if self.single_active {
             let i = self.list.iter().position(|c| Some(c.id) == self.active)?;
-            return self.list[i].can_take(queue).then_some(i);
+            let c = &self.list[i];
+            return (c.has_credit() && ready(c)).then_some((i, self.cursor));
         }
         let n = self.list.len();
         let mut start = 0;
@@ -187,13 +200,22 @@ impl Consumers {
             };
             for k in 0..len {
                 let i = start + (offset + k) % len;
-                if self.list[i].can_take(queue) {
-                    self.cursor = start + (i - start + 1) % len;
-                    return Some(i);
+                let c = &self.list[i];
+                if c.has_credit() && ready(c) {
+                    return Some((i, start + (i - start + 1) % len));
                 }
             }
             start = end;
         }
         None
+    }
+
+    /// Move the round-robin position on, past the consumer just served.
+    pub fn commit(&mut self, cursor: usize) {
+        self.cursor = cursor;
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Consumer<C>> {
+        self.list.iter()
     }
 }

@@ -17,26 +17,24 @@ use std::sync::Arc;
 use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use smallvec::SmallVec;
 
+use super::Queue;
 use super::args::DeadLetterTarget;
+pub use super::queued::Reason;
 use crate::message::{self, Message};
 
-/// Why a message was dead-lettered, as `x-death` words it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reason {
-    Rejected,
-    Expired,
-    MaxLen,
-    DeliveryLimit,
-}
-
-impl Reason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::Rejected => "rejected",
-            Reason::Expired => "expired",
-            Reason::MaxLen => "maxlen",
-            Reason::DeliveryLimit => "delivery_limit",
-        }
+impl Queue {
+    /// Rewrite the messages that died under the lock and hand them to the
+    /// queue's owner for routing (called once the lock is released).
+    pub(super) fn dead_letter(&self, dead: Vec<(Arc<Message>, Reason)>, target: &DeadLetterTarget) {
+        let Some(owner) = self.env.owner() else {
+            return;
+        };
+        let now = self.env.clock.now();
+        let letters = dead
+            .iter()
+            .filter_map(|(m, reason)| rewrite(m, *reason, self.name(), target, now))
+            .collect();
+        owner.dead_letter(&self.config.vhost, letters);
     }
 }
 

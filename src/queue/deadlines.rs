@@ -22,6 +22,11 @@ use parking_lot::{Condvar, Mutex};
 
 use super::Queue;
 use super::expiry::now_ms;
+use super::state::Now;
+
+/// Expired messages one timer wake handles before releasing the queue (about
+/// a millisecond of work when they live in the store).
+const EXPIRE_BATCH: usize = 128;
 
 /// How long the timer sleeps at most, to notice that it should stop.
 const IDLE_WAKE: Duration = Duration::from_millis(500);
@@ -137,4 +142,44 @@ fn take_due(heap: &mut BinaryHeap<Reverse<Wake>>, now: u64) -> Vec<Arc<Queue>> {
         }
     }
     due
+}
+
+impl Queue {
+    /// The broker's timer woke the queue: deliver delayed messages that are
+    /// due, expire messages whose time has come, and delete the queue if it
+    /// has been unused for its `x-expires`.
+    pub fn on_deadline(self: &Arc<Self>, now: u64) {
+        let clock = move || now;
+        let now = Now::new(&clock);
+        let mut st = self.lock();
+        if st.core.is_deleted() {
+            return;
+        }
+        if st.armed.is_some_and(|at| at <= now.get()) {
+            st.armed = None;
+        }
+        st.core.promote_delayed(&now);
+        // The timer comes straight back for the next batch: hand the lock
+        // to whoever waits for it first, or they could wait for the lot.
+        st.fair = true;
+        for _ in 0..EXPIRE_BATCH {
+            let Some((level, seq)) = st.core.pop_expired(&now) else {
+                break;
+            };
+            if let Some((level, seq)) = st.core.expire(level, seq) {
+                self.take_stored(&mut st, level, seq);
+            }
+        }
+        if st.core.settings().message_ttl.is_some() {
+            // After a restart only what has been read back is indexed; with
+            // a queue TTL the next to expire are the next stored ones.
+            self.page_in_heads(&mut st);
+        }
+        self.dispatch_locked(&mut st, &now);
+        let expired = st.core.expires_deadline().is_some_and(|at| now.get() >= at);
+        drop(st);
+        if expired && let Some(owner) = self.env.owner() {
+            owner.expire(self);
+        }
+    }
 }

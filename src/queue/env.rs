@@ -1,11 +1,12 @@
 //! What every queue of a broker shares: the store, the memory budget that
-//! decides when queues keep new messages only on disk, the timer, and the
-//! owner that routes dead letters and deletes expired queues.
+//! decides when queues keep new messages only on disk, the clock, the
+//! timer, and the owner that routes dead letters and deletes expired queues.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
 use super::dead_letter::DeadLetter;
+use super::expiry::now_ms;
 use super::{Deadlines, Queue};
 use crate::store::Store;
 
@@ -24,6 +25,7 @@ pub struct QueueEnv {
     pub store: Arc<Store>,
     pub budget: Arc<MemoryBudget>,
     pub deadlines: Arc<Deadlines>,
+    pub clock: Clock,
     owner: OnceLock<Weak<dyn QueueOwner>>,
     /// Ready messages a queue keeps in memory before keeping new ones only
     /// in the store.
@@ -38,6 +40,7 @@ impl QueueEnv {
             store,
             budget: Arc::new(MemoryBudget::new(budget_bytes)),
             deadlines: Arc::default(),
+            clock: Clock::System,
             owner: OnceLock::new(),
             window: window.max(1),
             page_batch: (window / 4).clamp(1, 1024),
@@ -61,6 +64,23 @@ impl QueueEnv {
     /// Whether queues may keep messages only in the store.
     pub fn can_page(&self) -> bool {
         self.store.is_durable()
+    }
+}
+
+/// Where queues read the time (ms since the Unix epoch).
+#[derive(Debug, Clone)]
+pub enum Clock {
+    System,
+    /// Time moves only when a test moves it.
+    Manual(Arc<AtomicU64>),
+}
+
+impl Clock {
+    pub fn now(&self) -> u64 {
+        match self {
+            Clock::System => now_ms(),
+            Clock::Manual(t) => t.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -91,6 +111,14 @@ impl MemoryBudget {
 
     pub fn release(&self, bytes: u64) {
         self.used.fetch_sub(bytes as i64, Ordering::Relaxed);
+    }
+
+    /// Account a queue whose memory went from `before` to `after` bytes.
+    pub fn adjust(&self, before: u64, after: u64) {
+        if after != before {
+            self.used
+                .fetch_add(after as i64 - before as i64, Ordering::Relaxed);
+        }
     }
 
     pub fn used(&self) -> u64 {

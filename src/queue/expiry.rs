@@ -79,6 +79,10 @@ impl ExpiryIndex {
         self.entries.clear();
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries.len()

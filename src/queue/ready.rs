@@ -19,8 +19,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, LazyLock};
 
-use super::QueuedMessage;
-use super::env::MemoryBudget;
+use super::queued::QueuedMessage;
 use crate::message::Message;
 
 /// Stands in for a removed message's body in a tombstone.
@@ -34,10 +33,9 @@ pub(super) struct ReadyList {
     in_memory: usize,
     /// Body bytes of all ready messages (`x-max-length-bytes`).
     bytes: u64,
+    /// Body bytes of the ready messages in memory (the queue's owner
+    /// accounts them against the broker's memory budget).
     memory_bytes: u64,
-    /// The broker-wide count of bytes in memory, kept in step with
-    /// `memory_bytes`.
-    budget: Arc<MemoryBudget>,
 }
 
 #[derive(Debug, Default)]
@@ -70,14 +68,13 @@ pub(super) enum Found {
 }
 
 impl ReadyList {
-    pub fn new(levels: usize, budget: Arc<MemoryBudget>) -> ReadyList {
+    pub fn new(levels: usize) -> ReadyList {
         ReadyList {
             levels: (0..levels.max(1)).map(|_| Level::default()).collect(),
             len: 0,
             in_memory: 0,
             bytes: 0,
             memory_bytes: 0,
-            budget,
         }
     }
 
@@ -103,12 +100,10 @@ impl ReadyList {
 
     fn grow(&mut self, bytes: u64) {
         self.memory_bytes += bytes;
-        self.budget.add(bytes);
     }
 
     fn shrink(&mut self, bytes: u64) {
         self.memory_bytes -= bytes;
-        self.budget.release(bytes);
     }
 
     /// All ready messages, in memory and stored.
@@ -351,12 +346,6 @@ impl ReadyList {
     }
 }
 
-impl Drop for ReadyList {
-    fn drop(&mut self) {
-        self.budget.release(self.memory_bytes);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -377,7 +366,7 @@ mod tests {
 
     #[test]
     fn highest_level_first_fifo_within() {
-        let mut r = ReadyList::new(3, Arc::default());
+        let mut r = ReadyList::new(3);
         for (seq, level) in [(1, 0), (2, 2), (3, 1), (4, 2)] {
             r.push_back(msg(seq, r.level_for(level)));
         }
@@ -392,7 +381,7 @@ mod tests {
 
     #[test]
     fn removal_from_the_middle_leaves_order_intact() {
-        let mut r = ReadyList::new(1, Arc::default());
+        let mut r = ReadyList::new(1);
         for seq in 0..200 {
             r.push_back(msg(seq, 0));
         }

@@ -1,0 +1,59 @@
+//! Handing messages to consumers: the shell's side of delivery.
+//!
+//! The core decides who gets which message; this module asks each
+//! consumer's channel whether it can take one now and gives it the message,
+//! under the queue's lock, so a consumer sees its queue's messages in order.
+//! When the head of a long queue must first be read from the store, it has
+//! `paging` read it and carries on.
+
+use std::sync::Arc;
+
+use super::consumer::Consumer;
+use super::state::{Next, Now};
+use super::{Queue, QueuedMessage, Shell};
+
+/// The channel side of a consumer: where a queue hands its messages.
+///
+/// Implemented by the AMQP channel. Every method is called with the queue's
+/// lock held, so implementations must not call back into a queue.
+pub trait DeliveryTarget: Send + Sync + std::fmt::Debug {
+    /// Whether the channel can take another delivery for `consumer` now. A
+    /// channel that says no because its connection is congested remembers
+    /// `queue` and calls [`Queue::dispatch`] once it has drained.
+    fn ready(&self, queue: &Arc<Queue>, consumer: &Consumer) -> bool;
+
+    /// Hand over one message for `consumer`.
+    fn deliver(&self, queue: &Arc<Queue>, consumer: &Consumer, message: QueuedMessage);
+
+    /// The queue is gone; the consumer no longer exists and its client must
+    /// be told (`basic.cancel` from the server).
+    fn cancelled(&self, queue: &Arc<Queue>, consumer: &Consumer);
+}
+
+impl Queue {
+    /// Deliver as much as consumers can take. Channels call this when they
+    /// regain capacity (acks, flow, a drained connection).
+    pub fn dispatch(self: &Arc<Self>) {
+        let clock = self.now();
+        let mut st = self.lock();
+        self.dispatch_locked(&mut st, &Now::new(&clock));
+    }
+
+    pub(super) fn dispatch_locked(self: &Arc<Self>, st: &mut Shell, now: &Now) {
+        let mut may_page = true;
+        loop {
+            let next = st
+                .core
+                .dispatch_next(now, may_page, |c| c.channel.ready(self, c));
+            match next {
+                Next::Deliver { consumer, message } => {
+                    if let Some(c) = st.core.consumer(consumer) {
+                        c.channel.deliver(self, c, message);
+                    }
+                }
+                Next::Page(request) => may_page = self.page_in(st, request),
+                Next::Idle => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! Long queues: the parts that live only in the store.
+//!
+//! A queue keeps a window of ready messages in memory; past it (or once the
+//! broker's memory budget is spent) new messages are kept only in the store
+//! and read back a page at a time as consumers catch up. The core says when
+//! it needs a page ([`PageRequest`]) or a message taken out of the store
+//! where it sits (it expired there); this module does the reads and hands
+//! the results back.
+
+use std::sync::Arc;
+
+use super::state::PageRequest;
+use super::{Queue, Shell};
+
+impl Queue {
+    /// Whether a new message of `level` is kept only in the store: the level
+    /// is already paging, or the memory window (or the broker's budget) is
+    /// full.
+    pub(super) fn should_page(&self, st: &Shell, level: u8) -> bool {
+        self.env.can_page()
+            && (st.core.is_paging(level)
+                || st.core.in_memory() >= self.env.window
+                || self.env.budget.exhausted())
+    }
+
+    /// Read the page the core asked for. False if the store could not be
+    /// read: the caller carries on with what is in memory.
+    pub(super) fn page_in(&self, st: &mut Shell, request: PageRequest) -> bool {
+        let page =
+            self.env
+                .store
+                .page_in(self.config.uid, request.level, request.from, request.count);
+        match page {
+            Ok(page) => {
+                st.core.paged_in(request, page);
+                true
+            }
+            Err(e) => {
+                tracing::error!(queue = %self.config.name, "cannot read stored messages: {e}");
+                false
+            }
+        }
+    }
+
+    /// Take message `seq` of `level` out of the store where it sits (it
+    /// expired there); it is read only if it is to be dead-lettered.
+    pub(super) fn take_stored(&self, st: &mut Shell, level: u8, seq: u64) {
+        let slot = crate::store::Slot {
+            uid: self.config.uid,
+            level,
+            seq,
+        };
+        let read = st.core.settings().dead_letter.is_some();
+        let transient_only = !(self.config.survives_restart() && self.env.store.is_durable());
+        match self.env.store.take_stored(slot, read, transient_only) {
+            Ok(taken) => st.core.stored_taken(level, taken),
+            Err(e) => {
+                tracing::error!(queue = %self.config.name, "cannot remove an expired message: {e}")
+            }
+        }
+    }
+
+    /// Drop messages from the head while the queue is over its length
+    /// limits, reading pages as the head needs them.
+    pub(super) fn enforce_limits(self: &Arc<Self>, st: &mut Shell) {
+        let mut may_page = true;
+        while let Err(request) = st.core.enforce_limits(may_page) {
+            may_page = self.page_in(st, request);
+        }
+    }
+
+    /// Read the heads of every level that has stored messages, so the
+    /// expiry index (and with it the timer) sees their expiry times.
+    pub(super) fn page_in_heads(&self, st: &mut Shell) {
+        for level in 0..st.core.level_count() {
+            if let Some(request) = st.core.wants_page(level as u8) {
+                self.page_in(st, request);
+            }
+        }
+    }
+}

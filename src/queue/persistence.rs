@@ -1,0 +1,177 @@
+//! What a queue writes to the store, and how it comes back at boot.
+//!
+//! A persistent message in a durable queue is written as it is enqueued —
+//! durable at the next group commit, or never written if it is acknowledged
+//! first (write-behind) — and removed when it leaves the queue. A message
+//! kept only in the store because the queue is long (see `paging`) is
+//! written at once, transient ones too. Returned messages have their
+//! delivery state recorded so they come back flagged redelivered (and
+//! counted, and delayed) after a restart. Purges and deletes of long queues
+//! remove their stored ranges in the background.
+//!
+//! At boot a durable queue is rebuilt from the first and last stored key of
+//! each priority level; its messages stay in the store until consumers
+//! need them.
+
+use std::sync::Arc;
+
+use super::args::{QueueType, Tunables};
+use super::state::{Admission, QueueCore, StoreOp};
+use super::{DeliveryTarget, Queue, QueueConfig, QueueEnv, QueuedMessage, Shell};
+use crate::message::Message;
+use crate::store::{Entry, Slot, Stored};
+
+impl Queue {
+    /// A durable queue coming back after a restart. `counts`, per level,
+    /// are exact when known (after a clean shutdown); otherwise they are
+    /// estimated from the stored range until [`Queue::set_recovered_count`]
+    /// corrects them.
+    pub fn recover(
+        config: QueueConfig,
+        env: Arc<QueueEnv>,
+        policy: Option<(&str, &Tunables)>,
+        counts: Option<&[(u8, u64)]>,
+    ) -> Arc<Queue> {
+        let levels = config.args.levels();
+        let queue = Queue::new(config, env, policy);
+        let clean = queue.env.store.was_clean();
+        let mut st = queue.lock();
+        for level in 0..levels {
+            let level = level as u8;
+            let bounds = match queue.env.store.entry_bounds(queue.config.uid, level) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(queue = %queue.config.name, "cannot read the queue's messages: {e}");
+                    None
+                }
+            };
+            let Some((first, last)) = bounds else {
+                continue;
+            };
+            let count = counts
+                .and_then(|c| c.iter().find(|(l, _)| *l == level))
+                .map_or(last - first + 1, |(_, n)| *n);
+            st.core.restore_level(level, first, last, count, clean);
+        }
+        // Messages that expire are only known once read: read the heads now
+        // so the timer sees them.
+        if st.core.settings().message_ttl.is_some() {
+            queue.page_in_heads(&mut st);
+        }
+        drop(st);
+        queue
+    }
+
+    fn persists(&self, message: &Message) -> bool {
+        // Quorum queues keep every message, as RabbitMQ's do.
+        let wanted = message.persistent || self.config.args.queue_type == QueueType::Quorum;
+        wanted && self.config.survives_restart() && self.env.store.is_durable()
+    }
+
+    /// Whether a message published here would be written to the store.
+    pub fn would_persist(&self, message: &Message) -> bool {
+        self.persists(message)
+    }
+
+    /// Write an admitted message where it must be: a durable entry if it
+    /// persists, a paged-out copy if it is kept only in the store. Returns
+    /// how it is stored and whether it is paged, or `None` if the store
+    /// refused the write (the message is not enqueued).
+    pub(super) fn write(
+        &self,
+        st: &Shell,
+        a: Admission,
+        message: &Message,
+        shared: Option<u64>,
+    ) -> Option<(Stored, bool)> {
+        let slot = Slot {
+            uid: self.config.uid,
+            level: a.level,
+            seq: a.seq,
+        };
+        let store = &self.env.store;
+        let paging = self.should_page(st, a.level);
+        let stored = if self.persists(message) {
+            let entry = match shared {
+                Some(id) => Entry::Shared(id),
+                None => Entry::Inline(message),
+            };
+            // A message that stays in memory is written at the next group
+            // commit (or never, if it is acked first); one that is paged out
+            // must be readable from the store at once.
+            store.put_entry(slot, a.expires_at, entry, !paging).ok()?
+        } else {
+            Stored::No
+        };
+        let paged = paging
+            && match stored {
+                Stored::No => store.page_out(slot, a.expires_at, message).is_ok(),
+                _ => true,
+            };
+        Some((stored, paged))
+    }
+
+    /// Remove the records of messages that left the queue.
+    pub(super) fn forget(&self, messages: &[QueuedMessage]) {
+        for m in messages {
+            self.remove_record(m.slot(self.config.uid), m.stored, m.redelivered);
+        }
+    }
+
+    fn remove_record(&self, slot: Slot, stored: Stored, marked: bool) {
+        if let Err(e) = self.env.store.remove(slot, stored, marked) {
+            tracing::error!(queue = %self.config.name, "cannot remove a stored message: {e}");
+        }
+    }
+
+    /// Carry out the store changes the core decided, in order. Runs under
+    /// the queue's lock: a later change to the same message (an ack after a
+    /// requeue) must not overtake an earlier one.
+    pub(super) fn apply_store_effects(&self, core: &mut QueueCore<Arc<dyn DeliveryTarget>>) {
+        let uid = self.config.uid;
+        for op in core.effects.store.drain(..) {
+            match op {
+                StoreOp::Remove {
+                    level,
+                    seq,
+                    stored,
+                    marked,
+                } => self.remove_record(Slot { uid, level, seq }, stored, marked),
+                StoreOp::Mark { level, seq, state } => {
+                    if let Err(e) = self.env.store.set_delivery(Slot { uid, level, seq }, state) {
+                        tracing::error!(queue = %self.config.name, "cannot mark a stored message: {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Everything the queue ever stored, including entries of messages still
+    /// unacknowledged in channels (a deleted queue).
+    pub(super) fn forget_everything(&self) {
+        if self.env.store.is_durable() {
+            self.env.store.cancel_unwritten(self.config.uid);
+            self.forget_regions(vec![(None, 0, u64::MAX)]);
+        }
+    }
+
+    /// Remove stored ranges in the background (purge and delete of long
+    /// queues would otherwise hold the queue for seconds). `None` for the
+    /// level means all levels.
+    pub(super) fn forget_regions(&self, ranges: Vec<(Option<u8>, u64, u64)>) {
+        let store = self.env.store.clone();
+        let (uid, name) = (self.config.uid, self.config.name.clone());
+        let spawned = std::thread::Builder::new()
+            .name("warren-purge".into())
+            .spawn(move || {
+                for (level, from, to) in ranges {
+                    if let Err(e) = store.remove_range(uid, level, from, to) {
+                        tracing::error!(queue = %name, "cannot remove stored messages: {e}");
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!("cannot start a purge thread: {e}");
+        }
+    }
+}
