@@ -983,8 +983,6 @@ fn server_only() -> AmqpError {
     AmqpError::command_invalid("unimplemented method")
 }
 
-/// Remove one header, re-building the table (amq-protocol's FieldTable has
-/// no removal).
 fn undecodable(properties: &[u8]) -> AmqpError {
     AmqpError::frame_error(format!(
         "cannot decode content header properties {}",
@@ -992,6 +990,8 @@ fn undecodable(properties: &[u8]) -> AmqpError {
     ))
 }
 
+/// Remove one header, re-building the table (amq-protocol's FieldTable has
+/// no removal).
 fn strip_header(props: BasicProperties, headers: &FieldTable, name: &str) -> BasicProperties {
     let kept: std::collections::BTreeMap<ShortString, _> = headers
         .inner()

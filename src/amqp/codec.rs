@@ -623,8 +623,6 @@ mod tests {
         assert_eq!(ours, theirs);
     }
 
-    /// Random bytes, and random mutations of valid frames, never panic the
-    /// decoder: every input is a frame, "need more", or an error.
     #[test]
     fn publish_fast_path_agrees_with_the_parser() {
         use rand::{RngExt, SeedableRng};
@@ -716,6 +714,8 @@ mod tests {
         );
     }
 
+    /// Random bytes, and random mutations of valid frames, never panic the
+    /// decoder: every input is a frame, "need more", or an error.
     #[test]
     fn arbitrary_input_never_panics() {
         use rand::{Rng, RngExt, SeedableRng};
