@@ -14,8 +14,8 @@ use amq_protocol::types::{AMQPValue, FieldTable, LongString};
 use bytes::BufMut;
 
 use super::codec::{self, Frame, PROTOCOL_HEADER};
-use super::connection::{End, FrameReader, Transport};
 use super::outbox::Outbox;
+use super::reader::{End, FrameReader, Transport};
 use crate::broker::{Broker, RABBITMQ_VERSION, VHost};
 use crate::error::AmqpError;
 

@@ -1,11 +1,21 @@
 //! AMQP 0-9-1: bytes on a socket in, channel state machines in the middle,
 //! bytes out.
 //!
-//! `codec` cuts and encodes frames; `connection` owns a socket's reader task
-//! and channel table (with `handshake` for the opening exchange); `channel`
-//! is the per-channel state machine, `assembler` its content assembly;
-//! `deliveries` is the part of a channel that queues deliver through;
-//! `outbox` buffers and writes a connection's outgoing frames.
+//! - `codec` cuts and encodes frames: `codec/mod.rs` the frame type and
+//!   `decode`, `codec/methods.rs` method payloads (the `basic.publish` /
+//!   `basic.ack` fast path and its parser fallback), `codec/encode.rs` the
+//!   `encode_*` functions.
+//! - `reader` reads a socket into one adaptive buffer and cuts frames off
+//!   it; `connection` is a connection's reader task and channel table, with
+//!   `handshake` for the opening exchange and `session` for what its
+//!   channels share.
+//! - `channel` is the per-channel state machine: `channel/mod.rs` its state
+//!   and method dispatch, then one file per class (`exchange`, `queue`,
+//!   `basic`, `publish`, `tx`). `assembler` joins a publish's frames into
+//!   one message, `properties` reads its content header, `confirms` tracks
+//!   publisher confirms.
+//! - `deliveries` is the part of a channel that queues deliver through;
+//!   `outbox` buffers and writes a connection's outgoing frames.
 
 pub mod assembler;
 pub mod channel;
@@ -16,4 +26,5 @@ pub mod deliveries;
 pub mod handshake;
 pub mod outbox;
 pub mod properties;
+pub mod reader;
 pub mod session;

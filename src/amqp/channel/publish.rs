@@ -1,0 +1,277 @@
+//! The publish path, from a complete message to its queues: the cached
+//! publish target, property checks (`user_id`, delivery mode, expiration),
+//! the direct reply-to and `CC`/`BCC` rewrites, routing and enqueueing,
+//! mandatory returns, and the bookkeeping of publisher confirms
+//! (`confirm.select` itself is handled with the other methods in `mod.rs`).
+
+use std::sync::Arc;
+
+use amq_protocol::protocol::BasicProperties;
+use amq_protocol::types::{FieldTable, ShortString};
+use bytes::Bytes;
+
+use super::{Channel, REPLY_TO};
+use crate::amqp::assembler::Content;
+use crate::amqp::codec;
+use crate::amqp::properties;
+use crate::amqp::session::Session;
+use crate::broker::auth::Access;
+use crate::broker::enqueue::{Routed, enqueue};
+use crate::error::{AmqpError, AmqpResult};
+use crate::exchange::{Exchange, RouteHeaders};
+use crate::message::{self, Message};
+use crate::metrics::MessageEvent;
+
+/// A publish that has been validated and is ready to route.
+#[derive(Debug)]
+pub(super) struct Routable {
+    message: Arc<Message>,
+    exchange: Arc<Exchange>,
+    /// Routing keys from `CC`/`BCC`, besides the message's own.
+    extra_keys: Vec<ShortString>,
+    /// The header table, if publishing had to decode the properties;
+    /// otherwise it is decoded from the message only if a headers exchange
+    /// asks.
+    decoded_headers: Option<Option<FieldTable>>,
+    mandatory: bool,
+}
+
+impl Channel {
+    /// The exchange a publish names, if this session may publish to it.
+    fn publish_target(&mut self, s: &Session, name: &str) -> AmqpResult<Arc<Exchange>> {
+        let generation = s.broker.users.generation();
+        if let Some((exchange, checked)) = &self.publish_target
+            && same_name(exchange.name.as_str(), name)
+            && *checked == generation
+            && !exchange.is_deleted()
+        {
+            return Ok(exchange.clone());
+        }
+        let exchange = s.vhost.existing_exchange(name)?;
+        if exchange.internal {
+            return Err(AmqpError::access_refused(format!(
+                "cannot publish to internal exchange '{}' in vhost '{}'",
+                exchange.name, s.vhost.name
+            )));
+        }
+        s.check(Access::Write, "exchange", exchange.name.as_str())?;
+        self.publish_target = Some((exchange.clone(), generation));
+        Ok(exchange)
+    }
+
+    /// A complete message arrived: validate it, then route it (or hold it
+    /// for the transaction).
+    pub(super) fn publish(&mut self, s: &Session, content: Content) -> AmqpResult<()> {
+        let Content {
+            publish,
+            mut properties,
+            body,
+        } = content;
+        s.broker.metrics.count(MessageEvent::Received, 1);
+        let exchange = self.publish_target(s, publish.exchange.as_str())?;
+        let view = properties::read(&properties).ok_or_else(|| undecodable(&properties))?;
+        if let Some(user_id) = view.user_id
+            && user_id != s.user
+        {
+            return Err(AmqpError::precondition_failed(format!(
+                "user_id property set to '{user_id}' but authenticated user was '{}'",
+                s.user
+            )));
+        }
+        message::validate(view.delivery_mode, view.expiration)
+            .map_err(AmqpError::precondition_failed)?;
+        let persistent = view.delivery_mode == Some(2);
+        let priority = view.priority.unwrap_or(0);
+        // Validated above.
+        let expiration_ms = view.expiration.and_then(|e| message::expiration_ms(e).ok());
+        let fast_reply = view.reply_to == Some(REPLY_TO);
+        let sender_selected = view.has_header(&["CC", "BCC"]);
+        let mut extra_keys = Vec::new();
+        let decoded_headers = if fast_reply || sender_selected {
+            Some(self.rewrite_properties(&mut properties, fast_reply, &mut extra_keys)?)
+        } else {
+            None
+        };
+        let message = Arc::new(Message {
+            exchange: publish.exchange,
+            routing_key: publish.routing_key,
+            persistent,
+            priority,
+            expiration_ms,
+            properties,
+            body,
+        });
+        let routable = Routable {
+            message,
+            exchange,
+            extra_keys,
+            decoded_headers,
+            mandatory: publish.mandatory,
+        };
+        match self.tx.as_mut() {
+            Some(tx) => tx.publishes.push(routable),
+            None => {
+                self.route_and_enqueue(s, routable);
+            }
+        }
+        Ok(())
+    }
+
+    /// The rare publishes whose properties must be decoded and changed: a
+    /// fast reply (`reply-to` names this channel's hidden reply queue
+    /// instead) and `CC`/`BCC` (more routing keys; `BCC` is removed). Returns
+    /// the header table, for routing.
+    fn rewrite_properties(
+        &self,
+        properties: &mut Bytes,
+        fast_reply: bool,
+        keys: &mut Vec<ShortString>,
+    ) -> AmqpResult<Option<FieldTable>> {
+        let mut props = message::parse(properties).ok_or_else(|| undecodable(properties))?;
+        if fast_reply {
+            let queue = self
+                .reply_queue
+                .as_ref()
+                .filter(|q| !q.is_deleted())
+                .ok_or_else(|| {
+                    AmqpError::precondition_failed("fast reply consumer does not exist")
+                })?;
+            props = props.with_reply_to(queue.config.name.clone());
+            *properties = message::encode(&props);
+        }
+        if let Some(headers) = props.headers() {
+            let sender_selected = |name: &'static str| {
+                message::header_routing_keys(headers, name).map_err(|ty| {
+                    AmqpError::precondition_failed(format!(
+                        "invalid message: {{unacceptable_type_in_header,\"{name}\",{ty}}}"
+                    ))
+                })
+            };
+            for key in sender_selected("CC")? {
+                keys.push(key.into());
+            }
+            let bcc = sender_selected("BCC")?;
+            if !bcc.is_empty() {
+                keys.extend(bcc.into_iter().map(ShortString::from));
+                let headers = headers.clone();
+                props = strip_header(props, &headers, "BCC");
+                *properties = message::encode(&props);
+            }
+        }
+        Ok(props.headers().clone())
+    }
+
+    pub(super) fn route_and_enqueue(&mut self, s: &Session, r: Routable) -> Routed {
+        let seq = self.confirms.as_ref().map(|c| c.next());
+        let metrics = &s.broker.metrics;
+        let mut routed = std::mem::take(&mut self.routed);
+        routed.clear();
+        let headers = match r.decoded_headers {
+            Some(decoded) => RouteHeaders::decoded(decoded),
+            None => RouteHeaders::of_properties(&r.message.properties),
+        };
+        let key = r.message.routing_key.as_str();
+        match (
+            r.exchange.is_default(),
+            r.extra_keys.is_empty(),
+            &self.default_target,
+        ) {
+            (true, true, Some(q)) if same_name(q.name(), key) && !q.is_deleted() => {
+                routed.push(q.clone());
+            }
+            (true, true, _) => {
+                s.vhost.route(&r.exchange, key, &headers, &mut routed);
+                self.default_target = routed.first().cloned();
+            }
+            _ => {
+                s.vhost.route(&r.exchange, key, &headers, &mut routed);
+                for key in &r.extra_keys {
+                    s.vhost
+                        .route(&r.exchange, key.as_str(), &headers, &mut routed);
+                }
+            }
+        }
+        if !r.extra_keys.is_empty() {
+            routed.sort_unstable_by_key(|q| Arc::as_ptr(q) as usize);
+            routed.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        }
+        let outcome = enqueue(s.store(), &r.message, &mut routed);
+        self.routed = routed;
+        match outcome {
+            Routed::Unroutable if r.mandatory => {
+                metrics.count(MessageEvent::UnroutableReturned, 1);
+                let m = &r.message;
+                s.outbox.append(|buf| {
+                    codec::encode_return(
+                        buf,
+                        self.id,
+                        312,
+                        "NO_ROUTE",
+                        m.exchange.as_str(),
+                        m.routing_key.as_str(),
+                    );
+                    codec::encode_content(buf, self.id, &m.properties, &m.body, s.frame_max);
+                });
+            }
+            Routed::Unroutable => metrics.count(MessageEvent::UnroutableDropped, 1),
+            _ => metrics.count(MessageEvent::Routed, 1),
+        }
+        if let (Some(seq), Some(c)) = (seq, self.confirms.as_ref()) {
+            metrics.count(MessageEvent::ReceivedConfirm, 1);
+            match outcome {
+                Routed::Stored => {
+                    c.hold(seq);
+                    self.awaiting_flush.push(seq);
+                }
+                Routed::Failed | Routed::Rejected => c.nack(seq),
+                Routed::InMemory | Routed::Unroutable => {}
+            }
+        }
+        outcome
+    }
+
+    /// Send the publisher confirms accumulated during a read batch: those
+    /// settled now go out at once (coalesced), those waiting for the store
+    /// go out when the group commit that covers them completes.
+    pub fn flush_confirms(&mut self, s: &Session) {
+        let Some(tracker) = self.confirms.as_ref() else {
+            return;
+        };
+        if !self.awaiting_flush.is_empty() {
+            let seqs = std::mem::take(&mut self.awaiting_flush);
+            let t = tracker.clone();
+            s.store().after_flush(Box::new(move |result| {
+                t.settle(&seqs, result.is_ok());
+                t.flush();
+            }));
+        }
+        tracker.flush();
+    }
+}
+
+fn undecodable(properties: &[u8]) -> AmqpError {
+    AmqpError::frame_error(format!(
+        "cannot decode content header properties {}",
+        codec::erlang_binary(properties)
+    ))
+}
+
+/// Remove one header, re-building the table (amq-protocol's FieldTable has
+/// no removal).
+fn strip_header(props: BasicProperties, headers: &FieldTable, name: &str) -> BasicProperties {
+    let kept: std::collections::BTreeMap<ShortString, _> = headers
+        .inner()
+        .iter()
+        .filter(|(k, _)| k.as_str() != name)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    props.with_headers(FieldTable::from(kept))
+}
+
+/// `a == b`, without calling `memcmp` for two empty names. An empty
+/// `String` points at address 1, and glibc's AVX-512 `memcmp` does a masked
+/// load from it even for length 0; the fault it suppresses costs a microcode
+/// assist (~8 % of a 1→1 run publishing to the default exchange).
+fn same_name(a: &str, b: &str) -> bool {
+    a.len() == b.len() && (a.is_empty() || a == b)
+}

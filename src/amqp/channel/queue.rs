@@ -1,0 +1,153 @@
+//! The `queue` class: declare (including the passive declare of the
+//! direct reply-to pseudo-queue), bind, unbind, purge and delete, with
+//! RabbitMQ's shortcuts for an empty queue name or routing key.
+
+use amq_protocol::protocol::{AMQPClass, queue};
+use amq_protocol::types::ShortString;
+
+use super::{Channel, REPLY_TO, server_only};
+use crate::amqp::session::Session;
+use crate::broker::auth::Access;
+use crate::broker::vhost::QueueDeclare;
+use crate::error::AmqpResult;
+
+impl Channel {
+    pub(super) fn queue_method(&mut self, s: &Session, m: queue::AMQPMethod) -> AmqpResult<()> {
+        use queue::AMQPMethod as M;
+        match m {
+            M::Declare(d) => {
+                // An empty name declares a server-named queue, or (passive)
+                // refers to the channel's last queue.
+                let name = if d.queue.as_str().is_empty() && !d.passive {
+                    d.queue
+                } else {
+                    self.queue_name(d.queue)?
+                };
+                if d.passive && name.as_str() == REPLY_TO {
+                    let consumers = self.reply_queue.as_ref().map_or(0, |q| q.consumer_count());
+                    if !d.nowait {
+                        s.reply(
+                            self.id,
+                            AMQPClass::Queue(M::DeclareOk(queue::DeclareOk {
+                                queue: name,
+                                message_count: 0,
+                                consumer_count: consumers,
+                            })),
+                        );
+                    }
+                    return Ok(());
+                }
+                if !d.passive {
+                    s.check(Access::Configure, "queue", name.as_str())?;
+                }
+                let (queue, messages, consumers, durability) = s.vhost.declare_queue(
+                    s.connection_id,
+                    &QueueDeclare {
+                        name: name.clone(),
+                        passive: d.passive,
+                        durable: d.durable,
+                        exclusive: d.exclusive,
+                        auto_delete: d.auto_delete,
+                        arguments: d.arguments,
+                    },
+                )?;
+                s.broker.metrics.queues_declared.increment(1);
+                let name = queue.config.name.clone();
+                self.last_queue = Some(name.clone());
+                if !d.nowait {
+                    s.reply_when_durable(
+                        self.id,
+                        AMQPClass::Queue(M::DeclareOk(queue::DeclareOk {
+                            queue: name,
+                            message_count: messages,
+                            consumer_count: consumers,
+                        })),
+                        durability,
+                    );
+                }
+            }
+            M::Bind(b) => {
+                let name = self.queue_name(b.queue)?;
+                let key = self.routing_key_shortcut(b.routing_key, &name);
+                s.check(Access::Write, "queue", name.as_str())?;
+                s.check(Access::Read, "exchange", b.exchange.as_str())?;
+                let durability = s.vhost.bind_queue(
+                    s.connection_id,
+                    name.as_str(),
+                    b.exchange.as_str(),
+                    key.as_str(),
+                    &b.arguments,
+                )?;
+                if !b.nowait {
+                    s.reply_when_durable(
+                        self.id,
+                        AMQPClass::Queue(M::BindOk(queue::BindOk {})),
+                        durability,
+                    );
+                }
+            }
+            M::Unbind(b) => {
+                let name = self.queue_name(b.queue)?;
+                let key = self.routing_key_shortcut(b.routing_key, &name);
+                s.check(Access::Write, "queue", name.as_str())?;
+                s.check(Access::Read, "exchange", b.exchange.as_str())?;
+                let durability = s.vhost.unbind_queue(
+                    s.connection_id,
+                    name.as_str(),
+                    b.exchange.as_str(),
+                    key.as_str(),
+                    &b.arguments,
+                )?;
+                s.reply_when_durable(
+                    self.id,
+                    AMQPClass::Queue(M::UnbindOk(queue::UnbindOk {})),
+                    durability,
+                );
+            }
+            M::Purge(p) => {
+                let name = self.queue_name(p.queue)?;
+                s.check(Access::Read, "queue", name.as_str())?;
+                let count = s.vhost.purge_queue(s.connection_id, name.as_str())?;
+                if !p.nowait {
+                    s.reply(
+                        self.id,
+                        AMQPClass::Queue(M::PurgeOk(queue::PurgeOk {
+                            message_count: count,
+                        })),
+                    );
+                }
+            }
+            M::Delete(d) => {
+                let name = self.queue_name(d.queue)?;
+                s.check(Access::Configure, "queue", name.as_str())?;
+                let (count, durability) = s.vhost.delete_queue(
+                    s.connection_id,
+                    name.as_str(),
+                    d.if_unused,
+                    d.if_empty,
+                )?;
+                if !d.nowait {
+                    s.reply_when_durable(
+                        self.id,
+                        AMQPClass::Queue(M::DeleteOk(queue::DeleteOk {
+                            message_count: count,
+                        })),
+                        durability,
+                    );
+                }
+            }
+            _ => return Err(server_only()),
+        }
+        Ok(())
+    }
+
+    /// `queue.bind` with an empty queue and routing key binds with the last
+    /// declared queue's name as the key, as RabbitMQ does.
+    fn routing_key_shortcut(&self, key: ShortString, queue: &ShortString) -> ShortString {
+        if key.as_str().is_empty() && self.last_queue.as_ref() == Some(queue) {
+            queue.clone()
+        } else {
+            key
+        }
+    }
+}
