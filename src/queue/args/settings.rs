@@ -1,0 +1,196 @@
+//! The settings a queue runs with: its arguments merged with the policy
+//! that applies to it, with RabbitMQ's precedence, and what the retry
+//! settings make of a returned message.
+
+use super::{
+    Backoff, DeliveryLimit, Overflow, QUORUM_DEFAULT_DELIVERY_LIMIT, QueueArgs, QueueType,
+    RetryType, Tunables,
+};
+
+/// Where a queue's dead letters go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetterTarget {
+    pub exchange: String,
+    /// Replaces the message's routing keys when set.
+    pub routing_key: Option<String>,
+}
+
+/// How long returned messages wait before they are delivered again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DelayedRetry {
+    pub when: RetryType,
+    pub min_ms: u64,
+    /// Cap on one delay; `None` for no cap.
+    pub max_ms: Option<u64>,
+    pub backoff: Backoff,
+}
+
+impl DelayedRetry {
+    /// The delay before the `count`th redelivery of a message that came back
+    /// (`failed` tells which kind of return it was).
+    pub fn delay_ms(&self, failed: bool, count: u32) -> u64 {
+        let applies = match self.when {
+            RetryType::Disabled => false,
+            RetryType::All => true,
+            RetryType::Failed => failed,
+            RetryType::Returned => !failed,
+        };
+        if !applies || count == 0 {
+            return 0;
+        }
+        let delay = match self.backoff {
+            Backoff::Linear => self.min_ms.saturating_mul(u64::from(count)),
+            Backoff::Exponential => {
+                let base = self
+                    .min_ms
+                    .saturating_mul(1u64.checked_shl(count - 1).unwrap_or(u64::MAX));
+                // Jitter only adds: a retry never comes back early.
+                base.saturating_add(rand::random_range(0..=base / 4))
+            }
+        };
+        self.max_ms.map_or(delay, |max| delay.min(max))
+    }
+}
+
+/// The settings a queue runs with: its arguments merged with the policy
+/// that applies to it, if any.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct QueueSettings {
+    pub message_ttl: Option<u64>,
+    pub expires: Option<u64>,
+    pub dead_letter: Option<DeadLetterTarget>,
+    pub max_length: Option<u64>,
+    pub max_length_bytes: Option<u64>,
+    pub overflow: Overflow,
+    pub delivery_limit: DeliveryLimit,
+    pub delayed_retry: Option<DelayedRetry>,
+    /// The policy that applies, for operators.
+    pub policy: Option<String>,
+}
+
+impl QueueSettings {
+    /// RabbitMQ's precedence: for TTLs and limits the lower value wins;
+    /// otherwise the queue's argument wins over the policy.
+    pub fn merge(args: &QueueArgs, policy: Option<(&str, &Tunables)>) -> QueueSettings {
+        let a = &args.tunables;
+        let none = Tunables::default();
+        let p = policy.map_or(&none, |(_, t)| t);
+        fn lower(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+            match (a, b) {
+                (Some(x), Some(y)) => Some(x.min(y)),
+                (x, y) => x.or(y),
+            }
+        }
+        let limit = match (a.delivery_limit, p.delivery_limit) {
+            (Some(x), Some(y)) => Some(x.min(y)),
+            (x, y) => x.or(y),
+        };
+        let exchange = a
+            .dead_letter_exchange
+            .clone()
+            .or_else(|| p.dead_letter_exchange.clone());
+        // The routing key goes with the exchange it was declared with.
+        let routing_key = if a.dead_letter_exchange.is_some() {
+            a.dead_letter_routing_key.clone()
+        } else {
+            a.dead_letter_routing_key
+                .clone()
+                .or_else(|| p.dead_letter_routing_key.clone())
+        };
+        let retry_type = a.retry_type.or(p.retry_type).unwrap_or_default();
+        let delayed_retry = (retry_type != RetryType::Disabled).then(|| DelayedRetry {
+            when: retry_type,
+            min_ms: a.retry_min.or(p.retry_min).unwrap_or(0),
+            max_ms: a.retry_max.or(p.retry_max),
+            backoff: a.retry_backoff.or(p.retry_backoff).unwrap_or_default(),
+        });
+        QueueSettings {
+            message_ttl: lower(a.message_ttl, p.message_ttl),
+            expires: lower(a.expires, p.expires),
+            dead_letter: exchange.map(|exchange| DeadLetterTarget {
+                exchange,
+                routing_key,
+            }),
+            max_length: lower(a.max_length, p.max_length),
+            max_length_bytes: lower(a.max_length_bytes, p.max_length_bytes),
+            overflow: a.overflow.or(p.overflow).unwrap_or_default(),
+            delivery_limit: limit.unwrap_or(match args.queue_type {
+                QueueType::Quorum => DeliveryLimit::Max(QUORUM_DEFAULT_DELIVERY_LIMIT),
+                QueueType::Classic => DeliveryLimit::Unlimited,
+            }),
+            delayed_retry,
+            policy: policy.map(|(name, _)| name.to_string()),
+        }
+    }
+
+    pub fn has_length_limit(&self) -> bool {
+        self.max_length.is_some() || self.max_length_bytes.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{parse, text};
+    use super::*;
+    use amq_protocol::types::AMQPValue;
+
+    #[test]
+    fn policy_precedence_lower_limit_wins_argument_wins_otherwise() {
+        let args = parse(&[
+            ("x-message-ttl", AMQPValue::LongInt(5000)),
+            ("x-overflow", text("reject-publish")),
+            ("x-max-length", AMQPValue::LongInt(10)),
+        ])
+        .unwrap();
+        let policy = Tunables {
+            message_ttl: Some(1000),
+            max_length: Some(100),
+            overflow: Some(Overflow::DropHead),
+            dead_letter_exchange: Some("dlx".into()),
+            dead_letter_routing_key: Some("dead".into()),
+            ..Default::default()
+        };
+        let s = QueueSettings::merge(&args, Some(("p", &policy)));
+        assert_eq!(s.message_ttl, Some(1000));
+        assert_eq!(s.max_length, Some(10));
+        assert_eq!(s.overflow, Overflow::RejectPublish);
+        assert_eq!(
+            s.dead_letter,
+            Some(DeadLetterTarget {
+                exchange: "dlx".into(),
+                routing_key: Some("dead".into())
+            })
+        );
+        assert_eq!(s.policy.as_deref(), Some("p"));
+    }
+
+    #[test]
+    fn retry_delays() {
+        let linear = DelayedRetry {
+            when: RetryType::Failed,
+            min_ms: 100,
+            max_ms: Some(250),
+            backoff: Backoff::Linear,
+        };
+        assert_eq!(linear.delay_ms(true, 1), 100);
+        assert_eq!(linear.delay_ms(true, 2), 200);
+        assert_eq!(linear.delay_ms(true, 3), 250);
+        assert_eq!(linear.delay_ms(false, 3), 0);
+        let exp = DelayedRetry {
+            when: RetryType::All,
+            max_ms: None,
+            backoff: Backoff::Exponential,
+            ..linear
+        };
+        for count in 1..6 {
+            let base = 100u64 << (count - 1);
+            let d = exp.delay_ms(false, count);
+            assert!(d >= base && d <= base + base / 4, "{count}: {d}");
+        }
+        let capped = DelayedRetry {
+            max_ms: Some(300),
+            ..exp
+        };
+        assert_eq!(capped.delay_ms(true, 5), 300);
+    }
+}
