@@ -128,6 +128,12 @@ impl Deadlines {
             queue.on_deadline(now);
         }
     }
+
+    /// Take the queues due at `now` (what a tick wakes; tests tick by hand
+    /// with a manual clock).
+    pub fn due(&self, now: u64) -> Vec<Arc<Queue>> {
+        take_due(&mut self.heap.lock(), now)
+    }
 }
 
 fn take_due(heap: &mut BinaryHeap<Reverse<Wake>>, now: u64) -> Vec<Arc<Queue>> {
@@ -173,7 +179,7 @@ impl Queue {
         if st.core.settings().message_ttl.is_some() {
             // After a restart only what has been read back is indexed; with
             // a queue TTL the next to expire are the next stored ones.
-            self.page_in_heads(&mut st);
+            self.page_in_heads(&mut st, &now);
         }
         self.dispatch_locked(&mut st, &now);
         let expired = st.core.expires_deadline().is_some_and(|at| now.get() >= at);

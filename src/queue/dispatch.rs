@@ -51,7 +51,7 @@ impl Queue {
                         c.channel.deliver(self, c, message);
                     }
                 }
-                Next::Page(request) => may_page = self.page_in(st, request),
+                Next::Page(request) => may_page = self.page_in(st, request, now),
                 Next::Idle => return,
             }
         }

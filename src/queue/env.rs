@@ -32,16 +32,29 @@ pub struct QueueEnv {
     pub window: usize,
     /// How many messages one read from the store brings back.
     pub page_batch: usize,
+    /// Removals of stored ranges running in the background.
+    pub(super) cleanups: AtomicU64,
 }
 
 impl QueueEnv {
     pub fn new(store: Arc<Store>, budget_bytes: u64, window: usize) -> Arc<QueueEnv> {
+        QueueEnv::with_clock(store, budget_bytes, window, Clock::System)
+    }
+
+    /// Queues that read the time from `clock` (tests move a manual one).
+    pub fn with_clock(
+        store: Arc<Store>,
+        budget_bytes: u64,
+        window: usize,
+        clock: Clock,
+    ) -> Arc<QueueEnv> {
         Arc::new(QueueEnv {
             store,
             budget: Arc::new(MemoryBudget::new(budget_bytes)),
             deadlines: Arc::default(),
-            clock: Clock::System,
+            clock,
             owner: OnceLock::new(),
+            cleanups: AtomicU64::new(0),
             window: window.max(1),
             page_batch: (window / 4).clamp(1, 1024),
         })
@@ -59,6 +72,11 @@ impl QueueEnv {
 
     pub fn owner(&self) -> Option<Arc<dyn QueueOwner>> {
         self.owner.get().and_then(Weak::upgrade)
+    }
+
+    /// Whether removals of stored ranges (purges, deletes) are still running.
+    pub fn cleanups_running(&self) -> bool {
+        self.cleanups.load(Ordering::Acquire) > 0
     }
 
     /// Whether queues may keep messages only in the store.

@@ -330,8 +330,10 @@ impl Queue {
         let mut st = self.lock();
         st.core
             .apply_settings(QueueSettings::merge(&self.config.args, policy));
-        self.enforce_limits(&mut st);
-        self.dispatch_locked(&mut st, &Now::new(&self.now()));
+        let clock = self.now();
+        let now = Now::new(&clock);
+        self.enforce_limits(&mut st, &now);
+        self.dispatch_locked(&mut st, &now);
     }
 
     /// The queue was declared again: it counts as used (`x-expires`).
@@ -361,7 +363,7 @@ impl Queue {
         if let Some((level, seq)) = st.core.now_or_never(admitted, &now) {
             self.take_stored(&mut st, level, seq);
         }
-        self.enforce_limits(&mut st);
+        self.enforce_limits(&mut st, &now);
         Enqueued::Yes {
             stored: stored != crate::store::Stored::No,
         }
@@ -475,7 +477,7 @@ impl Queue {
                     deliver(message, left);
                     return true;
                 }
-                Got::Page(request) => may_page = self.page_in(&mut st, request),
+                Got::Page(request) => may_page = self.page_in(&mut st, request, &now),
                 Got::Empty => return false,
             }
         }

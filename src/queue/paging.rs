@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use super::state::PageRequest;
+use super::state::{Now, PageRequest};
 use super::{Queue, Shell};
 
 impl Queue {
@@ -25,14 +25,14 @@ impl Queue {
 
     /// Read the page the core asked for. False if the store could not be
     /// read: the caller carries on with what is in memory.
-    pub(super) fn page_in(&self, st: &mut Shell, request: PageRequest) -> bool {
+    pub(super) fn page_in(&self, st: &mut Shell, request: PageRequest, now: &Now) -> bool {
         let page =
             self.env
                 .store
                 .page_in(self.config.uid, request.level, request.from, request.count);
         match page {
             Ok(page) => {
-                st.core.paged_in(request, page);
+                st.core.paged_in(request, page, now);
                 true
             }
             Err(e) => {
@@ -62,19 +62,19 @@ impl Queue {
 
     /// Drop messages from the head while the queue is over its length
     /// limits, reading pages as the head needs them.
-    pub(super) fn enforce_limits(self: &Arc<Self>, st: &mut Shell) {
+    pub(super) fn enforce_limits(self: &Arc<Self>, st: &mut Shell, now: &Now) {
         let mut may_page = true;
         while let Err(request) = st.core.enforce_limits(may_page) {
-            may_page = self.page_in(st, request);
+            may_page = self.page_in(st, request, now);
         }
     }
 
     /// Read the heads of every level that has stored messages, so the
     /// expiry index (and with it the timer) sees their expiry times.
-    pub(super) fn page_in_heads(&self, st: &mut Shell) {
+    pub(super) fn page_in_heads(&self, st: &mut Shell, now: &Now) {
         for level in 0..st.core.level_count() {
             if let Some(request) = st.core.wants_page(level as u8) {
-                self.page_in(st, request);
+                self.page_in(st, request, now);
             }
         }
     }

@@ -14,9 +14,10 @@
 //! need them.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use super::args::{QueueType, Tunables};
-use super::state::{Admission, QueueCore, StoreOp};
+use super::state::{Admission, Now, QueueCore, StoreOp};
 use super::{DeliveryTarget, Queue, QueueConfig, QueueEnv, QueuedMessage, Shell};
 use crate::message::Message;
 use crate::store::{Entry, Slot, Stored};
@@ -51,12 +52,28 @@ impl Queue {
             let count = counts
                 .and_then(|c| c.iter().find(|(l, _)| *l == level))
                 .map_or(last - first + 1, |(_, n)| *n);
-            st.core.restore_level(level, first, last, count, clean);
+            st.core.restore_level(level, first, last, count);
+        }
+        let store = &queue.env.store;
+        let uid = queue.config.uid;
+        match store.redelivered_through(uid) {
+            Ok(Some(seq)) => st.core.set_redelivered_through(seq),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(queue = %queue.config.name, "cannot read the redelivery mark: {e}")
+            }
+        }
+        if !clean && let Some(last) = st.core.last_seq() {
+            st.core.set_redelivered_through(last);
+            if let Err(e) = store.set_redelivered_through(uid, last) {
+                tracing::error!(queue = %queue.config.name, "cannot keep the redelivery mark: {e}");
+            }
         }
         // Messages that expire are only known once read: read the heads now
         // so the timer sees them.
         if st.core.settings().message_ttl.is_some() {
-            queue.page_in_heads(&mut st);
+            let clock = queue.now();
+            queue.page_in_heads(&mut st, &Now::new(&clock));
         }
         drop(st);
         queue
@@ -151,6 +168,9 @@ impl Queue {
     pub(super) fn forget_everything(&self) {
         if self.env.store.is_durable() {
             self.env.store.cancel_unwritten(self.config.uid);
+            if let Err(e) = self.env.store.forget_redelivered_through(self.config.uid) {
+                tracing::error!(queue = %self.config.name, "cannot remove the redelivery mark: {e}");
+            }
             self.forget_regions(vec![(None, 0, u64::MAX)]);
         }
     }
@@ -159,18 +179,21 @@ impl Queue {
     /// queues would otherwise hold the queue for seconds). `None` for the
     /// level means all levels.
     pub(super) fn forget_regions(&self, ranges: Vec<(Option<u8>, u64, u64)>) {
-        let store = self.env.store.clone();
+        let env = self.env.clone();
         let (uid, name) = (self.config.uid, self.config.name.clone());
+        env.cleanups.fetch_add(1, Ordering::AcqRel);
         let spawned = std::thread::Builder::new()
             .name("warren-purge".into())
             .spawn(move || {
                 for (level, from, to) in ranges {
-                    if let Err(e) = store.remove_range(uid, level, from, to) {
+                    if let Err(e) = env.store.remove_range(uid, level, from, to) {
                         tracing::error!(queue = %name, "cannot remove stored messages: {e}");
                     }
                 }
+                env.cleanups.fetch_sub(1, Ordering::AcqRel);
             });
         if let Err(e) = spawned {
+            self.env.cleanups.fetch_sub(1, Ordering::AcqRel);
             tracing::error!("cannot start a purge thread: {e}");
         }
     }

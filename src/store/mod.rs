@@ -191,7 +191,12 @@ impl Store {
             cache_bytes: 0,
             flush_interval: Duration::from_millis(100),
         };
-        Store::with_backend(backend, true, &options, "<custom backend>")
+        Store::over_with(backend, &options)
+    }
+
+    /// A persistent store over any backend, with these options.
+    pub fn over_with(backend: Arc<dyn Backend>, options: &StoreOptions) -> StoreResult<Store> {
+        Store::with_backend(backend, true, options, "<custom backend>")
     }
 
     fn with_backend(
@@ -345,6 +350,31 @@ impl Store {
         Ok(())
     }
 
+    /// After a crash every recovered message of a queue up to `seq` comes
+    /// back flagged redelivered; this keeps that for the queue with `uid`
+    /// across later restarts (clean ones too) until the queue is deleted.
+    pub fn set_redelivered_through(&self, uid: u64, seq: u64) -> StoreResult<()> {
+        if !self.durable {
+            return Ok(());
+        }
+        let k = redelivered_key(uid);
+        self.note(self.backend.insert(Tree::Meta, &k, &seq.to_be_bytes()))
+    }
+
+    /// What [`set_redelivered_through`](Self::set_redelivered_through) kept.
+    pub fn redelivered_through(&self, uid: u64) -> StoreResult<Option<u64>> {
+        let v = self.backend.get(Tree::Meta, &redelivered_key(uid))?;
+        Ok(v.and_then(|v| Some(u64::from_be_bytes(v.get(..8)?.try_into().ok()?))))
+    }
+
+    /// The queue with `uid` is gone.
+    pub fn forget_redelivered_through(&self, uid: u64) -> StoreResult<()> {
+        if !self.durable {
+            return Ok(());
+        }
+        self.note(self.backend.remove(Tree::Meta, &redelivered_key(uid)))
+    }
+
     /// Counts saved by the last clean shutdown, by queue uid: `(level,
     /// count)` pairs. They are removed as they are read, so a later crash
     /// cannot reuse them.
@@ -425,6 +455,12 @@ impl Store {
             Ok(())
         }
     }
+}
+
+fn redelivered_key(uid: u64) -> [u8; 9] {
+    let mut k = [b'r'; 9];
+    k[1..].copy_from_slice(&uid.to_be_bytes());
+    k
 }
 
 #[cfg(test)]

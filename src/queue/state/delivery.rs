@@ -123,7 +123,7 @@ impl<C> QueueCore<C> {
 
     /// A page read for `request`, in sequence order (empty: the store holds
     /// nothing more of the level).
-    pub fn paged_in(&mut self, request: PageRequest, page: Vec<Recovered>) {
+    pub fn paged_in(&mut self, request: PageRequest, page: Vec<Recovered>, now: &Now) {
         let level = request.level;
         if page.is_empty() {
             self.ready.stored_exhausted(level);
@@ -144,7 +144,9 @@ impl<C> QueueCore<C> {
                     message = with_delivery_count(&message, delivery.failed);
                 }
                 expiry.add(r.expires_at_ms, level, r.seq);
-                if delivery.not_before_ms > 0 {
+                // A retry delay that has run out while the message sat in
+                // the store is over: it is ready, in its place.
+                if delivery.not_before_ms > 0 && delivery.not_before_ms > now.get() {
                     delayed.push(r.seq);
                 }
                 QueuedMessage {

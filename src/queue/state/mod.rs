@@ -300,9 +300,11 @@ impl<C> QueueCore<C> {
         self.settings = settings;
     }
 
-    /// Drop every ready and every delayed message.
+    /// Drop every ready and every delayed message; the count is of both
+    /// (whether a message waiting out a retry delay is still in the store
+    /// or already read back makes no difference to it).
     pub fn purge(&mut self) -> Purged {
-        let count = self.ready.len() as u32;
+        let count = self.length() as u32;
         let (mut messages, regions) = self.ready.take_all();
         messages.extend(std::mem::take(&mut self.delayed).into_values());
         self.expiry.clear();
@@ -342,11 +344,8 @@ impl<C> QueueCore<C> {
 
     /// A level found in the store at boot: sequence numbers `first..=last`,
     /// `count` messages (exact after a clean shutdown, else an estimate).
-    pub fn restore_level(&mut self, level: u8, first: u64, last: u64, count: u64, clean: bool) {
+    pub fn restore_level(&mut self, level: u8, first: u64, last: u64, count: u64) {
         self.next_seq = self.next_seq.max(last + 1);
-        if !clean {
-            self.redelivered_through = Some(self.redelivered_through.unwrap_or(0).max(last));
-        }
         let region = StoredRegion {
             from: first,
             count,
@@ -354,6 +353,19 @@ impl<C> QueueCore<C> {
             bytes: 0,
         };
         self.ready.set_stored(level, region);
+    }
+
+    /// Messages up to `seq` come back flagged redelivered (after a crash,
+    /// nobody can know which of them were delivered just before it). New
+    /// messages are numbered past it, so the flag never reaches them.
+    pub fn set_redelivered_through(&mut self, seq: u64) {
+        self.redelivered_through = Some(self.redelivered_through.map_or(seq, |s| s.max(seq)));
+        self.next_seq = self.next_seq.max(seq + 1);
+    }
+
+    /// The last sequence number in use, if any.
+    pub fn last_seq(&self) -> Option<u64> {
+        self.next_seq.checked_sub(1)
     }
 
     /// Replace a recovered level's estimated size with a counted one, if
