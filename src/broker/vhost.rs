@@ -5,7 +5,8 @@
 //! [`QueueDeclare`], [`Durability`]). The changes themselves live next to
 //! it: `topology` (declare, delete, bind, unbind), `records` (what is
 //! written to the store), `restore` (rebuilding at boot), `vhost_policies`
-//! (applying policies) and `equivalence` (redeclaration checks).
+//! (applying policies) and `equivalence` (redeclaration checks). Routing is
+//! `exchange::routing`'s; [`VHost::route`] only hands it the vhost's maps.
 //!
 //! Reads on the publish path (find an exchange, route, find a queue) take
 //! only read locks. Every change to the topology — declare, delete, bind,
@@ -25,13 +26,12 @@ use std::sync::Arc;
 
 use amq_protocol::types::{FieldTable, ShortString};
 use parking_lot::{Mutex, RwLock};
-use smallvec::SmallVec;
 
 use super::bindings::{Binding, Bindings};
 use super::enqueue::enqueue;
 use super::policies::Policy;
 use crate::error::{AmqpError, AmqpResult};
-use crate::exchange::{Destination, Exchange, ExchangeKind, RouteHeaders};
+use crate::exchange::{Exchange, ExchangeKind, RouteHeaders, routing};
 use crate::queue::dead_letter::DeadLetter;
 use crate::queue::{ConnectionId, Queue, QueueEnv};
 use crate::store::Store;
@@ -211,8 +211,9 @@ impl VHost {
     }
 
     /// Resolve the queues a message published to `exchange` with
-    /// `routing_key` reaches, following exchange-to-exchange bindings and
-    /// alternate exchanges. Each queue appears once in `out`.
+    /// `routing_key` reaches (see [`routing::route`]). Each queue appears
+    /// once in `out`.
+    #[inline]
     pub fn route(
         &self,
         exchange: &Arc<Exchange>,
@@ -220,43 +221,13 @@ impl VHost {
         headers: &RouteHeaders<'_>,
         out: &mut Vec<Arc<Queue>>,
     ) {
-        let mut pending: SmallVec<[Arc<Exchange>; 4]> = SmallVec::new();
-        let mut visited: SmallVec<[*const Exchange; 4]> = SmallVec::new();
-        let mut scratch: Vec<Destination> = Vec::new();
-        pending.push(exchange.clone());
-        while let Some(ex) = pending.pop() {
-            let ptr = Arc::as_ptr(&ex);
-            if visited.contains(&ptr) {
-                continue;
-            }
-            visited.push(ptr);
-            if ex.is_default() {
-                if let Some(q) = self.queues.read().get(routing_key) {
-                    out.push(q.clone());
-                }
-                continue;
-            }
-            scratch.clear();
-            ex.route(routing_key, headers, &mut scratch);
-            if scratch.is_empty() {
-                if let Some(ae) = ex
-                    .alternate_exchange()
-                    .and_then(|n| self.exchange(n.as_str()))
-                {
-                    pending.push(ae);
-                }
-                continue;
-            }
-            for d in scratch.drain(..) {
-                match d {
-                    Destination::Queue(q) => out.push(q),
-                    Destination::Exchange(e) => pending.push(e),
-                }
-            }
-        }
-        if out.len() > 1 {
-            out.sort_unstable_by_key(|q| Arc::as_ptr(q) as usize);
-            out.dedup_by(|a, b| Arc::ptr_eq(a, b));
-        }
+        routing::route(
+            exchange,
+            routing_key,
+            headers,
+            |name| self.exchange(name),
+            |name| self.queues.read().get(name).cloned(),
+            out,
+        )
     }
 }
