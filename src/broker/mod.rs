@@ -10,8 +10,13 @@
 pub mod auth;
 pub mod bindings;
 pub mod enqueue;
+mod equivalence;
 pub mod policies;
+mod records;
+mod restore;
+mod topology;
 pub mod vhost;
+mod vhost_policies;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

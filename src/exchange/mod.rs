@@ -8,10 +8,16 @@
 //!
 //! The canonical list of bindings lives in `broker::bindings`; routers are the
 //! fast index derived from it and are only mutated alongside it.
+//!
+//! [`routing`] follows routers' answers across exchange-to-exchange
+//! bindings and alternate exchanges to the queues a message reaches. This
+//! module sits below `broker` and never imports it: what routing needs of
+//! a vhost (lookups by name) is passed in.
 
 mod direct;
 mod fanout;
 mod headers;
+pub mod routing;
 mod topic;
 
 use std::hash::{Hash, Hasher};

@@ -1,27 +1,19 @@
-//! Queue contents in the `messages` tree.
+//! Queue contents in the `messages` tree, one message at a time: writing
+//! durable entries, shared bodies and delivery states, paging transient
+//! messages out, reading a queue level back in, and removing a message
+//! where it sits.
 //!
-//! Keys are a one-letter kind, then big-endian integers, so each queue's
-//! entries of one priority level sort by sequence number:
-//!
-//! | key | value |
-//! |---|---|
-//! | `q` uid level seq | queue entry: expiry time, then `0` + message record, or `1` + shared id |
-//! | `d` uid level seq | delivery state of a returned message: failed deliveries (u32), other returns (u32), not-before time |
-//! | `t` or `u` uid level seq | transient messages paged out of memory, a batch from `seq` on (see `paged`; the previous run's kind is wiped at boot) |
-//! | `m` id | a message record shared by several queues |
-//! | `r` id | how many queue entries still refer to `m` id (u32) |
-//!
-//! Times are u64 milliseconds since the Unix epoch; an expiry time of 0
-//! means never.
-//!
-//! A message record is: version (1), flags (bit 0: persistent), priority,
-//! exchange (short string), routing key (short string), properties length
-//! (u32) and bytes, then the body.
+//! The bytes are `records`' business and whole-queue or whole-range work
+//! (bounds, counts, purge, boot-time clearing) is `ranges`'; this file only
+//! combines them with the backend and the write-behind and paged buffers.
 
-use bytes::Bytes;
 use parking_lot::Mutex;
 
 use super::paged::{self, PagedEntry};
+use super::records::{
+    DeliveryState, Slot, decode_delivery, decode_record, encode_delivery, encode_record, id_key,
+    key, level_range, record_body_len, seq_of, u64_at,
+};
 use super::{Backend, Store, StoreError, StoreResult, Tree};
 use crate::message::Message;
 
@@ -52,32 +44,6 @@ pub enum Entry<'a> {
     Shared(u64),
 }
 
-/// The address of one message of one queue.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Slot {
-    pub uid: u64,
-    /// Priority level (0 for queues without priorities).
-    pub level: u8,
-    pub seq: u64,
-}
-
-/// What a returned message carries across a restart.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct DeliveryState {
-    /// Deliveries that a consumer rejected (`x-delivery-count`).
-    pub failed: u32,
-    /// Other returns: the consumer's channel closed, or it recovered.
-    pub returned: u32,
-    /// Not deliverable before this time (ms since the epoch; delayed retry).
-    pub not_before_ms: u64,
-}
-
-impl DeliveryState {
-    pub fn is_redelivery(&self) -> bool {
-        self.failed > 0 || self.returned > 0
-    }
-}
-
 /// A stored message removed where it sat.
 #[derive(Debug)]
 pub struct TakenMessage {
@@ -100,166 +66,6 @@ pub struct Recovered {
     /// How it is stored now (paged messages come back as `No`: page-in
     /// removes them from the store).
     pub stored: Stored,
-}
-
-const RECORD_VERSION: u8 = 1;
-
-pub(super) type Key = [u8; 18];
-
-pub(super) fn key(kind: u8, slot: Slot) -> Key {
-    let mut k = [0u8; 18];
-    k[0] = kind;
-    k[1..9].copy_from_slice(&slot.uid.to_be_bytes());
-    k[9] = slot.level;
-    k[10..].copy_from_slice(&slot.seq.to_be_bytes());
-    k
-}
-
-/// The half-open key range of one queue level from `seq` on.
-fn level_range(kind: u8, uid: u64, level: u8, from: u64) -> (Key, Key) {
-    let start = key(
-        kind,
-        Slot {
-            uid,
-            level,
-            seq: from,
-        },
-    );
-    let end = match level.checked_add(1) {
-        Some(next) => key(
-            kind,
-            Slot {
-                uid,
-                level: next,
-                seq: 0,
-            },
-        ),
-        None => key(
-            kind,
-            Slot {
-                uid: uid.saturating_add(1),
-                level: 0,
-                seq: 0,
-            },
-        ),
-    };
-    (start, end)
-}
-
-/// Every key of one queue (all levels).
-fn queue_range(kind: u8, uid: u64) -> ([u8; 9], [u8; 9]) {
-    let mut start = [0u8; 9];
-    start[0] = kind;
-    start[1..].copy_from_slice(&uid.to_be_bytes());
-    let mut end = start;
-    match uid.checked_add(1) {
-        Some(next) => end[1..].copy_from_slice(&next.to_be_bytes()),
-        None => end[0] = kind + 1,
-    }
-    (start, end)
-}
-
-fn id_key(kind: u8, id: u64) -> [u8; 9] {
-    let mut k = [0u8; 9];
-    k[0] = kind;
-    k[1..].copy_from_slice(&id.to_be_bytes());
-    k
-}
-
-fn seq_of(key: &[u8]) -> Option<u64> {
-    Some(u64::from_be_bytes(key.get(10..18)?.try_into().ok()?))
-}
-
-fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_be_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
-}
-
-fn encode_record(m: &Message, out: &mut Vec<u8>) {
-    out.reserve(
-        16 + m.exchange.as_str().len()
-            + m.routing_key.as_str().len()
-            + m.properties.len()
-            + m.body.len(),
-    );
-    out.push(RECORD_VERSION);
-    out.push(m.persistent as u8);
-    out.push(m.priority);
-    for s in [m.exchange.as_str(), m.routing_key.as_str()] {
-        let b = &s.as_bytes()[..s.len().min(255)];
-        out.push(b.len() as u8);
-        out.extend_from_slice(b);
-    }
-    out.extend_from_slice(&(m.properties.len() as u32).to_be_bytes());
-    out.extend_from_slice(&m.properties);
-    out.extend_from_slice(&m.body);
-}
-
-/// A record's body size, from its header alone.
-fn record_body_len(r: &[u8]) -> Option<u64> {
-    let mut pos = 3;
-    pos += 1 + usize::from(*r.get(pos)?);
-    pos += 1 + usize::from(*r.get(pos)?);
-    let plen = u32::from_be_bytes(r.get(pos..pos + 4)?.try_into().ok()?) as usize;
-    pos += 4 + plen;
-    r.len().checked_sub(pos).map(|n| n as u64)
-}
-
-fn decode_record(bytes: &[u8]) -> StoreResult<Message> {
-    let bad = |detail: &str| StoreError::corrupt("message", detail);
-    let mut pos = 0usize;
-    let mut take = |n: usize| -> StoreResult<&[u8]> {
-        let end = pos
-            .checked_add(n)
-            .filter(|e| *e <= bytes.len())
-            .ok_or_else(|| bad("truncated"))?;
-        let s = &bytes[pos..end];
-        pos = end;
-        Ok(s)
-    };
-    let head = take(3)?;
-    if head[0] != RECORD_VERSION {
-        return Err(bad(&format!("unknown record version {}", head[0])));
-    }
-    let (persistent, priority) = (head[1] & 1 == 1, head[2]);
-    let mut shortstr = || -> StoreResult<String> {
-        let len = take(1)?[0] as usize;
-        String::from_utf8(take(len)?.to_vec()).map_err(|_| bad("non-UTF-8 name"))
-    };
-    let exchange = shortstr()?;
-    let routing_key = shortstr()?;
-    let plen = u32::from_be_bytes(take(4)?.try_into().map_err(|_| bad("length"))?) as usize;
-    let properties = Bytes::copy_from_slice(take(plen)?);
-    let body = Bytes::copy_from_slice(&bytes[pos..]);
-    Ok(Message {
-        exchange: exchange.into(),
-        routing_key: routing_key.into(),
-        expiration_ms: crate::message::expiration_of(&properties),
-        properties,
-        body,
-        persistent,
-        priority,
-    })
-}
-
-fn encode_delivery(d: DeliveryState) -> [u8; 16] {
-    let mut v = [0u8; 16];
-    v[..4].copy_from_slice(&d.failed.to_be_bytes());
-    v[4..8].copy_from_slice(&d.returned.to_be_bytes());
-    v[8..].copy_from_slice(&d.not_before_ms.to_be_bytes());
-    v
-}
-
-fn decode_delivery(v: &[u8]) -> DeliveryState {
-    let u32_at = |at: usize| {
-        v.get(at..at + 4)
-            .and_then(|b| b.try_into().ok())
-            .map_or(0, u32::from_be_bytes)
-    };
-    DeliveryState {
-        failed: u32_at(0),
-        returned: u32_at(4),
-        not_before_ms: u64_at(v, 8).unwrap_or(0),
-    }
 }
 
 /// The highest shared-message id in use.
@@ -383,12 +189,6 @@ impl Store {
             return Ok(());
         }
         self.note(self.backend.remove(Tree::Messages, &key))
-    }
-
-    /// Forget the entries of a deleted queue that were never written.
-    pub fn cancel_unwritten(&self, uid: u64) {
-        let (prefix, _) = queue_range(b'q', uid);
-        self.write_behind.cancel_prefix(&prefix);
     }
 
     /// Drop one reference to a shared body, deleting it with the last.
@@ -610,199 +410,12 @@ impl Store {
         }
         self.take_paged(slot, read)
     }
-
-    /// The first and last sequence numbers of a queue level's durable
-    /// entries.
-    pub fn entry_bounds(&self, uid: u64, level: u8) -> StoreResult<Option<(u64, u64)>> {
-        let b = self.backend.as_ref();
-        let (from, to) = level_range(b'q', uid, level, 0);
-        let first = b.scan(Tree::Messages, &from, &to, 1)?;
-        let Some(first) = first.first().and_then(|(k, _)| seq_of(k)) else {
-            return Ok(None);
-        };
-        let last = b
-            .last_key(Tree::Messages, &from, &to)?
-            .and_then(|k| seq_of(&k))
-            .unwrap_or(first);
-        Ok(Some((first, last)))
-    }
-
-    /// Count a queue level's durable entries with sequence number `>= from`.
-    /// Reads every entry: run it off the hot path.
-    pub fn count_entries(&self, uid: u64, level: u8, from: u64) -> StoreResult<u64> {
-        let b = self.backend.as_ref();
-        let (start, to) = level_range(b'q', uid, level, from);
-        let mut start = start.to_vec();
-        let mut count = 0u64;
-        loop {
-            let page = b.scan(Tree::Messages, &start, &to, 4096)?;
-            let Some((last, _)) = page.last() else {
-                return Ok(count);
-            };
-            count += page.len() as u64;
-            start = last.clone();
-            start.push(0);
-        }
-    }
-
-    /// Remove every stored message of a queue with `from <= seq < to`, of
-    /// one level or (`None`) all levels (purge, delete). Returns how many
-    /// durable entries were removed.
-    pub fn remove_range(
-        &self,
-        uid: u64,
-        level: Option<u8>,
-        from: u64,
-        to: u64,
-    ) -> StoreResult<u64> {
-        let b = self.backend.as_ref();
-        let mut removed = 0;
-        self.remove_paged_range(uid, level, from, to)?;
-        for kind in [b'q', b'd'] {
-            let (start, end) = match level {
-                Some(level) => {
-                    let (s, e) = level_range(kind, uid, level, from);
-                    (s.to_vec(), e.to_vec())
-                }
-                None => {
-                    let (s, e) = queue_range(kind, uid);
-                    (s.to_vec(), e.to_vec())
-                }
-            };
-            let mut start = start;
-            loop {
-                let page = b.scan(Tree::Messages, &start, &end, 1024)?;
-                let Some((last, _)) = page.last() else {
-                    break;
-                };
-                start = last.clone();
-                start.push(0);
-                for (k, v) in &page {
-                    let Some(seq) = seq_of(k) else { continue };
-                    if seq < from || seq >= to {
-                        continue;
-                    }
-                    self.note(b.remove(Tree::Messages, k))?;
-                    if kind == b'q' {
-                        removed += 1;
-                        if let Some((1, id)) = v.get(8..).and_then(|v| v.split_first())
-                            && let Some(id) = u64_at(id, 0)
-                        {
-                            self.release_shared(id)?;
-                        }
-                    }
-                }
-            }
-        }
-        Ok(removed)
-    }
-
-    /// Remove the paged messages of a queue with `from <= seq < to`, taking
-    /// those of its batches below `from` to be read already.
-    fn remove_paged_range(
-        &self,
-        uid: u64,
-        level: Option<u8>,
-        from: u64,
-        to: u64,
-    ) -> StoreResult<()> {
-        let b = self.backend.as_ref();
-        if level.is_none() && from == 0 && to == u64::MAX {
-            self.paged.drop_queue(uid);
-        } else {
-            self.note(self.paged.write_level(b, uid, level))?;
-        }
-        let (mut start, end) = match level {
-            Some(level) => {
-                let (start, end) = self.paged.range_from(b, uid, level, from)?;
-                (start, end.to_vec())
-            }
-            None => {
-                let (start, end) = queue_range(self.paged.kind, uid);
-                (start.to_vec(), end.to_vec())
-            }
-        };
-        loop {
-            let page = b.scan(Tree::Messages, &start, &end, 64)?;
-            let Some((last, _)) = page.last() else {
-                return Ok(());
-            };
-            start = last.clone();
-            start.push(0);
-            for (k, v) in &page {
-                let mut in_range = Vec::new();
-                let mut later = false;
-                for entry in paged::entries(v) {
-                    let seq = entry?.seq;
-                    later |= seq >= to;
-                    if seq >= from && seq < to {
-                        in_range.push(seq);
-                    }
-                }
-                if !later {
-                    self.note(self.paged.consumed(b, k))?;
-                } else if !in_range.is_empty() {
-                    self.note(self.paged.remove_entries(b, k, v, &in_range))?;
-                }
-            }
-        }
-    }
-
-    /// Drop the previous run's paged-out transient messages (they do not
-    /// survive a restart); this run pages under the other key kind.
-    pub fn clear_paged(&self) -> StoreResult<()> {
-        let b = self.backend.as_ref();
-        let old = paged::other_kind(self.paged.kind);
-        loop {
-            let page = b.scan(Tree::Messages, &[old], &[old + 1], 4096)?;
-            if page.is_empty() {
-                return Ok(());
-            }
-            for (k, _) in page {
-                self.note(b.remove(Tree::Messages, &k))?;
-            }
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
+    use super::super::records::fixtures::{keys, msg, slot};
     use super::*;
-
-    fn msg(body: &str) -> Message {
-        Message {
-            exchange: "x".into(),
-            routing_key: "rk".into(),
-            properties: Bytes::from_static(&[0x10, 0x00, 2]),
-            body: Bytes::copy_from_slice(body.as_bytes()),
-            persistent: true,
-            priority: 3,
-            expiration_ms: None,
-        }
-    }
-
-    fn slot(uid: u64, seq: u64) -> Slot {
-        Slot { uid, level: 0, seq }
-    }
-
-    #[test]
-    fn records_round_trip() {
-        let m = msg("hello");
-        let mut buf = Vec::new();
-        encode_record(&m, &mut buf);
-        let back = decode_record(&buf).unwrap();
-        assert_eq!(back.exchange.as_str(), "x");
-        assert_eq!(back.routing_key.as_str(), "rk");
-        assert_eq!(back.properties, m.properties);
-        assert_eq!(back.body, m.body);
-        assert!(back.persistent);
-        assert_eq!(back.priority, 3);
-        assert_eq!(record_body_len(&buf), Some(5));
-        assert!(decode_record(&buf[..5]).is_err());
-        assert_eq!(record_body_len(&buf[..5]), None);
-    }
 
     #[test]
     fn entries_paged_and_shared_messages_merge_in_order() {
@@ -867,38 +480,6 @@ mod tests {
         );
         assert_eq!(s.remove_range(uid, None, 0, u64::MAX).unwrap(), 1);
         assert_eq!(s.entry_bounds(uid, 0).unwrap(), None);
-    }
-
-    #[test]
-    fn levels_are_separate_ranges() {
-        let s = Store::in_memory_for_tests();
-        let uid = s.new_queue_uid();
-        for (level, seq) in [(0u8, 1u64), (5, 2), (0, 3), (255, 4)] {
-            s.put_entry(Slot { uid, level, seq }, 0, Entry::Inline(&msg("x")), false)
-                .unwrap();
-        }
-        let seqs = |level| -> Vec<u64> {
-            s.page_in(uid, level, 0, 10)
-                .unwrap()
-                .iter()
-                .map(|r| r.seq)
-                .collect()
-        };
-        assert_eq!(seqs(0), vec![1, 3]);
-        assert_eq!(seqs(5), vec![2]);
-        assert_eq!(seqs(255), vec![4]);
-        assert_eq!(s.entry_bounds(uid, 255).unwrap(), Some((4, 4)));
-        assert_eq!(s.remove_range(uid, None, 0, u64::MAX).unwrap(), 4);
-    }
-
-    /// Every key of the messages tree.
-    fn keys(s: &Store) -> Vec<Vec<u8>> {
-        s.backend
-            .scan(Tree::Messages, &[0], &[255], usize::MAX)
-            .unwrap()
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect()
     }
 
     #[test]
@@ -984,42 +565,5 @@ mod tests {
         s.remove_range(uid, None, 0, u64::MAX).unwrap();
         assert!(s.page_in(uid, 0, 0, 10).unwrap().is_empty());
         assert!(keys(&s).is_empty());
-    }
-
-    #[test]
-    fn each_run_pages_under_the_kind_the_last_one_did_not_use() {
-        let backend: Arc<dyn Backend> = Arc::new(super::super::MemoryBackend::default());
-        let first = Store::over(backend.clone()).unwrap();
-        let uid = first.new_queue_uid();
-        for seq in 0..100 {
-            first
-                .page_out(slot(uid, seq), 0, &msg(&"a".repeat(1000)))
-                .unwrap();
-        }
-        let left = keys(&first);
-        assert!(!left.is_empty());
-        assert!(left.iter().all(|k| k[0] == first.paged.kind));
-        first.close().unwrap();
-        drop(first);
-
-        let second = Store::over(backend).unwrap();
-        assert_ne!(second.paged.kind, left[0][0]);
-        second.page_out(slot(uid, 0), 0, &msg("new")).unwrap();
-        second
-            .paged
-            .write_level(backend_of(&second), uid, None)
-            .unwrap();
-        second.clear_paged().unwrap();
-        let now = keys(&second);
-        assert_eq!(now.len(), 1);
-        assert_eq!(now[0][0], second.paged.kind);
-        assert_eq!(
-            &second.page_in(uid, 0, 0, 10).unwrap()[0].message.body[..],
-            b"new"
-        );
-    }
-
-    fn backend_of(s: &Store) -> &dyn Backend {
-        s.backend.as_ref()
     }
 }

@@ -7,6 +7,17 @@
 //! formats and group commit on top, so the rest of the broker never sees
 //! keys or bytes.
 //!
+//! | file | owns |
+//! |---|---|
+//! | `definitions` | the `definitions` tree: vhosts, users, permissions, policies, exchanges, queues, bindings |
+//! | `records` | the `messages` tree's byte layout: keys, message records, delivery states (pure functions) |
+//! | `messages` | queue contents one message at a time: entries, shared bodies, delivery states, paging out, reading back, taking one where it sits |
+//! | `ranges` | queue contents by range: bounds, counts, purge and delete, clearing the previous run's paged messages |
+//! | `paged` | batching paged-out transient messages, a batch to a key |
+//! | `write_behind` | queue entries held back until the next group commit |
+//! | `group_commit` | the flush thread and its waiters |
+//! | `sled_backend`, `memory_backend` | the two [`Backend`]s |
+//!
 //! Writes are applied to the backend at once (visible to reads, not yet
 //! durable); durability comes from [`Store::after_flush`]: the group-commit
 //! thread runs one flush for every write made before it started, then
@@ -21,6 +32,8 @@ mod group_commit;
 mod memory_backend;
 mod messages;
 mod paged;
+mod ranges;
+mod records;
 mod sled_backend;
 mod write_behind;
 
@@ -36,7 +49,8 @@ pub use definitions::{
 };
 pub use group_commit::Waiter;
 pub use memory_backend::MemoryBackend;
-pub use messages::{DeliveryState, Entry, Recovered, Slot, Stored, TakenMessage};
+pub use messages::{Entry, Recovered, Stored, TakenMessage};
+pub use records::{DeliveryState, Slot};
 
 use group_commit::GroupCommit;
 

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::messages::{Key, Slot, key};
+use super::records::{Key, Slot, key};
 use super::{Backend, StoreError, StoreResult, Tree};
 
 /// A pending batch is written once it holds this many bytes.

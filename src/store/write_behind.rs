@@ -18,17 +18,17 @@ use super::{Backend, StoreResult, Tree};
 /// Entries waiting to be written, by key (so they are written in key order).
 #[derive(Debug, Default)]
 pub struct WriteBehind {
-    pending: Mutex<BTreeMap<super::messages::Key, Vec<u8>>>,
+    pending: Mutex<BTreeMap<super::records::Key, Vec<u8>>>,
 }
 
 impl WriteBehind {
-    pub fn put(&self, key: super::messages::Key, value: Vec<u8>) {
+    pub fn put(&self, key: super::records::Key, value: Vec<u8>) {
         self.pending.lock().insert(key, value);
     }
 
     /// Drop a waiting entry; false if it was not waiting (it is already in
     /// the backend, or never existed).
-    pub fn cancel(&self, key: &super::messages::Key) -> bool {
+    pub fn cancel(&self, key: &super::records::Key) -> bool {
         self.pending.lock().remove(key).is_some()
     }
 
