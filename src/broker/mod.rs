@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod bindings;
+pub mod dead_letter;
 pub mod enqueue;
 mod equivalence;
 pub mod policies;
@@ -29,8 +30,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::metrics::{MessageEvent, Metrics};
-use crate::queue::dead_letter::{DeadLetter, Reason};
+use crate::message::Message;
+use crate::metrics::Metrics;
+use crate::queue::Reason;
+use crate::queue::args::DeadLetterTarget;
 use crate::queue::{ConnectionId, Queue, QueueEnv, QueueOwner};
 use crate::store::{PermissionRecord, Store, StoreResult, UserRecord};
 use auth::{Permission, User, Users};
@@ -302,18 +305,14 @@ impl Broker {
 }
 
 impl QueueOwner for Broker {
-    fn dead_letter(&self, vhost: &str, letters: Vec<DeadLetter>) {
-        if let Some(v) = self.vhost(vhost) {
-            for l in &letters {
-                let event = match l.reason {
-                    Reason::Expired => MessageEvent::DeadLetteredExpired,
-                    Reason::MaxLen => MessageEvent::DeadLetteredMaxLen,
-                    Reason::Rejected => MessageEvent::DeadLetteredRejected,
-                    Reason::DeliveryLimit => MessageEvent::DeadLetteredDeliveryLimit,
-                };
-                self.metrics.count(event, 1);
-            }
-            v.dead_letter(letters);
+    fn dead_letter(
+        &self,
+        queue: &Queue,
+        target: &DeadLetterTarget,
+        dead: Vec<(Arc<Message>, Reason)>,
+    ) {
+        if let Some(v) = self.vhost(&queue.config.vhost) {
+            v.dead_letter(&self.metrics, queue, target, dead, crate::queue::now_ms());
         }
     }
 

@@ -28,11 +28,9 @@ use amq_protocol::types::{FieldTable, ShortString};
 use parking_lot::{Mutex, RwLock};
 
 use super::bindings::{Binding, Bindings};
-use super::enqueue::enqueue;
 use super::policies::Policy;
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::{Exchange, ExchangeKind, RouteHeaders, routing};
-use crate::queue::dead_letter::DeadLetter;
 use crate::queue::{ConnectionId, Queue, QueueEnv};
 use crate::store::Store;
 
@@ -184,30 +182,6 @@ impl VHost {
             .ok_or_else(|| self.no_queue(name))?;
         q.check_access(connection)?;
         Ok(q)
-    }
-
-    /// Route dead letters through their dead-letter exchanges. A letter for
-    /// a missing exchange is dropped, as RabbitMQ drops it; queues that
-    /// would close a dead-letter cycle are skipped.
-    pub fn dead_letter(&self, letters: Vec<DeadLetter>) {
-        let mut routed = Vec::new();
-        for letter in letters {
-            let Some(exchange) = self.exchange(&letter.exchange) else {
-                tracing::debug!(exchange = %letter.exchange, "dead-letter exchange missing; message dropped");
-                continue;
-            };
-            let headers = RouteHeaders::of_properties(&letter.message.properties);
-            routed.clear();
-            for key in &letter.routing_keys {
-                self.route(&exchange, key.as_str(), &headers, &mut routed);
-            }
-            if letter.routing_keys.len() > 1 {
-                routed.sort_unstable_by_key(|q| Arc::as_ptr(q) as usize);
-                routed.dedup_by(|a, b| Arc::ptr_eq(a, b));
-            }
-            routed.retain(|q| !letter.is_cycle(q.name()));
-            enqueue(self.store(), &letter.message, &mut routed);
-        }
     }
 
     /// Resolve the queues a message published to `exchange` with

@@ -5,16 +5,22 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
-use super::dead_letter::DeadLetter;
+use super::args::DeadLetterTarget;
 use super::expiry::now_ms;
-use super::{Deadlines, Queue};
+use super::{Deadlines, Queue, Reason};
+use crate::message::Message;
 use crate::store::Store;
 
 /// What a queue needs from the broker around it. Called with no queue lock
 /// held.
 pub trait QueueOwner: Send + Sync + std::fmt::Debug {
-    /// Route dead letters of a queue in `vhost`.
-    fn dead_letter(&self, vhost: &str, letters: Vec<DeadLetter>);
+    /// Dead-letter messages that died in `queue`, through `target`.
+    fn dead_letter(
+        &self,
+        queue: &Queue,
+        target: &DeadLetterTarget,
+        dead: Vec<(Arc<Message>, Reason)>,
+    );
 
     /// A queue's `x-expires` ran out while it was unused: delete it.
     fn expire(&self, queue: &Arc<Queue>);

@@ -23,8 +23,9 @@
 //! [`Queue::requeue`], where they return to their original position marked
 //! redelivered — or wait out a retry delay first.
 //!
-//! Messages that die (rejected, expired, over a limit) are dead-lettered
-//! after the queue's lock is released: see [`dead_letter`].
+//! Messages that die (rejected, expired, over a limit) are handed to the
+//! queue's owner once the lock is released, to be dead-lettered
+//! (`broker::dead_letter`).
 //!
 //! # Lock ordering
 //! queue state → channel ledger → connection outbox. Never take a queue lock
@@ -32,7 +33,6 @@
 
 pub mod args;
 mod consumer;
-pub mod dead_letter;
 mod deadlines;
 mod dispatch;
 mod env;
@@ -179,8 +179,10 @@ impl Drop for Locked<'_> {
         } else {
             drop(st);
         }
-        if let Some(target) = target {
-            queue.dead_letter(dead, &target);
+        if let Some(target) = target
+            && let Some(owner) = queue.env.owner()
+        {
+            owner.dead_letter(queue, &target, dead);
         }
     }
 }

@@ -106,3 +106,25 @@ fn layers_import_one_way() {
     }
     assert!(violations.is_empty(), "{}", violations.join("\n"));
 }
+
+/// About a screen's worth of reading per file: past it, a module has grown
+/// a second responsibility and is split.
+const MAX_LINES: usize = 600;
+
+#[test]
+fn no_source_file_is_longer_than_a_reader_takes_in() {
+    let mut files = Vec::new();
+    source_files(&src(), &mut files);
+    let long: Vec<String> = files
+        .iter()
+        .filter_map(|f| {
+            let lines = std::fs::read_to_string(f).unwrap().lines().count();
+            (lines > MAX_LINES).then(|| format!("{}: {lines} lines", f.display()))
+        })
+        .collect();
+    assert!(
+        long.is_empty(),
+        "over {MAX_LINES} lines (split by responsibility):\n{}",
+        long.join("\n")
+    );
+}

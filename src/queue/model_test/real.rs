@@ -8,8 +8,7 @@ use amq_protocol::types::{AMQPValue, FieldTable};
 
 use super::START;
 use crate::message::Message;
-use crate::queue::args::{DeclareFlags, Overflow, QueueArgs};
-use crate::queue::dead_letter::DeadLetter;
+use crate::queue::args::{DeadLetterTarget, DeclareFlags, Overflow, QueueArgs};
 use crate::queue::{
     Clock, Consumer, ConsumerId, DeliveryTarget, Queue, QueueConfig, QueueEnv, QueueOwner,
     QueuedMessage, Reason, Return,
@@ -40,9 +39,9 @@ pub(super) struct TestOwner {
 }
 
 impl QueueOwner for TestOwner {
-    fn dead_letter(&self, _vhost: &str, letters: Vec<DeadLetter>) {
-        let mut dead = self.dead.lock().unwrap();
-        dead.extend(letters.iter().map(|l| (id_of(&l.message), l.reason)));
+    fn dead_letter(&self, _: &Queue, _: &DeadLetterTarget, dead: Vec<(Arc<Message>, Reason)>) {
+        let mut seen = self.dead.lock().unwrap();
+        seen.extend(dead.iter().map(|(m, reason)| (id_of(m), *reason)));
     }
     fn expire(&self, _: &Arc<Queue>) {}
 }

@@ -1,40 +1,79 @@
-//! Dead-lettering: what a message becomes when its queue gives up on it.
+//! Dead-lettering: what a message becomes when its queue gives up on it,
+//! and where it goes then.
 //!
-//! The queue collects messages that die (rejected, expired, over a length
-//! or delivery limit) while it holds its lock; once the lock is released
-//! each is rewritten here the way RabbitMQ rewrites it and handed to the
-//! queue's owner, which routes it through the dead-letter exchange — so a
-//! queue never takes another queue's lock while holding its own.
+//! A queue collects the messages that die (rejected, expired, over a length
+//! or delivery limit) while it holds its lock, and hands them to the broker
+//! once the lock is released ([`QueueOwner::dead_letter`]), so a queue never
+//! takes another queue's lock while holding its own. Here each is counted,
+//! rewritten the way RabbitMQ rewrites it, and routed through the
+//! dead-letter exchange like a publish.
 //!
 //! The rewrite follows RabbitMQ: an `x-death` entry per (queue, reason),
 //! newest first, counting repeats; `x-first-death-*` set once and
 //! `x-last-death-*` every time; the `expiration` property removed (kept as
 //! `original-expiration`); with a dead-letter routing key the `CC` header is
-//! dropped and the message routed with that key alone.
+//! dropped and the message routed with that key alone. A queue that would
+//! close a cycle of deaths with no rejection in it is skipped.
+//!
+//! [`QueueOwner::dead_letter`]: crate::queue::QueueOwner::dead_letter
 
 use std::sync::Arc;
 
 use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use smallvec::SmallVec;
 
-use super::Queue;
-use super::args::DeadLetterTarget;
-pub use super::queued::Reason;
+use super::VHost;
+use super::enqueue::enqueue;
+use crate::exchange::RouteHeaders;
 use crate::message::{self, Message};
+use crate::metrics::{MessageEvent, Metrics};
+use crate::queue::args::DeadLetterTarget;
+use crate::queue::{Queue, Reason};
 
-impl Queue {
-    /// Rewrite the messages that died under the lock and hand them to the
-    /// queue's owner for routing (called once the lock is released).
-    pub(super) fn dead_letter(&self, dead: Vec<(Arc<Message>, Reason)>, target: &DeadLetterTarget) {
-        let Some(owner) = self.env.owner() else {
-            return;
-        };
-        let now = self.env.clock.now();
-        let letters = dead
-            .iter()
-            .filter_map(|(m, reason)| rewrite(m, *reason, self.name(), target, now))
-            .collect();
-        owner.dead_letter(&self.config.vhost, letters);
+impl VHost {
+    /// Dead-letter what died in `queue`: rewrite each message for `target`,
+    /// then route it through the dead-letter exchange. A letter for a
+    /// missing exchange is dropped, as RabbitMQ drops it; queues that would
+    /// close a dead-letter cycle are skipped.
+    pub fn dead_letter(
+        &self,
+        metrics: &Metrics,
+        queue: &Queue,
+        target: &DeadLetterTarget,
+        dead: Vec<(Arc<Message>, Reason)>,
+        now_ms: u64,
+    ) {
+        let mut routed = Vec::new();
+        for (message, reason) in dead {
+            metrics.count(dead_lettered(reason), 1);
+            let Some(letter) = rewrite(&message, reason, queue.name(), target, now_ms) else {
+                continue;
+            };
+            let Some(exchange) = self.exchange(&letter.exchange) else {
+                tracing::debug!(exchange = %letter.exchange, "dead-letter exchange missing; message dropped");
+                continue;
+            };
+            let headers = RouteHeaders::of_properties(&letter.message.properties);
+            routed.clear();
+            for key in &letter.routing_keys {
+                self.route(&exchange, key.as_str(), &headers, &mut routed);
+            }
+            if letter.routing_keys.len() > 1 {
+                routed.sort_unstable_by_key(|q| Arc::as_ptr(q) as usize);
+                routed.dedup_by(|a, b| Arc::ptr_eq(a, b));
+            }
+            routed.retain(|q| !letter.is_cycle(q.name()));
+            enqueue(self.store(), &letter.message, &mut routed);
+        }
+    }
+}
+
+fn dead_lettered(reason: Reason) -> MessageEvent {
+    match reason {
+        Reason::Expired => MessageEvent::DeadLetteredExpired,
+        Reason::MaxLen => MessageEvent::DeadLetteredMaxLen,
+        Reason::Rejected => MessageEvent::DeadLetteredRejected,
+        Reason::DeliveryLimit => MessageEvent::DeadLetteredDeliveryLimit,
     }
 }
 
