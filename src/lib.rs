@@ -2,20 +2,24 @@
 //!
 //! # Layout
 //!
-//! The path of one `basic.publish`, socket to socket:
+//! The path of one `basic.publish`, socket to socket (in full, with every
+//! function, task and lock it crosses, in `docs/architecture.md`):
 //!
 //! - [`server`] accepts a TCP connection and spawns [`amqp::connection`].
 //! - [`amqp::codec`] cuts frames off the read buffer; [`amqp::assembler`]
 //!   joins method, header and body frames into one message.
 //! - [`amqp::channel`] validates the publish and asks the vhost
-//!   ([`broker::vhost`]) to route it through an [`exchange`] router.
-//! - Each matching [`queue`] enqueues it and runs its dispatch loop, handing
-//!   the message to a consumer's channel ([`amqp::deliveries`]).
+//!   ([`broker::vhost`]) to route it: [`exchange::routing`] finds the queues.
+//! - Each matching [`queue`] enqueues it — its core ([`queue::state`])
+//!   decides, its shell writes to the [`store`] and dispatches — handing the
+//!   message to a consumer's channel ([`amqp::deliveries`]).
 //! - The consumer's connection [`amqp::outbox`] batches the encoded frames
 //!   and its writer task puts them on the socket.
 //!
 //! Around that: [`config`] (layered TOML), [`broker`] (vhosts, users,
-//! connections, alarms), [`admin`] (HTTP API and Prometheus), [`metrics`].
+//! connections, alarms, dead-lettering), [`admin`] (HTTP API and
+//! Prometheus), [`metrics`], and [`fields`] (AMQP field values, at the
+//! bottom of every layer).
 //!
 //! # Lock ordering
 //!
@@ -24,11 +28,13 @@
 //! reverse):
 //!
 //! 1. vhost topology (`VHost::topology`)
-//! 2. vhost exchange and queue maps
+//! 2. vhost exchange, queue and policy maps
 //! 3. exchange router
 //! 4. queue state
-//! 5. channel ledger (`Deliveries::ledger`)
+//! 5. channel ledger (`Deliveries::ledger`) or confirm tracker
 //! 6. connection outbox
+//!
+//! The deadlines heap and the store's internal locks are leaves.
 //!
 //! # Embedding
 //!

@@ -7,7 +7,7 @@
 //! the table only to route through a headers exchange or to honour
 //! `CC`/`BCC`, so here the table is only *checked*: the same grammar the
 //! decoder accepts (RabbitMQ's type tags, containers consumed exactly, UTF-8
-//! keys, at most [`nesting::MAX_DEPTH`] levels), walked without allocating.
+//! keys, at most [`crate::fields::nesting::MAX_DEPTH`] levels), walked without allocating.
 //! What this accepts, `message::parse` decodes (a test holds the two to it).
 
 use super::codec::read_short_str as short_str;

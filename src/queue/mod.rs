@@ -5,7 +5,7 @@
 //! deadlines, delivery counts, length limits — with no I/O at all: time is
 //! passed in and everything that must happen comes back as a value. [`Queue`]
 //! is the shell around it: one short-held lock, and the modules that carry
-//! out what the core asks — [`dispatch`] hands messages to consumers'
+//! out what the core asks — `dispatch` hands messages to consumers'
 //! channels, `paging` reads the parts of long queues that live in the store,
 //! `persistence` writes and removes store records and recovers queues at
 //! boot, and the broker-wide timer ([`Deadlines`]) wakes queues when

@@ -1,6 +1,6 @@
 //! Queue arguments (`x-message-ttl`, `x-dead-letter-exchange`, …): parsing
 //! and validation with RabbitMQ's error texts. The settings a queue runs
-//! with once a policy is merged in are [`settings`]'s.
+//! with once a policy is merged in are `settings`'s ([`QueueSettings`]).
 //!
 //! Some arguments fix what a queue *is* (type, priorities, single active
 //! consumer) and only come from the declaration. The rest are [`Tunables`]:
