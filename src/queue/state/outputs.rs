@@ -36,7 +36,7 @@ impl<'a> Now<'a> {
 }
 
 /// Read up to `count` stored messages of `level` with sequence numbers from
-/// `from` on, and hand them to [`QueueCore::paged_in`].
+/// `from` on, and hand them to [`QueueCore::paged_in`](super::QueueCore::paged_in).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PageRequest {
     pub level: u8,
@@ -70,7 +70,7 @@ pub enum Got {
 #[derive(Debug)]
 pub enum Admit {
     /// It does, at this position; the caller stores it if it must, then
-    /// [`QueueCore::enqueue`]s it.
+    /// [`QueueCore::enqueue`](super::QueueCore::enqueue)s it.
     Accepted(Admission),
     /// The queue is full and refuses it (`reject-publish`).
     Rejected,
