@@ -63,7 +63,7 @@ impl VHost {
                 routed.dedup_by(|a, b| Arc::ptr_eq(a, b));
             }
             routed.retain(|q| !letter.is_cycle(q.name()));
-            enqueue(self.store(), &letter.message, &mut routed);
+            enqueue(&letter.message, &mut routed);
         }
     }
 }

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use crate::message::Message;
 use crate::queue::{Enqueued, Queue};
-use crate::store::Store;
 
 /// What routing and enqueueing did with a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,46 +42,19 @@ impl Routed {
     }
 }
 
-/// Enqueue `message` on every queue in `queues` (drained). A persistent
-/// message bound for several durable queues has its body stored once,
-/// shared by their entries.
-pub fn enqueue(store: &Store, message: &Arc<Message>, queues: &mut Vec<Arc<Queue>>) -> Routed {
-    let durable = queues.iter().filter(|q| q.would_persist(message)).count();
-    let shared = if durable > 1 {
-        match store.put_shared(message, durable as u32) {
-            Ok(id) => Some(id),
-            Err(_) => return Routed::Failed,
-        }
-    } else {
-        None
-    };
+/// Enqueue `message` on every queue in `queues` (drained). Each durable
+/// queue keeps its own copy of a persistent message in the store, as
+/// RabbitMQ embeds small messages in each queue's index.
+pub fn enqueue(message: &Arc<Message>, queues: &mut Vec<Arc<Queue>>) -> Routed {
     let mut outcome = Routed::Unroutable;
-    let mut unclaimed = durable;
     for q in queues.drain(..) {
-        let persists = q.would_persist(message);
-        let this = match q.publish(message.clone(), shared.filter(|_| persists)) {
-            Enqueued::Yes { stored } => {
-                if persists {
-                    unclaimed -= 1;
-                }
-                if stored {
-                    Routed::Stored
-                } else {
-                    Routed::InMemory
-                }
-            }
+        let this = match q.publish(message.clone()) {
+            Enqueued::Yes { stored: true } => Routed::Stored,
+            Enqueued::Yes { stored: false } => Routed::InMemory,
             Enqueued::Gone => Routed::Unroutable,
             Enqueued::Rejected => Routed::Rejected,
-            Enqueued::StoreFailed => Routed::Failed,
         };
         outcome = outcome.and(this);
-    }
-    // Queues that did not take their reference to the body (deleted
-    // meanwhile, or full) release it.
-    if let Some(id) = shared {
-        for _ in 0..unclaimed {
-            let _ = store.release_shared(id);
-        }
     }
     outcome
 }

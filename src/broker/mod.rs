@@ -189,21 +189,29 @@ impl Broker {
             bindings = defs.bindings.len(),
             "restored definitions"
         );
+        // What earlier runs left — paged-out transient messages, keys of
+        // queues deleted just before a crash — goes in the background.
+        let live = self
+            .vhosts()
+            .iter()
+            .flat_map(|v| v.queues())
+            .map(|q| q.config.uid)
+            .collect();
+        self.store.sweep(live);
         self.recover_in_background(uncounted);
         Ok(())
     }
 
-    /// Work that would delay start-up: clearing transient messages paged
-    /// out before a crash, and counting queues that were not shut down
-    /// cleanly. The broker serves meanwhile; counts are estimates until done.
+    /// Counting queues that were not shut down cleanly would delay
+    /// start-up: the broker serves meanwhile, counts are estimates until done.
     fn recover_in_background(&self, uncounted: Vec<Arc<Queue>>) {
+        if uncounted.is_empty() {
+            return;
+        }
         let store = self.store.clone();
         let spawned = std::thread::Builder::new()
             .name("warren-recovery".into())
             .spawn(move || {
-                if let Err(e) = store.clear_paged() {
-                    tracing::error!("cannot clear paged-out transient messages: {e}");
-                }
                 for q in uncounted {
                     for (level, from) in q.stored_from() {
                         match store.count_entries(q.config.uid, level, from) {

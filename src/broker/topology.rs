@@ -306,8 +306,20 @@ impl VHost {
         }
     }
 
-    pub fn purge_queue(&self, connection: ConnectionId, name: &str) -> AmqpResult<u32> {
-        Ok(self.queue(connection, name)?.purge())
+    /// `queue.purge`: how many messages went, and whether the reply must
+    /// wait for the store to make the purge durable.
+    pub fn purge_queue(
+        &self,
+        connection: ConnectionId,
+        name: &str,
+    ) -> AmqpResult<(u32, Durability)> {
+        let (count, stored) = self.queue(connection, name)?.purge();
+        let durability = if stored {
+            Durability::Durable
+        } else {
+            Durability::Transient
+        };
+        Ok((count, durability))
     }
 
     /// `queue.bind`.

@@ -38,8 +38,6 @@ pub struct QueueEnv {
     pub window: usize,
     /// How many messages one read from the store brings back.
     pub page_batch: usize,
-    /// Removals of stored ranges running in the background.
-    pub(super) cleanups: AtomicU64,
 }
 
 impl QueueEnv {
@@ -60,7 +58,6 @@ impl QueueEnv {
             deadlines: Arc::default(),
             clock,
             owner: OnceLock::new(),
-            cleanups: AtomicU64::new(0),
             window: window.max(1),
             page_batch: (window / 4).clamp(1, 1024),
         })
@@ -78,11 +75,6 @@ impl QueueEnv {
 
     pub fn owner(&self) -> Option<Arc<dyn QueueOwner>> {
         self.owner.get().and_then(Weak::upgrade)
-    }
-
-    /// Whether removals of stored ranges (purges, deletes) are still running.
-    pub fn cleanups_running(&self) -> bool {
-        self.cleanups.load(Ordering::Acquire) > 0
     }
 
     /// Whether queues may keep messages only in the store.

@@ -117,8 +117,6 @@ pub enum Enqueued {
     Gone,
     /// The queue is full and refuses new messages (`reject-publish`).
     Rejected,
-    /// The store refused to write it: it was not enqueued.
-    StoreFailed,
 }
 
 /// Result of cancelling a consumer.
@@ -345,10 +343,8 @@ impl Queue {
     }
 
     /// Enqueue a routed message and deliver what can be delivered. A
-    /// persistent message for a durable queue is written to the store first
-    /// (as a reference to `shared` when its body is stored once for several
-    /// queues).
-    pub fn publish(self: &Arc<Self>, message: Arc<Message>, shared: Option<u64>) -> Enqueued {
+    /// persistent message for a durable queue is handed to the store first.
+    pub fn publish(self: &Arc<Self>, message: Arc<Message>) -> Enqueued {
         let clock = self.now();
         let now = Now::new(&clock);
         let mut st = self.lock();
@@ -357,9 +353,7 @@ impl Queue {
             Admit::Rejected => return Enqueued::Rejected,
             Admit::Gone => return Enqueued::Gone,
         };
-        let Some((stored, paged)) = self.write(&st, admitted, &message, shared) else {
-            return Enqueued::StoreFailed;
-        };
+        let (stored, paged) = self.write(&st, admitted, &message);
         st.core.enqueue(admitted, message, stored, paged);
         self.dispatch_locked(&mut st, &now);
         if let Some((level, seq)) = st.core.now_or_never(admitted, &now) {
@@ -486,19 +480,15 @@ impl Queue {
     }
 
     /// Drop every ready message (and every message waiting out a retry
-    /// delay); returns how many.
-    pub fn purge(self: &Arc<Self>) -> u32 {
+    /// delay); returns how many, and whether stored ones were among them
+    /// (then the purge is durable only once the store has flushed).
+    pub fn purge(self: &Arc<Self>) -> (u32, bool) {
         let purged = self.lock().core.purge();
         self.forget(&purged.messages);
-        let ranges: Vec<_> = purged
-            .ranges
-            .into_iter()
-            .map(|(level, from, to)| (Some(level), from, to))
-            .collect();
-        if !ranges.is_empty() {
-            self.forget_regions(ranges);
-        }
-        purged.count
+        let stored =
+            !purged.ranges.is_empty() || purged.messages.iter().any(|m| m.stored.is_durable());
+        self.purge_stored(purged.ranges);
+        (purged.count, stored && self.env.store.is_durable())
     }
 
     /// Mark the queue deleted, cancel its consumers (telling their clients)

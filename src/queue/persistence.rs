@@ -1,26 +1,26 @@
 //! What a queue writes to the store, and how it comes back at boot.
 //!
-//! A persistent message in a durable queue is written as it is enqueued —
-//! durable at the next group commit, or never written if it is acknowledged
-//! first (write-behind) — and removed when it leaves the queue. A message
+//! A persistent message in a durable queue is handed to the store as it is
+//! enqueued — written by the next group commit, or never if it is
+//! acknowledged first — and removed when it leaves the queue. A message
 //! kept only in the store because the queue is long (see `paging`) is
-//! written at once, transient ones too. Returned messages have their
-//! delivery state recorded so they come back flagged redelivered (and
-//! counted, and delayed) after a restart. Purges and deletes of long queues
-//! remove their stored ranges in the background.
+//! handed over the same way, transient ones too. Returned messages have
+//! their delivery state recorded so they come back flagged redelivered (and
+//! counted, and delayed) after a restart. None of this does I/O under the
+//! queue's lock: the store writes on its own thread. Purges and deletes of
+//! long queues are recorded at once and cleared in the background.
 //!
 //! At boot a durable queue is rebuilt from the first and last stored key of
 //! each priority level; its messages stay in the store until consumers
 //! need them.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use super::args::{QueueType, Tunables};
 use super::state::{Admission, Now, QueueCore, StoreOp};
 use super::{DeliveryTarget, Queue, QueueConfig, QueueEnv, QueuedMessage, Shell};
 use crate::message::Message;
-use crate::store::{Entry, Slot, Stored};
+use crate::store::{Slot, Stored};
 
 impl Queue {
     /// A durable queue coming back after a restart. `counts`, per level,
@@ -53,6 +53,11 @@ impl Queue {
                 .and_then(|c| c.iter().find(|(l, _)| *l == level))
                 .map_or(last - first + 1, |(_, n)| *n);
             st.core.restore_level(level, first, last, count);
+        }
+        for level in 0..levels {
+            if let Err(e) = queue.env.store.resume_purges(queue.config.uid, level as u8) {
+                tracing::error!(queue = %queue.config.name, "cannot resume a purge: {e}");
+            }
         }
         let store = &queue.env.store;
         let uid = queue.config.uid;
@@ -90,17 +95,11 @@ impl Queue {
         self.persists(message)
     }
 
-    /// Write an admitted message where it must be: a durable entry if it
-    /// persists, a paged-out copy if it is kept only in the store. Returns
-    /// how it is stored and whether it is paged, or `None` if the store
-    /// refused the write (the message is not enqueued).
-    pub(super) fn write(
-        &self,
-        st: &Shell,
-        a: Admission,
-        message: &Message,
-        shared: Option<u64>,
-    ) -> Option<(Stored, bool)> {
+    /// Hand an admitted message to the store where it must be: a durable
+    /// entry if it persists, a paged-out copy if it is kept only in the
+    /// store. Returns whether the store has a durable entry for it and
+    /// whether it is paged (kept only in the store).
+    pub(super) fn write(&self, st: &Shell, a: Admission, message: &Arc<Message>) -> (Stored, bool) {
         let slot = Slot {
             uid: self.config.uid,
             level: a.level,
@@ -108,24 +107,14 @@ impl Queue {
         };
         let store = &self.env.store;
         let paging = self.should_page(st, a.level);
-        let stored = if self.persists(message) {
-            let entry = match shared {
-                Some(id) => Entry::Shared(id),
-                None => Entry::Inline(message),
-            };
-            // A message that stays in memory is written at the next group
-            // commit (or never, if it is acked first); one that is paged out
-            // must be readable from the store at once.
-            store.put_entry(slot, a.expires_at, entry, !paging).ok()?
+        if self.persists(message) {
+            (store.put_entry(slot, a.expires_at, message), paging)
+        } else if paging {
+            store.page_out(slot, a.expires_at, message);
+            (Stored::No, true)
         } else {
-            Stored::No
-        };
-        let paged = paging
-            && match stored {
-                Stored::No => store.page_out(slot, a.expires_at, message).is_ok(),
-                _ => true,
-            };
-        Some((stored, paged))
+            (Stored::No, false)
+        }
     }
 
     /// Remove the records of messages that left the queue.
@@ -155,9 +144,7 @@ impl Queue {
                     marked,
                 } => self.remove_record(Slot { uid, level, seq }, stored, marked),
                 StoreOp::Mark { level, seq, state } => {
-                    if let Err(e) = self.env.store.set_delivery(Slot { uid, level, seq }, state) {
-                        tracing::error!(queue = %self.config.name, "cannot mark a stored message: {e}");
-                    }
+                    self.env.store.set_delivery(Slot { uid, level, seq }, state)
                 }
             }
         }
@@ -166,35 +153,20 @@ impl Queue {
     /// Everything the queue ever stored, including entries of messages still
     /// unacknowledged in channels (a deleted queue).
     pub(super) fn forget_everything(&self) {
-        if self.env.store.is_durable() {
-            self.env.store.cancel_unwritten(self.config.uid);
-            if let Err(e) = self.env.store.forget_redelivered_through(self.config.uid) {
-                tracing::error!(queue = %self.config.name, "cannot remove the redelivery mark: {e}");
-            }
-            self.forget_regions(vec![(None, 0, u64::MAX)]);
+        let store = &self.env.store;
+        store.drop_queue(self.config.uid);
+        if let Err(e) = store.forget_redelivered_through(self.config.uid) {
+            tracing::error!(queue = %self.config.name, "cannot remove the redelivery mark: {e}");
         }
     }
 
-    /// Remove stored ranges in the background (purge and delete of long
-    /// queues would otherwise hold the queue for seconds). `None` for the
-    /// level means all levels.
-    pub(super) fn forget_regions(&self, ranges: Vec<(Option<u8>, u64, u64)>) {
-        let env = self.env.clone();
-        let (uid, name) = (self.config.uid, self.config.name.clone());
-        env.cleanups.fetch_add(1, Ordering::AcqRel);
-        let spawned = std::thread::Builder::new()
-            .name("warren-purge".into())
-            .spawn(move || {
-                for (level, from, to) in ranges {
-                    if let Err(e) = env.store.remove_range(uid, level, from, to) {
-                        tracing::error!(queue = %name, "cannot remove stored messages: {e}");
-                    }
-                }
-                env.cleanups.fetch_sub(1, Ordering::AcqRel);
-            });
-        if let Err(e) = spawned {
-            self.env.cleanups.fetch_sub(1, Ordering::AcqRel);
-            tracing::error!("cannot start a purge thread: {e}");
+    /// Purge stored ranges `(level, from, to)`: gone for reads at once,
+    /// durable once the store next flushes, cleared in the background.
+    pub(super) fn purge_stored(&self, ranges: Vec<(u8, u64, u64)>) {
+        for (level, from, to) in ranges {
+            if let Err(e) = self.env.store.purge_range(self.config.uid, level, from, to) {
+                tracing::error!(queue = %self.config.name, "cannot purge stored messages: {e}");
+            }
         }
     }
 }

@@ -8,8 +8,12 @@
 //! publishes; an idle broker flushes at once. `max_delay` lets a flush wait a
 //! little for company, up to `max_batch` waiters.
 //!
-//! Writes nobody waits for (acks, delivery marks) are flushed at least every
-//! `interval`, which bounds what a crash can lose of them.
+//! Before each flush the thread writes what queues left unwritten (see
+//! `unwritten`): every entry it writes was accepted before its waiter was
+//! registered, so the flush covers it. Writes nobody waits for (acks,
+//! delivery marks, paged-out messages) are flushed at least every
+//! `interval`, which bounds what a crash can lose of them; when too much is
+//! waiting in memory a writer asks for a cycle at once ([`GroupCommit::wake`]).
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -17,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::write_behind::WriteBehind;
+use super::unwritten::Unwritten;
 use super::{Backend, StoreError, StoreResult};
 
 /// Called once the writes made before it was registered are durable (or
@@ -46,13 +50,15 @@ struct State {
     waiters: Vec<Waiter>,
     /// Something was written since the last flush.
     dirty: bool,
+    /// A writer asked for a cycle now.
+    woken: bool,
     stopping: bool,
 }
 
 impl GroupCommit {
     pub fn start(
         backend: Arc<dyn Backend>,
-        write_behind: Arc<WriteBehind>,
+        unwritten: Arc<Unwritten>,
         max_batch: usize,
         max_delay: Duration,
         interval: Duration,
@@ -68,7 +74,7 @@ impl GroupCommit {
                 run(
                     worker,
                     backend,
-                    write_behind,
+                    unwritten,
                     max_batch.max(1),
                     max_delay,
                     interval,
@@ -85,6 +91,15 @@ impl GroupCommit {
     pub fn touch(&self) {
         let mut st = self.shared.state.lock();
         st.dirty = true;
+    }
+
+    /// Run a cycle now, waiter or not.
+    pub fn wake(&self) {
+        let mut st = self.shared.state.lock();
+        st.dirty = true;
+        st.woken = true;
+        drop(st);
+        self.shared.wake.notify_one();
     }
 
     pub fn after_flush(&self, waiter: Waiter) {
@@ -115,7 +130,7 @@ impl Drop for GroupCommit {
 fn run(
     shared: Arc<Shared>,
     backend: Arc<dyn Backend>,
-    write_behind: Arc<WriteBehind>,
+    unwritten: Arc<Unwritten>,
     max_batch: usize,
     max_delay: Duration,
     interval: Duration,
@@ -124,7 +139,7 @@ fn run(
         let batch = {
             let mut st = shared.state.lock();
             let mut periodic = Instant::now() + interval;
-            while st.waiters.is_empty() && !st.stopping {
+            while st.waiters.is_empty() && !st.stopping && !st.woken {
                 if shared.wake.wait_until(&mut st, periodic).timed_out() {
                     if st.dirty {
                         break;
@@ -135,7 +150,8 @@ fn run(
             if st.waiters.is_empty() && st.stopping {
                 return;
             }
-            if !max_delay.is_zero() && !st.stopping {
+            let woken = std::mem::take(&mut st.woken);
+            if !max_delay.is_zero() && !st.stopping && !woken {
                 let deadline = Instant::now() + max_delay;
                 while st.waiters.len() < max_batch && !st.stopping {
                     if shared.wake.wait_until(&mut st, deadline).timed_out() {
@@ -146,11 +162,11 @@ fn run(
             st.dirty = false;
             std::mem::take(&mut st.waiters)
         };
-        // Entries waiting to be written go first: every waiter taken above
-        // was registered after its entries were queued, so this flush
+        // What queues left unwritten goes first: every waiter taken above
+        // was registered after its entries were accepted, so this flush
         // covers them.
-        let result = write_behind
-            .write_to(backend.as_ref())
+        let result = unwritten
+            .write(backend.as_ref(), false)
             .and_then(|()| backend.flush());
         if let Err(e) = &result {
             tracing::error!("flush failed: {e}");
@@ -171,7 +187,7 @@ mod tests {
     fn every_waiter_is_completed_and_stop_drains() {
         let gc = GroupCommit::start(
             Arc::new(MemoryBackend::default()),
-            Arc::new(WriteBehind::default()),
+            Arc::new(Unwritten::new(b't')),
             8,
             Duration::from_millis(1),
             Duration::from_millis(50),

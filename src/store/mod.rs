@@ -10,32 +10,37 @@
 //! | file | owns |
 //! |---|---|
 //! | `definitions` | the `definitions` tree: vhosts, users, permissions, policies, exchanges, queues, bindings |
-//! | `records` | the `messages` tree's byte layout: keys, message records, delivery states (pure functions) |
-//! | `messages` | queue contents one message at a time: entries, shared bodies, delivery states, paging out, reading back, taking one where it sits |
-//! | `ranges` | queue contents by range: bounds, counts, purge and delete, clearing the previous run's paged messages |
-//! | `paged` | batching paged-out transient messages, a batch to a key |
-//! | `write_behind` | queue entries held back until the next group commit |
+//! | `records` | the `messages` tree's byte layout: keys, message records, batches, delivery states (pure functions) |
+//! | `messages` | queue contents one message at a time: entries, paging out, delivery states, reading back, taking one where it sits |
+//! | `batches` | queue messages a batch to a key, in memory until written: durable entries and paged-out transient messages |
+//! | `unwritten` | everything queues handed over that the group commit has not written yet |
+//! | `ranges` | queue contents by range: bounds, counts, purge and delete, clearing what earlier runs left |
+//! | `cleanup` | the background worker that removes purged and deleted ranges |
 //! | `group_commit` | the flush thread and its waiters |
 //! | `sled_backend`, `memory_backend` | the two [`Backend`]s |
 //!
-//! Writes are applied to the backend at once (visible to reads, not yet
-//! durable); durability comes from [`Store::after_flush`]: the group-commit
-//! thread runs one flush for every write made before it started, then
-//! completes all the waiters at once. Publisher confirms, `tx.commit-ok` and
-//! `declare-ok` for durable entities wait for that flush.
+//! Queue messages are handed over in memory and written by the
+//! group-commit thread just before it flushes; definitions are written at
+//! once. Durability comes from [`Store::after_flush`]: the group-commit
+//! thread runs one flush for every change made before it started, then
+//! completes all the waiters at once. Publisher confirms, `tx.commit-ok`,
+//! `purge-ok` and `declare-ok` for durable entities wait for that flush.
 //!
 //! The on-disk layout is documented in `docs/storage.md`; its version is
 //! checked at open, and an unknown version refuses to start.
 
+mod batches;
+mod cleanup;
 mod definitions;
 mod group_commit;
 mod memory_backend;
 mod messages;
-mod paged;
+#[cfg(test)]
+mod race_test;
 mod ranges;
 mod records;
 mod sled_backend;
-mod write_behind;
+mod unwritten;
 
 use std::fmt;
 use std::path::Path;
@@ -49,13 +54,16 @@ pub use definitions::{
 };
 pub use group_commit::Waiter;
 pub use memory_backend::MemoryBackend;
-pub use messages::{Entry, Recovered, Stored, TakenMessage};
+pub use messages::{Recovered, Stored, TakenMessage};
 pub use records::{DeliveryState, Slot};
 
 use group_commit::GroupCommit;
 
-/// Version of the on-disk layout this build reads and writes.
-pub const FORMAT_VERSION: u32 = 2;
+/// Version of the on-disk layout this build writes. It reads version 2 too
+/// (and then marks the store 3, so an older Warren refuses it rather than
+/// miss the batches).
+pub const FORMAT_VERSION: u32 = 3;
+const READS_FORMATS: &[&[u8]] = &[b"2", b"3"];
 
 /// A storage failure. Cloneable so one flush error can complete many waiters.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -151,10 +159,12 @@ pub struct Store {
     /// The previous run shut down cleanly.
     clean: bool,
     commit: GroupCommit,
-    /// Queue entries waiting to be written at the next group commit.
-    write_behind: Arc<write_behind::WriteBehind>,
-    paged: paged::PagedBatches,
-    next_message_id: AtomicU64,
+    /// What queues handed over that is not written yet.
+    unwritten: Arc<unwritten::Unwritten>,
+    cleanup: cleanup::Cleanup,
+    /// The first queue uid of this run: keys below it with no queue are
+    /// what earlier runs left.
+    first_uid: u64,
     next_queue_uid: AtomicU64,
     /// Queue uids below this are reserved on disk.
     uids_reserved: AtomicU64,
@@ -226,7 +236,10 @@ impl Store {
                 backend.flush()?;
                 true
             }
-            Some(v) if v == FORMAT_VERSION.to_string().as_bytes() => false,
+            Some(v) if READS_FORMATS.contains(&v.as_slice()) => {
+                backend.insert(Tree::Meta, b"format", FORMAT_VERSION.to_string().as_bytes())?;
+                false
+            }
             Some(v) => {
                 return Err(StoreError::Version {
                     path: path.to_string(),
@@ -234,7 +247,6 @@ impl Store {
                 });
             }
         };
-        let next_message_id = messages::last_shared_id(backend.as_ref())?.map_or(1, |id| id + 1);
         let reserved = backend
             .get(Tree::Meta, b"uids")?
             .and_then(|v| String::from_utf8(v).ok()?.parse::<u64>().ok())
@@ -242,20 +254,21 @@ impl Store {
         let next_queue_uid = definitions::last_queue_uid(backend.as_ref())?
             .map_or(1, |u| u + 1)
             .max(reserved + 1);
-        let write_behind = Arc::new(write_behind::WriteBehind::default());
+        // Page under the key kind the previous run did not use, so its
+        // leftovers can be cleared while this run pages.
+        let paged_kind = match backend.get(Tree::Meta, b"paged")?.as_deref() {
+            Some([kind]) => ranges::other_kind(*kind),
+            _ => b'u',
+        };
+        let unwritten = Arc::new(unwritten::Unwritten::new(paged_kind));
         let commit = GroupCommit::start(
             backend.clone(),
-            write_behind.clone(),
+            unwritten.clone(),
             options.group_commit_max_batch,
             options.group_commit_max_delay,
             options.flush_interval,
         )?;
-        // Page under the key kind the previous run did not use, so its
-        // leftovers can be cleared while this run pages.
-        let paged_kind = match backend.get(Tree::Meta, b"paged")?.as_deref() {
-            Some([kind]) => paged::other_kind(*kind),
-            _ => b'u',
-        };
+        let cleanup = cleanup::Cleanup::start()?;
         backend.insert(Tree::Meta, b"paged", &[paged_kind])?;
         // A clean shutdown leaves this mark; it is removed at once so that a
         // crash later in this run is recognised as one.
@@ -270,9 +283,9 @@ impl Store {
             fresh,
             clean,
             commit,
-            write_behind,
-            paged: paged::PagedBatches::new(paged_kind),
-            next_message_id: AtomicU64::new(next_message_id),
+            unwritten,
+            cleanup,
+            first_uid: next_queue_uid,
             // Runtime-only (transient) queues take uids from the same
             // counter so their paged keys never collide with durable ones.
             next_queue_uid: AtomicU64::new(next_queue_uid),
@@ -416,10 +429,6 @@ impl Store {
         Ok(out)
     }
 
-    fn new_message_id(&self) -> u64 {
-        self.next_message_id.fetch_add(1, Ordering::Relaxed)
-    }
-
     /// Run `waiter` once everything written so far is durable.
     pub fn after_flush(&self, waiter: Waiter) {
         if self.durable {
@@ -451,7 +460,7 @@ impl Store {
     /// Flush now, on this thread (boot-time writes).
     pub fn flush_now(&self) -> StoreResult<()> {
         if self.durable {
-            self.note(self.write_behind.write_to(self.backend.as_ref()))?;
+            self.note(self.unwritten.write(self.backend.as_ref(), true))?;
             self.note(self.backend.flush())
         } else {
             Ok(())
@@ -461,8 +470,9 @@ impl Store {
     /// Flush, mark the shutdown clean, and stop the group-commit thread.
     pub fn close(&self) -> StoreResult<()> {
         self.commit.stop();
+        self.cleanup.stop();
         if self.durable {
-            self.write_behind.write_to(self.backend.as_ref())?;
+            self.unwritten.write(self.backend.as_ref(), true)?;
             self.backend.insert(Tree::Meta, b"clean", b"1")?;
             self.backend.flush()
         } else {

@@ -1,242 +1,272 @@
 //! Whole ranges of the `messages` tree: a queue level's bounds and count,
-//! removing every stored message of a queue or of a range of sequence
-//! numbers (purge, delete; with a deleted queue's entries still waiting in
-//! write-behind), and clearing the previous run's paged-out messages at
-//! boot.
+//! purging a range of sequence numbers, removing a deleted queue, clearing
+//! the previous run's paged-out messages, and sweeping entries of queues
+//! that no longer exist.
 //!
-//! These scan many keys, a page at a time so that no scan holds a whole
-//! queue in memory; none of them is on the publish or delivery path.
+//! Purges and deletions take effect at once in memory; the keys are
+//! removed afterwards by the background worker (`cleanup`), a page at a
+//! time, so no scan holds a whole queue in memory and none of this is on
+//! the publish or delivery path. A purge is durable once the commit after
+//! it is flushed (the purged range is recorded); a deletion once the
+//! queue's definition is gone (whatever it left is an orphan, swept at the
+//! next boot if the worker did not finish).
 
-use super::paged;
+use std::collections::HashSet;
+
 use super::records::{level_range, queue_range, seq_of, u64_at};
-use super::{Store, StoreResult, Tree};
+use super::unwritten::Unwritten;
+use super::{Backend, Store, StoreResult, Tree};
+
+/// Key kinds that belong to a queue uid (`d`, `q` and the paged kinds hold
+/// per-message keys; `b`, `x`, `p` batches, removals and purged ranges).
+const QUEUE_KINDS: &[u8] = b"bdpqtux";
 
 impl Store {
     /// The first and last sequence numbers of a queue level's durable
-    /// entries.
+    /// entries (an estimate of what is there: removals are not counted).
     pub fn entry_bounds(&self, uid: u64, level: u8) -> StoreResult<Option<(u64, u64)>> {
         let b = self.backend.as_ref();
         let (from, to) = level_range(b'q', uid, level, 0);
-        let first = b.scan(Tree::Messages, &from, &to, 1)?;
-        let Some(first) = first.first().and_then(|(k, _)| seq_of(k)) else {
-            return Ok(None);
+        let legacy = match b.scan(Tree::Messages, &from, &to, 1)?.first() {
+            Some((k, _)) => {
+                let first = seq_of(k).unwrap_or(0);
+                let last = b
+                    .last_key(Tree::Messages, &from, &to)?
+                    .and_then(|k| seq_of(&k))
+                    .unwrap_or(first);
+                Some((first, last))
+            }
+            None => None,
         };
-        let last = b
-            .last_key(Tree::Messages, &from, &to)?
-            .and_then(|k| seq_of(&k))
-            .unwrap_or(first);
-        Ok(Some((first, last)))
+        let batches = self.unwritten.entries.bounds(b, uid, level)?;
+        Ok(match (legacy, batches) {
+            (Some((f1, l1)), Some((f2, l2))) => Some((f1.min(f2), l1.max(l2))),
+            (a, b) => a.or(b),
+        })
     }
 
     /// Count a queue level's durable entries with sequence number `>= from`.
     /// Reads every entry: run it off the hot path.
     pub fn count_entries(&self, uid: u64, level: u8, from: u64) -> StoreResult<u64> {
         let b = self.backend.as_ref();
+        let purged = self.unwritten.entries.purged(b, uid, level)?;
         let (start, to) = level_range(b'q', uid, level, from);
         let mut start = start.to_vec();
-        let mut count = 0u64;
+        let mut count = self.unwritten.entries.count(b, uid, level, from)?;
         loop {
             let page = b.scan(Tree::Messages, &start, &to, 4096)?;
             let Some((last, _)) = page.last() else {
                 return Ok(count);
             };
-            count += page.len() as u64;
+            count += page
+                .iter()
+                .filter_map(|(k, _)| seq_of(k))
+                .filter(|s| !purged.iter().any(|(f, t)| (*f..*t).contains(s)))
+                .count() as u64;
             start = last.clone();
             start.push(0);
         }
     }
 
-    /// Forget the entries of a deleted queue that were never written.
-    pub fn cancel_unwritten(&self, uid: u64) {
-        let (prefix, _) = queue_range(b'q', uid);
-        self.write_behind.cancel_prefix(&prefix);
+    /// A deleted queue: forget what it has in memory and have its keys
+    /// removed in the background.
+    pub fn drop_queue(&self, uid: u64) {
+        self.unwritten.entries.drop_queue(uid);
+        self.unwritten.paged.drop_queue(uid);
+        self.unwritten.drop_marks(uid);
+        let (backend, unwritten) = (self.backend.clone(), self.unwritten.clone());
+        self.cleanup
+            .run(move || remove_queue(backend.as_ref(), &unwritten, uid));
     }
 
-    /// Remove every stored message of a queue with `from <= seq < to`, of
-    /// one level or (`None`) all levels (purge, delete). Returns how many
-    /// durable entries were removed.
-    pub fn remove_range(
-        &self,
-        uid: u64,
-        level: Option<u8>,
-        from: u64,
-        to: u64,
-    ) -> StoreResult<u64> {
+    /// Purge a queue level's stored messages with `from <= seq < to`: gone
+    /// at once for reads, durable with the next flush, and cleared in the
+    /// background.
+    pub fn purge_range(&self, uid: u64, level: u8, from: u64, to: u64) -> StoreResult<()> {
         let b = self.backend.as_ref();
-        let mut removed = 0;
-        self.remove_paged_range(uid, level, from, to)?;
-        for kind in [b'q', b'd'] {
-            let (start, end) = match level {
-                Some(level) => {
-                    let (s, e) = level_range(kind, uid, level, from);
-                    (s.to_vec(), e.to_vec())
-                }
-                None => {
-                    let (s, e) = queue_range(kind, uid);
-                    (s.to_vec(), e.to_vec())
-                }
-            };
-            let mut start = start;
-            loop {
-                let page = b.scan(Tree::Messages, &start, &end, 1024)?;
-                let Some((last, _)) = page.last() else {
-                    break;
-                };
-                start = last.clone();
-                start.push(0);
-                for (k, v) in &page {
-                    let Some(seq) = seq_of(k) else { continue };
-                    if seq < from || seq >= to {
-                        continue;
-                    }
-                    self.note(b.remove(Tree::Messages, k))?;
-                    if kind == b'q' {
-                        removed += 1;
-                        if let Some((1, id)) = v.get(8..).and_then(|v| v.split_first())
-                            && let Some(id) = u64_at(id, 0)
-                        {
-                            self.release_shared(id)?;
-                        }
-                    }
-                }
-            }
-        }
-        Ok(removed)
+        self.unwritten.entries.purge(b, uid, level, from, to)?;
+        self.unwritten.paged.purge(b, uid, level, from, to)?;
+        self.commit.touch();
+        let (backend, unwritten) = (self.backend.clone(), self.unwritten.clone());
+        self.cleanup
+            .run(move || clear_range(backend.as_ref(), &unwritten, uid, level, from, to));
+        Ok(())
     }
 
-    /// Remove the paged messages of a queue with `from <= seq < to`, taking
-    /// those of its batches below `from` to be read already.
-    fn remove_paged_range(
-        &self,
-        uid: u64,
-        level: Option<u8>,
-        from: u64,
-        to: u64,
-    ) -> StoreResult<()> {
+    /// Resume the clearing of ranges purged before the last shutdown.
+    pub fn resume_purges(&self, uid: u64, level: u8) -> StoreResult<()> {
         let b = self.backend.as_ref();
-        if level.is_none() && from == 0 && to == u64::MAX {
-            self.paged.drop_queue(uid);
-        } else {
-            self.note(self.paged.write_level(b, uid, level))?;
+        for (from, to) in self.unwritten.entries.purged(b, uid, level)? {
+            let (backend, unwritten) = (self.backend.clone(), self.unwritten.clone());
+            self.cleanup
+                .run(move || clear_range(backend.as_ref(), &unwritten, uid, level, from, to));
         }
-        let (mut start, end) = match level {
-            Some(level) => {
-                let (start, end) = self.paged.range_from(b, uid, level, from)?;
-                (start, end.to_vec())
+        Ok(())
+    }
+
+    /// Drop the previous run's paged-out transient messages (they do not
+    /// survive a restart; this run pages under the other key kind), and the
+    /// keys of queues that no longer exist (deleted just before a crash):
+    /// every uid of an earlier run not in `live`. Background work.
+    pub fn sweep(&self, live: HashSet<u64>) {
+        let backend = self.backend.clone();
+        let below = self.first_uid;
+        let old = other_kind(self.unwritten.paged.kind);
+        let current = self.unwritten.paged.kind;
+        self.cleanup.run(move || {
+            let b = backend.as_ref();
+            remove_prefix(b, &[old], &[old + 1])?;
+            for kind in QUEUE_KINDS
+                .iter()
+                .copied()
+                .filter(|k| *k != old && *k != current)
+            {
+                sweep_kind(b, kind, &live, below)?;
             }
-            None => {
-                let (start, end) = queue_range(self.paged.kind, uid);
-                (start.to_vec(), end.to_vec())
-            }
-        };
+            Ok(())
+        });
+    }
+
+    /// Whether background removals are still running (tests wait for them).
+    pub fn cleanup_idle(&self) -> bool {
+        self.cleanup.is_idle()
+    }
+}
+
+/// The key kind the run after one paging under `kind` pages under.
+pub(super) fn other_kind(kind: u8) -> u8 {
+    if kind == b't' { b'u' } else { b't' }
+}
+
+/// Mark everything of a level in `[from, to)` removed — batches, format-2
+/// entries and delivery states — then forget the purged range.
+fn clear_range(
+    b: &dyn Backend,
+    u: &Unwritten,
+    uid: u64,
+    level: u8,
+    from: u64,
+    to: u64,
+) -> StoreResult<()> {
+    u.paged.clear_range(b, uid, level, from, to)?;
+    for kind in [b'q', b'd'] {
+        let (start, end) = level_range(kind, uid, level, from);
+        let mut start = start.to_vec();
         loop {
-            let page = b.scan(Tree::Messages, &start, &end, 64)?;
+            let page = b.scan(Tree::Messages, &start, &end, 1024)?;
             let Some((last, _)) = page.last() else {
-                return Ok(());
+                break;
             };
             start = last.clone();
             start.push(0);
             for (k, v) in &page {
-                let mut in_range = Vec::new();
-                let mut later = false;
-                for entry in paged::entries(v) {
-                    let seq = entry?.seq;
-                    later |= seq >= to;
-                    if seq >= from && seq < to {
-                        in_range.push(seq);
-                    }
+                let Some(seq) = seq_of(k) else { continue };
+                if seq >= to {
+                    break;
                 }
-                if !later {
-                    self.note(self.paged.consumed(b, k))?;
-                } else if !in_range.is_empty() {
-                    self.note(self.paged.remove_entries(b, k, v, &in_range))?;
+                b.remove(Tree::Messages, k)?;
+                if kind == b'q'
+                    && let Some((1, id)) = v.get(8..).and_then(|v| v.split_first())
+                    && let Some(id) = u64_at(id, 0)
+                {
+                    release_legacy_shared(b, id)?;
                 }
             }
         }
     }
+    // Last: the purged range is forgotten only once its entries are.
+    u.entries.clear_range(b, uid, level, from, to)
+}
 
-    /// Drop the previous run's paged-out transient messages (they do not
-    /// survive a restart); this run pages under the other key kind.
-    pub fn clear_paged(&self) -> StoreResult<()> {
-        let b = self.backend.as_ref();
-        let old = paged::other_kind(self.paged.kind);
-        loop {
-            let page = b.scan(Tree::Messages, &[old], &[old + 1], 4096)?;
-            if page.is_empty() {
-                return Ok(());
-            }
-            for (k, _) in page {
-                self.note(b.remove(Tree::Messages, &k))?;
+/// Every key of a deleted queue.
+fn remove_queue(b: &dyn Backend, u: &Unwritten, uid: u64) -> StoreResult<()> {
+    u.entries.drop_queue(uid);
+    u.paged.drop_queue(uid);
+    for kind in QUEUE_KINDS {
+        let (start, end) = queue_range(*kind, uid);
+        if *kind == b'q' {
+            release_shared_of(b, &start, &end)?;
+        }
+        remove_prefix(b, &start, &end)?;
+    }
+    Ok(())
+}
+
+/// Format-2 shared bodies referred to by entries in `[start, end)`.
+fn release_shared_of(b: &dyn Backend, start: &[u8], end: &[u8]) -> StoreResult<()> {
+    let mut start = start.to_vec();
+    loop {
+        let page = b.scan(Tree::Messages, &start, end, 1024)?;
+        let Some((last, _)) = page.last() else {
+            return Ok(());
+        };
+        start = last.clone();
+        start.push(0);
+        for (_, v) in &page {
+            if let Some((1, id)) = v.get(8..).and_then(|v| v.split_first())
+                && let Some(id) = u64_at(id, 0)
+            {
+                release_legacy_shared(b, id)?;
             }
         }
     }
+}
+
+fn release_legacy_shared(b: &dyn Backend, id: u64) -> StoreResult<()> {
+    let key = |kind: u8| {
+        let mut k = [kind; 9];
+        k[1..].copy_from_slice(&id.to_be_bytes());
+        k
+    };
+    let refs = b
+        .get(Tree::Messages, &key(b'r'))?
+        .and_then(|v| Some(u32::from_be_bytes(v.get(..4)?.try_into().ok()?)))
+        .unwrap_or(0);
+    if refs <= 1 {
+        b.remove(Tree::Messages, &key(b'm'))?;
+        b.remove(Tree::Messages, &key(b'r'))
+    } else {
+        b.insert(Tree::Messages, &key(b'r'), &(refs - 1).to_be_bytes())
+    }
+}
+
+fn remove_prefix(b: &dyn Backend, start: &[u8], end: &[u8]) -> StoreResult<()> {
+    loop {
+        let page = b.scan(Tree::Messages, start, end, 1024)?;
+        if page.is_empty() {
+            return Ok(());
+        }
+        for (k, _) in page {
+            b.remove(Tree::Messages, &k)?;
+        }
+    }
+}
+
+/// Remove the keys of `kind` whose queue uid is below `below` and not in
+/// `live`.
+fn sweep_kind(b: &dyn Backend, kind: u8, live: &HashSet<u64>, below: u64) -> StoreResult<()> {
+    let mut start = vec![kind];
+    let end = [kind + 1];
+    while let Some((k, _)) = b.scan(Tree::Messages, &start, &end, 1)?.pop() {
+        let Some(uid) = u64_at(&k, 1) else {
+            return Ok(());
+        };
+        if uid >= below {
+            return Ok(());
+        }
+        let (from, to) = queue_range(kind, uid);
+        if !live.contains(&uid) {
+            if kind == b'q' {
+                release_shared_of(b, &from, &to)?;
+            }
+            tracing::debug!(uid, kind = %(kind as char), "removing what a deleted queue left");
+            remove_prefix(b, &from, &to)?;
+        }
+        start = to.to_vec();
+    }
+    Ok(())
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use super::super::records::Slot;
-    use super::super::records::fixtures::{keys, msg, slot};
-    use super::super::{Backend, Entry};
-    use super::*;
-
-    #[test]
-    fn levels_are_separate_ranges() {
-        let s = Store::in_memory_for_tests();
-        let uid = s.new_queue_uid();
-        for (level, seq) in [(0u8, 1u64), (5, 2), (0, 3), (255, 4)] {
-            s.put_entry(Slot { uid, level, seq }, 0, Entry::Inline(&msg("x")), false)
-                .unwrap();
-        }
-        let seqs = |level| -> Vec<u64> {
-            s.page_in(uid, level, 0, 10)
-                .unwrap()
-                .iter()
-                .map(|r| r.seq)
-                .collect()
-        };
-        assert_eq!(seqs(0), vec![1, 3]);
-        assert_eq!(seqs(5), vec![2]);
-        assert_eq!(seqs(255), vec![4]);
-        assert_eq!(s.entry_bounds(uid, 255).unwrap(), Some((4, 4)));
-        assert_eq!(s.remove_range(uid, None, 0, u64::MAX).unwrap(), 4);
-    }
-
-    #[test]
-    fn each_run_pages_under_the_kind_the_last_one_did_not_use() {
-        let backend: Arc<dyn Backend> = Arc::new(super::super::MemoryBackend::default());
-        let first = Store::over(backend.clone()).unwrap();
-        let uid = first.new_queue_uid();
-        for seq in 0..100 {
-            first
-                .page_out(slot(uid, seq), 0, &msg(&"a".repeat(1000)))
-                .unwrap();
-        }
-        let left = keys(&first);
-        assert!(!left.is_empty());
-        assert!(left.iter().all(|k| k[0] == first.paged.kind));
-        first.close().unwrap();
-        drop(first);
-
-        let second = Store::over(backend).unwrap();
-        assert_ne!(second.paged.kind, left[0][0]);
-        second.page_out(slot(uid, 0), 0, &msg("new")).unwrap();
-        second
-            .paged
-            .write_level(backend_of(&second), uid, None)
-            .unwrap();
-        second.clear_paged().unwrap();
-        let now = keys(&second);
-        assert_eq!(now.len(), 1);
-        assert_eq!(now[0][0], second.paged.kind);
-        assert_eq!(
-            &second.page_in(uid, 0, 0, 10).unwrap()[0].message.body[..],
-            b"new"
-        );
-    }
-
-    fn backend_of(s: &Store) -> &dyn Backend {
-        s.backend.as_ref()
-    }
-}
+#[path = "ranges_tests.rs"]
+mod tests;

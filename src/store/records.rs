@@ -6,11 +6,13 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `q` uid level seq | queue entry: expiry time, then `0` + message record, or `1` + shared id |
+//! | `b` uid level seq | durable queue entries, a batch from `seq` on (see `batches`) |
+//! | `x` uid level seq | entries removed from the `b` batch of the same key (sorted seqs) |
+//! | `p` uid level | ranges of a level purged but not yet cleared (pairs of seqs: from, to) |
 //! | `d` uid level seq | delivery state of a returned message: failed deliveries (u32), other returns (u32), not-before time |
-//! | `t` or `u` uid level seq | transient messages paged out of memory, a batch from `seq` on (see `paged`; the previous run's kind is wiped at boot) |
-//! | `m` id | a message record shared by several queues |
-//! | `r` id | how many queue entries still refer to `m` id (u32) |
+//! | `t` or `u` uid level seq | transient messages paged out of memory, a batch from `seq` on (the previous run's kind is wiped at boot) |
+//! | `q` uid level seq | format 2's single queue entry: expiry time, then `0` + message record, or `1` + shared id (read, never written now) |
+//! | `m` id, `r` id | format 2's message record shared by several queues, and how many entries still refer to it (read, never written now) |
 //!
 //! Times are u64 milliseconds since the Unix epoch; an expiry time of 0
 //! means never.
@@ -214,6 +216,97 @@ pub(super) fn decode_delivery(v: &[u8]) -> DeliveryState {
         returned: u32_at(4),
         not_before_ms: u64_at(v, 8).unwrap_or(0),
     }
+}
+
+/// A batch (see `batches`) is written once it holds about this many bytes.
+pub(super) const BATCH_BYTES: usize = 32 * 1024;
+const BATCH_HEADER: usize = 12;
+const ENTRY_HEADER: usize = 20;
+
+/// A batch value: its last seq (u64) and entry count (u32), then entries of
+/// seq (u64), expiry time (u64), record length (u32) and the record.
+/// Returns the last seq written.
+pub(super) fn encode_batch<'a>(
+    out: &mut Vec<u8>,
+    entries: impl IntoIterator<Item = (u64, u64, &'a Message)>,
+) -> u64 {
+    out.resize(BATCH_HEADER, 0);
+    let (mut last, mut count) = (0u64, 0u32);
+    for (seq, expires_at, message) in entries {
+        out.extend_from_slice(&seq.to_be_bytes());
+        out.extend_from_slice(&expires_at.to_be_bytes());
+        let len_at = out.len();
+        out.extend_from_slice(&[0; 4]);
+        encode_record(message, out);
+        let len = (out.len() - len_at - 4) as u32;
+        out[len_at..len_at + 4].copy_from_slice(&len.to_be_bytes());
+        last = seq;
+        count += 1;
+    }
+    out[..8].copy_from_slice(&last.to_be_bytes());
+    out[8..12].copy_from_slice(&count.to_be_bytes());
+    last
+}
+
+/// A batch's last seq and number of entries.
+pub(super) fn batch_header(value: &[u8]) -> Option<(u64, usize)> {
+    let last = u64::from_be_bytes(value.get(..8)?.try_into().ok()?);
+    let count = u32::from_be_bytes(value.get(8..12)?.try_into().ok()?);
+    Some((last, count as usize))
+}
+
+/// One message in a batch.
+pub(super) struct BatchEntry<'a> {
+    pub seq: u64,
+    pub expires_at_ms: u64,
+    pub record: &'a [u8],
+}
+
+/// The entries of a batch value, in order; a truncated entry ends it with
+/// an error.
+pub(super) fn batch_entries(value: &[u8]) -> impl Iterator<Item = StoreResult<BatchEntry<'_>>> {
+    let mut rest = value.get(BATCH_HEADER..).unwrap_or_default();
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let entry = (|| {
+            let seq = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+            let expires_at_ms = u64::from_be_bytes(rest.get(8..16)?.try_into().ok()?);
+            let len = u32::from_be_bytes(rest.get(16..20)?.try_into().ok()?) as usize;
+            let record = rest.get(ENTRY_HEADER..ENTRY_HEADER.checked_add(len)?)?;
+            Some((
+                BatchEntry {
+                    seq,
+                    expires_at_ms,
+                    record,
+                },
+                ENTRY_HEADER + len,
+            ))
+        })();
+        Some(match entry {
+            Some((entry, used)) => {
+                rest = &rest[used..];
+                Ok(entry)
+            }
+            None => {
+                rest = &[];
+                Err(StoreError::corrupt("batch", "truncated entry"))
+            }
+        })
+    })
+}
+
+/// A sorted list of sequence numbers (a batch's removals, a level's purged
+/// ranges as pairs).
+pub(super) fn encode_seqs(seqs: &[u64]) -> Vec<u8> {
+    seqs.iter().flat_map(|s| s.to_be_bytes()).collect()
+}
+
+pub(super) fn decode_seqs(v: &[u8]) -> Vec<u64> {
+    v.chunks_exact(8)
+        .filter_map(|c| c.try_into().ok().map(u64::from_be_bytes))
+        .collect()
 }
 
 /// Messages and slots shared by the store's unit tests.

@@ -107,13 +107,16 @@ impl Channel {
             M::Purge(p) => {
                 let name = self.queue_name(p.queue)?;
                 s.check(Access::Read, "queue", name.as_str())?;
-                let count = s.vhost.purge_queue(s.connection_id, name.as_str())?;
+                let (count, durability) = s.vhost.purge_queue(s.connection_id, name.as_str())?;
                 if !p.nowait {
-                    s.reply(
+                    // Once purge-ok is sent, the purged messages cannot come
+                    // back after a crash.
+                    s.reply_when_durable(
                         self.id,
                         AMQPClass::Queue(M::PurgeOk(queue::PurgeOk {
                             message_count: count,
                         })),
+                        durability,
                     );
                 }
             }

@@ -178,7 +178,7 @@ fn run(setup: Setup, ops: Vec<Op>) -> Result<(), TestCaseError> {
             } => {
                 next_id += 1;
                 let m = message(next_id, priority, ttl, persistent);
-                let taken = real.queue.publish(m, None);
+                let taken = real.queue.publish(m);
                 let took = model.publish(next_id, priority, ttl, persistent);
                 prop_assert_eq!(
                     matches!(taken, super::Enqueued::Yes { .. }),
@@ -292,7 +292,7 @@ fn run(setup: Setup, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 prop_assert_eq!(seen, model.get(no_ack), "get at step {}", step);
             }
             Op::Purge => {
-                let n = real.queue.purge();
+                let (n, _) = real.queue.purge();
                 let expected = model.length() as u32;
                 model.ready.clear();
                 model.delayed.clear();

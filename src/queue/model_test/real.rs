@@ -207,7 +207,7 @@ impl Real {
     pub(super) fn restart(&mut self, clean: bool) {
         // A purge's stored ranges are removed in the background; a crash
         // test of that lives with the store.
-        while self.queue.env.cleanups_running() {
+        while !self.queue.env.store.cleanup_idle() {
             std::thread::yield_now();
         }
         let store = self.queue.env.store.clone();
@@ -249,10 +249,13 @@ impl Real {
         drop(old);
         let store = store_over(&self.backend);
         let counts = store.take_counts().unwrap();
-        store.clear_paged().unwrap();
+        store.sweep(std::collections::HashSet::from([self.config.uid]));
         let env = Real::env(&self.setup, store.clone(), &self.clock, &self.owner);
         let counts = counts.get(&self.config.uid).map(Vec::as_slice);
         self.queue = Queue::recover(self.config.clone(), env, None, counts);
+        while !store.cleanup_idle() {
+            std::thread::yield_now();
+        }
         if counts.is_none() {
             for (level, from) in self.queue.stored_from() {
                 let n = store.count_entries(self.config.uid, level, from).unwrap();

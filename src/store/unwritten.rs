@@ -1,0 +1,70 @@
+//! What queues have handed the store and the group-commit thread has not
+//! written yet: durable entries and paged-out transient messages (each in
+//! their [`BatchSpace`]) and delivery states of returned messages.
+//!
+//! Queues change these in memory, under their own lock, without I/O;
+//! [`Unwritten::write`] — on the group-commit thread before each flush, or
+//! at boot and shutdown — writes them. One write runs at a time, so a later
+//! change to a record never lands before an earlier one.
+
+use std::collections::HashMap;
+
+use parking_lot::Mutex;
+
+use super::batches::BatchSpace;
+use super::records::{DeliveryState, Slot, encode_delivery, key};
+use super::{Backend, StoreResult, Tree};
+
+#[derive(Debug)]
+pub(super) struct Unwritten {
+    pub entries: BatchSpace,
+    pub paged: BatchSpace,
+    /// Delivery states to write (`Some`) or delete (`None`).
+    marks: Mutex<HashMap<Slot, Option<DeliveryState>>>,
+    writing: Mutex<()>,
+}
+
+impl Unwritten {
+    pub fn new(paged_kind: u8) -> Unwritten {
+        Unwritten {
+            entries: BatchSpace::new(b'b', true),
+            paged: BatchSpace::new(paged_kind, false),
+            marks: Mutex::new(HashMap::new()),
+            writing: Mutex::new(()),
+        }
+    }
+
+    /// Keep (`Some`) or forget (`None`) a stored message's delivery state.
+    pub fn mark(&self, slot: Slot, state: Option<DeliveryState>) {
+        self.marks.lock().insert(slot, state);
+    }
+
+    /// A delivery state not written yet: `Some(None)` if it was forgotten.
+    pub fn mark_of(&self, slot: Slot) -> Option<Option<DeliveryState>> {
+        self.marks.lock().get(&slot).copied()
+    }
+
+    /// Forget the unwritten delivery states of a deleted queue.
+    pub fn drop_marks(&self, uid: u64) {
+        self.marks.lock().retain(|s, _| s.uid != uid);
+    }
+
+    /// Write what is due (everything, with `everything`: boot, shutdown,
+    /// an explicit flush).
+    pub fn write(&self, b: &dyn Backend, everything: bool) -> StoreResult<()> {
+        let _one_at_a_time = self.writing.lock();
+        let entries = self.entries.commit(b, everything);
+        let paged = self.paged.commit(b, everything);
+        let marks = std::mem::take(&mut *self.marks.lock());
+        let mut result = entries.and(paged);
+        for (slot, state) in marks {
+            let k = key(b'd', slot);
+            let r = match state {
+                Some(state) => b.insert(Tree::Messages, &k, &encode_delivery(state)),
+                None => b.remove(Tree::Messages, &k),
+            };
+            result = result.and(r);
+        }
+        result
+    }
+}
