@@ -90,6 +90,7 @@ pub struct LimitsConfig {
     pub handshake_timeout_ms: u64,
     pub max_connections: u32,
     pub connection_buffer_bytes: usize,
+    pub queue_flow_messages: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]

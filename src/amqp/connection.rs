@@ -16,6 +16,7 @@
 use rustc_hash::FxHashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use amq_protocol::protocol::{AMQPClass, channel, connection};
@@ -174,6 +175,7 @@ impl Connection {
             vhost: n.vhost.name.clone(),
             connected_at: SystemTime::now(),
             close: CancellationToken::new(),
+            flow: Default::default(),
         });
         outbox.set_heartbeat(Duration::from_secs(n.heartbeat.into()));
         Connection {
@@ -186,6 +188,7 @@ impl Connection {
                 frame_max: n.frame_max,
                 cancel_notify: n.capabilities.consumer_cancel_notify,
                 deferred: Default::default(),
+                in_flow: Default::default(),
             },
             client,
             channels: FxHashMap::default(),
@@ -216,6 +219,8 @@ impl Connection {
             // Stop reading while the client cannot keep up with what we send,
             // or while a resource alarm blocks a publisher.
             let paused = self.session.outbox.is_congested() || (blocked && self.has_published);
+            let flowing = self.held_back_by();
+            let in_flow = !flowing.is_empty();
             let idle_limit = (!self.heartbeat.is_zero()).then(|| self.heartbeat * 2);
             tokio::select! {
                 biased;
@@ -236,7 +241,13 @@ impl Connection {
                     self.announce_blocked(reason);
                 }
                 _ = self.session.outbox.room(), if paused && !blocked => {}
-                read = read_with_idle_limit(reader, idle_limit), if !paused => {
+                _ = released(flowing), if in_flow && !paused => {
+                    // Frames read before the pause come first.
+                    if let Err(end) = self.drain(reader).await {
+                        return self.finish(reader, end).await;
+                    }
+                }
+                read = read_with_idle_limit(reader, idle_limit), if !paused && !in_flow => {
                     match read {
                         Ok(0) | Err(ReadFailure::Io) => return self.finish(reader, End::Closed).await,
                         Err(ReadFailure::Idle) => {
@@ -252,6 +263,34 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// The queues in flow this connection published to, that it does not
+    /// consume from itself (it would wait for its own acks). Keeps the
+    /// connection's flow state and the gauge in step.
+    fn held_back_by(&mut self) -> Vec<Arc<crate::queue::Queue>> {
+        let mut in_flow = self.session.in_flow.borrow_mut();
+        in_flow.retain(|q| q.is_in_flow());
+        if !in_flow.is_empty() {
+            let channels = &self.channels;
+            in_flow.retain(|q| {
+                !channels.values().any(|slot| match slot {
+                    Slot::Open(ch) => ch.consumes_from(q),
+                    Slot::Closing => false,
+                })
+            });
+        }
+        let flowing = !in_flow.is_empty();
+        let metrics = &self.session.broker.metrics;
+        if flowing != self.client.flow.swap(flowing, Ordering::Relaxed) {
+            if flowing {
+                metrics.connections_in_flow.increment(1.0);
+                metrics.flow_pauses.increment(1);
+            } else {
+                metrics.connections_in_flow.decrement(1.0);
+            }
+        }
+        in_flow.clone()
     }
 
     fn announce_blocked(&self, reason: Option<String>) {
@@ -276,6 +315,9 @@ impl Connection {
         loop {
             let deferred = match self.process(reader)? {
                 Processed::All => return Ok(()),
+                // A queue this connection publishes to is in flow: the rest
+                // of the read waits until it releases the connection.
+                Processed::Some if !self.held_back_by().is_empty() => return Ok(()),
                 Processed::Some => {
                     // A large read is handled in slices, letting the other
                     // connections on this worker (consumers acking, say)
@@ -506,6 +548,13 @@ impl Connection {
 
     /// Release everything the connection held.
     fn teardown(&mut self) {
+        if self.client.flow.swap(false, Ordering::Relaxed) {
+            self.session
+                .broker
+                .metrics
+                .connections_in_flow
+                .decrement(1.0);
+        }
         self.close_channels();
         self.session
             .vhost
@@ -525,6 +574,13 @@ fn content_channel(
         None => Err(End::Protocol(AmqpError::unexpected_frame(
             "expected method frame, got non method frame instead",
         ))),
+    }
+}
+
+/// Resolves once every one of `queues` has left flow.
+async fn released(queues: Vec<Arc<crate::queue::Queue>>) {
+    for q in queues {
+        q.flow_released().await;
     }
 }
 

@@ -13,7 +13,7 @@ use crate::broker::auth::Access;
 use crate::broker::vhost::Durability;
 use crate::broker::{Broker, VHost};
 use crate::error::AmqpResult;
-use crate::queue::ConnectionId;
+use crate::queue::{ConnectionId, Queue};
 use crate::store::{Store, StoreResult};
 
 /// A reply held back until the store has flushed what it reports on.
@@ -37,6 +37,10 @@ pub struct Session {
     /// A reply waiting for a flush; the connection stops processing frames
     /// until it is sent, so replies keep their order.
     pub deferred: RefCell<Option<Deferred>>,
+    /// Queues this connection published to that are holding their
+    /// publishers back (flow control): the connection stops reading until
+    /// they release it.
+    pub in_flow: RefCell<Vec<Arc<Queue>>>,
 }
 
 impl Session {

@@ -63,7 +63,9 @@ impl VHost {
                 routed.dedup_by(|a, b| Arc::ptr_eq(a, b));
             }
             routed.retain(|q| !letter.is_cycle(q.name()));
-            enqueue(&letter.message, &mut routed);
+            // Dead letters hold nobody back: the queue they died in has no
+            // publisher to slow.
+            enqueue(&letter.message, &mut routed, &mut Vec::new());
         }
     }
 }

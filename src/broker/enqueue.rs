@@ -42,15 +42,28 @@ impl Routed {
     }
 }
 
-/// Enqueue `message` on every queue in `queues` (drained). Each durable
-/// queue keeps its own copy of a persistent message in the store, as
-/// RabbitMQ embeds small messages in each queue's index.
-pub fn enqueue(message: &Arc<Message>, queues: &mut Vec<Arc<Queue>>) -> Routed {
+/// Enqueue `message` on every queue in `queues` (drained); the queues that
+/// are holding their publishers back (flow control) are pushed onto
+/// `in_flow`. Each durable queue keeps its own copy of a persistent message
+/// in the store, as RabbitMQ embeds small messages in each queue's index.
+pub fn enqueue(
+    message: &Arc<Message>,
+    queues: &mut Vec<Arc<Queue>>,
+    in_flow: &mut Vec<Arc<Queue>>,
+) -> Routed {
     let mut outcome = Routed::Unroutable;
     for q in queues.drain(..) {
         let this = match q.publish(message.clone()) {
-            Enqueued::Yes { stored: true } => Routed::Stored,
-            Enqueued::Yes { stored: false } => Routed::InMemory,
+            Enqueued::Yes { stored, flow } => {
+                if flow && !in_flow.iter().any(|f| Arc::ptr_eq(f, &q)) {
+                    in_flow.push(q);
+                }
+                if stored {
+                    Routed::Stored
+                } else {
+                    Routed::InMemory
+                }
+            }
             Enqueued::Gone => Routed::Unroutable,
             Enqueued::Rejected => Routed::Rejected,
         };

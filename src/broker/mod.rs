@@ -34,7 +34,7 @@ use crate::message::Message;
 use crate::metrics::Metrics;
 use crate::queue::Reason;
 use crate::queue::args::DeadLetterTarget;
-use crate::queue::{ConnectionId, Queue, QueueEnv, QueueOwner};
+use crate::queue::{ConnectionId, Queue, QueueEnv, QueueLimits, QueueOwner};
 use crate::store::{PermissionRecord, Store, StoreResult, UserRecord};
 use auth::{Permission, User, Users};
 pub use vhost::VHost;
@@ -53,6 +53,9 @@ pub struct ClientConnection {
     pub connected_at: SystemTime,
     /// Cancelled to close the connection with 320 CONNECTION_FORCED.
     pub close: CancellationToken,
+    /// Flow control is holding it back (RabbitMQ's connection state
+    /// `flow`).
+    pub flow: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug)]
@@ -82,8 +85,11 @@ impl Broker {
         let store = Arc::new(store);
         let queue_env = QueueEnv::new(
             store.clone(),
-            config.storage.memory_budget_bytes,
-            config.storage.queue_memory_messages,
+            QueueLimits {
+                memory_budget_bytes: config.storage.memory_budget_bytes,
+                window: config.storage.queue_memory_messages,
+                flow_messages: config.limits.queue_flow_messages,
+            },
         );
         let broker = Arc::new(Broker {
             users: Users::default(),

@@ -132,6 +132,9 @@ pub struct Metrics {
     pub queues_declared: Counter,
     pub queues_created: Counter,
     pub queues_deleted: Counter,
+    /// Connections held back by flow control now, and how often one was.
+    pub connections_in_flow: Gauge,
+    pub flow_pauses: Counter,
     /// Bumped per message; folded into `exported` at each scrape.
     messages: MessageCounters,
     exported: Vec<(MessageEvent, Counter)>,
@@ -203,6 +206,8 @@ impl Metrics {
             queues_declared: counter("rabbitmq_queues_declared_total"),
             queues_created: counter("rabbitmq_queues_created_total"),
             queues_deleted: counter("rabbitmq_queues_deleted_total"),
+            connections_in_flow: gauge("warren_connections_in_flow"),
+            flow_pauses: counter("warren_connection_flow_pauses_total"),
             messages: MessageCounters::new(),
             exported: EXPORTED
                 .iter()

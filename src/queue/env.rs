@@ -38,34 +38,55 @@ pub struct QueueEnv {
     pub window: usize,
     /// How many messages one read from the store brings back.
     pub page_batch: usize,
+    /// A queue with consumers and more ready messages than this holds its
+    /// publishers back (flow control) until it is down to half.
+    pub flow_messages: usize,
+}
+
+/// How big queues may grow before they page or hold publishers back.
+#[derive(Clone, Copy, Debug)]
+pub struct QueueLimits {
+    /// Bytes of ready message bodies all queues keep in memory.
+    pub memory_budget_bytes: u64,
+    /// Ready messages one queue keeps in memory.
+    pub window: usize,
+    /// See [`QueueEnv::flow_messages`]; 0 turns flow control off.
+    pub flow_messages: usize,
+}
+
+impl QueueLimits {
+    /// Nothing bounded: for unit tests of queue logic.
+    pub fn unbounded() -> QueueLimits {
+        QueueLimits {
+            memory_budget_bytes: u64::MAX,
+            window: usize::MAX,
+            flow_messages: 0,
+        }
+    }
 }
 
 impl QueueEnv {
-    pub fn new(store: Arc<Store>, budget_bytes: u64, window: usize) -> Arc<QueueEnv> {
-        QueueEnv::with_clock(store, budget_bytes, window, Clock::System)
+    pub fn new(store: Arc<Store>, limits: QueueLimits) -> Arc<QueueEnv> {
+        QueueEnv::with_clock(store, limits, Clock::System)
     }
 
     /// Queues that read the time from `clock` (tests move a manual one).
-    pub fn with_clock(
-        store: Arc<Store>,
-        budget_bytes: u64,
-        window: usize,
-        clock: Clock,
-    ) -> Arc<QueueEnv> {
+    pub fn with_clock(store: Arc<Store>, limits: QueueLimits, clock: Clock) -> Arc<QueueEnv> {
         Arc::new(QueueEnv {
             store,
-            budget: Arc::new(MemoryBudget::new(budget_bytes)),
+            budget: Arc::new(MemoryBudget::new(limits.memory_budget_bytes)),
             deadlines: Arc::default(),
             clock,
             owner: OnceLock::new(),
-            window: window.max(1),
-            page_batch: (window / 4).clamp(1, 1024),
+            window: limits.window.max(1),
+            page_batch: (limits.window / 4).clamp(1, 1024),
+            flow_messages: limits.flow_messages,
         })
     }
 
     /// In memory, unbounded: for unit tests of queue logic.
     pub fn for_tests() -> Arc<QueueEnv> {
-        QueueEnv::new(Arc::new(Store::ephemeral()), u64::MAX, usize::MAX)
+        QueueEnv::new(Arc::new(Store::ephemeral()), QueueLimits::unbounded())
     }
 
     /// Set once, by the broker that owns the queues.

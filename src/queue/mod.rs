@@ -37,6 +37,7 @@ mod deadlines;
 mod dispatch;
 mod env;
 mod expiry;
+mod flow;
 #[cfg(test)]
 mod model_test;
 mod paging;
@@ -48,8 +49,11 @@ pub mod state;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
+use std::sync::atomic::AtomicBool;
+
 use amq_protocol::types::{FieldTable, ShortString};
 use parking_lot::{Mutex, MutexGuard};
+use tokio::sync::Notify;
 
 use crate::error::{AmqpError, AmqpResult};
 use crate::message::Message;
@@ -59,7 +63,7 @@ use state::{Admit, ConsumeRefused, DeleteRefused, Got, Now, QueueCore};
 pub use consumer::{Consumer, ConsumerId};
 pub use deadlines::Deadlines;
 pub use dispatch::DeliveryTarget;
-pub use env::{Clock, MemoryBudget, QueueEnv, QueueOwner};
+pub use env::{Clock, MemoryBudget, QueueEnv, QueueLimits, QueueOwner};
 pub use expiry::now_ms;
 pub use queued::{QueuedMessage, Reason, Return};
 
@@ -95,6 +99,9 @@ pub struct Queue {
     pub config: QueueConfig,
     env: Arc<QueueEnv>,
     state: Mutex<Shell>,
+    /// Flow control is holding this queue's publishers back (see `flow`).
+    in_flow: AtomicBool,
+    flow_released: Notify,
 }
 
 /// What the lock guards: the core, and what the shell remembers about it.
@@ -111,8 +118,8 @@ struct Shell {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Enqueued {
     /// In the queue, and in the store if it is persistent and the queue
-    /// durable.
-    Yes { stored: bool },
+    /// durable; `flow`: the queue is holding its publishers back.
+    Yes { stored: bool, flow: bool },
     /// The queue was deleted meanwhile.
     Gone,
     /// The queue is full and refuses new messages (`reject-publish`).
@@ -166,6 +173,7 @@ impl Drop for Locked<'_> {
         let used = st.core.memory_bytes();
         queue.env.budget.adjust(st.accounted, used);
         st.accounted = used;
+        queue.release_flow(&st);
         let dead = std::mem::take(&mut st.core.effects.dead);
         let target = if dead.is_empty() {
             None
@@ -209,6 +217,8 @@ impl Queue {
                 armed: None,
                 accounted: 0,
             }),
+            in_flow: AtomicBool::new(false),
+            flow_released: Notify::new(),
         });
         // Arm x-expires from the start.
         drop(queue.lock());
@@ -362,6 +372,7 @@ impl Queue {
         self.enforce_limits(&mut st, &now);
         Enqueued::Yes {
             stored: stored != crate::store::Stored::No,
+            flow: self.enter_flow(&st),
         }
     }
 

@@ -16,6 +16,7 @@ mod connection;
 mod crash;
 mod durability;
 mod exchanges;
+mod flow_control;
 mod layering;
 mod properties;
 mod queue_features;

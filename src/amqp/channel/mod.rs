@@ -200,6 +200,15 @@ impl Channel {
             .ok_or_else(|| AmqpError::not_found("no previously declared queue"))
     }
 
+    /// Whether one of this channel's consumers reads from `queue`.
+    pub fn consumes_from(&self, queue: &Arc<Queue>) -> bool {
+        let ledger = self.deliveries.ledger.lock();
+        ledger
+            .consumers
+            .values()
+            .any(|c| Arc::ptr_eq(&c.queue, queue))
+    }
+
     fn poke_queues(&self) {
         for q in self.deliveries.consumed_queues() {
             q.dispatch();

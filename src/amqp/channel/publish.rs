@@ -195,7 +195,7 @@ impl Channel {
             routed.sort_unstable_by_key(|q| Arc::as_ptr(q) as usize);
             routed.dedup_by(|a, b| Arc::ptr_eq(a, b));
         }
-        let outcome = enqueue(&r.message, &mut routed);
+        let outcome = enqueue(&r.message, &mut routed, &mut s.in_flow.borrow_mut());
         self.routed = routed;
         match outcome {
             Routed::Unroutable if r.mandatory => {

@@ -10,8 +10,8 @@ use super::START;
 use crate::message::Message;
 use crate::queue::args::{DeadLetterTarget, DeclareFlags, Overflow, QueueArgs};
 use crate::queue::{
-    Clock, Consumer, ConsumerId, DeliveryTarget, Queue, QueueConfig, QueueEnv, QueueOwner,
-    QueuedMessage, Reason, Return,
+    Clock, Consumer, ConsumerId, DeliveryTarget, Queue, QueueConfig, QueueEnv, QueueLimits,
+    QueueOwner, QueuedMessage, Reason, Return,
 };
 use crate::store::{Backend, MemoryBackend, Store, StoreOptions};
 
@@ -163,7 +163,11 @@ impl Real {
         clock: &Arc<AtomicU64>,
         owner: &Arc<TestOwner>,
     ) -> Arc<QueueEnv> {
-        let env = QueueEnv::with_clock(store, u64::MAX, setup.window, Clock::Manual(clock.clone()));
+        let limits = QueueLimits {
+            window: setup.window,
+            ..QueueLimits::unbounded()
+        };
+        let env = QueueEnv::with_clock(store, limits, Clock::Manual(clock.clone()));
         let owner: Arc<dyn QueueOwner> = owner.clone();
         env.set_owner(Arc::downgrade(&owner));
         env
