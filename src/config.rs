@@ -56,6 +56,7 @@ pub struct StorageConfig {
     pub memory_budget_bytes: u64,
     pub cache_bytes: u64,
     pub flush_interval_ms: u64,
+    pub flow_unwritten_bytes: usize,
 }
 
 impl StorageConfig {
@@ -67,6 +68,7 @@ impl StorageConfig {
             ),
             cache_bytes: self.cache_bytes,
             flush_interval: std::time::Duration::from_millis(self.flush_interval_ms.max(1)),
+            flow_unwritten_bytes: self.flow_unwritten_bytes,
         }
     }
 }

@@ -189,6 +189,7 @@ impl Connection {
                 cancel_notify: n.capabilities.consumer_cancel_notify,
                 deferred: Default::default(),
                 in_flow: Default::default(),
+                stored: Default::default(),
             },
             client,
             channels: FxHashMap::default(),
@@ -220,7 +221,7 @@ impl Connection {
             // or while a resource alarm blocks a publisher.
             let paused = self.session.outbox.is_congested() || (blocked && self.has_published);
             let flowing = self.held_back_by();
-            let in_flow = !flowing.is_empty();
+            let in_flow = flowing.holds();
             let idle_limit = (!self.heartbeat.is_zero()).then(|| self.heartbeat * 2);
             tokio::select! {
                 biased;
@@ -265,10 +266,13 @@ impl Connection {
         }
     }
 
-    /// The queues in flow this connection published to, that it does not
-    /// consume from itself (it would wait for its own acks). Keeps the
-    /// connection's flow state and the gauge in step.
-    fn held_back_by(&mut self) -> Vec<Arc<crate::queue::Queue>> {
+    /// What holds this connection back: the queues in flow it published to
+    /// that it does not consume from itself (it would wait for its own
+    /// acks), and the store if it is backlogged and this connection stored
+    /// messages. Keeps the connection's flow state and the gauge in step.
+    fn held_back_by(&mut self) -> Holdback {
+        let store = self.session.stored.get() && self.session.broker.store.is_backlogged();
+        self.session.stored.set(store);
         let mut in_flow = self.session.in_flow.borrow_mut();
         in_flow.retain(|q| q.is_in_flow());
         if !in_flow.is_empty() {
@@ -280,7 +284,7 @@ impl Connection {
                 })
             });
         }
-        let flowing = !in_flow.is_empty();
+        let flowing = !in_flow.is_empty() || store;
         let metrics = &self.session.broker.metrics;
         if flowing != self.client.flow.swap(flowing, Ordering::Relaxed) {
             if flowing {
@@ -290,7 +294,10 @@ impl Connection {
                 metrics.connections_in_flow.decrement(1.0);
             }
         }
-        in_flow.clone()
+        Holdback {
+            queues: in_flow.clone(),
+            store: store.then(|| self.session.broker.store.clone()),
+        }
     }
 
     fn announce_blocked(&self, reason: Option<String>) {
@@ -317,7 +324,7 @@ impl Connection {
                 Processed::All => return Ok(()),
                 // A queue this connection publishes to is in flow: the rest
                 // of the read waits until it releases the connection.
-                Processed::Some if !self.held_back_by().is_empty() => return Ok(()),
+                Processed::Some if self.held_back_by().holds() => return Ok(()),
                 Processed::Some => {
                     // A large read is handled in slices, letting the other
                     // connections on this worker (consumers acking, say)
@@ -577,10 +584,25 @@ fn content_channel(
     }
 }
 
-/// Resolves once every one of `queues` has left flow.
-async fn released(queues: Vec<Arc<crate::queue::Queue>>) {
-    for q in queues {
+/// What flow control holds a connection back by.
+struct Holdback {
+    queues: Vec<Arc<crate::queue::Queue>>,
+    store: Option<Arc<crate::store::Store>>,
+}
+
+impl Holdback {
+    fn holds(&self) -> bool {
+        !self.queues.is_empty() || self.store.is_some()
+    }
+}
+
+/// Resolves once nothing holds the connection back any more.
+async fn released(hold: Holdback) {
+    for q in hold.queues {
         q.flow_released().await;
+    }
+    if let Some(store) = hold.store {
+        store.backlog_released().await;
     }
 }
 

@@ -41,6 +41,9 @@ pub struct Session {
     /// publishers back (flow control): the connection stops reading until
     /// they release it.
     pub in_flow: RefCell<Vec<Arc<Queue>>>,
+    /// This connection handed persistent messages to the store since the
+    /// last check: it is held back too while the store is backlogged.
+    pub stored: std::cell::Cell<bool>,
 }
 
 impl Session {

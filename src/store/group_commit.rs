@@ -187,7 +187,7 @@ mod tests {
     fn every_waiter_is_completed_and_stop_drains() {
         let gc = GroupCommit::start(
             Arc::new(MemoryBackend::default()),
-            Arc::new(Unwritten::new(b't')),
+            Arc::new(Unwritten::new(b't', 0)),
             8,
             Duration::from_millis(1),
             Duration::from_millis(50),

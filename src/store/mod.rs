@@ -136,6 +136,10 @@ pub struct StoreOptions {
     pub cache_bytes: u64,
     /// Writes nobody waits for are flushed at least this often.
     pub flush_interval: Duration,
+    /// Once this much waits to be written (the disk cannot keep up),
+    /// connections publishing persistent messages are held back until it
+    /// is down to half.
+    pub flow_unwritten_bytes: usize,
 }
 
 /// Run on the first storage failure.
@@ -189,6 +193,7 @@ impl Store {
             group_commit_max_delay: Duration::ZERO,
             cache_bytes: 0,
             flush_interval: Duration::from_secs(3600),
+            flow_unwritten_bytes: 64 << 20,
         };
         let backend: Arc<dyn Backend> = Arc::new(memory_backend::MemoryBackend::default());
         match Store::with_backend(backend, false, &options, "<memory>") {
@@ -214,6 +219,7 @@ impl Store {
             group_commit_max_delay: Duration::ZERO,
             cache_bytes: 0,
             flush_interval: Duration::from_millis(100),
+            flow_unwritten_bytes: 64 << 20,
         };
         Store::over_with(backend, &options)
     }
@@ -260,7 +266,10 @@ impl Store {
             Some([kind]) => ranges::other_kind(*kind),
             _ => b'u',
         };
-        let unwritten = Arc::new(unwritten::Unwritten::new(paged_kind));
+        let unwritten = Arc::new(unwritten::Unwritten::new(
+            paged_kind,
+            options.flow_unwritten_bytes,
+        ));
         let commit = GroupCommit::start(
             backend.clone(),
             unwritten.clone(),
@@ -294,6 +303,17 @@ impl Store {
             failed: Arc::new(AtomicBool::new(false)),
             on_failure: Arc::new(std::sync::OnceLock::new()),
         })
+    }
+
+    /// Whether so much waits to be written (the disk cannot keep up) that
+    /// connections publishing persistent messages should be held back.
+    pub fn is_backlogged(&self) -> bool {
+        self.unwritten.is_backlogged()
+    }
+
+    /// Resolves once the store is no longer backlogged.
+    pub async fn backlog_released(&self) {
+        self.unwritten.backlog_released().await
     }
 
     /// Whether this store keeps anything (false for `--ephemeral`).
@@ -497,6 +517,7 @@ mod tests {
             group_commit_max_delay: Duration::ZERO,
             cache_bytes: 1 << 20,
             flush_interval: Duration::from_millis(50),
+            flow_unwritten_bytes: 64 << 20,
         }
     }
 

@@ -8,8 +8,10 @@
 //! change to a record never lands before an earlier one.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
+use tokio::sync::Notify;
 
 use super::batches::BatchSpace;
 use super::records::{DeliveryState, Slot, encode_delivery, key};
@@ -22,15 +24,59 @@ pub(super) struct Unwritten {
     /// Delivery states to write (`Some`) or delete (`None`).
     marks: Mutex<HashMap<Slot, Option<DeliveryState>>>,
     writing: Mutex<()>,
+    /// Past this many bytes waiting, the store is backlogged (flow control
+    /// for the disk) until it is down to half.
+    flow_bytes: usize,
+    backlogged: AtomicBool,
+    released: Notify,
 }
 
 impl Unwritten {
-    pub fn new(paged_kind: u8) -> Unwritten {
+    pub fn new(paged_kind: u8, flow_bytes: usize) -> Unwritten {
         Unwritten {
             entries: BatchSpace::new(b'b', true),
             paged: BatchSpace::new(paged_kind, false),
             marks: Mutex::new(HashMap::new()),
             writing: Mutex::new(()),
+            flow_bytes,
+            backlogged: AtomicBool::new(false),
+            released: Notify::new(),
+        }
+    }
+
+    fn pending_bytes(&self) -> usize {
+        self.entries.pending_bytes() + self.paged.pending_bytes()
+    }
+
+    /// Whether so much waits to be written that publishers of persistent
+    /// messages should be held back.
+    pub fn is_backlogged(&self) -> bool {
+        if self.backlogged.load(Ordering::Acquire) {
+            return true;
+        }
+        let over = self.flow_bytes > 0 && self.pending_bytes() > self.flow_bytes;
+        if over {
+            self.backlogged.store(true, Ordering::Release);
+        }
+        over
+    }
+
+    /// After a write: release the publishers once it is down to half.
+    fn refresh_backlog(&self) {
+        if self.backlogged.load(Ordering::Acquire) && self.pending_bytes() <= self.flow_bytes / 2 {
+            self.backlogged.store(false, Ordering::Release);
+            self.released.notify_waiters();
+        }
+    }
+
+    /// Resolves once the store is no longer backlogged.
+    pub async fn backlog_released(&self) {
+        loop {
+            let released = self.released.notified();
+            if !self.backlogged.load(Ordering::Acquire) {
+                return;
+            }
+            released.await;
         }
     }
 
@@ -65,6 +111,7 @@ impl Unwritten {
             };
             result = result.and(r);
         }
+        self.refresh_backlog();
         result
     }
 }

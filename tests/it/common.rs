@@ -226,3 +226,79 @@ pub fn spawn_warren(args: &[String], env: &[(&str, &str)], fd_limit: Option<u32>
         url: format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
     }
 }
+
+/// A memory backend that runs `before_write` before every insert, remove
+/// and flush (a failing or a slow disk).
+pub struct HookedBackend {
+    inner: warren::store::MemoryBackend,
+    before_write: Box<dyn Fn() -> warren::store::StoreResult<()> + Send + Sync>,
+}
+
+impl std::fmt::Debug for HookedBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HookedBackend")
+    }
+}
+
+impl HookedBackend {
+    pub fn new(
+        before_write: impl Fn() -> warren::store::StoreResult<()> + Send + Sync + 'static,
+    ) -> HookedBackend {
+        HookedBackend {
+            inner: Default::default(),
+            before_write: Box::new(before_write),
+        }
+    }
+}
+
+impl warren::store::Backend for HookedBackend {
+    fn get(
+        &self,
+        tree: warren::store::Tree,
+        key: &[u8],
+    ) -> warren::store::StoreResult<Option<Vec<u8>>> {
+        self.inner.get(tree, key)
+    }
+    fn insert(
+        &self,
+        tree: warren::store::Tree,
+        key: &[u8],
+        value: &[u8],
+    ) -> warren::store::StoreResult<()> {
+        (self.before_write)()?;
+        self.inner.insert(tree, key, value)
+    }
+    fn remove(&self, tree: warren::store::Tree, key: &[u8]) -> warren::store::StoreResult<()> {
+        (self.before_write)()?;
+        self.inner.remove(tree, key)
+    }
+    fn take(
+        &self,
+        tree: warren::store::Tree,
+        key: &[u8],
+    ) -> warren::store::StoreResult<Option<Vec<u8>>> {
+        (self.before_write)()?;
+        self.inner.take(tree, key)
+    }
+    fn scan(
+        &self,
+        tree: warren::store::Tree,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> warren::store::StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.inner.scan(tree, from, to, limit)
+    }
+    fn last_key(
+        &self,
+        tree: warren::store::Tree,
+        from: &[u8],
+        to: &[u8],
+    ) -> warren::store::StoreResult<Option<Vec<u8>>> {
+        self.inner.last_key(tree, from, to)
+    }
+    fn flush(&self) -> warren::store::StoreResult<()> {
+        (self.before_write)()?;
+        self.inner.flush()
+    }
+}

@@ -536,81 +536,19 @@ async fn a_second_broker_cannot_open_a_data_directory_in_use() {
     server.shutdown().await;
 }
 
-/// A backend that can be made to fail every write and flush, like a full
-/// or broken disk.
-#[derive(Debug, Default)]
-struct FailingDisk {
-    inner: warren::store::MemoryBackend,
-    broken: std::sync::atomic::AtomicBool,
-}
-
-impl FailingDisk {
-    fn check(&self) -> warren::store::StoreResult<()> {
-        if self.broken.load(std::sync::atomic::Ordering::SeqCst) {
+#[tokio::test]
+async fn publishes_that_cannot_be_stored_are_nacked_and_the_disk_alarm_is_raised() {
+    let broken = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failing = broken.clone();
+    let disk = std::sync::Arc::new(HookedBackend::new(move || {
+        if failing.load(std::sync::atomic::Ordering::SeqCst) {
             Err(warren::store::StoreError::Io(
                 "No space left on device".into(),
             ))
         } else {
             Ok(())
         }
-    }
-}
-
-impl warren::store::Backend for FailingDisk {
-    fn get(
-        &self,
-        tree: warren::store::Tree,
-        key: &[u8],
-    ) -> warren::store::StoreResult<Option<Vec<u8>>> {
-        self.inner.get(tree, key)
-    }
-    fn insert(
-        &self,
-        tree: warren::store::Tree,
-        key: &[u8],
-        value: &[u8],
-    ) -> warren::store::StoreResult<()> {
-        self.check()?;
-        self.inner.insert(tree, key, value)
-    }
-    fn remove(&self, tree: warren::store::Tree, key: &[u8]) -> warren::store::StoreResult<()> {
-        self.check()?;
-        self.inner.remove(tree, key)
-    }
-    fn take(
-        &self,
-        tree: warren::store::Tree,
-        key: &[u8],
-    ) -> warren::store::StoreResult<Option<Vec<u8>>> {
-        self.check()?;
-        self.inner.take(tree, key)
-    }
-    fn scan(
-        &self,
-        tree: warren::store::Tree,
-        from: &[u8],
-        to: &[u8],
-        limit: usize,
-    ) -> warren::store::StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.inner.scan(tree, from, to, limit)
-    }
-    fn last_key(
-        &self,
-        tree: warren::store::Tree,
-        from: &[u8],
-        to: &[u8],
-    ) -> warren::store::StoreResult<Option<Vec<u8>>> {
-        self.inner.last_key(tree, from, to)
-    }
-    fn flush(&self) -> warren::store::StoreResult<()> {
-        self.check()?;
-        self.inner.flush()
-    }
-}
-
-#[tokio::test]
-async fn publishes_that_cannot_be_stored_are_nacked_and_the_disk_alarm_is_raised() {
-    let disk = std::sync::Arc::new(FailingDisk::default());
+    }));
     let store = warren::store::Store::over(disk.clone()).unwrap();
     let server = Server::start_with_store(Config::ephemeral(), store)
         .await
@@ -625,7 +563,7 @@ async fn publishes_that_cannot_be_stored_are_nacked_and_the_disk_alarm_is_raised
         .unwrap();
     publish_confirmed(&ch, "", "safe", b"before", persistent()).await;
 
-    disk.broken.store(true, std::sync::atomic::Ordering::SeqCst);
+    broken.store(true, std::sync::atomic::Ordering::SeqCst);
     let confirm = ch
         .basic_publish(
             "".into(),

@@ -225,3 +225,70 @@ async fn a_connection_that_consumes_from_the_queue_is_not_held_back_by_it() {
     );
     consumer.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_that_cannot_keep_up_holds_back_publishers_of_persistent_messages() {
+    // Every write takes 20 ms: a commit of a few hundred KiB takes seconds.
+    let disk = Arc::new(HookedBackend::new(|| {
+        std::thread::sleep(Duration::from_millis(20));
+        Ok(())
+    }));
+    let options = warren::store::StoreOptions {
+        group_commit_max_batch: 64,
+        group_commit_max_delay: Duration::ZERO,
+        cache_bytes: 0,
+        flush_interval: Duration::from_millis(50),
+        flow_unwritten_bytes: 256 * 1024,
+    };
+    let store = warren::store::Store::over_with(disk, &options).unwrap();
+    let mut config = Config::ephemeral();
+    config.limits.queue_flow_messages = 0;
+    let server = warren::Server::start_with_store(config, store)
+        .await
+        .unwrap();
+    let conn = connect(&server).await;
+    let ch = channel(&conn).await;
+    ch.queue_declare(
+        "kept".into(),
+        lapin::options::QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let total = 3000;
+    let publishing = tokio::spawn(async move {
+        for _ in 0..total {
+            ch.basic_publish(
+                "".into(),
+                "kept".into(),
+                BasicPublishOptions::default(),
+                &[7u8; 1024],
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .unwrap();
+        }
+        ch
+    });
+    let broker = server.broker().clone();
+    let held = eventually(Duration::from_secs(20), || {
+        broker
+            .connections()
+            .iter()
+            .any(|c| c.flow.load(Ordering::Relaxed))
+    })
+    .await;
+    assert!(held, "the publisher was never held back by the slow disk");
+    let queue = broker.vhost("/").unwrap().queue(0, "kept").unwrap();
+    assert!(
+        eventually(Duration::from_secs(60), || queue.message_count()
+            == total as u32)
+        .await,
+        "only {} of {total} arrived",
+        queue.message_count()
+    );
+    publishing.await.unwrap();
+}

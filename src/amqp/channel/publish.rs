@@ -196,6 +196,9 @@ impl Channel {
             routed.dedup_by(|a, b| Arc::ptr_eq(a, b));
         }
         let outcome = enqueue(&r.message, &mut routed, &mut s.in_flow.borrow_mut());
+        if outcome == Routed::Stored {
+            s.stored.set(true);
+        }
         self.routed = routed;
         match outcome {
             Routed::Unroutable if r.mandatory => {

@@ -114,6 +114,7 @@ pub(super) fn store_over(backend: &Arc<dyn Backend>) -> Arc<Store> {
         group_commit_max_delay: std::time::Duration::ZERO,
         cache_bytes: 0,
         flush_interval: std::time::Duration::from_secs(3600),
+        flow_unwritten_bytes: 64 << 20,
     };
     Arc::new(Store::over_with(backend.clone(), &options).unwrap())
 }

@@ -165,6 +165,11 @@ impl BatchSpace {
         )
     }
 
+    /// Bytes of messages accepted and not yet being written.
+    pub fn pending_bytes(&self) -> usize {
+        self.state.lock().pending_bytes
+    }
+
     /// Accept a message; true if the writer should run soon (too much is
     /// pending in memory).
     pub fn put(&self, slot: Slot, expires_at: u64, message: Arc<Message>) -> bool {
