@@ -93,6 +93,53 @@ pub struct LimitsConfig {
     pub max_connections: u32,
     pub connection_buffer_bytes: usize,
     pub queue_flow_messages: usize,
+    /// A fraction of memory (`0.6`) or a size (`"512MiB"`).
+    pub memory_high_watermark: SizeSetting,
+    /// A size (`"50MB"`).
+    pub disk_free_limit: SizeSetting,
+}
+
+/// A setting written as a number or as a size with a unit.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum SizeSetting {
+    Number(f64),
+    Text(String),
+}
+
+/// The memory high watermark, as RabbitMQ's `vm_memory_high_watermark`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum MemoryWatermark {
+    /// Of the memory available to the process (cgroup limit or RAM).
+    Fraction(f64),
+    Bytes(u64),
+}
+
+impl SizeSetting {
+    /// As a byte count: a bare number is bytes; text may carry a unit
+    /// (`50MB`, `512MiB`).
+    pub fn bytes(&self) -> Result<u64, String> {
+        match self {
+            SizeSetting::Number(n) if *n >= 0.0 => Ok(*n as u64),
+            SizeSetting::Number(n) => Err(format!("{n} is negative")),
+            SizeSetting::Text(s) => {
+                parse_size::parse_size(s.trim()).map_err(|e| format!("'{s}' is not a size ({e})"))
+            }
+        }
+    }
+
+    /// As a memory watermark: a number up to 1 (or text that reads as one)
+    /// is a fraction, anything else a size.
+    pub fn watermark(&self) -> Result<MemoryWatermark, String> {
+        let fraction = match self {
+            SizeSetting::Number(n) => Some(*n),
+            SizeSetting::Text(s) => s.trim().parse::<f64>().ok(),
+        };
+        match fraction {
+            Some(f) if (0.0..=1.0).contains(&f) => Ok(MemoryWatermark::Fraction(f)),
+            _ => self.bytes().map(MemoryWatermark::Bytes),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -112,6 +159,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub ephemeral: bool,
     pub log_level: Option<String>,
+    pub memory_high_watermark: Option<String>,
+    pub disk_free_limit: Option<String>,
 }
 
 impl Config {
@@ -171,6 +220,14 @@ impl Config {
                 self.limits.frame_max
             )));
         }
+        self.limits
+            .memory_high_watermark
+            .watermark()
+            .map_err(|e| StartupError::Config(format!("limits.memory_high_watermark: {e}")))?;
+        self.limits
+            .disk_free_limit
+            .bytes()
+            .map_err(|e| StartupError::Config(format!("limits.disk_free_limit: {e}")))?;
         if self.auth.default_vhost.is_empty() {
             return Err(StartupError::Config(
                 "auth.default_vhost must not be empty".into(),
@@ -225,6 +282,12 @@ impl Overrides {
         }
         if let Some(l) = &self.log_level {
             set("log", "level", Value::String(l.clone()));
+        }
+        if let Some(w) = &self.memory_high_watermark {
+            set("limits", "memory_high_watermark", Value::String(w.clone()));
+        }
+        if let Some(d) = &self.disk_free_limit {
+            set("limits", "disk_free_limit", Value::String(d.clone()));
         }
         t
     }
@@ -361,6 +424,48 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.storage.data_dir, PathBuf::from("/var/lib/x"));
+    }
+
+    #[test]
+    fn watermarks_are_fractions_or_sizes() {
+        let c = Config::defaults();
+        assert_eq!(
+            c.limits.memory_high_watermark.watermark(),
+            Ok(MemoryWatermark::Fraction(0.6))
+        );
+        assert_eq!(c.limits.disk_free_limit.bytes(), Ok(50_000_000));
+        let c = Config::load(
+            &Overrides {
+                memory_high_watermark: Some("512MiB".into()),
+                disk_free_limit: Some("1GiB".into()),
+                ..Default::default()
+            },
+            env(&[]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.limits.memory_high_watermark.watermark(),
+            Ok(MemoryWatermark::Bytes(512 << 20))
+        );
+        assert_eq!(c.limits.disk_free_limit.bytes(), Ok(1 << 30));
+        let c = Config::load(
+            &Overrides::default(),
+            env(&[("WARREN_LIMITS__MEMORY_HIGH_WATERMARK", "0.4")]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.limits.memory_high_watermark.watermark(),
+            Ok(MemoryWatermark::Fraction(0.4))
+        );
+        let e = Config::load(
+            &Overrides {
+                disk_free_limit: Some("lots".into()),
+                ..Default::default()
+            },
+            env(&[]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("disk_free_limit"), "{e}");
     }
 
     #[test]

@@ -55,6 +55,12 @@ struct Cli {
     /// Log filter, RUST_LOG syntax (RUST_LOG itself wins when set).
     #[arg(long, env = "WARREN_LOG_LEVEL")]
     log_level: Option<String>,
+    /// Memory alarm threshold: a fraction of memory (0.6) or a size (512MiB).
+    #[arg(long, env = "WARREN_MEMORY_HIGH_WATERMARK")]
+    memory_high_watermark: Option<String>,
+    /// Disk alarm threshold: free space on the data directory (50MB).
+    #[arg(long, env = "WARREN_DISK_FREE_LIMIT")]
+    disk_free_limit: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -84,6 +90,8 @@ fn main() -> ExitCode {
         data_dir: cli.data_dir,
         ephemeral: cli.ephemeral,
         log_level: cli.log_level,
+        memory_high_watermark: cli.memory_high_watermark,
+        disk_free_limit: cli.disk_free_limit,
     };
     let config = match Config::load(&overrides, std::env::vars()) {
         Ok(c) => c,

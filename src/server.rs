@@ -85,6 +85,13 @@ impl Server {
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
 
+        let data_dir =
+            (!broker.config.storage.ephemeral).then(|| broker.config.storage.data_dir.clone());
+        tasks.spawn(crate::broker::alarms::watch_resources(
+            broker.clone(),
+            data_dir,
+            shutdown.clone(),
+        ));
         let amqp_addr = local_addr(&amqp);
         tracing::info!("started TCP listener on {amqp_addr}");
         tasks.spawn(accept_loop(

@@ -24,17 +24,22 @@ async fn alarms(
     _user: ManagementUser,
     State(broker): State<Arc<Broker>>,
 ) -> (StatusCode, Json<Value>) {
-    match broker.alarm() {
-        None => (StatusCode::OK, Json(json!({"status": "ok"}))),
-        Some(resource) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({
-                "status": "failed",
-                "reason": "resource alarm(s) in effect",
-                "alarms": [{"node": broker.node_name, "resource": resource}],
-            })),
-        ),
+    let active = broker.alarms.active();
+    if active.is_empty() {
+        return (StatusCode::OK, Json(json!({"status": "ok"})));
     }
+    let alarms: Vec<Value> = active
+        .iter()
+        .map(|r| json!({"node": broker.node_name, "resource": r.as_str()}))
+        .collect();
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({
+            "status": "failed",
+            "reason": "resource alarm(s) in effect",
+            "alarms": alarms,
+        })),
+    )
 }
 
 /// Unauthenticated, as in RabbitMQ 4.x: the broker is up and accepting.

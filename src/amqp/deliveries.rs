@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use amq_protocol::protocol::{AMQPClass, basic};
 use amq_protocol::types::ShortString;
@@ -39,14 +39,75 @@ pub struct ConsumerLink {
 #[derive(Debug, Default)]
 pub struct Ledger {
     next_tag: u64,
-    pub unacked: BTreeMap<u64, Unacked>,
+    /// Deliveries awaiting a settle, by tag.
+    unacked: BTreeMap<u64, Unacked>,
+    /// Body bytes of `unacked` (for the memory alarm).
+    unacked_bytes: u64,
     pub consumers: HashMap<ShortString, ConsumerLink>,
+}
+
+fn size(u: &Unacked) -> u64 {
+    u.message.message.body_size() as u64
 }
 
 impl Ledger {
     pub fn next_tag(&mut self) -> u64 {
         self.next_tag += 1;
         self.next_tag
+    }
+
+    fn insert(&mut self, tag: u64, u: Unacked) {
+        self.unacked_bytes += size(&u);
+        self.unacked.insert(tag, u);
+    }
+
+    fn taken(&mut self, taken: BTreeMap<u64, Unacked>) -> Vec<(u64, Unacked)> {
+        let bytes: u64 = taken.values().map(size).sum();
+        self.unacked_bytes = self.unacked_bytes.saturating_sub(bytes);
+        taken.into_iter().collect()
+    }
+
+    /// Every outstanding delivery, in tag order.
+    pub fn take_all(&mut self) -> Vec<(u64, Unacked)> {
+        let all = std::mem::take(&mut self.unacked);
+        self.taken(all)
+    }
+
+    /// Every outstanding delivery up to and including `tag`.
+    pub fn take_through(&mut self, tag: u64) -> Vec<(u64, Unacked)> {
+        let rest = self.unacked.split_off(&(tag.saturating_add(1)));
+        let through = std::mem::replace(&mut self.unacked, rest);
+        self.taken(through)
+    }
+
+    pub fn take(&mut self, tag: u64) -> Option<Unacked> {
+        let u = self.unacked.remove(&tag)?;
+        self.unacked_bytes = self.unacked_bytes.saturating_sub(size(&u));
+        Some(u)
+    }
+
+    pub fn contains(&self, tag: u64) -> bool {
+        self.unacked.contains_key(&tag)
+    }
+
+    /// Deliveries taken out come back (a rolled-back transaction's acks).
+    pub fn restore(&mut self, taken: Vec<(u64, Unacked)>) {
+        for (tag, u) in taken {
+            self.insert(tag, u);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.unacked.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.unacked.is_empty()
+    }
+
+    /// Body bytes of the outstanding deliveries.
+    pub fn bytes(&self) -> u64 {
+        self.unacked_bytes
     }
 }
 
@@ -64,6 +125,9 @@ pub struct Deliveries {
     flow_active: AtomicBool,
     /// `basic.qos` with global=true: unacked deliveries across the channel.
     global_prefetch: AtomicU32,
+    /// Body bytes of the channel's open transaction (publishes and the
+    /// deliveries whose settles it holds), kept by the channel.
+    pub tx_bytes: AtomicU64,
     pub ledger: Mutex<Ledger>,
 }
 
@@ -84,6 +148,7 @@ impl Deliveries {
             open: AtomicBool::new(true),
             flow_active: AtomicBool::new(true),
             global_prefetch: AtomicU32::new(0),
+            tx_bytes: AtomicU64::new(0),
             ledger: Mutex::new(Ledger::default()),
         })
     }
@@ -102,6 +167,11 @@ impl Deliveries {
 
     pub fn has_global_prefetch(&self) -> bool {
         self.global_prefetch.load(Ordering::Acquire) != 0
+    }
+
+    /// Body bytes of unacknowledged deliveries and of the open transaction.
+    pub fn held_bytes(&self) -> u64 {
+        self.ledger.lock().bytes() + self.tx_bytes.load(Ordering::Relaxed)
     }
 
     /// Queues this channel consumes from, to poke when capacity returns.
@@ -159,7 +229,7 @@ impl Deliveries {
         };
         metrics.count(event, 1);
         if !no_ack {
-            ledger.unacked.insert(
+            ledger.insert(
                 tag,
                 Unacked {
                     queue: queue.clone(),
@@ -177,7 +247,7 @@ impl DeliveryTarget for Deliveries {
             return false;
         }
         let limit = self.global_prefetch.load(Ordering::Acquire) as usize;
-        if limit != 0 && !consumer.no_ack && self.ledger.lock().unacked.len() >= limit {
+        if limit != 0 && !consumer.no_ack && self.ledger.lock().len() >= limit {
             return false;
         }
         self.outbox.has_room_for(queue)

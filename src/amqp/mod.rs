@@ -24,6 +24,7 @@ pub mod confirms;
 pub mod connection;
 pub mod deliveries;
 pub mod handshake;
+pub mod memory;
 pub mod outbox;
 pub mod properties;
 pub mod reader;

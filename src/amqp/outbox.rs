@@ -89,6 +89,12 @@ impl Outbox {
         }
     }
 
+    /// Bytes waiting to be written.
+    pub fn buffered(&self) -> usize {
+        let st = self.state.lock();
+        st.buf.len() + st.in_flight
+    }
+
     pub fn is_congested(&self) -> bool {
         let st = self.state.lock();
         !st.dead && st.buf.len() + st.in_flight > self.limit

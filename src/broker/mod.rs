@@ -7,6 +7,7 @@
 //! holds; at a clean shutdown it records queue lengths so the next boot
 //! needs no counting.
 
+pub mod alarms;
 pub mod auth;
 pub mod bindings;
 pub mod dead_letter;
@@ -26,7 +27,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -56,6 +56,8 @@ pub struct ClientConnection {
     /// Flow control is holding it back (RabbitMQ's connection state
     /// `flow`).
     pub flow: std::sync::atomic::AtomicBool,
+    /// What it holds in memory for messages.
+    pub held: Arc<dyn alarms::HeldMemory>,
 }
 
 #[derive(Debug)]
@@ -70,9 +72,12 @@ pub struct Broker {
     vhosts: RwLock<HashMap<String, Arc<VHost>>>,
     connections: Mutex<HashMap<ConnectionId, Arc<ClientConnection>>>,
     next_id: AtomicU64,
-    /// Set while a resource alarm blocks publishers; carries the reason sent
-    /// in `connection.blocked`.
-    alarm: watch::Sender<Option<String>>,
+    /// Memory and disk alarms; while one is on, publishers are blocked.
+    pub alarms: alarms::Alarms,
+    /// The memory high watermark, in bytes.
+    pub memory_limit: u64,
+    /// The disk alarm goes on below this much free space.
+    pub disk_free_limit: u64,
 }
 
 impl Broker {
@@ -91,6 +96,19 @@ impl Broker {
                 flow_messages: config.limits.queue_flow_messages,
             },
         );
+        // Both were validated when the configuration was loaded.
+        let memory_limit = config
+            .limits
+            .memory_high_watermark
+            .watermark()
+            .map_or(u64::MAX, alarms::memory_limit);
+        let disk_free_limit = config.limits.disk_free_limit.bytes().unwrap_or(0);
+        metrics
+            .gauge("rabbitmq_resident_memory_limit_bytes")
+            .set(memory_limit as f64);
+        metrics
+            .gauge("rabbitmq_disk_space_available_limit_bytes")
+            .set(disk_free_limit as f64);
         let broker = Arc::new(Broker {
             users: Users::default(),
             metrics,
@@ -101,7 +119,9 @@ impl Broker {
             vhosts: RwLock::new(HashMap::new()),
             connections: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
-            alarm: watch::Sender::new(None),
+            alarms: alarms::Alarms::default(),
+            memory_limit,
+            disk_free_limit,
             config,
         });
         let owner: Arc<dyn QueueOwner> = broker.clone();
@@ -116,12 +136,12 @@ impl Broker {
             broker.restore()?;
         }
         // As RabbitMQ's disk alarm: once the store cannot write, publishers
-        // are blocked (those in flight are nacked).
+        // are blocked (those in flight are nacked) until it writes again.
         let weak = Arc::downgrade(&broker);
         broker.store.on_failure(Box::new(move || {
             if let Some(b) = weak.upgrade() {
                 tracing::error!("the store failed: raising the disk alarm, publishers are blocked");
-                b.set_alarm(Some("disk".into()));
+                b.alarms.set(alarms::Resource::Disk, true);
             }
         }));
         Ok(broker)
@@ -298,18 +318,18 @@ impl Broker {
         self.connections.lock().values().cloned().collect()
     }
 
-    /// Raise or clear a resource alarm. While raised, publishing
-    /// connections are blocked and told so with `connection.blocked`.
-    pub fn set_alarm(&self, reason: Option<String>) {
-        self.alarm.send_replace(reason);
-    }
-
-    pub fn alarm(&self) -> Option<String> {
-        self.alarm.borrow().clone()
-    }
-
-    pub fn subscribe_alarm(&self) -> watch::Receiver<Option<String>> {
-        self.alarm.subscribe()
+    /// What the broker holds in memory for messages: ready messages of
+    /// every queue, what connections hold (deliveries awaiting acks,
+    /// transactions, output buffers), and what waits to be written.
+    pub fn memory_used(&self) -> u64 {
+        let queues = self.queue_env.budget.used();
+        let connections: u64 = self
+            .connections
+            .lock()
+            .values()
+            .map(|c| c.held.held_bytes())
+            .sum();
+        queues + connections + self.store.unwritten_bytes()
     }
 
     /// Whether `user` may log in from `peer` (RabbitMQ's `loopback_users`).

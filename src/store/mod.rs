@@ -305,6 +305,11 @@ impl Store {
         })
     }
 
+    /// Bytes of messages handed over and not written yet.
+    pub fn unwritten_bytes(&self) -> u64 {
+        self.unwritten.held_bytes() as u64
+    }
+
     /// Whether so much waits to be written (the disk cannot keep up) that
     /// connections publishing persistent messages should be held back.
     pub fn is_backlogged(&self) -> bool {
@@ -455,8 +460,10 @@ impl Store {
             let failed = self.failed.clone();
             let hook = self.on_failure.clone();
             self.commit.after_flush(Box::new(move |r| {
-                if r.is_err()
-                    && !failed.swap(true, Ordering::AcqRel)
+                if r.is_ok() {
+                    // The store writes again: the disk alarm may clear.
+                    failed.store(false, Ordering::Release);
+                } else if !failed.swap(true, Ordering::AcqRel)
                     && let Some(hook) = hook.get()
                 {
                     (hook.0)();

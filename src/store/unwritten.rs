@@ -48,6 +48,12 @@ impl Unwritten {
         self.entries.pending_bytes() + self.paged.pending_bytes()
     }
 
+    /// Bytes of messages held in memory until written, being written
+    /// included.
+    pub fn held_bytes(&self) -> usize {
+        self.entries.held_bytes() + self.paged.held_bytes()
+    }
+
     /// Whether so much waits to be written that publishers of persistent
     /// messages should be held back.
     pub fn is_backlogged(&self) -> bool {

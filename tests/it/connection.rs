@@ -274,15 +274,25 @@ async fn heartbeat_zero_disables_heartbeats() {
 
 #[tokio::test]
 async fn connection_blocked_and_unblocked_reach_capable_clients() {
-    let server = start().await;
+    // A watermark of 1 KiB: one queued 4 KiB message raises the alarm.
+    let mut config = warren::Config::ephemeral();
+    config.limits.memory_high_watermark = warren::config::SizeSetting::Text("1KiB".into());
+    let server = start_with(config).await;
     let conn = connect(&server).await;
     let ch = channel(&conn).await;
-    server.broker().set_alarm(Some("memory".into()));
+    declare(&ch, "hoard").await;
+    put(&ch, "hoard", &[0u8; 4096]).await;
     assert!(
         eventually(Duration::from_secs(2), || conn.status().blocked()).await,
         "client never saw connection.blocked"
     );
-    server.broker().set_alarm(None);
+    // Another connection (one that never published) is not blocked: it
+    // purges, the alarm clears.
+    let other = connect(&server).await;
+    let och = channel(&other).await;
+    och.queue_purge("hoard".into(), Default::default())
+        .await
+        .unwrap();
     assert!(
         eventually(Duration::from_secs(2), || !conn.status().blocked()).await,
         "client never saw connection.unblocked"

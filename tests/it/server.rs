@@ -51,10 +51,14 @@ async fn alarms_health_check_needs_credentials_and_reports_alarms() {
     let (status, body) = http_get(admin, "/api/health/checks/alarms", Some("guest:guest")).await;
     assert_eq!(status, 200);
     assert!(body.contains(r#""status":"ok""#), "{body}");
-    server.broker().set_alarm(Some("memory".into()));
+    server
+        .broker()
+        .alarms
+        .set(warren::broker::alarms::Resource::Memory, true);
     let (status, body) = http_get(admin, "/api/health/checks/alarms", Some("guest:guest")).await;
     assert_eq!(status, 503);
     assert!(body.contains(r#""status":"failed""#), "{body}");
+    assert!(body.contains(r#""resource":"memory""#), "{body}");
 }
 
 #[tokio::test]

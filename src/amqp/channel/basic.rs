@@ -4,6 +4,7 @@
 //! `recover`.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use amq_protocol::protocol::{AMQPClass, basic};
 use amq_protocol::types::ShortString;
@@ -168,30 +169,28 @@ impl Channel {
     fn take_unacked(&self, tag: u64, multiple: bool) -> AmqpResult<Vec<(u64, Unacked)>> {
         let mut ledger = self.deliveries.ledger.lock();
         if multiple && tag == 0 {
-            return Ok(std::mem::take(&mut ledger.unacked).into_iter().collect());
+            return Ok(ledger.take_all());
         }
-        if !ledger.unacked.contains_key(&tag) {
+        if !ledger.contains(tag) {
             return Err(AmqpError::precondition_failed(format!(
                 "unknown delivery tag {tag}"
             )));
         }
         if multiple {
-            let rest = ledger.unacked.split_off(&(tag + 1));
-            Ok(std::mem::replace(&mut ledger.unacked, rest)
-                .into_iter()
-                .collect())
+            Ok(ledger.take_through(tag))
         } else {
-            Ok(ledger
-                .unacked
-                .remove(&tag)
-                .map(|u| vec![(tag, u)])
-                .unwrap_or_default())
+            Ok(ledger.take(tag).map(|u| vec![(tag, u)]).unwrap_or_default())
         }
     }
 
     fn settle(&mut self, s: &Session, tag: u64, multiple: bool, how: Settle) -> AmqpResult<()> {
         let taken = self.take_unacked(tag, multiple)?;
         if let Some(tx) = self.tx.as_mut() {
+            let bytes: u64 = taken
+                .iter()
+                .map(|(_, u)| u.message.message.body_size() as u64)
+                .sum();
+            self.deliveries.tx_bytes.fetch_add(bytes, Ordering::Relaxed);
             tx.settles.push((how, taken));
             return Ok(());
         }
@@ -232,9 +231,7 @@ impl Channel {
         if !requeue {
             return Err(AmqpError::not_implemented("requeue=false"));
         }
-        let taken: Vec<(u64, Unacked)> = std::mem::take(&mut self.deliveries.ledger.lock().unacked)
-            .into_iter()
-            .collect();
+        let taken: Vec<(u64, Unacked)> = self.deliveries.ledger.lock().take_all();
         for (_, u) in taken {
             u.queue
                 .requeue(u.consumer, vec![u.message], Return::Returned);

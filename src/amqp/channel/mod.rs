@@ -23,6 +23,7 @@ mod queue;
 mod tx;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use amq_protocol::protocol::{AMQPClass, channel, confirm};
 use amq_protocol::types::ShortString;
@@ -231,10 +232,8 @@ impl Channel {
         if let Some(c) = &self.confirms {
             c.close();
         }
-        let mut taken: Vec<(u64, Unacked)> =
-            std::mem::take(&mut self.deliveries.ledger.lock().unacked)
-                .into_iter()
-                .collect();
+        let mut taken: Vec<(u64, Unacked)> = self.deliveries.ledger.lock().take_all();
+        self.deliveries.tx_bytes.store(0, Ordering::Relaxed);
         if let Some(tx) = self.tx.take() {
             for (_, t) in tx.settles {
                 taken.extend(t);

@@ -5,6 +5,7 @@
 //! (`confirm.select` itself is handled with the other methods in `mod.rs`).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use amq_protocol::protocol::BasicProperties;
 use amq_protocol::types::{FieldTable, ShortString};
@@ -109,7 +110,11 @@ impl Channel {
             mandatory: publish.mandatory,
         };
         match self.tx.as_mut() {
-            Some(tx) => tx.publishes.push(routable),
+            Some(tx) => {
+                let bytes = routable.message.body_size() as u64;
+                self.deliveries.tx_bytes.fetch_add(bytes, Ordering::Relaxed);
+                tx.publishes.push(routable);
+            }
             None => {
                 self.route_and_enqueue(s, routable);
             }

@@ -3,6 +3,8 @@
 //! `tx.commit` applies them or `tx.rollback` drops them (rolled-back acks
 //! leave their deliveries outstanding).
 
+use std::sync::atomic::Ordering;
+
 use amq_protocol::protocol::{AMQPClass, tx};
 
 use super::basic::Settle;
@@ -37,6 +39,7 @@ impl Channel {
             M::Commit(_) => {
                 let tx = self.tx.as_mut().ok_or_else(not_transactional)?;
                 let work = std::mem::take(tx);
+                self.deliveries.tx_bytes.store(0, Ordering::Relaxed);
                 let mut durability = Durability::Transient;
                 for r in work.publishes {
                     match self.route_and_enqueue(s, r) {
@@ -63,11 +66,12 @@ impl Channel {
             M::Rollback(_) => {
                 let tx = self.tx.as_mut().ok_or_else(not_transactional)?;
                 let work = std::mem::take(tx);
+                self.deliveries.tx_bytes.store(0, Ordering::Relaxed);
                 // Acks inside a rolled-back transaction never happened: the
                 // deliveries are outstanding again.
                 let mut ledger = self.deliveries.ledger.lock();
                 for (_, taken) in work.settles {
-                    ledger.unacked.extend(taken);
+                    ledger.restore(taken);
                 }
                 drop(ledger);
                 s.reply(self.id, AMQPClass::Tx(M::RollbackOk(tx::RollbackOk {})));

@@ -88,6 +88,7 @@ impl BatchSpace {
         for (&(uid, level), lv) in st.levels.iter_mut() {
             if !lv.pending.is_empty() && (all || lv.pending_bytes >= BATCH_BYTES) {
                 st.pending_bytes -= lv.pending_bytes;
+                st.writing_bytes += lv.pending_bytes;
                 lv.pending_bytes = 0;
                 let mut batch: Vec<(u64, Pending)> = Vec::new();
                 let mut bytes = 0;
@@ -166,6 +167,11 @@ impl BatchSpace {
             lv.batches.insert(slot.seq, batch);
         }
         st.dropped.clear();
+        let done: usize = taken
+            .iter()
+            .flat_map(|(_, entries)| entries.iter().map(|(_, p)| entry_size(&p.message)))
+            .sum();
+        st.writing_bytes = st.writing_bytes.saturating_sub(done);
         for (slot, entries) in taken {
             if let Some(lv) = st.levels.get_mut(&(slot.uid, slot.level)) {
                 for (seq, _) in entries {

@@ -102,6 +102,8 @@ impl Level {
 struct State {
     levels: HashMap<(u64, u8), Level>,
     pending_bytes: usize,
+    /// Bytes of the entries being written now.
+    writing_bytes: usize,
     /// Queues deleted while a commit was writing some of their entries.
     dropped: HashSet<u64>,
     /// Batches of deleted queues that landed anyway: deleted next commit.
@@ -168,6 +170,12 @@ impl BatchSpace {
     /// Bytes of messages accepted and not yet being written.
     pub fn pending_bytes(&self) -> usize {
         self.state.lock().pending_bytes
+    }
+
+    /// Bytes of messages in memory: accepted, or being written.
+    pub fn held_bytes(&self) -> usize {
+        let st = self.state.lock();
+        st.pending_bytes + st.writing_bytes
     }
 
     /// Accept a message; true if the writer should run soon (too much is

@@ -13,6 +13,10 @@
 //! the same: every channel is closed (unacked messages requeued, consumers
 //! cancelled), then the connection's exclusive queues are deleted.
 
+mod flow;
+
+use flow::released;
+
 use rustc_hash::FxHashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use super::channel::Channel;
 use super::codec::{self, Frame};
 use super::handshake::{self, Negotiated};
+use super::memory::ConnectionMemory;
 use super::outbox::Outbox;
 use super::reader::{End, FrameReader, Transport};
 use super::session::Session;
@@ -163,11 +168,14 @@ struct Connection {
     /// Channels that published in the current read batch and may owe confirms.
     confirm_dirty: SmallVec<[u16; 4]>,
     has_published: bool,
+    /// What the connection holds for the memory alarm.
+    memory: Arc<ConnectionMemory>,
 }
 
 impl Connection {
     fn new(broker: Arc<Broker>, peer: SocketAddr, outbox: Arc<Outbox>, n: Negotiated) -> Self {
         let id = broker.next_id();
+        let memory = ConnectionMemory::new(outbox.clone());
         let client = Arc::new(ClientConnection {
             id,
             peer,
@@ -176,6 +184,7 @@ impl Connection {
             connected_at: SystemTime::now(),
             close: CancellationToken::new(),
             flow: Default::default(),
+            held: memory.clone(),
         });
         outbox.set_heartbeat(Duration::from_secs(n.heartbeat.into()));
         Connection {
@@ -202,6 +211,7 @@ impl Connection {
             blocked_capable: n.capabilities.connection_blocked,
             confirm_dirty: SmallVec::new(),
             has_published: false,
+            memory,
         }
     }
 
@@ -210,7 +220,7 @@ impl Connection {
         reader: &mut FrameReader<R>,
         shutdown: CancellationToken,
     ) {
-        let mut alarm = self.session.broker.subscribe_alarm();
+        let mut alarm = self.session.broker.alarms.subscribe();
         let mut blocked = false;
         // Frames that arrived with the handshake's last read.
         if let Err(end) = self.drain(reader).await {
@@ -237,7 +247,7 @@ impl Connection {
                     if changed.is_err() {
                         continue;
                     }
-                    let reason = alarm.borrow_and_update().clone();
+                    let reason = *alarm.borrow_and_update();
                     blocked = reason.is_some();
                     self.announce_blocked(reason);
                 }
@@ -264,55 +274,6 @@ impl Connection {
                 }
             }
         }
-    }
-
-    /// What holds this connection back: the queues in flow it published to
-    /// that it does not consume from itself (it would wait for its own
-    /// acks), and the store if it is backlogged and this connection stored
-    /// messages. Keeps the connection's flow state and the gauge in step.
-    fn held_back_by(&mut self) -> Holdback {
-        let store = self.session.stored.get() && self.session.broker.store.is_backlogged();
-        self.session.stored.set(store);
-        let mut in_flow = self.session.in_flow.borrow_mut();
-        in_flow.retain(|q| q.is_in_flow());
-        if !in_flow.is_empty() {
-            let channels = &self.channels;
-            in_flow.retain(|q| {
-                !channels.values().any(|slot| match slot {
-                    Slot::Open(ch) => ch.consumes_from(q),
-                    Slot::Closing => false,
-                })
-            });
-        }
-        let flowing = !in_flow.is_empty() || store;
-        let metrics = &self.session.broker.metrics;
-        if flowing != self.client.flow.swap(flowing, Ordering::Relaxed) {
-            if flowing {
-                metrics.connections_in_flow.increment(1.0);
-                metrics.flow_pauses.increment(1);
-            } else {
-                metrics.connections_in_flow.decrement(1.0);
-            }
-        }
-        Holdback {
-            queues: in_flow.clone(),
-            store: store.then(|| self.session.broker.store.clone()),
-        }
-    }
-
-    fn announce_blocked(&self, reason: Option<String>) {
-        if !self.blocked_capable {
-            return;
-        }
-        let method = match reason {
-            Some(reason) => connection::AMQPMethod::Blocked(connection::Blocked {
-                reason: reason.into(),
-            }),
-            None => connection::AMQPMethod::Unblocked(connection::Unblocked {}),
-        };
-        self.session
-            .outbox
-            .send(|buf| codec::encode_method(buf, 0, &AMQPClass::Connection(method)));
     }
 
     /// Handle the buffered frames. A reply that must wait for the store
@@ -460,6 +421,7 @@ impl Connection {
                     ))));
                 }
                 let ch = Channel::new(id, &self.session);
+                self.memory.add(&ch.deliveries);
                 self.channels.insert(id, Slot::Open(Box::new(ch)));
                 self.session.broker.metrics.channels.increment(1.0);
                 self.session.broker.metrics.channels_opened.increment(1);
@@ -581,28 +543,6 @@ fn content_channel(
         None => Err(End::Protocol(AmqpError::unexpected_frame(
             "expected method frame, got non method frame instead",
         ))),
-    }
-}
-
-/// What flow control holds a connection back by.
-struct Holdback {
-    queues: Vec<Arc<crate::queue::Queue>>,
-    store: Option<Arc<crate::store::Store>>,
-}
-
-impl Holdback {
-    fn holds(&self) -> bool {
-        !self.queues.is_empty() || self.store.is_some()
-    }
-}
-
-/// Resolves once nothing holds the connection back any more.
-async fn released(hold: Holdback) {
-    for q in hold.queues {
-        q.flow_released().await;
-    }
-    if let Some(store) = hold.store {
-        store.backlog_released().await;
     }
 }
 
