@@ -72,9 +72,10 @@ def _drain(stream, lines, found, starting):
     found.put(None)
 
 
-def start_warren(extra_env=None):
-    """Start $WARREN_BIN on ephemeral ports; return a Broker once it logged
-    'Server startup complete'."""
+def start_warren(extra_env=None, store_args=("--ephemeral",)):
+    """Start $WARREN_BIN on ephemeral ports (keeping nothing on disk unless
+    `store_args` says otherwise, e.g. ("--data-dir", path)); return a Broker
+    once it logged 'Server startup complete'."""
     binary = os.environ.get("WARREN_BIN")
     if not binary:
         pytest.fail("set WARREN_BIN to the warren binary "
@@ -85,7 +86,7 @@ def start_warren(extra_env=None):
     if extra_env:
         env.update(extra_env)
     proc = subprocess.Popen(
-        [binary, "--ephemeral", "--amqp-port", "0", "--admin-port", "0",
+        [binary, *store_args, "--amqp-port", "0", "--admin-port", "0",
          "--metrics-port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         env=env)

@@ -221,12 +221,20 @@ impl Connection {
         shutdown: CancellationToken,
     ) {
         let mut alarm = self.session.broker.alarms.subscribe();
-        let mut blocked = false;
+        // As RabbitMQ: while an alarm is on, a connection is blocked (and
+        // told so) once it publishes; one that only consumes carries on.
+        let mut reason: Option<&'static str> = *alarm.borrow_and_update();
+        let mut announced = false;
         // Frames that arrived with the handshake's last read.
         if let Err(end) = self.drain(reader).await {
             return self.finish(reader, end).await;
         }
         loop {
+            let blocked = reason.is_some() && self.has_published;
+            if blocked != announced {
+                self.announce_blocked(reason.filter(|_| blocked));
+                announced = blocked;
+            }
             // Stop reading while the client cannot keep up with what we send,
             // or while a resource alarm blocks a publisher.
             let paused = self.session.outbox.is_congested() || (blocked && self.has_published);
@@ -247,9 +255,7 @@ impl Connection {
                     if changed.is_err() {
                         continue;
                     }
-                    let reason = *alarm.borrow_and_update();
-                    blocked = reason.is_some();
-                    self.announce_blocked(reason);
+                    reason = *alarm.borrow_and_update();
                 }
                 _ = self.session.outbox.room(), if paused && !blocked => {}
                 _ = released(flowing), if in_flow && !paused => {
