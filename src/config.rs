@@ -93,6 +93,8 @@ pub struct LimitsConfig {
     pub max_connections: u32,
     pub connection_buffer_bytes: usize,
     pub queue_flow_messages: usize,
+    pub max_unacked_per_channel: usize,
+    pub max_transaction_bytes: u64,
     /// A fraction of memory (`0.6`) or a size (`"512MiB"`).
     pub memory_high_watermark: SizeSetting,
     /// A size (`"50MB"`).

@@ -128,6 +128,9 @@ pub struct Deliveries {
     /// Body bytes of the channel's open transaction (publishes and the
     /// deliveries whose settles it holds), kept by the channel.
     pub tx_bytes: AtomicU64,
+    /// A consumer without prefetch reached the unacked limit: acks poke the
+    /// queues again.
+    capped: AtomicBool,
     pub ledger: Mutex<Ledger>,
 }
 
@@ -149,6 +152,7 @@ impl Deliveries {
             flow_active: AtomicBool::new(true),
             global_prefetch: AtomicU32::new(0),
             tx_bytes: AtomicU64::new(0),
+            capped: AtomicBool::new(false),
             ledger: Mutex::new(Ledger::default()),
         })
     }
@@ -167,6 +171,11 @@ impl Deliveries {
 
     pub fn has_global_prefetch(&self) -> bool {
         self.global_prefetch.load(Ordering::Acquire) != 0
+    }
+
+    /// Whether deliveries paused at the unacked limit since the last ask.
+    pub fn take_capped(&self) -> bool {
+        self.capped.swap(false, Ordering::AcqRel)
     }
 
     /// Body bytes of unacknowledged deliveries and of the open transaction.
@@ -246,9 +255,25 @@ impl DeliveryTarget for Deliveries {
         if !self.open.load(Ordering::Acquire) || !self.flow_active.load(Ordering::Acquire) {
             return false;
         }
-        let limit = self.global_prefetch.load(Ordering::Acquire) as usize;
-        if limit != 0 && !consumer.no_ack && self.ledger.lock().len() >= limit {
-            return false;
+        if !consumer.no_ack {
+            let global = self.global_prefetch.load(Ordering::Acquire) as usize;
+            // Without a prefetch limit a consumer could pin a whole queue in
+            // memory: deliveries pause at the channel's unacked limit.
+            let cap = if consumer.prefetch == 0 {
+                self.broker.config.limits.max_unacked_per_channel
+            } else {
+                0
+            };
+            if global != 0 || cap != 0 {
+                let held = self.ledger.lock().len();
+                if global != 0 && held >= global {
+                    return false;
+                }
+                if cap != 0 && held >= cap {
+                    self.capped.store(true, Ordering::Release);
+                    return false;
+                }
+            }
         }
         self.outbox.has_room_for(queue)
     }

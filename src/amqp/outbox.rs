@@ -12,7 +12,7 @@
 //! drains the buffer it pokes the waiting queues and wakes the reader.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -32,6 +32,9 @@ const KEEP_AT_MOST: usize = 256 * 1024;
 #[derive(Debug)]
 pub struct Outbox {
     state: Mutex<State>,
+    /// Bytes buffered or in flight, as of the last change: read without the
+    /// lock once per frame by the connection's reader.
+    buffered_hint: AtomicUsize,
     wake_writer: Notify,
     drained: Notify,
     limit: usize,
@@ -56,6 +59,7 @@ impl Outbox {
     pub fn new(limit: usize) -> Arc<Outbox> {
         Arc::new(Outbox {
             state: Mutex::new(State::default()),
+            buffered_hint: AtomicUsize::new(0),
             wake_writer: Notify::new(),
             drained: Notify::new(),
             limit,
@@ -72,6 +76,8 @@ impl Outbox {
             // Nobody will write this; the connection is being torn down.
             st.buf.clear();
         }
+        self.buffered_hint
+            .store(st.buf.len() + st.in_flight, Ordering::Relaxed);
         r
     }
 
@@ -87,6 +93,12 @@ impl Outbox {
         if !self.state.lock().buf.is_empty() {
             self.wake_writer.notify_one();
         }
+    }
+
+    /// Whether the output is past its limit, as of its last change (no
+    /// lock: cheap enough to ask after every frame).
+    pub fn looks_congested(&self) -> bool {
+        self.buffered_hint.load(Ordering::Relaxed) > self.limit
     }
 
     /// Bytes waiting to be written.
@@ -192,6 +204,7 @@ impl Outbox {
             let pokes = {
                 let mut st = self.state.lock();
                 st.in_flight = 0;
+                self.buffered_hint.store(st.buf.len(), Ordering::Relaxed);
                 if st.buf.len() <= self.limit {
                     std::mem::take(&mut st.waiting)
                 } else {
@@ -208,6 +221,7 @@ impl Outbox {
         let mut st = self.state.lock();
         st.dead = true;
         st.buf = BytesMut::new();
+        self.buffered_hint.store(0, Ordering::Relaxed);
         st.waiting.clear();
         drop(st);
         self.drained.notify_waiters();

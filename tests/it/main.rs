@@ -10,6 +10,7 @@ mod raw;
 
 mod bad_input;
 mod basic;
+mod bounded;
 mod channels;
 mod confirms;
 mod connection;

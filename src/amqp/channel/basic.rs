@@ -192,6 +192,7 @@ impl Channel {
                 .sum();
             self.deliveries.tx_bytes.fetch_add(bytes, Ordering::Relaxed);
             tx.settles.push((how, taken));
+            self.check_transaction_size(s)?;
             return Ok(());
         }
         self.apply_settle(s, how, taken);

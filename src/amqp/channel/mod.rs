@@ -216,8 +216,10 @@ impl Channel {
         }
     }
 
+    /// After settles: capacity freed may unblock any queue this channel
+    /// consumes from when a channel-wide limit held deliveries back.
     fn poke_queues_if_global_prefetch(&self) {
-        if self.deliveries.has_global_prefetch() {
+        if self.deliveries.has_global_prefetch() || self.deliveries.take_capped() {
             self.poke_queues();
         }
     }

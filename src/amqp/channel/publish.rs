@@ -114,6 +114,7 @@ impl Channel {
                 let bytes = routable.message.body_size() as u64;
                 self.deliveries.tx_bytes.fetch_add(bytes, Ordering::Relaxed);
                 tx.publishes.push(routable);
+                self.check_transaction_size(s)?;
             }
             None => {
                 self.route_and_enqueue(s, routable);

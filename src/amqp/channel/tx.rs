@@ -80,6 +80,20 @@ impl Channel {
         }
         Ok(())
     }
+
+    /// A transaction holds its publishes (and acked deliveries) in memory
+    /// until `tx.commit`: past `limits.max_transaction_bytes` it is refused.
+    pub(super) fn check_transaction_size(&self, s: &Session) -> AmqpResult<()> {
+        let max = s.broker.config.limits.max_transaction_bytes;
+        let held = self.deliveries.tx_bytes.load(Ordering::Relaxed);
+        if max != 0 && held > max {
+            return Err(AmqpError::precondition_failed(format!(
+                "transaction too large: it holds {held} bytes of messages, over the \
+                 limit of {max} (limits.max_transaction_bytes); commit more often"
+            )));
+        }
+        Ok(())
+    }
 }
 
 fn not_transactional() -> AmqpError {

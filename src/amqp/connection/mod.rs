@@ -146,6 +146,8 @@ enum Processed {
     Some,
     /// A reply waits for the store.
     Deferred(super::session::Deferred),
+    /// The client's output is past its limit: the rest waits.
+    Congested,
 }
 
 enum Slot {
@@ -257,7 +259,12 @@ impl Connection {
                     }
                     reason = *alarm.borrow_and_update();
                 }
-                _ = self.session.outbox.room(), if paused && !blocked => {}
+                _ = self.session.outbox.room(), if paused && !blocked => {
+                    // Frames read before the pause come first.
+                    if let Err(end) = self.drain(reader).await {
+                        return self.finish(reader, end).await;
+                    }
+                }
                 _ = released(flowing), if in_flow && !paused => {
                     // Frames read before the pause come first.
                     if let Err(end) = self.drain(reader).await {
@@ -288,7 +295,7 @@ impl Connection {
     async fn drain<R: Transport>(&mut self, reader: &mut FrameReader<R>) -> Result<(), End> {
         loop {
             let deferred = match self.process(reader)? {
-                Processed::All => return Ok(()),
+                Processed::All | Processed::Congested => return Ok(()),
                 // A queue this connection publishes to is in flow: the rest
                 // of the read waits until it releases the connection.
                 Processed::Some if self.held_back_by().holds() => return Ok(()),
@@ -336,6 +343,12 @@ impl Connection {
                     }
                     if let Some(deferred) = self.session.deferred.get_mut().take() {
                         break Ok(Processed::Deferred(deferred));
+                    }
+                    // A client that sends faster than it reads (pipelined
+                    // basic.get, say) does not get to fill memory: the rest
+                    // of its input waits until it has read what it was sent.
+                    if self.session.outbox.looks_congested() {
+                        break Ok(Processed::Congested);
                     }
                 }
                 Ok(None) => break Ok(Processed::All),
