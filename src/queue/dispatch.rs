@@ -9,8 +9,9 @@
 use std::sync::Arc;
 
 use super::consumer::Consumer;
+use super::paging::Paged;
 use super::state::{Next, Now};
-use super::{Queue, QueuedMessage, Shell};
+use super::{Locked, Queue, QueuedMessage};
 
 /// The channel side of a consumer: where a queue hands its messages.
 ///
@@ -39,7 +40,7 @@ impl Queue {
         self.dispatch_locked(&mut st, &Now::new(&clock));
     }
 
-    pub(super) fn dispatch_locked(self: &Arc<Self>, st: &mut Shell, now: &Now) {
+    pub(super) fn dispatch_locked(self: &Arc<Self>, st: &mut Locked, now: &Now) {
         let mut may_page = true;
         loop {
             let next = st
@@ -51,7 +52,9 @@ impl Queue {
                         c.channel.deliver(self, c, message);
                     }
                 }
-                Next::Page(request) => may_page = self.page_in(st, request, now),
+                // Busy: another thread is reading this queue's next page
+                // and dispatches once it is in; meanwhile, memory only.
+                Next::Page(request) => may_page = self.page_in(st, request, now) == Paged::Read,
                 Next::Idle => return,
             }
         }

@@ -52,12 +52,13 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use amq_protocol::types::{FieldTable, ShortString};
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use tokio::sync::Notify;
 
 use crate::error::{AmqpError, AmqpResult};
 use crate::message::Message;
 use args::{QueueArgs, QueueSettings};
+use paging::Paged;
 use state::{Admit, ConsumeRefused, DeleteRefused, Got, Now, QueueCore};
 
 pub use consumer::{Consumer, ConsumerId};
@@ -102,6 +103,8 @@ pub struct Queue {
     /// Flow control is holding this queue's publishers back (see `flow`).
     in_flow: AtomicBool,
     flow_released: Notify,
+    /// Signalled when a page read with the queue unlocked is in.
+    page_done: Condvar,
 }
 
 /// What the lock guards: the core, and what the shell remembers about it.
@@ -154,6 +157,40 @@ impl Deref for Locked<'_> {
 impl DerefMut for Locked<'_> {
     fn deref_mut(&mut self) -> &mut Shell {
         self.guard.as_mut().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl Locked<'_> {
+    /// Run `f` (a store read) with the queue unlocked, and on a runtime
+    /// worker as blocking work, so neither this queue's other users nor the
+    /// worker's other tasks wait for the disk. What the core decided so far
+    /// goes to the store first, so nothing overtakes it.
+    fn unlocked<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        if let Some(mut st) = self.guard.take() {
+            self.queue.apply_store_effects(&mut st.core);
+            drop(st);
+        }
+        let r = blocking(f);
+        self.guard = Some(self.queue.state.lock());
+        r
+    }
+
+    /// Wait, unlocked, for the page another thread is reading.
+    fn wait_for_page(&mut self) {
+        if let Some(st) = self.guard.as_mut() {
+            self.queue.apply_store_effects(&mut st.core);
+            self.queue.page_done.wait(st);
+        }
+    }
+}
+
+/// Run blocking work: off the runtime's worker when on one (the
+/// multi-threaded runtime moves its other tasks elsewhere meanwhile).
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 
@@ -219,6 +256,7 @@ impl Queue {
             }),
             in_flow: AtomicBool::new(false),
             flow_released: Notify::new(),
+            page_done: Condvar::new(),
         });
         // Arm x-expires from the start.
         drop(queue.lock());
@@ -484,7 +522,13 @@ impl Queue {
                     deliver(message, left);
                     return true;
                 }
-                Got::Page(request) => may_page = self.page_in(&mut st, request, &now),
+                Got::Page(request) => match self.page_in(&mut st, request, &now) {
+                    Paged::Read => {}
+                    // basic.get must not answer get-empty while messages
+                    // are on their way in.
+                    Paged::Busy => st.wait_for_page(),
+                    Paged::Failed => may_page = false,
+                },
                 Got::Empty => return false,
             }
         }

@@ -10,7 +10,17 @@
 use std::sync::Arc;
 
 use super::state::{Now, PageRequest};
-use super::{Queue, Shell};
+use super::{Locked, Queue, Shell};
+
+/// How reading a page went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Paged {
+    Read,
+    /// Another thread is reading one of this queue's pages.
+    Busy,
+    /// The store could not be read; go on with what is in memory.
+    Failed,
+}
 
 impl Queue {
     /// Whether a new message of `level` is kept only in the store: the level
@@ -23,23 +33,38 @@ impl Queue {
                 || self.env.budget.exhausted())
     }
 
-    /// Read the page the core asked for. False if the store could not be
-    /// read: the caller carries on with what is in memory.
-    pub(super) fn page_in(&self, st: &mut Shell, request: PageRequest, now: &Now) -> bool {
-        let page =
-            self.env
-                .store
-                .page_in(self.config.uid, request.level, request.from, request.count);
-        match page {
-            Ok(page) => {
-                st.core.paged_in(request, page, now);
-                true
-            }
+    /// Read the page the core asked for, with the queue unlocked.
+    pub(super) fn page_in(
+        self: &Arc<Self>,
+        st: &mut Locked,
+        request: PageRequest,
+        now: &Now,
+    ) -> Paged {
+        let Some(generation) = st.core.begin_page(request.level) else {
+            return Paged::Busy;
+        };
+        let store = &self.env.store;
+        let uid = self.config.uid;
+        let read = st.unlocked(|| store.page_in(uid, request.level, request.from, request.count));
+        let page = match read {
+            Ok(page) => Some(page),
             Err(e) => {
                 tracing::error!(queue = %self.config.name, "cannot read stored messages: {e}");
-                false
+                None
+            }
+        };
+        let outcome = if page.is_some() {
+            Paged::Read
+        } else {
+            Paged::Failed
+        };
+        for (level, seq) in st.core.end_page(request, generation, page, now) {
+            if let Some((level, seq)) = st.core.expire(level, seq) {
+                self.take_stored(st, level, seq);
             }
         }
+        self.page_done.notify_all();
+        outcome
     }
 
     /// Take message `seq` of `level` out of the store where it sits (it
@@ -62,16 +87,16 @@ impl Queue {
 
     /// Drop messages from the head while the queue is over its length
     /// limits, reading pages as the head needs them.
-    pub(super) fn enforce_limits(self: &Arc<Self>, st: &mut Shell, now: &Now) {
+    pub(super) fn enforce_limits(self: &Arc<Self>, st: &mut Locked, now: &Now) {
         let mut may_page = true;
         while let Err(request) = st.core.enforce_limits(may_page) {
-            may_page = self.page_in(st, request, now);
+            may_page = self.page_in(st, request, now) == Paged::Read;
         }
     }
 
     /// Read the heads of every level that has stored messages, so the
     /// expiry index (and with it the timer) sees their expiry times.
-    pub(super) fn page_in_heads(&self, st: &mut Shell, now: &Now) {
+    pub(super) fn page_in_heads(self: &Arc<Self>, st: &mut Locked, now: &Now) {
         for level in 0..st.core.level_count() {
             if let Some(request) = st.core.wants_page(level as u8) {
                 self.page_in(st, request, now);

@@ -117,3 +117,91 @@ async fn a_transaction_holding_too_many_bytes_is_refused_with_406() {
     assert_eq!(code, 406, "{text}");
     assert!(text.contains("transaction"), "{text}");
 }
+
+/// Pages of a long queue are read with the queue unlocked: consumers,
+/// `basic.get` and a publisher racing over a queue that pages all the time
+/// still see every message exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paging_queue_read_by_many_at_once_loses_and_repeats_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = on_disk(dir.path());
+    config.storage.queue_memory_messages = 64;
+    let server = start_with(config).await;
+    let total: u32 = 8_000;
+    let publisher = connect(&server).await;
+    let pch = channel(&publisher).await;
+    declare(&pch, "paging").await;
+    let publishing = tokio::spawn(async move {
+        for i in 0..total {
+            put(&pch, "paging", &i.to_be_bytes()).await;
+        }
+        pch
+    });
+    let seen = std::sync::Arc::new(parking_lot::Mutex::new(Vec::<u32>::new()));
+    let mut tasks = Vec::new();
+    for n in 0..2 {
+        let conn = connect(&server).await;
+        let seen = seen.clone();
+        tasks.push(tokio::spawn(async move {
+            let ch = channel(&conn).await;
+            ch.basic_qos(50, Default::default()).await.unwrap();
+            let mut deliveries = ch
+                .basic_consume(
+                    "paging".into(),
+                    format!("c{n}").as_str().into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .unwrap();
+            while let Ok(Some(Ok(d))) =
+                tokio::time::timeout(Duration::from_secs(3), deliveries.next()).await
+            {
+                seen.lock()
+                    .push(u32::from_be_bytes(d.data[..4].try_into().unwrap()));
+                d.ack(Default::default()).await.unwrap();
+            }
+            conn
+        }));
+    }
+    let getter = connect(&server).await;
+    let gch = channel(&getter).await;
+    let mut empty_since = None;
+    loop {
+        match gch
+            .basic_get(
+                "paging".into(),
+                lapin::options::BasicGetOptions { no_ack: true },
+            )
+            .await
+            .unwrap()
+        {
+            Some(m) => {
+                seen.lock()
+                    .push(u32::from_be_bytes(m.data[..4].try_into().unwrap()));
+                empty_since = None;
+            }
+            None => {
+                let since = *empty_since.get_or_insert_with(std::time::Instant::now);
+                if publishing.is_finished() && since.elapsed() > Duration::from_secs(1) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut got = seen.lock().clone();
+    got.sort_unstable();
+    let before = got.len();
+    got.dedup();
+    assert_eq!(
+        before,
+        got.len(),
+        "{} messages delivered twice",
+        before - got.len()
+    );
+    assert_eq!(got.len() as u32, total, "messages lost");
+}

@@ -72,6 +72,14 @@ pub struct QueueCore<C> {
     deleted: bool,
     /// Last declare, get or consumer change (for `x-expires`).
     last_used: u64,
+    /// The level whose next page is being read (with the queue unlocked).
+    paging: Option<u8>,
+    /// Bumped when stored regions are dropped (purge, delete): a page read
+    /// before that is discarded.
+    generation: u64,
+    /// Stored messages that expired while their level's page was being
+    /// read: expired once it is in.
+    expire_later: Vec<(u8, u64)>,
     pub effects: Effects,
 }
 
@@ -91,6 +99,9 @@ impl<C> QueueCore<C> {
             redelivered_through: None,
             deleted: false,
             last_used: now,
+            paging: None,
+            generation: 0,
+            expire_later: Vec::new(),
             effects: Effects::default(),
         }
     }
@@ -267,6 +278,10 @@ impl<C> QueueCore<C> {
                 self.die(m, Reason::Expired);
                 None
             }
+            Found::Stored if self.paging == Some(level) => {
+                self.expire_later.push((level, seq));
+                None
+            }
             Found::Stored => Some((level, seq)),
             Found::Missing => {
                 let key = self
@@ -300,12 +315,45 @@ impl<C> QueueCore<C> {
         self.settings = settings;
     }
 
+    /// A page of `level` is to be read with the queue unlocked: `None` if
+    /// one is being read already (the caller goes on with what is in
+    /// memory), else the generation to hand back with it.
+    pub fn begin_page(&mut self, level: u8) -> Option<u64> {
+        if self.paging.is_some() {
+            return None;
+        }
+        self.paging = Some(level);
+        Some(self.generation)
+    }
+
+    /// The page begun at `generation` is read (`None`: it could not be).
+    /// It is taken in unless the stored regions were dropped meanwhile.
+    /// Returns the stored messages that expired while it was read, to
+    /// expire now.
+    pub fn end_page(
+        &mut self,
+        request: PageRequest,
+        generation: u64,
+        page: Option<Vec<crate::store::Recovered>>,
+        now: &Now,
+    ) -> Vec<(u8, u64)> {
+        self.paging = None;
+        if let Some(page) = page
+            && generation == self.generation
+            && !self.deleted
+        {
+            self.paged_in(request, page, now);
+        }
+        std::mem::take(&mut self.expire_later)
+    }
+
     /// Drop every ready and every delayed message; the count is of both
     /// (whether a message waiting out a retry delay is still in the store
     /// or already read back makes no difference to it).
     pub fn purge(&mut self) -> Purged {
         let count = self.length() as u32;
         let (mut messages, regions) = self.ready.take_all();
+        self.generation += 1;
         messages.extend(std::mem::take(&mut self.delayed).into_values());
         self.expiry.clear();
         let to = self.next_seq;
@@ -328,6 +376,7 @@ impl<C> QueueCore<C> {
             return Err(DeleteRefused::InUse);
         }
         self.deleted = true;
+        self.generation += 1;
         let consumers = self.consumers.take_all();
         let count = self.ready.len() as u32;
         let (messages, _) = self.ready.take_all();
