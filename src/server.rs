@@ -44,8 +44,15 @@ impl Server {
     /// Bind every listener and start serving. Returns once the broker
     /// accepts connections.
     pub async fn start(config: Config) -> Result<Server, StartupError> {
-        let store = Server::open_store(&config)?;
-        Server::start_with_store(config, store).await
+        // Opening sled (and waiting out a lock a just-stopped broker still
+        // holds) blocks: not on the runtime's workers.
+        let (config, store) = tokio::task::spawn_blocking(move || {
+            let store = Server::open_store(&config);
+            (config, store)
+        })
+        .await
+        .map_err(|e| StartupError::Config(format!("the store opener failed: {e}")))?;
+        Server::start_with_store(config, store?).await
     }
 
     fn open_store(config: &Config) -> Result<Store, StartupError> {
@@ -78,10 +85,14 @@ impl Server {
             true => Some(bind("metrics", &config.metrics.bind, config.metrics.port).await?),
             false => None,
         };
-        let broker = Broker::open(config, store).map_err(|source| StartupError::Store {
-            path: PathBuf::from("<recovery>"),
-            source,
-        })?;
+        // Recovery reads the store: blocking work.
+        let broker = tokio::task::spawn_blocking(move || Broker::open(config, store))
+            .await
+            .map_err(|e| StartupError::Config(format!("recovery failed: {e}")))?
+            .map_err(|source| StartupError::Store {
+                path: PathBuf::from("<recovery>"),
+                source,
+            })?;
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
 

@@ -1,9 +1,10 @@
 //! Crash safety: the broker process is killed with SIGKILL at random moments
-//! while publishers send persistent messages with confirms and a consumer
-//! acknowledges them. After each restart:
+//! while publishers send persistent messages with confirms to a fanout
+//! exchange bound to three durable queues, and a consumer acknowledges them.
+//! After each restart, in each of the three queues:
 //!
 //! - every confirmed message is present (a message whose confirm never
-//!   arrived may or may not be);
+//!   arrived may or may not be), and the queue can be read to its end;
 //! - each publisher's messages are in the order they were published;
 //! - a message acknowledged before the crash may come back only marked
 //!   redelivered (its ack fell in the last, unflushed commit window);
@@ -25,7 +26,8 @@ use rand::{RngExt, SeedableRng};
 use crate::common::{BrokerProcess, spawn_warren};
 
 const PUBLISHERS: usize = 2;
-const QUEUE: &str = "crash";
+const EXCHANGE: &str = "crash-fanout";
+const QUEUES: [&str; 3] = ["crash-a", "crash-b", "crash-c"];
 
 /// Start the real binary on `dir` and wait until it accepts connections.
 fn spawn_broker(dir: &Path) -> BrokerProcess {
@@ -43,10 +45,9 @@ fn parse(body: &[u8]) -> (usize, u64) {
     (p.parse().expect("publisher"), n.parse().expect("seq"))
 }
 
+/// What one queue should hold.
 #[derive(Default)]
 struct Ledger {
-    /// Per publisher: the next sequence number to publish.
-    next: [u64; PUBLISHERS],
     /// Confirmed and not yet seen by the checker.
     confirmed: [BTreeSet<u64>; PUBLISHERS],
     /// Published but never confirmed: may appear.
@@ -55,36 +56,63 @@ struct Ledger {
     consumed: HashSet<(usize, u64)>,
 }
 
-/// Take everything from the queue (acking it), and check it against what
-/// was confirmed and consumed before.
-async fn check(url: &str, ledger: &mut Ledger, cycle: usize) -> usize {
-    let conn = Connection::connect(url, ConnectionProperties::default())
-        .await
-        .expect("connect after restart");
-    let ch = conn.create_channel().await.expect("channel");
-    ch.queue_declare(
-        QUEUE.into(),
-        QueueDeclareOptions {
+/// Declare the fanout exchange and its three durable queues (again).
+async fn declare_topology(ch: &lapin::Channel) {
+    ch.exchange_declare(
+        EXCHANGE.into(),
+        lapin::ExchangeKind::Fanout,
+        ExchangeDeclareOptions {
             durable: true,
             ..Default::default()
         },
         FieldTable::default(),
     )
     .await
-    .expect("declare");
+    .expect("declare exchange");
+    for q in QUEUES {
+        ch.queue_declare(
+            q.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare queue");
+        ch.queue_bind(
+            q.into(),
+            EXCHANGE.into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bind");
+    }
+}
+
+/// Take everything from queue `q` (acking it), and check it against what
+/// was confirmed and consumed before.
+async fn check(url: &str, q: &str, ledger: &mut Ledger, cycle: usize) -> usize {
+    let conn = Connection::connect(url, ConnectionProperties::default())
+        .await
+        .expect("connect after restart");
+    let ch = conn.create_channel().await.expect("channel");
+    declare_topology(&ch).await;
     let mut last_seen = [None::<u64>; PUBLISHERS];
     let mut taken = 0;
     let mut last_tag = 0;
     while let Some(m) = ch
-        .basic_get(QUEUE.into(), BasicGetOptions { no_ack: false })
+        .basic_get(q.into(), BasicGetOptions { no_ack: false })
         .await
-        .expect("basic.get")
+        .expect("basic.get (a wedged queue fails here)")
     {
         let (p, seq) = parse(&m.delivery.data);
         if let Some(prev) = last_seen[p] {
             assert!(
                 seq > prev,
-                "cycle {cycle}: publisher {p} out of order: {seq} after {prev}"
+                "cycle {cycle}, {q}: publisher {p} out of order: {seq} after {prev}"
             );
         }
         last_seen[p] = Some(seq);
@@ -92,11 +120,11 @@ async fn check(url: &str, ledger: &mut Ledger, cycle: usize) -> usize {
         if !expected {
             assert!(
                 ledger.consumed.contains(&(p, seq)),
-                "cycle {cycle}: message {p}:{seq} was never published"
+                "cycle {cycle}, {q}: message {p}:{seq} was never published"
             );
             assert!(
                 m.delivery.redelivered,
-                "cycle {cycle}: acked message {p}:{seq} came back without redelivered"
+                "cycle {cycle}, {q}: acked message {p}:{seq} came back without redelivered"
             );
         }
         ledger.consumed.insert((p, seq));
@@ -106,7 +134,7 @@ async fn check(url: &str, ledger: &mut Ledger, cycle: usize) -> usize {
     for (p, missing) in ledger.confirmed.iter().enumerate() {
         assert!(
             missing.is_empty(),
-            "cycle {cycle}: confirmed messages of publisher {p} lost: {:?}",
+            "cycle {cycle}, {q}: confirmed messages of publisher {p} lost: {:?}",
             missing.iter().take(10).collect::<Vec<_>>()
         );
     }
@@ -143,8 +171,8 @@ async fn publish_until_killed(url: String, publisher: usize, mut seq: u64) -> (V
         for n in &batch {
             let published = ch
                 .basic_publish(
+                    EXCHANGE.into(),
                     "".into(),
-                    QUEUE.into(),
                     BasicPublishOptions::default(),
                     &body(publisher, *n),
                     BasicProperties::default().with_delivery_mode(2),
@@ -181,13 +209,16 @@ async fn confirmed_messages_survive_sigkill() {
     eprintln!("crash test: {cycles} cycles, WARREN_CRASH_SEED={seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
-    let mut ledger = Ledger::default();
+    let mut ledgers: [Ledger; 3] = Default::default();
+    let mut next = [0u64; PUBLISHERS];
     let mut total_confirmed = 0;
     for cycle in 0..cycles {
         let broker = spawn_broker(dir.path());
-        check(&broker.url, &mut ledger, cycle).await;
+        for (q, ledger) in QUEUES.iter().zip(ledgers.iter_mut()) {
+            check(&broker.url, q, ledger, cycle).await;
+        }
         let publishers: Vec<_> = (0..PUBLISHERS)
-            .map(|p| tokio::spawn(publish_until_killed(broker.url.clone(), p, ledger.next[p])))
+            .map(|p| tokio::spawn(publish_until_killed(broker.url.clone(), p, next[p])))
             .collect();
         tokio::time::sleep(Duration::from_millis(rng.random_range(100..500))).await;
         drop(broker); // SIGKILL, then reap
@@ -196,14 +227,80 @@ async fn confirmed_messages_survive_sigkill() {
             total_confirmed += confirmed.len();
             let last = confirmed.iter().chain(&unconfirmed).max().copied();
             if let Some(last) = last {
-                ledger.next[p] = last + 1;
+                next[p] = last + 1;
             }
-            ledger.confirmed[p].extend(confirmed);
-            ledger.uncertain[p].extend(unconfirmed);
+            for ledger in ledgers.iter_mut() {
+                ledger.confirmed[p].extend(confirmed.iter().copied());
+                ledger.uncertain[p].extend(unconfirmed.iter().copied());
+            }
         }
     }
     let broker = spawn_broker(dir.path());
-    check(&broker.url, &mut ledger, cycles).await;
+    for (q, ledger) in QUEUES.iter().zip(ledgers.iter_mut()) {
+        check(&broker.url, q, ledger, cycles).await;
+    }
     assert!(total_confirmed > 0, "nothing was ever confirmed");
     eprintln!("crash test: {total_confirmed} confirmed messages over {cycles} kills, none lost");
+}
+
+/// A purge answered with purge-ok is durable: however long clearing the
+/// purged messages takes, a SIGKILL right after it brings none back.
+#[tokio::test]
+async fn a_purge_followed_by_sigkill_brings_nothing_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = spawn_broker(dir.path());
+    let conn = Connection::connect(&broker.url, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    declare_topology(&ch).await;
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    // 20 MiB per queue: clearing it is still going on when the kill comes.
+    let body = vec![9u8; 1024];
+    for _ in 0..20_000 {
+        ch.basic_publish(
+            EXCHANGE.into(),
+            "".into(),
+            BasicPublishOptions::default(),
+            &body,
+            BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .unwrap();
+    }
+    assert!(ch.wait_for_confirms().await.unwrap().is_empty());
+    for q in QUEUES {
+        let purged = ch
+            .queue_purge(q.into(), QueuePurgeOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(purged, 20_000, "{q}");
+    }
+    drop(broker); // SIGKILL right after the last purge-ok
+    let broker = spawn_broker(dir.path());
+    let conn = Connection::connect(&broker.url, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    for q in QUEUES {
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let left = ch
+            .queue_declare(q.into(), passive, FieldTable::default())
+            .await
+            .unwrap();
+        let got = ch
+            .basic_get(q.into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap();
+        assert!(
+            got.is_none(),
+            "{q}: a purged message came back ({} counted)",
+            left.message_count()
+        );
+    }
 }
