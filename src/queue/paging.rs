@@ -69,20 +69,36 @@ impl Queue {
 
     /// Take message `seq` of `level` out of the store where it sits (it
     /// expired there); it is read only if it is to be dead-lettered.
-    pub(super) fn take_stored(&self, st: &mut Shell, level: u8, seq: u64) {
-        let slot = crate::store::Slot {
-            uid: self.config.uid,
-            level,
-            seq,
-        };
+    /// Taken like a page is read: with the queue unlocked, one store read
+    /// per queue at a time (while another is in flight, the expiry waits
+    /// for it).
+    pub(super) fn take_stored(&self, st: &mut Locked, level: u8, seq: u64) {
         let read = st.core.settings().dead_letter.is_some();
         let transient_only = !(self.config.survives_restart() && self.env.store.is_durable());
-        match self.env.store.take_stored(slot, read, transient_only) {
-            Ok(taken) => st.core.stored_taken(level, taken),
-            Err(e) => {
-                tracing::error!(queue = %self.config.name, "cannot remove an expired message: {e}")
+        let mut due = vec![(level, seq)];
+        while let Some((level, seq)) = due.pop() {
+            let Some(generation) = st.core.begin_page(level) else {
+                st.core.defer_expiry(level, seq);
+                continue;
+            };
+            let slot = crate::store::Slot {
+                uid: self.config.uid,
+                level,
+                seq,
+            };
+            let store = &self.env.store;
+            let taken = match st.unlocked(|| store.take_stored(slot, read, transient_only)) {
+                Ok(taken) => taken,
+                Err(e) => {
+                    tracing::error!(queue = %self.config.name, "cannot remove an expired message: {e}");
+                    None
+                }
+            };
+            for (level, seq) in st.core.end_take(level, generation, taken) {
+                due.extend(st.core.expire(level, seq));
             }
         }
+        self.page_done.notify_all();
     }
 
     /// Drop messages from the head while the queue is over its length

@@ -347,6 +347,26 @@ impl<C> QueueCore<C> {
         std::mem::take(&mut self.expire_later)
     }
 
+    /// A stored message taken where it sat, with the queue unlocked, under
+    /// a read begun at `generation`; like [`end_page`](Self::end_page).
+    pub fn end_take(
+        &mut self,
+        level: u8,
+        generation: u64,
+        taken: Option<TakenMessage>,
+    ) -> Vec<(u8, u64)> {
+        self.paging = None;
+        if generation == self.generation && !self.deleted {
+            self.stored_taken(level, taken);
+        }
+        std::mem::take(&mut self.expire_later)
+    }
+
+    /// Expire a stored message once the store read in flight is done.
+    pub fn defer_expiry(&mut self, level: u8, seq: u64) {
+        self.expire_later.push((level, seq));
+    }
+
     /// Drop every ready and every delayed message; the count is of both
     /// (whether a message waiting out a retry delay is still in the store
     /// or already read back makes no difference to it).
