@@ -21,10 +21,14 @@ use std::time::{Duration, SystemTime};
 use amq_protocol::protocol::{AMQPClass, channel, connection};
 use smallvec::SmallVec;
 use tokio::net::TcpStream;
-use tokio::time::{Instant, timeout, timeout_at};
+use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
 use super::channel::Channel;
+use super::closing::{
+    CLOSE_GRACE, closed_linger, discard_until_hangup, linger_for_close_ok, send_close_ok,
+    send_connection_close,
+};
 use super::codec::{self, Frame};
 use super::handshake::{self, Negotiated};
 use super::outbox::Outbox;
@@ -32,9 +36,6 @@ use super::reader::{End, FrameReader, Transport};
 use super::session::Session;
 use crate::broker::{Broker, ClientConnection};
 use crate::error::AmqpError;
-
-/// How long a peer has to answer our `connection.close`.
-const CLOSE_GRACE: Duration = Duration::from_secs(3);
 
 /// Serve one accepted TCP connection until it ends.
 pub async fn serve_tcp(
@@ -64,6 +65,7 @@ pub async fn serve_tcp(
         }
         Ok(Err(End::ClosedByPeer)) => {
             send_close_ok(&outbox);
+            discard_until_hangup(&mut reader, closed_linger(Duration::ZERO), &shutdown).await;
             None
         }
         Ok(Err(End::Closed)) => None,
@@ -76,57 +78,19 @@ pub async fn serve_tcp(
         let mut conn = Connection::new(broker.clone(), peer, outbox.clone(), negotiated);
         broker.register_connection(conn.client.clone());
         tracing::info!(%peer, user = %conn.session.user, vhost = %conn.session.vhost.name, "connection opened");
-        conn.run(&mut reader, shutdown).await;
+        let closed_by_peer = conn.run(&mut reader, &shutdown).await;
         conn.teardown();
         broker.unregister_connection(conn.client.id);
         tracing::info!(%peer, "connection closed");
+        if closed_by_peer {
+            // As RabbitMQ: close-ok once the connection's channels and
+            // exclusive queues are gone, then the client closes the socket.
+            send_close_ok(&outbox);
+            discard_until_hangup(&mut reader, closed_linger(conn.heartbeat), &shutdown).await;
+        }
     }
     outbox.finish();
     let _ = timeout(CLOSE_GRACE, writer).await;
-}
-
-fn send_connection_close(outbox: &Outbox, e: &AmqpError) {
-    let close = AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
-        reply_code: e.code.code(),
-        reply_text: e.reply_text().into(),
-        class_id: e.class_id,
-        method_id: e.method_id,
-    }));
-    outbox.send(|buf| codec::encode_method(buf, 0, &close));
-}
-
-fn send_close_ok(outbox: &Outbox) {
-    let ok = AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {}));
-    outbox.send(|buf| codec::encode_method(buf, 0, &ok));
-}
-
-/// After sending `connection.close`, discard input until `close-ok` (or
-/// `close`) arrives, the peer hangs up, or the grace period ends.
-async fn linger_for_close_ok<R: Transport>(reader: &mut FrameReader<R>) {
-    let deadline = Instant::now() + CLOSE_GRACE;
-    loop {
-        loop {
-            match reader.next_frame() {
-                Ok(Some(Frame::Method { channel: 0, method })) => {
-                    if matches!(
-                        *method,
-                        AMQPClass::Connection(
-                            connection::AMQPMethod::CloseOk(_) | connection::AMQPMethod::Close(_)
-                        )
-                    ) {
-                        return;
-                    }
-                }
-                Ok(Some(_)) => {}
-                Ok(None) => break,
-                Err(_) => return,
-            }
-        }
-        match timeout_at(deadline, reader.fill()).await {
-            Ok(Ok(n)) if n > 0 => {}
-            _ => return,
-        }
-    }
 }
 
 /// Frames handled before the reader yields to other tasks.
@@ -201,11 +165,13 @@ impl Connection {
         }
     }
 
+    /// Serve the connection until it ends; true if the client closed it
+    /// (its `close-ok` is still owed).
     async fn run<R: Transport>(
         &mut self,
         reader: &mut FrameReader<R>,
-        shutdown: CancellationToken,
-    ) {
+        shutdown: &CancellationToken,
+    ) -> bool {
         let mut alarm = self.session.broker.subscribe_alarm();
         let mut blocked = false;
         // Frames that arrived with the handshake's last read.
@@ -375,10 +341,7 @@ impl Connection {
 
     fn on_connection_method(&mut self, method: AMQPClass) -> Result<(), End> {
         match method {
-            AMQPClass::Connection(connection::AMQPMethod::Close(_)) => {
-                send_close_ok(&self.session.outbox);
-                Err(End::ClosedByPeer)
-            }
+            AMQPClass::Connection(connection::AMQPMethod::Close(_)) => Err(End::ClosedByPeer),
             AMQPClass::Connection(connection::AMQPMethod::UpdateSecret(_)) => {
                 self.session.reply(
                     0,
@@ -480,7 +443,8 @@ impl Connection {
         Ok(())
     }
 
-    async fn finish<R: Transport>(&mut self, reader: &mut FrameReader<R>, end: End) {
+    /// End the connection for `end`; true if the client closed it.
+    async fn finish<R: Transport>(&mut self, reader: &mut FrameReader<R>, end: End) -> bool {
         match end {
             End::Protocol(e) => {
                 if e.code != crate::error::ReplyCode::ConnectionForced {
@@ -489,8 +453,10 @@ impl Connection {
                 self.close_channels();
                 send_connection_close(&self.session.outbox, &e);
                 linger_for_close_ok(reader).await;
+                false
             }
-            End::ClosedByPeer | End::Closed => {}
+            End::ClosedByPeer => true,
+            End::Closed => false,
         }
     }
 
