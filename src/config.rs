@@ -22,6 +22,7 @@ pub const DEFAULT_CONFIG: &str = include_str!("../config.toml");
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub amqp: ListenerConfig,
+    pub server_properties: ServerPropertiesConfig,
     pub admin: HttpConfig,
     pub metrics: HttpConfig,
     pub storage: StorageConfig,
@@ -37,6 +38,14 @@ pub struct ListenerConfig {
     #[serde(deserialize_with = "one_or_many")]
     pub bind: Vec<String>,
     pub port: u16,
+}
+
+/// What `connection.start` says the server is.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerPropertiesConfig {
+    pub product: String,
+    pub version: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -359,6 +368,22 @@ mod tests {
         let e =
             Config::load(&Overrides::default(), env(&[("WARREN_AMQP__BIND", "[]")])).unwrap_err();
         assert!(e.to_string().contains("amqp.bind"), "{e}");
+    }
+
+    #[test]
+    fn server_properties_can_be_overridden() {
+        let c = Config::defaults();
+        assert_eq!(c.server_properties.product, "RabbitMQ");
+        let c = Config::load(
+            &Overrides::default(),
+            env(&[
+                ("WARREN_SERVER_PROPERTIES__PRODUCT", "Warren"),
+                ("WARREN_SERVER_PROPERTIES__VERSION", "3.13.7"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.server_properties.product, "Warren");
+        assert_eq!(c.server_properties.version, "3.13.7");
     }
 
     #[test]

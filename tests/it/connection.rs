@@ -22,6 +22,18 @@ async fn start_frame(server: &warren::Server) -> connection::Start {
     }
 }
 
+#[tokio::test]
+async fn advertised_product_and_version_come_from_the_config() {
+    let mut config = warren::Config::ephemeral();
+    config.server_properties.product = "Warren".into();
+    config.server_properties.version = "3.13.7".into();
+    let server = start_with(config).await;
+    let s = start_frame(&server).await;
+    let props = s.server_properties.inner();
+    assert_eq!(text(props.get("product")), "Warren");
+    assert_eq!(text(props.get("version")), "3.13.7");
+}
+
 fn text(v: Option<&AMQPValue>) -> String {
     match v {
         Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
@@ -37,7 +49,11 @@ async fn connection_start_advertises_rabbitmq_compatible_properties() {
     assert_eq!(s.mechanisms.as_bytes(), b"PLAIN AMQPLAIN");
     assert_eq!(s.locales.as_bytes(), b"en_US");
     let props = s.server_properties.inner();
-    assert_eq!(text(props.get("product")), "Warren");
+    // As RabbitMQ, by default (docs/compatibility.md): clients' own tests
+    // check it; Warren names itself in `information`.
+    assert_eq!(text(props.get("product")), "RabbitMQ");
+    assert_eq!(text(props.get("version")), "4.3.0");
+    assert!(text(props.get("information")).starts_with("Warren "));
     let version = text(props.get("version"));
     let parts: Vec<&str> = version.split('.').collect();
     assert_eq!(parts.len(), 3, "version {version} is not X.Y.Z");
