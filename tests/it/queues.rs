@@ -467,6 +467,48 @@ async fn bind_and_unbind_change_routing() {
     assert_eq!(text, "NOT_FOUND - no exchange 'nope' in vhost '/'");
 }
 
+/// RabbitMQ's shortcut applies only when both the queue name and the
+/// routing key are empty: then the last declared queue is bound with its
+/// name as the key. Naming the queue with an empty key binds the empty key
+/// (kombu's `Queue('q', exchange=direct)` does this).
+#[tokio::test]
+async fn an_empty_routing_key_is_a_key_unless_the_queue_name_is_empty_too() {
+    let server = start().await;
+    let conn = connect(&server).await;
+    let ch = channel(&conn).await;
+    declare(&ch, "named").await;
+    let bind = |queue: &'static str| {
+        ch.queue_bind(
+            queue.into(),
+            "amq.direct".into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+    };
+    let publish = |key: &'static str| {
+        ch.basic_publish(
+            "amq.direct".into(),
+            key.into(),
+            BasicPublishOptions::default(),
+            b"x",
+            BasicProperties::default(),
+        )
+    };
+    bind("named").await.unwrap();
+    publish("").await.unwrap();
+    assert_eq!(depth(&ch, "named").await, 1, "the empty key is bound");
+    publish("named").await.unwrap();
+    assert_eq!(depth(&ch, "named").await, 1, "key 'named' is not bound");
+    bind("").await.unwrap();
+    publish("named").await.unwrap();
+    assert_eq!(
+        depth(&ch, "named").await,
+        2,
+        "the shortcut binds key 'named'"
+    );
+}
+
 #[tokio::test]
 async fn reserved_queue_names_are_refused() {
     let server = start().await;
