@@ -254,6 +254,9 @@ impl Connection {
             match deferred.flushed.await {
                 Ok(Ok(())) => {
                     self.session.reply(deferred.channel, deferred.reply);
+                    for m in deferred.then {
+                        self.session.reply(deferred.channel, m);
+                    }
                     self.session.outbox.flush();
                 }
                 Ok(Err(e)) => {

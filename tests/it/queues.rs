@@ -389,6 +389,68 @@ async fn deleting_a_consumed_queue_cancels_its_consumers() {
     .unwrap();
 }
 
+/// The channel that deletes a queue gets `delete-ok` before the
+/// `basic.cancel` of its own consumers on it, as from RabbitMQ (measured on
+/// 3.10.8). py-amqp raises on a `basic.cancel` it has no callback for while
+/// it waits for `delete-ok`; kombu's event-loop test deletes the queue it
+/// consumes from this way.
+#[tokio::test]
+async fn the_deleting_channel_gets_delete_ok_before_its_consumers_cancel() {
+    use crate::raw::RawClient;
+    use amq_protocol::protocol::{AMQPClass, basic, queue};
+    let server = start().await;
+    let mut c = RawClient::open(server.amqp_addr()).await;
+    c.open_channel(1).await;
+    for durable in [false, true] {
+        let name = format!("deleted-while-consumed-{durable}");
+        c.send_method(
+            1,
+            AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
+                queue: name.clone().into(),
+                durable,
+                ..Default::default()
+            })),
+        )
+        .await;
+        assert!(matches!(
+            c.next_method().await,
+            (1, AMQPClass::Queue(queue::AMQPMethod::DeclareOk(_)))
+        ));
+        c.send_method(
+            1,
+            AMQPClass::Basic(basic::AMQPMethod::Consume(basic::Consume {
+                queue: name.clone().into(),
+                consumer_tag: "mine".into(),
+                ..Default::default()
+            })),
+        )
+        .await;
+        assert!(matches!(
+            c.next_method().await,
+            (1, AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(_)))
+        ));
+        c.send_method(
+            1,
+            AMQPClass::Queue(queue::AMQPMethod::Delete(queue::Delete {
+                queue: name.into(),
+                ..Default::default()
+            })),
+        )
+        .await;
+        let first = c.next_method().await;
+        assert!(
+            matches!(first, (1, AMQPClass::Queue(queue::AMQPMethod::DeleteOk(_)))),
+            "durable {durable}: expected delete-ok first, got {first:?}"
+        );
+        match c.next_method().await {
+            (1, AMQPClass::Basic(basic::AMQPMethod::Cancel(cancel))) => {
+                assert_eq!(cancel.consumer_tag.as_str(), "mine");
+            }
+            other => panic!("durable {durable}: expected basic.cancel, got {other:?}"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn bind_and_unbind_change_routing() {
     let server = start().await;

@@ -120,20 +120,27 @@ impl Channel {
             M::Delete(d) => {
                 let name = self.queue_name(d.queue)?;
                 s.check(Access::Configure, "queue", name.as_str())?;
-                let (count, durability) = s.vhost.delete_queue(
-                    s.connection_id,
-                    name.as_str(),
-                    d.if_unused,
-                    d.if_empty,
-                )?;
-                if !d.nowait {
-                    s.reply_when_durable(
-                        self.id,
-                        AMQPClass::Queue(M::DeleteOk(queue::DeleteOk {
-                            message_count: count,
-                        })),
-                        durability,
-                    );
+                // This channel's own consumers of the queue are told after
+                // delete-ok, as by RabbitMQ.
+                self.deliveries.hold_cancels();
+                let deleted =
+                    s.vhost
+                        .delete_queue(s.connection_id, name.as_str(), d.if_unused, d.if_empty);
+                let cancels = self.deliveries.take_held_cancels();
+                let (count, durability) = match deleted {
+                    Ok(deleted) => deleted,
+                    Err(e) => {
+                        cancels.into_iter().for_each(|m| s.reply(self.id, m));
+                        return Err(e);
+                    }
+                };
+                if d.nowait {
+                    cancels.into_iter().for_each(|m| s.reply(self.id, m));
+                } else {
+                    let ok = AMQPClass::Queue(M::DeleteOk(queue::DeleteOk {
+                        message_count: count,
+                    }));
+                    s.reply_when_durable_then(self.id, ok, durability, cancels);
                 }
             }
             _ => return Err(server_only()),
