@@ -394,12 +394,12 @@ impl Connection {
                 Ok(())
             }
             (Some(Slot::Closing), AMQPClass::Channel(channel::AMQPMethod::Close(_))) => {
-                // Both sides closed at once: answer, and consider it done.
+                // Both sides closed at once: answer, and still wait for the
+                // client's close-ok to ours, as RabbitMQ does.
                 self.session.reply(
                     id,
                     AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
                 );
-                self.channels.remove(&id);
                 Ok(())
             }
             (Some(Slot::Closing), _) => Ok(()),
