@@ -22,6 +22,7 @@ pub const DEFAULT_CONFIG: &str = include_str!("../config.toml");
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub amqp: ListenerConfig,
+    pub server_properties: ServerPropertiesConfig,
     pub admin: HttpConfig,
     pub metrics: HttpConfig,
     pub storage: StorageConfig,
@@ -33,16 +34,41 @@ pub struct Config {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
-    pub bind: String,
+    /// The addresses to listen on, all on `port` (`bind = "::"` or a list).
+    #[serde(deserialize_with = "one_or_many")]
+    pub bind: Vec<String>,
     pub port: u16,
+}
+
+/// What `connection.start` says the server is.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerPropertiesConfig {
+    pub product: String,
+    pub version: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     pub enabled: bool,
-    pub bind: String,
+    #[serde(deserialize_with = "one_or_many")]
+    pub bind: Vec<String>,
     pub port: u16,
+}
+
+/// A key that takes one string or a list of them.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -200,7 +226,9 @@ impl Config {
     }
 
     /// A throwaway broker for tests: every port picked by the OS on
-    /// 127.0.0.1, nothing written to disk.
+    /// 127.0.0.1 (a test that needs `[::1]` too adds it to `bind`: every
+    /// address of a listener shares the port the first one got), nothing
+    /// written to disk.
     pub fn ephemeral() -> Config {
         let mut c = Config::defaults();
         for (bind, port) in [
@@ -208,7 +236,7 @@ impl Config {
             (&mut c.admin.bind, &mut c.admin.port),
             (&mut c.metrics.bind, &mut c.metrics.port),
         ] {
-            *bind = "127.0.0.1".into();
+            *bind = vec!["127.0.0.1".into()];
             *port = 0;
         }
         c.storage.ephemeral = true;
@@ -235,13 +263,20 @@ impl Config {
                 "auth.default_vhost must not be empty".into(),
             ));
         }
-        for (what, bind, port) in [
+        for (what, binds, port) in [
             ("amqp", &self.amqp.bind, self.amqp.port),
             ("admin", &self.admin.bind, self.admin.port),
             ("metrics", &self.metrics.bind, self.metrics.port),
         ] {
-            socket_addr(bind, port)
-                .map_err(|e| StartupError::Config(format!("{what}.bind: {e}")))?;
+            if binds.is_empty() {
+                return Err(StartupError::Config(format!(
+                    "{what}.bind: give at least one address"
+                )));
+            }
+            for bind in binds {
+                socket_addr(bind, port)
+                    .map_err(|e| StartupError::Config(format!("{what}.bind: {e}")))?;
+            }
         }
         Ok(())
     }
@@ -381,6 +416,42 @@ mod tests {
         assert_eq!(c.auth.default_user, "guest");
         assert_eq!(c.storage.data_dir, PathBuf::from("./data"));
         assert_eq!(c.limits.channel_max, 2047);
+        for bind in [&c.amqp.bind, &c.admin.bind, &c.metrics.bind] {
+            assert_eq!(bind, &["::"], "dual-stack by default, as RabbitMQ");
+        }
+    }
+
+    #[test]
+    fn bind_takes_one_address_or_a_list() {
+        let c = Config::load(
+            &Overrides::default(),
+            env(&[
+                ("WARREN_AMQP__BIND", "127.0.0.1"),
+                ("WARREN_ADMIN__BIND", r#"["127.0.0.1", "::1"]"#),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.amqp.bind, ["127.0.0.1"]);
+        assert_eq!(c.admin.bind, ["127.0.0.1", "::1"]);
+        let e =
+            Config::load(&Overrides::default(), env(&[("WARREN_AMQP__BIND", "[]")])).unwrap_err();
+        assert!(e.to_string().contains("amqp.bind"), "{e}");
+    }
+
+    #[test]
+    fn server_properties_can_be_overridden() {
+        let c = Config::defaults();
+        assert_eq!(c.server_properties.product, "RabbitMQ");
+        let c = Config::load(
+            &Overrides::default(),
+            env(&[
+                ("WARREN_SERVER_PROPERTIES__PRODUCT", "Warren"),
+                ("WARREN_SERVER_PROPERTIES__VERSION", "3.13.7"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.server_properties.product, "Warren");
+        assert_eq!(c.server_properties.version, "3.13.7");
     }
 
     #[test]

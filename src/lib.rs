@@ -5,7 +5,8 @@
 //! The path of one `basic.publish`, socket to socket (in full, with every
 //! function, task and lock it crosses, in `docs/architecture.md`):
 //!
-//! - [`server`] accepts a TCP connection and spawns [`amqp::connection`].
+//! - [`server`] accepts a TCP connection (on the sockets [`listeners`]
+//!   binds) and spawns [`amqp::connection`].
 //! - [`amqp::codec`] cuts frames off the read buffer; [`amqp::assembler`]
 //!   joins method, header and body frames into one message.
 //! - [`amqp::channel`] validates the publish and asks the vhost
@@ -52,6 +53,7 @@ pub mod config;
 pub mod error;
 pub mod exchange;
 pub mod fields;
+pub mod listeners;
 pub mod message;
 pub mod metrics;
 pub mod queue;

@@ -22,7 +22,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin;
 use crate::broker::Broker;
-use crate::config::{Config, socket_addr};
+use crate::config::Config;
+use crate::listeners::bind_all;
 use crate::startup::StartupError;
 use crate::store::Store;
 
@@ -33,7 +34,7 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct Server {
     broker: Arc<Broker>,
-    amqp_addr: SocketAddr,
+    amqp_addrs: Vec<SocketAddr>,
     admin_addr: Option<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
@@ -76,13 +77,21 @@ impl Server {
     /// Start over a store opened by the caller (embedding, or tests that
     /// inject storage failures).
     pub async fn start_with_store(config: Config, store: Store) -> Result<Server, StartupError> {
-        let amqp = bind("AMQP", &config.amqp.bind, config.amqp.port).await?;
+        let amqp = bind_all("AMQP", &config.amqp.bind, config.amqp.port)?;
         let admin = match config.admin.enabled {
-            true => Some(bind("the admin API", &config.admin.bind, config.admin.port).await?),
+            true => Some(bind_all(
+                "the admin API",
+                &config.admin.bind,
+                config.admin.port,
+            )?),
             false => None,
         };
         let metrics = match config.metrics.enabled {
-            true => Some(bind("metrics", &config.metrics.bind, config.metrics.port).await?),
+            true => Some(bind_all(
+                "metrics",
+                &config.metrics.bind,
+                config.metrics.port,
+            )?),
             false => None,
         };
         // Recovery reads the store: blocking work.
@@ -103,45 +112,54 @@ impl Server {
             data_dir,
             shutdown.clone(),
         ));
-        let amqp_addr = local_addr(&amqp);
-        tracing::info!("started TCP listener on {amqp_addr}");
-        tasks.spawn(accept_loop(
-            amqp,
-            broker.clone(),
-            shutdown.clone(),
-            tasks.clone(),
-        ));
-
-        let admin_addr = admin.map(|listener| {
+        let mut amqp_addrs = Vec::new();
+        for listener in amqp {
             let addr = local_addr(&listener);
+            tracing::info!("started TCP listener on {addr}");
+            amqp_addrs.push(addr);
+            tasks.spawn(accept_loop(
+                listener,
+                broker.clone(),
+                shutdown.clone(),
+                tasks.clone(),
+            ));
+        }
+
+        // Every address of a listener has the same port.
+        let admin_addr = admin.map(|listeners| {
+            let addr = listeners.first().map(local_addr).unwrap_or(unbound());
             tracing::info!(
                 "Management plugin: HTTP (non-TLS) listener started on port {}",
                 addr.port()
             );
-            tasks.spawn(admin::serve(
-                listener,
-                admin::router(broker.clone()),
-                shutdown.clone(),
-            ));
+            for listener in listeners {
+                tasks.spawn(admin::serve(
+                    listener,
+                    admin::router(broker.clone()),
+                    shutdown.clone(),
+                ));
+            }
             addr
         });
-        let metrics_addr = metrics.map(|listener| {
-            let addr = local_addr(&listener);
+        let metrics_addr = metrics.map(|listeners| {
+            let addr = listeners.first().map(local_addr).unwrap_or(unbound());
             tracing::info!(
                 "Prometheus metrics: HTTP (non-TLS) listener started on port {}",
                 addr.port()
             );
-            tasks.spawn(admin::serve(
-                listener,
-                admin::metrics_router(broker.clone()),
-                shutdown.clone(),
-            ));
+            for listener in listeners {
+                tasks.spawn(admin::serve(
+                    listener,
+                    admin::metrics_router(broker.clone()),
+                    shutdown.clone(),
+                ));
+            }
             addr
         });
         tracing::info!("Server startup complete; 0 plugins started.");
         Ok(Server {
             broker,
-            amqp_addr,
+            amqp_addrs,
             admin_addr,
             metrics_addr,
             shutdown,
@@ -153,8 +171,14 @@ impl Server {
         &self.broker
     }
 
+    /// The first AMQP listener's address.
     pub fn amqp_addr(&self) -> SocketAddr {
-        self.amqp_addr
+        self.amqp_addrs.first().copied().unwrap_or(unbound())
+    }
+
+    /// Every AMQP listener's address, in the order configured.
+    pub fn amqp_addrs(&self) -> &[SocketAddr] {
+        &self.amqp_addrs
     }
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
@@ -168,7 +192,8 @@ impl Server {
     /// An AMQP URL for the default user and vhost.
     pub fn amqp_url(&self) -> String {
         let auth = &self.broker.config.auth;
-        let host = match self.amqp_addr.ip() {
+        let addr = self.amqp_addr();
+        let host = match addr.ip() {
             ip if ip.is_unspecified() => "127.0.0.1".to_string(),
             std::net::IpAddr::V6(ip) => format!("[{ip}]"),
             ip => ip.to_string(),
@@ -177,7 +202,7 @@ impl Server {
             "amqp://{}:{}@{host}:{}/{}",
             auth.default_user,
             auth.default_pass,
-            self.amqp_addr.port(),
+            addr.port(),
             percent_encode(&auth.default_vhost)
         )
     }
@@ -199,21 +224,12 @@ impl Server {
     }
 }
 
-async fn bind(what: &'static str, host: &str, port: u16) -> Result<TcpListener, StartupError> {
-    let addr = socket_addr(host, port).map_err(StartupError::Config)?;
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartupError::Bind {
-            what,
-            addr: addr.to_string(),
-            source,
-        })
+fn local_addr(listener: &TcpListener) -> SocketAddr {
+    listener.local_addr().unwrap_or_else(|_| unbound())
 }
 
-fn local_addr(listener: &TcpListener) -> SocketAddr {
-    listener
-        .local_addr()
-        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+fn unbound() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 0))
 }
 
 async fn accept_loop(
@@ -235,6 +251,9 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer)) => {
+                // IPv4 clients of a dual-stack socket arrive as
+                // ::ffff:a.b.c.d; name them as IPv4 (loopback checks, logs).
+                let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
                 if max != 0 && broker.connections().len() >= max {
                     tracing::warn!(%peer, "connection refused: limit of {max} connections reached");
                     drop(stream);

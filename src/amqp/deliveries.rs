@@ -44,6 +44,9 @@ pub struct Ledger {
     /// Body bytes of `unacked` (for the memory alarm).
     unacked_bytes: u64,
     pub consumers: HashMap<ShortString, ConsumerLink>,
+    /// While this channel deletes a queue, the `basic.cancel` of its own
+    /// consumers on it wait here to follow the `delete-ok`.
+    held_cancels: Option<Vec<ShortString>>,
 }
 
 fn size(u: &Unacked) -> u64 {
@@ -311,12 +314,35 @@ impl DeliveryTarget for Deliveries {
         }
         self.broker.metrics.consumers.decrement(1.0);
         if self.cancel_notify && self.open.load(Ordering::Acquire) {
-            let cancel = AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
-                consumer_tag: consumer.tag.clone(),
-                nowait: true,
-            }));
+            if let Some(held) = ledger.held_cancels.as_mut() {
+                held.push(consumer.tag.clone());
+                return;
+            }
+            let cancel = cancel_method(consumer.tag.clone());
             self.outbox
                 .send(|buf| codec::encode_method(buf, self.channel, &cancel));
         }
     }
+}
+
+impl Deliveries {
+    /// Hold back the `basic.cancel` of this channel's consumers until
+    /// [`Deliveries::take_held_cancels`]: a channel deleting a queue answers
+    /// `delete-ok` before it cancels its own consumers, as RabbitMQ does.
+    pub fn hold_cancels(&self) {
+        self.ledger.lock().held_cancels = Some(Vec::new());
+    }
+
+    /// The cancels held since [`Deliveries::hold_cancels`], to send now.
+    pub fn take_held_cancels(&self) -> Vec<AMQPClass> {
+        let held = self.ledger.lock().held_cancels.take();
+        held.into_iter().flatten().map(cancel_method).collect()
+    }
+}
+
+fn cancel_method(consumer_tag: ShortString) -> AMQPClass {
+    AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
+        consumer_tag,
+        nowait: true,
+    }))
 }

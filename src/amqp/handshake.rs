@@ -298,8 +298,9 @@ fn start(broker: &Broker) -> AMQPClass {
         )),
     );
     props.insert("platform".into(), text("Rust"));
-    props.insert("product".into(), text("Warren"));
-    props.insert("version".into(), text(RABBITMQ_VERSION));
+    let advertised = &broker.config.server_properties;
+    props.insert("product".into(), text(&advertised.product));
+    props.insert("version".into(), text(&advertised.version));
     AMQPClass::Connection(connection::AMQPMethod::Start(connection::Start {
         version_major: 0,
         version_minor: 9,
@@ -325,6 +326,12 @@ mod tests {
             parse_amqplain(amqplain),
             Some(("guest".into(), "guest".into()))
         );
+    }
+
+    #[test]
+    fn the_advertised_version_is_the_one_warren_follows() {
+        let c = crate::config::Config::defaults();
+        assert_eq!(c.server_properties.version, RABBITMQ_VERSION);
     }
 
     #[test]

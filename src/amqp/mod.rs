@@ -7,8 +7,8 @@
 //!   `encode_*` functions.
 //! - `reader` reads a socket into one adaptive buffer and cuts frames off
 //!   it; `connection` is a connection's reader task and channel table, with
-//!   `handshake` for the opening exchange and `session` for what its
-//!   channels share.
+//!   `handshake` for the opening exchange, `closing` for how it ends on the
+//!   wire, and `session` for what its channels share.
 //! - `channel` is the per-channel state machine: `channel/mod.rs` its state
 //!   and method dispatch, then one file per class (`exchange`, `queue`,
 //!   `basic`, `publish`, `tx`). `assembler` joins a publish's frames into
@@ -19,6 +19,7 @@
 
 pub mod assembler;
 pub mod channel;
+pub mod closing;
 pub mod codec;
 pub mod confirms;
 pub mod connection;

@@ -18,7 +18,8 @@ const HANDSHAKE_FRAME_MAX: u32 = 131_072;
 pub enum End {
     /// The socket closed or failed; nothing more to say.
     Closed,
-    /// The peer sent `connection.close`, already answered.
+    /// The peer sent `connection.close`; `close-ok` is sent once the
+    /// connection's resources are released.
     ClosedByPeer,
     /// A hard error: send `connection.close` and wait for `close-ok`.
     Protocol(AmqpError),
@@ -101,6 +102,11 @@ impl<R: Transport> FrameReader<R> {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Drop whatever is buffered, unparsed.
+    pub(super) fn discard_buffered(&mut self) {
+        self.buf.clear();
     }
 
     pub(super) fn next_frame(&mut self) -> Result<Option<Frame>, AmqpError> {

@@ -21,6 +21,8 @@ use crate::store::{Store, StoreResult};
 pub struct Deferred {
     pub channel: u16,
     pub reply: AMQPClass,
+    /// Methods that must follow the reply on the same channel.
+    pub then: Vec<AMQPClass>,
     pub flushed: oneshot::Receiver<StoreResult<()>>,
 }
 
@@ -62,12 +64,30 @@ impl Session {
 
     /// Reply now, or, if durable state changed, once it is flushed.
     pub fn reply_when_durable(&self, channel: u16, method: AMQPClass, durability: Durability) {
+        self.reply_when_durable_then(channel, method, durability, Vec::new());
+    }
+
+    /// As [`Session::reply_when_durable`], with `then` sent right after the
+    /// reply.
+    pub fn reply_when_durable_then(
+        &self,
+        channel: u16,
+        method: AMQPClass,
+        durability: Durability,
+        then: Vec<AMQPClass>,
+    ) {
         match durability {
-            Durability::Transient => self.reply(channel, method),
+            Durability::Transient => {
+                self.reply(channel, method);
+                for m in then {
+                    self.reply(channel, m);
+                }
+            }
             Durability::Durable => {
                 *self.deferred.borrow_mut() = Some(Deferred {
                     channel,
                     reply: method,
+                    then,
                     flushed: self.store().synced(),
                 })
             }

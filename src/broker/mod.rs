@@ -333,8 +333,10 @@ impl Broker {
     }
 
     /// Whether `user` may log in from `peer` (RabbitMQ's `loopback_users`).
+    /// An IPv4 client of a dual-stack listener is `::ffff:127.0.0.1`.
     pub fn allowed_from(&self, user: &str, peer: &SocketAddr) -> bool {
-        peer.ip().is_loopback() || !self.config.auth.loopback_users.iter().any(|u| u == user)
+        peer.ip().to_canonical().is_loopback()
+            || !self.config.auth.loopback_users.iter().any(|u| u == user)
     }
 }
 

@@ -165,3 +165,68 @@ async fn closing_a_connection_requeues_its_unacked_messages() {
         assert!(m.delivery.redelivered);
     }
 }
+
+/// The broker closes a channel for an error while the client closes it too
+/// (amqp091-go's issue-43 test): each side answers the other's close, and
+/// the client's `close-ok`, arriving after the broker's, is still expected,
+/// as by RabbitMQ. It must not close the connection (504 "expected
+/// 'channel.open'"), and the channel number is free again afterwards.
+#[tokio::test]
+async fn closing_a_channel_from_both_sides_at_once_keeps_the_connection() {
+    use crate::raw::*;
+    use amq_protocol::frame::AMQPFrame;
+    use amq_protocol::protocol::{AMQPClass, channel, connection, queue};
+    let server = start().await;
+    let mut c = RawClient::open(server.amqp_addr()).await;
+    c.open_channel(1).await;
+    c.open_channel(2).await;
+    let mut bytes = publish(1, "nonexisting-exchange", "");
+    bytes.extend(header_frame(1, 0, &[0, 0]));
+    bytes.extend(method(
+        1,
+        AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
+            reply_code: 200,
+            reply_text: "bye".into(),
+            class_id: 0,
+            method_id: 0,
+        })),
+    ));
+    c.send(&bytes).await;
+    let (mut got_close, mut got_close_ok) = (false, false);
+    while !(got_close && got_close_ok) {
+        match c.next_frame().await {
+            Some(AMQPFrame::Method(1, AMQPClass::Channel(channel::AMQPMethod::Close(close)))) => {
+                assert_eq!(close.reply_code, 404);
+                got_close = true;
+            }
+            Some(AMQPFrame::Method(1, AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)))) => {
+                got_close_ok = true;
+            }
+            other => panic!("expected channel.close and close-ok on 1, got {other:?}"),
+        }
+    }
+    c.send_method(
+        1,
+        AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+    )
+    .await;
+    c.send_method(
+        2,
+        AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
+            queue: "still-here".into(),
+            ..Default::default()
+        })),
+    )
+    .await;
+    match c.next_method().await {
+        (2, AMQPClass::Queue(queue::AMQPMethod::DeclareOk(_))) => {}
+        (0, AMQPClass::Connection(connection::AMQPMethod::Close(close))) => {
+            panic!(
+                "connection closed: {} {}",
+                close.reply_code, close.reply_text
+            )
+        }
+        other => panic!("expected declare-ok on 2, got {other:?}"),
+    }
+    c.open_channel(1).await;
+}

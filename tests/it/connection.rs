@@ -8,6 +8,7 @@ use amq_protocol::protocol::{AMQPClass, connection};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString};
 use lapin::options::*;
 use lapin::{Connection, ConnectionProperties};
+use tokio::io::AsyncWriteExt;
 
 use crate::common::*;
 use crate::raw::*;
@@ -19,6 +20,18 @@ async fn start_frame(server: &warren::Server) -> connection::Start {
         (0, AMQPClass::Connection(connection::AMQPMethod::Start(s))) => s,
         other => panic!("expected connection.start, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn advertised_product_and_version_come_from_the_config() {
+    let mut config = warren::Config::ephemeral();
+    config.server_properties.product = "Warren".into();
+    config.server_properties.version = "3.13.7".into();
+    let server = start_with(config).await;
+    let s = start_frame(&server).await;
+    let props = s.server_properties.inner();
+    assert_eq!(text(props.get("product")), "Warren");
+    assert_eq!(text(props.get("version")), "3.13.7");
 }
 
 fn text(v: Option<&AMQPValue>) -> String {
@@ -36,7 +49,11 @@ async fn connection_start_advertises_rabbitmq_compatible_properties() {
     assert_eq!(s.mechanisms.as_bytes(), b"PLAIN AMQPLAIN");
     assert_eq!(s.locales.as_bytes(), b"en_US");
     let props = s.server_properties.inner();
-    assert_eq!(text(props.get("product")), "Warren");
+    // As RabbitMQ, by default (docs/compatibility.md): clients' own tests
+    // check it; Warren names itself in `information`.
+    assert_eq!(text(props.get("product")), "RabbitMQ");
+    assert_eq!(text(props.get("version")), "4.3.0");
+    assert!(text(props.get("information")).starts_with("Warren "));
     let version = text(props.get("version"));
     let parts: Vec<&str> = version.split('.').collect();
     assert_eq!(parts.len(), 3, "version {version} is not X.Y.Z");
@@ -231,11 +248,8 @@ async fn default_user_and_vhost_come_from_the_config() {
     );
 }
 
-#[tokio::test]
-async fn client_close_is_answered_with_close_ok() {
-    let server = start().await;
-    let mut c = RawClient::open(server.amqp_addr()).await;
-    c.send_method(
+fn connection_close() -> Vec<u8> {
+    method(
         0,
         AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
             reply_code: 200,
@@ -244,12 +258,91 @@ async fn client_close_is_answered_with_close_ok() {
             method_id: 0,
         })),
     )
-    .await;
-    match c.next_frame().await {
-        Some(AMQPFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)))) => {}
-        other => panic!("expected close-ok, got {other:?}"),
+}
+
+/// A publish of `body` to the default exchange on channel 1, as bytes.
+fn unroutable_publish(body: &[u8]) -> Vec<u8> {
+    let mut bytes = publish(1, "", "nowhere");
+    bytes.extend(header_frame(1, body.len() as u64, &[0, 0]));
+    bytes.extend(body_frame(1, body));
+    bytes
+}
+
+async fn expect_close_ok(c: &mut RawClient) {
+    loop {
+        match c.next_frame().await {
+            Some(AMQPFrame::Method(
+                0,
+                AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)),
+            )) => return,
+            Some(AMQPFrame::Heartbeat) => continue,
+            other => panic!("expected close-ok, got {other:?}"),
+        }
     }
+}
+
+#[tokio::test]
+async fn client_close_is_answered_with_close_ok() {
+    let server = start().await;
+    let mut c = RawClient::open(server.amqp_addr()).await;
+    c.send(&connection_close()).await;
+    expect_close_ok(&mut c).await;
+    // As RabbitMQ: closing the socket is left to the client; once it does,
+    // the broker lets go at once.
+    c.stream.shutdown().await.unwrap();
     assert!(c.is_closed_by_peer(Duration::from_secs(2)).await);
+    assert!(
+        eventually(Duration::from_secs(2), || server
+            .broker()
+            .connections()
+            .is_empty())
+        .await
+    );
+}
+
+/// amqplib's muxer interleaves `connection.close` with publishes it still
+/// has buffered, and goes on writing them after it. RabbitMQ answers
+/// `close-ok` and discards what follows until the client closes the socket;
+/// closing at once resets the connection and fails the client's writes
+/// (`write EPIPE`) before it sees `close-ok`.
+#[tokio::test]
+async fn frames_after_client_close_are_discarded_until_the_client_hangs_up() {
+    let server = start().await;
+    let mut c = RawClient::open(server.amqp_addr()).await;
+    c.open_channel(1).await;
+    let burst: Vec<u8> = unroutable_publish(b"m").repeat(100);
+    let mut bytes = burst.clone();
+    bytes.extend(connection_close());
+    bytes.extend(&burst);
+    c.send(&bytes).await;
+    expect_close_ok(&mut c).await;
+    // The client is still writing: none of it fails, nothing is answered,
+    // and the socket stays open.
+    for _ in 0..10 {
+        c.stream
+            .write_all(&burst)
+            .await
+            .expect("writes after close-ok must not fail");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !c.is_closed_by_peer(Duration::from_millis(300)).await,
+        "the broker closed the socket before the client did"
+    );
+    c.stream.shutdown().await.unwrap();
+    assert!(c.is_closed_by_peer(Duration::from_secs(2)).await);
+}
+
+/// A client that never hangs up is let go after the heartbeat interval (at
+/// most 30 s), as RabbitMQ does.
+#[tokio::test]
+async fn a_closed_connection_left_open_by_the_client_is_dropped_after_the_heartbeat() {
+    let server = start().await;
+    let mut c = RawClient::open_with(server.amqp_addr(), 131072, 1).await;
+    c.send(&connection_close()).await;
+    expect_close_ok(&mut c).await;
+    assert!(!c.is_closed_by_peer(Duration::from_millis(300)).await);
+    assert!(c.is_closed_by_peer(Duration::from_secs(3)).await);
 }
 
 #[tokio::test]

@@ -389,6 +389,68 @@ async fn deleting_a_consumed_queue_cancels_its_consumers() {
     .unwrap();
 }
 
+/// The channel that deletes a queue gets `delete-ok` before the
+/// `basic.cancel` of its own consumers on it, as from RabbitMQ (measured on
+/// 3.10.8). py-amqp raises on a `basic.cancel` it has no callback for while
+/// it waits for `delete-ok`; kombu's event-loop test deletes the queue it
+/// consumes from this way.
+#[tokio::test]
+async fn the_deleting_channel_gets_delete_ok_before_its_consumers_cancel() {
+    use crate::raw::RawClient;
+    use amq_protocol::protocol::{AMQPClass, basic, queue};
+    let server = start().await;
+    let mut c = RawClient::open(server.amqp_addr()).await;
+    c.open_channel(1).await;
+    for durable in [false, true] {
+        let name = format!("deleted-while-consumed-{durable}");
+        c.send_method(
+            1,
+            AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
+                queue: name.clone().into(),
+                durable,
+                ..Default::default()
+            })),
+        )
+        .await;
+        assert!(matches!(
+            c.next_method().await,
+            (1, AMQPClass::Queue(queue::AMQPMethod::DeclareOk(_)))
+        ));
+        c.send_method(
+            1,
+            AMQPClass::Basic(basic::AMQPMethod::Consume(basic::Consume {
+                queue: name.clone().into(),
+                consumer_tag: "mine".into(),
+                ..Default::default()
+            })),
+        )
+        .await;
+        assert!(matches!(
+            c.next_method().await,
+            (1, AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(_)))
+        ));
+        c.send_method(
+            1,
+            AMQPClass::Queue(queue::AMQPMethod::Delete(queue::Delete {
+                queue: name.into(),
+                ..Default::default()
+            })),
+        )
+        .await;
+        let first = c.next_method().await;
+        assert!(
+            matches!(first, (1, AMQPClass::Queue(queue::AMQPMethod::DeleteOk(_)))),
+            "durable {durable}: expected delete-ok first, got {first:?}"
+        );
+        match c.next_method().await {
+            (1, AMQPClass::Basic(basic::AMQPMethod::Cancel(cancel))) => {
+                assert_eq!(cancel.consumer_tag.as_str(), "mine");
+            }
+            other => panic!("durable {durable}: expected basic.cancel, got {other:?}"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn bind_and_unbind_change_routing() {
     let server = start().await;
@@ -465,6 +527,48 @@ async fn bind_and_unbind_change_routing() {
         404,
     );
     assert_eq!(text, "NOT_FOUND - no exchange 'nope' in vhost '/'");
+}
+
+/// RabbitMQ's shortcut applies only when both the queue name and the
+/// routing key are empty: then the last declared queue is bound with its
+/// name as the key. Naming the queue with an empty key binds the empty key
+/// (kombu's `Queue('q', exchange=direct)` does this).
+#[tokio::test]
+async fn an_empty_routing_key_is_a_key_unless_the_queue_name_is_empty_too() {
+    let server = start().await;
+    let conn = connect(&server).await;
+    let ch = channel(&conn).await;
+    declare(&ch, "named").await;
+    let bind = |queue: &'static str| {
+        ch.queue_bind(
+            queue.into(),
+            "amq.direct".into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+    };
+    let publish = |key: &'static str| {
+        ch.basic_publish(
+            "amq.direct".into(),
+            key.into(),
+            BasicPublishOptions::default(),
+            b"x",
+            BasicProperties::default(),
+        )
+    };
+    bind("named").await.unwrap();
+    publish("").await.unwrap();
+    assert_eq!(depth(&ch, "named").await, 1, "the empty key is bound");
+    publish("named").await.unwrap();
+    assert_eq!(depth(&ch, "named").await, 1, "key 'named' is not bound");
+    bind("").await.unwrap();
+    publish("named").await.unwrap();
+    assert_eq!(
+        depth(&ch, "named").await,
+        2,
+        "the shortcut binds key 'named'"
+    );
 }
 
 #[tokio::test]

@@ -106,6 +106,54 @@ async fn prometheus_counters_follow_traffic() {
     assert!(body.contains("rabbitmq_identity_info{"), "{body}");
 }
 
+/// As RabbitMQ, the default listeners are dual-stack: `localhost` may
+/// resolve to `::1` first (Node ≥ 17 does), and guest, loopback-only, must
+/// get in over either.
+#[tokio::test]
+async fn default_listeners_serve_ipv4_and_ipv6() {
+    let mut config = warren::Config::defaults();
+    config.amqp.port = 0;
+    config.admin.port = 0;
+    config.metrics.port = 0;
+    config.storage.ephemeral = true;
+    assert_eq!(config.amqp.bind, ["::"]);
+    let server = start_with(config).await;
+    let port = server.amqp_addr().port();
+    for host in ["127.0.0.1", "[::1]"] {
+        let url = format!("amqp://guest:guest@{host}:{port}/%2f");
+        let conn = lapin::Connection::connect(&url, Default::default())
+            .await
+            .unwrap_or_else(|e| panic!("AMQP over {host}: {e}"));
+        conn.close(200, "bye".into()).await.unwrap();
+        for (addr, path) in [
+            (server.admin_addr().unwrap(), "/api/health/checks/alarms"),
+            (server.metrics_addr().unwrap(), "/metrics"),
+        ] {
+            let addr = format!("{host}:{}", addr.port()).parse().unwrap();
+            let (status, _) = http_get(addr, path, Some("guest:guest")).await;
+            assert_eq!(status, 200, "GET {path} over {host}");
+        }
+    }
+}
+
+/// A listener can be given several addresses; with port 0 they share one.
+#[tokio::test]
+async fn listeners_bind_every_configured_address() {
+    let mut config = warren::Config::ephemeral();
+    config.amqp.bind = vec!["127.0.0.1".into(), "::1".into()];
+    let server = start_with(config).await;
+    let addrs = server.amqp_addrs();
+    assert_eq!(addrs.len(), 2);
+    assert_eq!(addrs[0].port(), addrs[1].port());
+    assert!(addrs[1].is_ipv6());
+    for addr in addrs {
+        let url = format!("amqp://guest:guest@{addr}/%2f");
+        lapin::Connection::connect(&url, Default::default())
+            .await
+            .unwrap_or_else(|e| panic!("AMQP over {addr}: {e}"));
+    }
+}
+
 #[tokio::test]
 async fn two_brokers_run_side_by_side_in_one_process() {
     let a = start().await;

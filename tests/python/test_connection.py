@@ -40,7 +40,11 @@ def tcp_state(conn):
 
 def test_server_properties_name_the_product_and_every_capability(conn, broker):
     props = conn._impl.server_properties
-    assert props["product"] == ("Warren" if broker.is_warren else "RabbitMQ")
+    # Warren advertises product = RabbitMQ by default and names itself in
+    # `information` (docs/compatibility.md).
+    assert props["product"] == "RabbitMQ"
+    if broker.is_warren:
+        assert props["information"].startswith("Warren ")
     assert re.fullmatch(r"\d+\.\d+\.\d+", props["version"]), props["version"]
     assert props["platform"]
     assert props["cluster_name"]

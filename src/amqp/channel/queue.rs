@@ -67,8 +67,8 @@ impl Channel {
                 }
             }
             M::Bind(b) => {
+                let key = routing_key_shortcut(b.routing_key, &b.queue, &self.last_queue);
                 let name = self.queue_name(b.queue)?;
-                let key = self.routing_key_shortcut(b.routing_key, &name);
                 s.check(Access::Write, "queue", name.as_str())?;
                 s.check(Access::Read, "exchange", b.exchange.as_str())?;
                 let durability = s.vhost.bind_queue(
@@ -87,8 +87,8 @@ impl Channel {
                 }
             }
             M::Unbind(b) => {
+                let key = routing_key_shortcut(b.routing_key, &b.queue, &self.last_queue);
                 let name = self.queue_name(b.queue)?;
-                let key = self.routing_key_shortcut(b.routing_key, &name);
                 s.check(Access::Write, "queue", name.as_str())?;
                 s.check(Access::Read, "exchange", b.exchange.as_str())?;
                 let durability = s.vhost.unbind_queue(
@@ -123,34 +123,45 @@ impl Channel {
             M::Delete(d) => {
                 let name = self.queue_name(d.queue)?;
                 s.check(Access::Configure, "queue", name.as_str())?;
-                let (count, durability) = s.vhost.delete_queue(
-                    s.connection_id,
-                    name.as_str(),
-                    d.if_unused,
-                    d.if_empty,
-                )?;
-                if !d.nowait {
-                    s.reply_when_durable(
-                        self.id,
-                        AMQPClass::Queue(M::DeleteOk(queue::DeleteOk {
-                            message_count: count,
-                        })),
-                        durability,
-                    );
+                // This channel's own consumers of the queue are told after
+                // delete-ok, as by RabbitMQ.
+                self.deliveries.hold_cancels();
+                let deleted =
+                    s.vhost
+                        .delete_queue(s.connection_id, name.as_str(), d.if_unused, d.if_empty);
+                let cancels = self.deliveries.take_held_cancels();
+                let (count, durability) = match deleted {
+                    Ok(deleted) => deleted,
+                    Err(e) => {
+                        cancels.into_iter().for_each(|m| s.reply(self.id, m));
+                        return Err(e);
+                    }
+                };
+                if d.nowait {
+                    cancels.into_iter().for_each(|m| s.reply(self.id, m));
+                } else {
+                    let ok = AMQPClass::Queue(M::DeleteOk(queue::DeleteOk {
+                        message_count: count,
+                    }));
+                    s.reply_when_durable_then(self.id, ok, durability, cancels);
                 }
             }
             _ => return Err(server_only()),
         }
         Ok(())
     }
+}
 
-    /// `queue.bind` with an empty queue and routing key binds with the last
-    /// declared queue's name as the key, as RabbitMQ does.
-    fn routing_key_shortcut(&self, key: ShortString, queue: &ShortString) -> ShortString {
-        if key.as_str().is_empty() && self.last_queue.as_ref() == Some(queue) {
-            queue.clone()
-        } else {
-            key
-        }
+/// `queue.bind` / `queue.unbind` with both the queue name and the routing
+/// key empty use the last declared queue's name as the key, as RabbitMQ
+/// does; an empty key with a named queue is just the empty key.
+fn routing_key_shortcut(
+    key: ShortString,
+    queue: &ShortString,
+    last_queue: &Option<ShortString>,
+) -> ShortString {
+    match last_queue {
+        Some(last) if key.as_str().is_empty() && queue.as_str().is_empty() => last.clone(),
+        _ => key,
     }
 }

@@ -26,11 +26,15 @@ use std::time::{Duration, SystemTime};
 use amq_protocol::protocol::{AMQPClass, channel, connection};
 use smallvec::SmallVec;
 use tokio::net::TcpStream;
-use tokio::time::{Instant, timeout, timeout_at};
+use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
 use super::channel::Channel;
-use super::codec::{self, Frame};
+use super::closing::{
+    CLOSE_GRACE, closed_linger, discard_until_hangup, linger_for_close_ok, send_close_ok,
+    send_connection_close,
+};
+use super::codec::Frame;
 use super::handshake::{self, Negotiated};
 use super::memory::ConnectionMemory;
 use super::outbox::Outbox;
@@ -38,9 +42,6 @@ use super::reader::{End, FrameReader, Transport};
 use super::session::Session;
 use crate::broker::{Broker, ClientConnection};
 use crate::error::AmqpError;
-
-/// How long a peer has to answer our `connection.close`.
-const CLOSE_GRACE: Duration = Duration::from_secs(3);
 
 /// Serve one accepted TCP connection until it ends.
 pub async fn serve_tcp(
@@ -70,6 +71,7 @@ pub async fn serve_tcp(
         }
         Ok(Err(End::ClosedByPeer)) => {
             send_close_ok(&outbox);
+            discard_until_hangup(&mut reader, closed_linger(Duration::ZERO), &shutdown).await;
             None
         }
         Ok(Err(End::Closed)) => None,
@@ -82,57 +84,19 @@ pub async fn serve_tcp(
         let mut conn = Connection::new(broker.clone(), peer, outbox.clone(), negotiated);
         broker.register_connection(conn.client.clone());
         tracing::info!(%peer, user = %conn.session.user, vhost = %conn.session.vhost.name, "connection opened");
-        conn.run(&mut reader, shutdown).await;
+        let closed_by_peer = conn.run(&mut reader, &shutdown).await;
         conn.teardown();
         broker.unregister_connection(conn.client.id);
         tracing::info!(%peer, "connection closed");
+        if closed_by_peer {
+            // As RabbitMQ: close-ok once the connection's channels and
+            // exclusive queues are gone, then the client closes the socket.
+            send_close_ok(&outbox);
+            discard_until_hangup(&mut reader, closed_linger(conn.heartbeat), &shutdown).await;
+        }
     }
     outbox.finish();
     let _ = timeout(CLOSE_GRACE, writer).await;
-}
-
-fn send_connection_close(outbox: &Outbox, e: &AmqpError) {
-    let close = AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
-        reply_code: e.code.code(),
-        reply_text: e.reply_text().into(),
-        class_id: e.class_id,
-        method_id: e.method_id,
-    }));
-    outbox.send(|buf| codec::encode_method(buf, 0, &close));
-}
-
-fn send_close_ok(outbox: &Outbox) {
-    let ok = AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {}));
-    outbox.send(|buf| codec::encode_method(buf, 0, &ok));
-}
-
-/// After sending `connection.close`, discard input until `close-ok` (or
-/// `close`) arrives, the peer hangs up, or the grace period ends.
-async fn linger_for_close_ok<R: Transport>(reader: &mut FrameReader<R>) {
-    let deadline = Instant::now() + CLOSE_GRACE;
-    loop {
-        loop {
-            match reader.next_frame() {
-                Ok(Some(Frame::Method { channel: 0, method })) => {
-                    if matches!(
-                        *method,
-                        AMQPClass::Connection(
-                            connection::AMQPMethod::CloseOk(_) | connection::AMQPMethod::Close(_)
-                        )
-                    ) {
-                        return;
-                    }
-                }
-                Ok(Some(_)) => {}
-                Ok(None) => break,
-                Err(_) => return,
-            }
-        }
-        match timeout_at(deadline, reader.fill()).await {
-            Ok(Ok(n)) if n > 0 => {}
-            _ => return,
-        }
-    }
 }
 
 /// Frames handled before the reader yields to other tasks.
@@ -217,11 +181,13 @@ impl Connection {
         }
     }
 
+    /// Serve the connection until it ends; true if the client closed it
+    /// (its `close-ok` is still owed).
     async fn run<R: Transport>(
         &mut self,
         reader: &mut FrameReader<R>,
-        shutdown: CancellationToken,
-    ) {
+        shutdown: &CancellationToken,
+    ) -> bool {
         let mut alarm = self.session.broker.alarms.subscribe();
         // As RabbitMQ: while an alarm is on, a connection is blocked (and
         // told so) once it publishes; one that only consumes carries on.
@@ -311,6 +277,9 @@ impl Connection {
             match deferred.flushed.await {
                 Ok(Ok(())) => {
                     self.session.reply(deferred.channel, deferred.reply);
+                    for m in deferred.then {
+                        self.session.reply(deferred.channel, m);
+                    }
                     self.session.outbox.flush();
                 }
                 Ok(Err(e)) => {
@@ -404,10 +373,7 @@ impl Connection {
 
     fn on_connection_method(&mut self, method: AMQPClass) -> Result<(), End> {
         match method {
-            AMQPClass::Connection(connection::AMQPMethod::Close(_)) => {
-                send_close_ok(&self.session.outbox);
-                Err(End::ClosedByPeer)
-            }
+            AMQPClass::Connection(connection::AMQPMethod::Close(_)) => Err(End::ClosedByPeer),
             AMQPClass::Connection(connection::AMQPMethod::UpdateSecret(_)) => {
                 self.session.reply(
                     0,
@@ -458,12 +424,12 @@ impl Connection {
                 Ok(())
             }
             (Some(Slot::Closing), AMQPClass::Channel(channel::AMQPMethod::Close(_))) => {
-                // Both sides closed at once: answer, and consider it done.
+                // Both sides closed at once: answer, and still wait for the
+                // client's close-ok to ours, as RabbitMQ does.
                 self.session.reply(
                     id,
                     AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
                 );
-                self.channels.remove(&id);
                 Ok(())
             }
             (Some(Slot::Closing), _) => Ok(()),
@@ -510,7 +476,8 @@ impl Connection {
         Ok(())
     }
 
-    async fn finish<R: Transport>(&mut self, reader: &mut FrameReader<R>, end: End) {
+    /// End the connection for `end`; true if the client closed it.
+    async fn finish<R: Transport>(&mut self, reader: &mut FrameReader<R>, end: End) -> bool {
         match end {
             End::Protocol(e) => {
                 if e.code != crate::error::ReplyCode::ConnectionForced {
@@ -519,8 +486,10 @@ impl Connection {
                 self.close_channels();
                 send_connection_close(&self.session.outbox, &e);
                 linger_for_close_ok(reader).await;
+                false
             }
-            End::ClosedByPeer | End::Closed => {}
+            End::ClosedByPeer => true,
+            End::Closed => false,
         }
     }
 
