@@ -120,6 +120,7 @@ pub struct LimitsConfig {
     pub connection_buffer_bytes: usize,
     pub queue_flow_messages: usize,
     pub max_unacked_per_channel: usize,
+    pub write_timeout_ms: u64,
     pub max_transaction_bytes: u64,
     /// A fraction of memory (`0.6`) or a size (`"512MiB"`).
     pub memory_high_watermark: SizeSetting,

@@ -40,6 +40,9 @@ pub struct Outbox {
     limit: usize,
     /// Heartbeat interval in milliseconds; 0 disables heartbeats.
     heartbeat_ms: AtomicU64,
+    /// How long one write may take before the peer is given up on, without
+    /// heartbeats (with them: two intervals, as RabbitMQ's deadline).
+    write_timeout: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -56,7 +59,7 @@ struct State {
 }
 
 impl Outbox {
-    pub fn new(limit: usize) -> Arc<Outbox> {
+    pub fn new(limit: usize, write_timeout: Duration) -> Arc<Outbox> {
         Arc::new(Outbox {
             state: Mutex::new(State::default()),
             buffered_hint: AtomicUsize::new(0),
@@ -64,6 +67,7 @@ impl Outbox {
             drained: Notify::new(),
             limit,
             heartbeat_ms: AtomicU64::new(0),
+            write_timeout,
         })
     }
 
@@ -105,6 +109,12 @@ impl Outbox {
     pub fn buffered(&self) -> usize {
         let st = self.state.lock();
         st.buf.len() + st.in_flight
+    }
+
+    /// The writer has stopped: the socket failed or the peer stopped
+    /// reading past its deadline.
+    pub fn is_dead(&self) -> bool {
+        self.state.lock().dead
     }
 
     pub fn is_congested(&self) -> bool {
@@ -192,8 +202,22 @@ impl Outbox {
                 }
                 continue;
             }
-            if socket.write_all(&batch).await.is_err() {
-                break;
+            // A peer that stops reading stalls the write: past the
+            // deadline it is given up on, as one that stops sending
+            // heartbeats is.
+            let hb = self.heartbeat_ms.load(Ordering::Relaxed);
+            let deadline = if hb == 0 {
+                self.write_timeout
+            } else {
+                Duration::from_millis(hb * 2)
+            };
+            match tokio::time::timeout(deadline, socket.write_all(&batch)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => break,
+                Err(_) => {
+                    tracing::debug!("a write stalled for {deadline:?}: giving the peer up");
+                    break;
+                }
             }
             last_write = Instant::now();
             batch.clear();

@@ -425,3 +425,61 @@ async fn the_old_0_9_header_is_served_as_0_9_1() {
         other => panic!("expected connection.start, got {other:?}"),
     }
 }
+
+/// A consumer that stops reading (and sending heartbeats) is dropped after
+/// its heartbeat deadline, even while the broker has output waiting for it,
+/// and its unacknowledged messages are ready again — as RabbitMQ does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_that_stops_reading_is_dropped_and_its_messages_requeued() {
+    use amq_protocol::protocol::{AMQPClass, basic};
+    let server = start().await;
+    let conn = connect(&server).await;
+    let ch = channel(&conn).await;
+    declare(&ch, "stall").await;
+    let body = vec![7u8; 256 * 1024];
+    for _ in 0..200 {
+        put(&ch, "stall", &body).await;
+    }
+    let mut stalled = crate::raw::RawClient::open_with(server.amqp_addr(), 131072, 2).await;
+    stalled.open_channel(1).await;
+    stalled
+        .send_method(
+            1,
+            AMQPClass::Basic(basic::AMQPMethod::Consume(basic::Consume {
+                queue: "stall".into(),
+                consumer_tag: "stuck".into(),
+                no_local: false,
+                no_ack: false,
+                exclusive: false,
+                nowait: false,
+                arguments: Default::default(),
+            })),
+        )
+        .await;
+    // ... and never reads another byte, nor sends a heartbeat.
+    let queue = server
+        .broker()
+        .vhost("/")
+        .unwrap()
+        .queue(0, "stall")
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(3), || queue.message_count() < 200).await,
+        "nothing was delivered to the consumer"
+    );
+    let started = std::time::Instant::now();
+    assert!(
+        eventually(Duration::from_secs(12), || queue.consumer_count() == 0
+            && queue.message_count() == 200)
+        .await,
+        "the stalled consumer is still there ({} consumers, {} ready)",
+        queue.consumer_count(),
+        queue.message_count()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(stalled);
+}

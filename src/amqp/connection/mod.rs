@@ -51,8 +51,10 @@ pub async fn serve_tcp(
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
+    let write_timeout = Duration::from_millis(broker.config.limits.write_timeout_ms);
+    watch_the_peer(&stream, write_timeout);
     let (rd, wr) = stream.into_split();
-    let outbox = Outbox::new(broker.config.limits.connection_buffer_bytes);
+    let outbox = Outbox::new(broker.config.limits.connection_buffer_bytes, write_timeout);
     let writer = tokio::spawn(outbox.clone().run_writer(wr));
     let mut reader = FrameReader::new(rd);
 
@@ -198,6 +200,12 @@ impl Connection {
             return self.finish(reader, end).await;
         }
         loop {
+            // The writer gave up on a peer that stopped reading (or the
+            // socket failed): the connection is over, its deliveries return.
+            if self.session.outbox.is_dead() {
+                tracing::warn!(peer = %self.client.peer, "closing connection: the client stopped reading what it was sent");
+                return self.finish(reader, End::Closed).await;
+            }
             let blocked = reason.is_some() && self.has_published;
             if blocked != announced {
                 self.announce_blocked(reason.filter(|_| blocked));
@@ -550,4 +558,24 @@ async fn read_with_idle_limit<R: Transport>(
             Err(_) => Err(ReadFailure::Idle),
         },
     }
+}
+
+/// Let the kernel notice a peer that is gone: TCP keepalive for an idle
+/// one, and (Linux) a bound on how long sent data may stay unacknowledged
+/// for one that vanished mid-transfer.
+fn watch_the_peer(stream: &TcpStream, write_timeout: Duration) {
+    let socket = socket2::SockRef::from(stream);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(60))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(5);
+    if let Err(e) = socket.set_tcp_keepalive(&keepalive) {
+        tracing::debug!("cannot set TCP keepalive: {e}");
+    }
+    #[cfg(target_os = "linux")]
+    if let Err(e) = socket.set_tcp_user_timeout(Some(write_timeout)) {
+        tracing::debug!("cannot set TCP_USER_TIMEOUT: {e}");
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = write_timeout;
 }
