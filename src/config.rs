@@ -121,6 +121,7 @@ pub struct LimitsConfig {
     pub queue_flow_messages: usize,
     pub max_unacked_per_channel: usize,
     pub write_timeout_ms: u64,
+    pub consumer_timeout_ms: u64,
     pub max_transaction_bytes: u64,
     /// A fraction of memory (`0.6`) or a size (`"512MiB"`).
     pub memory_high_watermark: SizeSetting,

@@ -112,6 +112,10 @@ impl Server {
             data_dir,
             shutdown.clone(),
         ));
+        tasks.spawn(crate::broker::connections::watch_ack_deadlines(
+            broker.clone(),
+            shutdown.clone(),
+        ));
         let mut amqp_addrs = Vec::new();
         for listener in amqp {
             let addr = local_addr(&listener);

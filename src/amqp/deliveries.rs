@@ -27,6 +27,16 @@ pub struct Unacked {
     /// `None` for `basic.get`.
     pub consumer: Option<ConsumerId>,
     pub message: QueuedMessage,
+    /// When it times out, if a consumer timeout applies.
+    pub deadline: Option<AckDeadline>,
+}
+
+/// When an unacknowledged delivery times out, on the broker's
+/// [`AckClock`](crate::broker::connections::AckClock).
+#[derive(Clone, Copy, Debug)]
+pub struct AckDeadline {
+    pub at_ms: u64,
+    pub timeout_ms: u64,
 }
 
 /// A consumer as its channel knows it.
@@ -43,6 +53,9 @@ pub struct Ledger {
     unacked: BTreeMap<u64, Unacked>,
     /// Body bytes of `unacked` (for the memory alarm).
     unacked_bytes: u64,
+    /// No delivery in `unacked` times out before this (settled ones may
+    /// have set it: it is recomputed when it passes).
+    earliest_deadline: Option<u64>,
     pub consumers: HashMap<ShortString, ConsumerLink>,
     /// While this channel deletes a queue, the `basic.cancel` of its own
     /// consumers on it wait here to follow the `delete-ok`.
@@ -61,6 +74,10 @@ impl Ledger {
 
     fn insert(&mut self, tag: u64, u: Unacked) {
         self.unacked_bytes += size(&u);
+        if let Some(d) = u.deadline {
+            self.earliest_deadline =
+                Some(self.earliest_deadline.map_or(d.at_ms, |e| e.min(d.at_ms)));
+        }
         self.unacked.insert(tag, u);
     }
 
@@ -111,6 +128,22 @@ impl Ledger {
     /// Body bytes of the outstanding deliveries.
     pub fn bytes(&self) -> u64 {
         self.unacked_bytes
+    }
+
+    /// The timeout of a delivery unacknowledged past its deadline, if any.
+    pub fn late(&mut self, now_ms: u64) -> Option<u64> {
+        if self.earliest_deadline? > now_ms {
+            return None;
+        }
+        let mut earliest = None;
+        for d in self.unacked.values().filter_map(|u| u.deadline) {
+            if d.at_ms <= now_ms {
+                return Some(d.timeout_ms);
+            }
+            earliest = Some(earliest.map_or(d.at_ms, |e: u64| e.min(d.at_ms)));
+        }
+        self.earliest_deadline = earliest;
+        None
     }
 }
 
@@ -213,43 +246,48 @@ impl Deliveries {
             );
             codec::encode_content(buf, self.channel, &m.properties, &m.body, self.frame_max);
         });
-        self.record(&mut ledger, tag, queue, None, message, no_ack);
+        self.count(false, no_ack, message.redelivered);
+        if !no_ack {
+            let delivery = Unacked {
+                queue: queue.clone(),
+                consumer: None,
+                message,
+                deadline: self.deadline(queue.consumer_timeout()),
+            };
+            ledger.insert(tag, delivery);
+        }
     }
 
-    /// Count a delivery (`consumer` is `None` for `basic.get`) and, unless
-    /// it needs no ack, keep it in the ledger until it is settled.
-    fn record(
-        &self,
-        ledger: &mut Ledger,
-        tag: u64,
-        queue: &Arc<Queue>,
-        consumer: Option<ConsumerId>,
-        message: QueuedMessage,
-        no_ack: bool,
-    ) {
+    /// The deadline of a delivery made now: the consumer's or the queue's
+    /// timeout, else the server's (`limits.consumer_timeout_ms`, 0: none).
+    fn deadline(&self, timeout_ms: Option<u64>) -> Option<AckDeadline> {
+        let timeout_ms = timeout_ms.unwrap_or(self.broker.config.limits.consumer_timeout_ms);
+        (timeout_ms != 0).then(|| AckDeadline {
+            at_ms: self.broker.ack_clock.deadline(timeout_ms),
+            timeout_ms,
+        })
+    }
+
+    /// The timeout of a delivery left unacknowledged past its deadline.
+    pub fn late(&self, now_ms: u64) -> Option<u64> {
+        self.ledger.lock().late(now_ms)
+    }
+
+    /// Count a delivery to a consumer or for `basic.get`.
+    fn count(&self, consumer: bool, no_ack: bool, redelivered: bool) {
         use MessageEvent::*;
         let metrics = &self.broker.metrics;
         metrics.count(Delivered, 1);
-        if message.redelivered {
+        if redelivered {
             metrics.count(Redelivered, 1);
         }
-        let event = match (consumer.is_some(), no_ack) {
+        let event = match (consumer, no_ack) {
             (true, true) => DeliveredConsumeAutoAck,
             (true, false) => DeliveredConsumeManualAck,
             (false, true) => DeliveredGetAutoAck,
             (false, false) => DeliveredGetManualAck,
         };
         metrics.count(event, 1);
-        if !no_ack {
-            ledger.insert(
-                tag,
-                Unacked {
-                    queue: queue.clone(),
-                    consumer,
-                    message,
-                },
-            );
-        }
     }
 }
 
@@ -297,14 +335,16 @@ impl DeliveryTarget for Deliveries {
             );
             codec::encode_content(buf, self.channel, &m.properties, &m.body, self.frame_max);
         });
-        self.record(
-            &mut ledger,
-            tag,
-            queue,
-            Some(consumer.id),
-            message,
-            consumer.no_ack,
-        );
+        self.count(true, consumer.no_ack, message.redelivered);
+        if !consumer.no_ack {
+            let delivery = Unacked {
+                queue: queue.clone(),
+                consumer: Some(consumer.id),
+                message,
+                deadline: self.deadline(consumer.timeout_ms.or_else(|| queue.consumer_timeout())),
+            };
+            ledger.insert(tag, delivery);
+        }
     }
 
     fn cancelled(&self, _queue: &Arc<Queue>, consumer: &Consumer) {

@@ -25,7 +25,7 @@ pub mod confirms;
 pub mod connection;
 pub mod deliveries;
 pub mod handshake;
-pub mod memory;
+pub mod open_channels;
 pub mod outbox;
 pub mod properties;
 pub mod reader;

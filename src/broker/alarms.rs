@@ -106,12 +106,6 @@ impl Alarms {
     }
 }
 
-/// Memory a live connection holds for messages (its output buffer, its
-/// channels' unacknowledged deliveries and transactions).
-pub trait HeldMemory: Send + Sync + std::fmt::Debug {
-    fn held_bytes(&self) -> u64;
-}
-
 /// The memory available to this process: its cgroup's limit if it has one,
 /// else physical RAM (`None` if neither can be read).
 pub fn available_memory() -> Option<u64> {

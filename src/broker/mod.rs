@@ -10,6 +10,7 @@
 pub mod alarms;
 pub mod auth;
 pub mod bindings;
+pub mod connections;
 pub mod dead_letter;
 pub mod enqueue;
 mod equivalence;
@@ -24,10 +25,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
 
 use parking_lot::{Mutex, RwLock};
-use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::message::Message;
@@ -37,28 +36,12 @@ use crate::queue::args::DeadLetterTarget;
 use crate::queue::{ConnectionId, Queue, QueueEnv, QueueLimits, QueueOwner};
 use crate::store::{PermissionRecord, Store, StoreResult, UserRecord};
 use auth::{Permission, User, Users};
+pub use connections::ClientConnection;
 pub use vhost::VHost;
 
 /// The RabbitMQ release whose behaviour Warren follows; reported as the
 /// `version` server property and in the management API, where tools parse it.
 pub const RABBITMQ_VERSION: &str = "4.3.0";
-
-/// A live client connection, as operators and the shutdown path see it.
-#[derive(Debug)]
-pub struct ClientConnection {
-    pub id: ConnectionId,
-    pub peer: SocketAddr,
-    pub user: String,
-    pub vhost: String,
-    pub connected_at: SystemTime,
-    /// Cancelled to close the connection with 320 CONNECTION_FORCED.
-    pub close: CancellationToken,
-    /// Flow control is holding it back (RabbitMQ's connection state
-    /// `flow`).
-    pub flow: std::sync::atomic::AtomicBool,
-    /// What it holds in memory for messages.
-    pub held: Arc<dyn alarms::HeldMemory>,
-}
 
 #[derive(Debug)]
 pub struct Broker {
@@ -78,6 +61,8 @@ pub struct Broker {
     pub memory_limit: u64,
     /// The disk alarm goes on below this much free space.
     pub disk_free_limit: u64,
+    /// The clock delivery deadlines (consumer timeouts) are kept on.
+    pub ack_clock: connections::AckClock,
 }
 
 impl Broker {
@@ -122,6 +107,7 @@ impl Broker {
             alarms: alarms::Alarms::default(),
             memory_limit,
             disk_free_limit,
+            ack_clock: Default::default(),
             config,
         });
         let owner: Arc<dyn QueueOwner> = broker.clone();
@@ -327,7 +313,7 @@ impl Broker {
             .connections
             .lock()
             .values()
-            .map(|c| c.held.held_bytes())
+            .map(|c| c.probe.held_bytes())
             .sum();
         queues + connections + self.store.unwritten_bytes()
     }

@@ -65,7 +65,6 @@ const IGNORED_KEYS: &[&str] = &[
     "max-in-memory-length",
     "max-in-memory-bytes",
     "dead-letter-strategy",
-    "consumer-timeout",
     "max-age",
     "stream-max-segment-size-bytes",
     "federation-upstream",
@@ -198,6 +197,13 @@ fn parse_definition(def: &Map<String, Value>) -> Result<(Tunables, Option<String
                     "exponential" => Backoff::Exponential,
                     other => return Err(format!("{other} is not a valid delayed-retry-backoff")),
                 })
+            }
+            "consumer-timeout" => {
+                let v = non_negative()?;
+                if v == 0 {
+                    return Err("consumer-timeout must be greater than 0".into());
+                }
+                t.consumer_timeout = Some(v);
             }
             "alternate-exchange" => alternate = Some(string()?),
             k if IGNORED_KEYS.contains(&k) => {}

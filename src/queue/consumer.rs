@@ -30,6 +30,9 @@ pub struct Consumer<C = Arc<dyn DeliveryTarget>> {
     pub prefetch: u16,
     /// `x-priority`: higher goes first.
     pub priority: i32,
+    /// `x-consumer-timeout`: ms a delivery may stay unacknowledged, over
+    /// the queue's and the server's.
+    pub timeout_ms: Option<u64>,
     pub arguments: FieldTable,
     pub channel: C,
     /// Deliveries to this consumer not yet acknowledged.
@@ -66,6 +69,12 @@ impl<C> Consumer<C> {
             .get("x-priority")
             .and_then(crate::fields::int_value)
             .map_or(0, |p| p.clamp(i32::MIN.into(), i32::MAX.into()) as i32);
+        let timeout_ms = arguments
+            .inner()
+            .get("x-consumer-timeout")
+            .and_then(crate::fields::int_value)
+            .and_then(|t| u64::try_from(t).ok())
+            .filter(|&t| t > 0);
         Consumer {
             id,
             tag,
@@ -73,6 +82,7 @@ impl<C> Consumer<C> {
             exclusive,
             prefetch,
             priority,
+            timeout_ms,
             arguments,
             channel,
             unacked: 0,

@@ -49,7 +49,7 @@ pub mod state;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use amq_protocol::types::{FieldTable, ShortString};
 use parking_lot::{Condvar, Mutex, MutexGuard};
@@ -105,6 +105,9 @@ pub struct Queue {
     flow_released: Notify,
     /// Signalled when a page read with the queue unlocked is in.
     page_done: Condvar,
+    /// The settings' consumer timeout in ms (0: none), read on every
+    /// delivery without the lock.
+    consumer_timeout: AtomicU64,
 }
 
 /// What the lock guards: the core, and what the shell remembers about it.
@@ -245,6 +248,7 @@ impl Queue {
         policy: Option<(&str, &args::Tunables)>,
     ) -> Arc<Queue> {
         let settings = QueueSettings::merge(&config.args, policy);
+        let consumer_timeout = AtomicU64::new(settings.consumer_timeout.unwrap_or(0));
         let core = QueueCore::new(&config.args, settings, env.page_batch, env.clock.now());
         let queue = Arc::new(Queue {
             config,
@@ -257,6 +261,7 @@ impl Queue {
             in_flow: AtomicBool::new(false),
             flow_released: Notify::new(),
             page_done: Condvar::new(),
+            consumer_timeout,
         });
         // Arm x-expires from the start.
         drop(queue.lock());
@@ -344,6 +349,12 @@ impl Queue {
         self.state.lock().core.settings().clone()
     }
 
+    /// How long a delivery from this queue may stay unacknowledged, in ms,
+    /// if the queue or its policy sets it.
+    pub fn consumer_timeout(&self) -> Option<u64> {
+        Some(self.consumer_timeout.load(Ordering::Relaxed)).filter(|&t| t != 0)
+    }
+
     /// Memory and stored counts of ready messages, for diagnostics.
     pub fn ready_split(&self) -> (usize, u64) {
         let st = self.state.lock();
@@ -376,8 +387,10 @@ impl Queue {
     /// A policy was set or cleared: recompute the settings.
     pub fn apply_policy(self: &Arc<Self>, policy: Option<(&str, &args::Tunables)>) {
         let mut st = self.lock();
-        st.core
-            .apply_settings(QueueSettings::merge(&self.config.args, policy));
+        let settings = QueueSettings::merge(&self.config.args, policy);
+        self.consumer_timeout
+            .store(settings.consumer_timeout.unwrap_or(0), Ordering::Relaxed);
+        st.core.apply_settings(settings);
         let clock = self.now();
         let now = Now::new(&clock);
         self.enforce_limits(&mut st, &now);

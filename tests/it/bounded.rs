@@ -42,7 +42,7 @@ async fn pipelined_gets_from_a_client_that_does_not_read_stay_within_the_output_
         .broker()
         .connections()
         .iter()
-        .map(|c| c.held.held_bytes())
+        .map(|c| c.probe.held_bytes())
         .max()
         .unwrap_or(0);
     let limit = server.broker().config.limits.connection_buffer_bytes as u64;

@@ -777,3 +777,104 @@ async fn a_policy_can_give_an_exchange_its_alternate_exchange() {
     assert!(vhost.clear_policy("ae").unwrap());
     drop(vhost);
 }
+
+/// A delivery left unacknowledged past the consumer timeout closes its
+/// channel with 406, RabbitMQ's text, and the message is ready again.
+#[tokio::test]
+async fn a_delivery_unacked_past_the_consumer_timeout_closes_the_channel_and_requeues() {
+    use futures_lite::StreamExt;
+    let server = start().await;
+    let conn = connect(&server).await;
+    let ch = channel(&conn).await;
+    let mut args = FieldTable::default();
+    args.insert("x-consumer-timeout".into(), AMQPValue::LongLongInt(1000));
+    ch.queue_declare("slowpoke".into(), QueueDeclareOptions::default(), args)
+        .await
+        .unwrap();
+    put(&ch, "slowpoke", b"take your time").await;
+    let consumer_ch = channel(&conn).await;
+    let mut events = conn.events_listener();
+    let mut deliveries = consumer_ch
+        .basic_consume(
+            "slowpoke".into(),
+            "never-acks".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let first = deliveries.next().await.unwrap().unwrap();
+    assert!(!first.redelivered);
+    let started = std::time::Instant::now();
+    let (code, text) = next_error(&mut events).await;
+    assert_eq!(code, 406, "{text}");
+    assert!(
+        text.starts_with(&format!(
+            "PRECONDITION_FAILED - delivery acknowledgement on channel {} timed out. Timeout value used: 1000 ms",
+            consumer_ch.id()
+        )),
+        "{text}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    let queue = server
+        .broker()
+        .vhost("/")
+        .unwrap()
+        .queue(0, "slowpoke")
+        .unwrap();
+    assert!(eventually(Duration::from_secs(2), || queue.message_count() == 1).await);
+    let again = ch
+        .basic_get("slowpoke".into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .expect("the message is back");
+    assert!(again.delivery.redelivered);
+}
+
+/// The `consumer-timeout` policy key sets the timeout too, and it covers
+/// `basic.get` deliveries as well as consumers'.
+#[tokio::test]
+async fn a_consumer_timeout_policy_times_out_an_unacked_basic_get() {
+    let server = start().await;
+    let conn = connect(&server).await;
+    let ch = channel(&conn).await;
+    ch.queue_declare(
+        "pol.slow".into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let vhost = server.broker().vhost("/").unwrap();
+    let _ = vhost
+        .set_policy(PolicyRecord {
+            vhost: "/".into(),
+            name: "slow".into(),
+            pattern: "^pol\\.slow$".into(),
+            apply_to: "queues".into(),
+            priority: 0,
+            definition: serde_json::json!({"consumer-timeout": 1000})
+                .as_object()
+                .unwrap()
+                .clone(),
+        })
+        .unwrap();
+    put(&ch, "pol.slow", b"got, never acked").await;
+    let getter = channel(&conn).await;
+    let mut events = conn.events_listener();
+    let got = getter
+        .basic_get("pol.slow".into(), BasicGetOptions { no_ack: false })
+        .await
+        .unwrap()
+        .expect("a message");
+    assert!(!got.delivery.redelivered);
+    let (code, text) = next_error(&mut events).await;
+    assert_eq!(code, 406, "{text}");
+    assert!(text.contains("Timeout value used: 1000 ms"), "{text}");
+    let queue = vhost.queue(0, "pol.slow").unwrap();
+    assert!(eventually(Duration::from_secs(2), || queue.message_count() == 1).await);
+}

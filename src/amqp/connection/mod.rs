@@ -36,10 +36,11 @@ use super::closing::{
 };
 use super::codec::Frame;
 use super::handshake::{self, Negotiated};
-use super::memory::ConnectionMemory;
+use super::open_channels::OpenChannels;
 use super::outbox::Outbox;
 use super::reader::{End, FrameReader, Transport};
 use super::session::Session;
+use crate::broker::connections::LateAck;
 use crate::broker::{Broker, ClientConnection};
 use crate::error::AmqpError;
 
@@ -136,14 +137,15 @@ struct Connection {
     /// Channels that published in the current read batch and may owe confirms.
     confirm_dirty: SmallVec<[u16; 4]>,
     has_published: bool,
-    /// What the connection holds for the memory alarm.
-    memory: Arc<ConnectionMemory>,
+    /// Its channels, as the broker inspects them (memory alarm, consumer
+    /// timeouts).
+    open_channels: Arc<OpenChannels>,
 }
 
 impl Connection {
     fn new(broker: Arc<Broker>, peer: SocketAddr, outbox: Arc<Outbox>, n: Negotiated) -> Self {
         let id = broker.next_id();
-        let memory = ConnectionMemory::new(outbox.clone());
+        let open_channels = OpenChannels::new(outbox.clone());
         let client = Arc::new(ClientConnection {
             id,
             peer,
@@ -152,7 +154,8 @@ impl Connection {
             connected_at: SystemTime::now(),
             close: CancellationToken::new(),
             flow: Default::default(),
-            held: memory.clone(),
+            probe: open_channels.clone(),
+            late_acks: Default::default(),
         });
         outbox.set_heartbeat(Duration::from_secs(n.heartbeat.into()));
         Connection {
@@ -179,7 +182,7 @@ impl Connection {
             blocked_capable: n.capabilities.connection_blocked,
             confirm_dirty: SmallVec::new(),
             has_published: false,
-            memory,
+            open_channels,
         }
     }
 
@@ -195,6 +198,7 @@ impl Connection {
         // told so) once it publishes; one that only consumes carries on.
         let mut reason: Option<&'static str> = *alarm.borrow_and_update();
         let mut announced = false;
+        let client = self.client.clone();
         // Frames that arrived with the handshake's last read.
         if let Err(end) = self.drain(reader).await {
             return self.finish(reader, end).await;
@@ -232,6 +236,14 @@ impl Connection {
                         continue;
                     }
                     reason = *alarm.borrow_and_update();
+                }
+                late = client.late_acks.next() => {
+                    for l in late {
+                        if let Err(end) = self.close_late_channel(l) {
+                            return self.finish(reader, end).await;
+                        }
+                    }
+                    self.session.outbox.flush();
                 }
                 _ = self.session.outbox.room(), if paused && !blocked => {
                     // Frames read before the pause come first.
@@ -414,7 +426,7 @@ impl Connection {
                     ))));
                 }
                 let ch = Channel::new(id, &self.session);
-                self.memory.add(&ch.deliveries);
+                self.open_channels.add(&ch.deliveries);
                 self.channels.insert(id, Slot::Open(Box::new(ch)));
                 self.session.broker.metrics.channels.increment(1.0);
                 self.session.broker.metrics.channels_opened.increment(1);
@@ -463,6 +475,23 @@ impl Connection {
 
     /// A channel method failed: a soft error closes the channel, a hard one
     /// the connection.
+    /// The consumer timeout: a channel with a delivery unacknowledged past
+    /// its deadline is closed with 406, which requeues what it held.
+    fn close_late_channel(&mut self, late: LateAck) -> Result<(), End> {
+        let Some(Slot::Open(ch)) = self.channels.get(&late.channel) else {
+            return Ok(());
+        };
+        // Checked again: the channel may have been acked (or closed and
+        // reopened) since the broker looked.
+        let now = self.session.broker.ack_clock.now_ms();
+        let Some(timeout_ms) = ch.deliveries.late(now) else {
+            return Ok(());
+        };
+        let late = LateAck { timeout_ms, ..late };
+        tracing::warn!(peer = %self.client.peer, channel = late.channel, "consumer timeout: {}", late.reason());
+        self.channel_failed(late.channel, AmqpError::precondition_failed(late.reason()))
+    }
+
     fn channel_failed(&mut self, id: u16, e: AmqpError) -> Result<(), End> {
         if e.is_hard() {
             return Err(End::Protocol(e));

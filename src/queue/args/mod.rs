@@ -138,6 +138,8 @@ pub struct Tunables {
     pub retry_min: Option<u64>,
     pub retry_max: Option<u64>,
     pub retry_backoff: Option<Backoff>,
+    /// `x-consumer-timeout`: ms a delivery may stay unacknowledged.
+    pub consumer_timeout: Option<u64>,
 }
 
 /// Everything a declaration's arguments say, validated.
@@ -314,6 +316,10 @@ impl QueueArgs {
                     t.expires = Some(p.duration(key, value)?);
                 }
                 "x-max-length" => t.max_length = Some(p.non_negative(key, value)?),
+                "x-consumer-timeout" => {
+                    p.positive(key, value)?;
+                    t.consumer_timeout = Some(p.duration(key, value)?);
+                }
                 "x-max-length-bytes" => t.max_length_bytes = Some(p.non_negative(key, value)?),
                 "x-max-priority" => {
                     let n = p.positive(key, value)?;

@@ -64,6 +64,9 @@ pub struct QueueSettings {
     pub overflow: Overflow,
     pub delivery_limit: DeliveryLimit,
     pub delayed_retry: Option<DelayedRetry>,
+    /// Ms a delivery from this queue may stay unacknowledged, if the queue
+    /// or its policy says (the server-wide `consumer_timeout` otherwise).
+    pub consumer_timeout: Option<u64>,
     /// The policy that applies, for operators.
     pub policy: Option<String>,
 }
@@ -119,6 +122,7 @@ impl QueueSettings {
                 QueueType::Classic => DeliveryLimit::Unlimited,
             }),
             delayed_retry,
+            consumer_timeout: lower(a.consumer_timeout, p.consumer_timeout),
             policy: policy.map(|(name, _)| name.to_string()),
         }
     }

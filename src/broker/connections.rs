@@ -1,0 +1,168 @@
+//! Live client connections as the broker sees them, and the consumer
+//! timeout that watches their unacknowledged deliveries.
+//!
+//! The broker keeps a [`ClientConnection`] per open AMQP connection for
+//! operators (the management API lists them, closes them) and for the
+//! checks that span connections: what they hold in memory (the memory
+//! alarm) and deliveries left unacknowledged past their consumer timeout.
+//! It reaches into a connection only through its [`ConnectionProbe`], so
+//! the broker knows nothing of channels or frames.
+//!
+//! The consumer timeout (`limits.consumer_timeout_ms`, the
+//! `x-consumer-timeout` queue and consumer arguments, the
+//! `consumer-timeout` policy key) is checked once a second by
+//! [`watch_ack_deadlines`], as RabbitMQ checks on its channel tick; the
+//! connection then closes each late channel with 406, which requeues what
+//! it held.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::Broker;
+use crate::queue::ConnectionId;
+
+/// A live client connection, as operators and the shutdown path see it.
+#[derive(Debug)]
+pub struct ClientConnection {
+    pub id: ConnectionId,
+    pub peer: SocketAddr,
+    pub user: String,
+    pub vhost: String,
+    pub connected_at: SystemTime,
+    /// Cancelled to close the connection with 320 CONNECTION_FORCED.
+    pub close: CancellationToken,
+    /// Flow control is holding it back (RabbitMQ's connection state
+    /// `flow`).
+    pub flow: AtomicBool,
+    /// What its channels hold.
+    pub probe: Arc<dyn ConnectionProbe>,
+    /// Channels whose deliveries timed out, for the connection to close.
+    pub late_acks: LateAcks,
+}
+
+/// What the broker may ask of a live connection's channels.
+pub trait ConnectionProbe: Send + Sync + std::fmt::Debug {
+    /// Memory held for messages: the output buffer, the channels'
+    /// unacknowledged deliveries and open transactions.
+    fn held_bytes(&self) -> u64;
+    /// Channels with a delivery unacknowledged past its deadline
+    /// (`now_ms` on the [`AckClock`]).
+    fn late_acks(&self, now_ms: u64) -> Vec<LateAck>;
+}
+
+/// A channel with a delivery unacknowledged past its consumer timeout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LateAck {
+    pub channel: u16,
+    /// The timeout that applied, for the error text.
+    pub timeout_ms: u64,
+}
+
+impl LateAck {
+    /// RabbitMQ's text for the channel's 406.
+    pub fn reason(&self) -> String {
+        format!(
+            "delivery acknowledgement on channel {} timed out. Timeout value used: {} ms. \
+             This timeout value can be configured, see consumers doc guide to learn more",
+            self.channel, self.timeout_ms
+        )
+    }
+}
+
+/// Late channels handed from the checker to the connection's task.
+#[derive(Debug, Default)]
+pub struct LateAcks {
+    due: Mutex<Vec<LateAck>>,
+    notify: Notify,
+}
+
+impl LateAcks {
+    fn push(&self, late: Vec<LateAck>) {
+        self.due.lock().extend(late);
+        self.notify.notify_one();
+    }
+
+    /// Wait until some channel is late; the ones found since the last call.
+    pub async fn next(&self) -> Vec<LateAck> {
+        loop {
+            let due = std::mem::take(&mut *self.due.lock());
+            if !due.is_empty() {
+                return due;
+            }
+            self.notify.notified().await;
+        }
+    }
+}
+
+/// A millisecond clock for delivery deadlines, advanced by
+/// [`watch_ack_deadlines`] so a delivery costs an atomic load rather than a
+/// clock read. Reads 0 until the checker runs.
+#[derive(Debug)]
+pub struct AckClock {
+    start: Instant,
+    now_ms: AtomicU64,
+}
+
+impl Default for AckClock {
+    fn default() -> Self {
+        AckClock {
+            start: Instant::now(),
+            now_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl AckClock {
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms.load(Ordering::Relaxed)
+    }
+
+    fn advance(&self) -> u64 {
+        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.now_ms.store(now, Ordering::Relaxed);
+        now
+    }
+
+    /// The deadline of a delivery made now with `timeout_ms`.
+    pub fn deadline(&self, timeout_ms: u64) -> u64 {
+        self.now_ms().saturating_add(timeout_ms)
+    }
+}
+
+/// How often deadlines are checked: a timeout fires within this much of
+/// its value.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How often the clock advances.
+const CLOCK_TICK: Duration = Duration::from_millis(100);
+
+/// Advance the [`AckClock`] and hand every connection its late channels,
+/// until `shutdown`.
+pub async fn watch_ack_deadlines(broker: Arc<Broker>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(CLOCK_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let every = (CHECK_EVERY.as_millis() / CLOCK_TICK.as_millis()) as u64;
+    let mut n: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = broker.ack_clock.advance();
+        n += 1;
+        if !n.is_multiple_of(every) {
+            continue;
+        }
+        for conn in broker.connections() {
+            let late = conn.probe.late_acks(now);
+            if !late.is_empty() {
+                conn.late_acks.push(late);
+            }
+        }
+    }
+}
