@@ -21,20 +21,50 @@ pub const DEFAULT_CONFIG: &str = include_str!("../config.toml");
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    pub amqp: ListenerConfig,
+    pub amqp: AmqpListenerConfig,
+    pub amqps: AmqpListenerConfig,
+    pub tls: TlsConfig,
     pub admin: HttpConfig,
     pub metrics: HttpConfig,
     pub storage: StorageConfig,
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
     pub log: LogConfig,
+    pub audit: AuditConfig,
 }
 
+/// The plain (`[amqp]`) or TLS (`[amqps]`) AMQP listener.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ListenerConfig {
+pub struct AmqpListenerConfig {
+    pub enabled: bool,
     pub bind: String,
     pub port: u16,
+}
+
+/// Certificates for AMQPS and HTTPS, and client-certificate verification.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, the server's certificate first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM bundle of the CAs client certificates are verified against.
+    pub ca: PathBuf,
+    /// Ask clients for a certificate and verify the ones they present.
+    pub verify_peer: bool,
+    /// Refuse clients that present none (with `verify_peer`).
+    pub fail_if_no_peer_cert: bool,
+    /// "tlsv1.2" and/or "tlsv1.3".
+    pub versions: Vec<String>,
+}
+
+impl TlsConfig {
+    /// Whether certificate files are configured at all.
+    pub fn is_configured(&self) -> bool {
+        !self.cert.as_os_str().is_empty()
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -43,6 +73,15 @@ pub struct HttpConfig {
     pub enabled: bool,
     pub bind: String,
     pub port: u16,
+    /// Serve HTTPS with the `[tls]` certificates.
+    pub tls: bool,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    pub enabled: bool,
+    pub path: PathBuf,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -78,6 +117,22 @@ pub struct AuthConfig {
     pub default_pass: String,
     pub default_vhost: String,
     pub loopback_users: Vec<String>,
+    /// SASL mechanisms offered (RabbitMQ's `auth_mechanisms`); EXTERNAL is
+    /// offered only on TLS connections that presented a certificate.
+    pub mechanisms: Vec<String>,
+    /// Where EXTERNAL takes the user name from: "common_name" or
+    /// "subject_alternative_name" (RabbitMQ's `ssl_cert_login_from`).
+    pub ssl_cert_login_from: String,
+    /// With "subject_alternative_name": "dns", "ip", "email" or "uri".
+    pub ssl_cert_login_san_type: String,
+    /// With "subject_alternative_name": which SAN of that type (from 0).
+    pub ssl_cert_login_san_index: usize,
+    /// A failed login from an address that already failed within the last
+    /// minute is answered after this delay times the earlier failures.
+    pub failed_login_delay_ms: u64,
+    /// Failed logins one address may make per minute; past it, its logins
+    /// are refused unchecked until the minute has passed. 0: no cap.
+    pub max_failed_logins_per_minute: u32,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -104,6 +159,13 @@ pub struct LogConfig {
 pub struct Overrides {
     pub config_file: Option<PathBuf>,
     pub amqp_port: Option<u16>,
+    /// Also turns the AMQPS listener on.
+    pub amqps_port: Option<u16>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_ca: Option<PathBuf>,
+    /// Require and verify a client certificate.
+    pub tls_verify_peer: bool,
     pub admin_port: Option<u16>,
     pub metrics_port: Option<u16>,
     pub data_dir: Option<PathBuf>,
@@ -151,6 +213,7 @@ impl Config {
         let mut c = Config::defaults();
         for (bind, port) in [
             (&mut c.amqp.bind, &mut c.amqp.port),
+            (&mut c.amqps.bind, &mut c.amqps.port),
             (&mut c.admin.bind, &mut c.admin.port),
             (&mut c.metrics.bind, &mut c.metrics.port),
         ] {
@@ -168,6 +231,69 @@ impl Config {
                 self.limits.frame_max
             )));
         }
+        if self.limits.max_message_size > MAX_MESSAGE_SIZE_CEILING {
+            return Err(StartupError::Config(format!(
+                "limits.max_message_size must be at most {MAX_MESSAGE_SIZE_CEILING} (512 MiB, \
+                 RabbitMQ's ceiling; got {})",
+                self.limits.max_message_size
+            )));
+        }
+        if !self.amqp.enabled && !self.amqps.enabled {
+            return Err(StartupError::Config(
+                "no AMQP listener: enable [amqp] or [amqps]".into(),
+            ));
+        }
+        let wants_tls = self.amqps.enabled || self.admin.tls || self.metrics.tls;
+        if wants_tls && !self.tls.is_configured() {
+            return Err(StartupError::Config(
+                "TLS is enabled but tls.cert (--tls-cert) is not set".into(),
+            ));
+        }
+        if wants_tls && self.tls.key.as_os_str().is_empty() {
+            return Err(StartupError::Config(
+                "TLS is enabled but tls.key (--tls-key) is not set".into(),
+            ));
+        }
+        if self.tls.verify_peer && self.tls.ca.as_os_str().is_empty() {
+            return Err(StartupError::Config(
+                "tls.verify_peer needs tls.ca (--tls-ca), the CAs client certificates are \
+                 checked against"
+                    .into(),
+            ));
+        }
+        for v in &self.tls.versions {
+            if v != "tlsv1.2" && v != "tlsv1.3" {
+                return Err(StartupError::Config(format!(
+                    "tls.versions: unknown version '{v}' (expected \"tlsv1.2\" or \"tlsv1.3\")"
+                )));
+            }
+        }
+        if !matches!(
+            self.auth.ssl_cert_login_from.as_str(),
+            "common_name" | "subject_alternative_name"
+        ) {
+            return Err(StartupError::Config(format!(
+                "auth.ssl_cert_login_from must be \"common_name\" or \
+                 \"subject_alternative_name\" (got '{}')",
+                self.auth.ssl_cert_login_from
+            )));
+        }
+        if !matches!(
+            self.auth.ssl_cert_login_san_type.as_str(),
+            "dns" | "ip" | "email" | "uri"
+        ) {
+            return Err(StartupError::Config(format!(
+                "auth.ssl_cert_login_san_type must be dns, ip, email or uri (got '{}')",
+                self.auth.ssl_cert_login_san_type
+            )));
+        }
+        for m in &self.auth.mechanisms {
+            if !matches!(m.as_str(), "PLAIN" | "AMQPLAIN" | "EXTERNAL") {
+                return Err(StartupError::Config(format!(
+                    "auth.mechanisms: unknown mechanism '{m}' (PLAIN, AMQPLAIN, EXTERNAL)"
+                )));
+            }
+        }
         if self.auth.default_vhost.is_empty() {
             return Err(StartupError::Config(
                 "auth.default_vhost must not be empty".into(),
@@ -175,6 +301,7 @@ impl Config {
         }
         for (what, bind, port) in [
             ("amqp", &self.amqp.bind, self.amqp.port),
+            ("amqps", &self.amqps.bind, self.amqps.port),
             ("admin", &self.admin.bind, self.admin.port),
             ("metrics", &self.metrics.bind, self.metrics.port),
         ] {
@@ -184,6 +311,9 @@ impl Config {
         Ok(())
     }
 }
+
+/// The largest `max_message_size` RabbitMQ accepts (512 MiB).
+pub const MAX_MESSAGE_SIZE_CEILING: u64 = 536_870_912;
 
 /// Turn `bind` + `port` into a socket address; `bind` may be IPv4 or IPv6.
 pub fn socket_addr(bind: &str, port: u16) -> Result<SocketAddr, String> {
@@ -203,6 +333,23 @@ impl Overrides {
         };
         if let Some(p) = self.amqp_port {
             set("amqp", "port", Value::Integer(p.into()));
+        }
+        if let Some(p) = self.amqps_port {
+            set("amqps", "port", Value::Integer(p.into()));
+            set("amqps", "enabled", Value::Boolean(true));
+        }
+        for (key, path) in [
+            ("cert", &self.tls_cert),
+            ("key", &self.tls_key),
+            ("ca", &self.tls_ca),
+        ] {
+            if let Some(p) = path {
+                set("tls", key, Value::String(p.display().to_string()));
+            }
+        }
+        if self.tls_verify_peer {
+            set("tls", "verify_peer", Value::Boolean(true));
+            set("tls", "fail_if_no_peer_cert", Value::Boolean(true));
         }
         if let Some(p) = self.admin_port {
             set("admin", "port", Value::Integer(p.into()));
@@ -313,6 +460,52 @@ mod tests {
         assert_eq!(c.auth.default_user, "guest");
         assert_eq!(c.storage.data_dir, PathBuf::from("./data"));
         assert_eq!(c.limits.channel_max, 2047);
+        assert!(c.amqp.enabled && !c.amqps.enabled);
+        assert_eq!(c.amqps.port, 5671);
+        assert!(!c.audit.enabled);
+    }
+
+    #[test]
+    fn tls_flags_turn_amqps_on_and_need_certificates() {
+        let overrides = Overrides {
+            amqps_port: Some(5999),
+            ..Default::default()
+        };
+        let e = Config::load(&overrides, std::iter::empty()).unwrap_err();
+        assert!(e.to_string().contains("tls.cert"), "{e}");
+        let overrides = Overrides {
+            amqps_port: Some(5999),
+            tls_cert: Some("c.pem".into()),
+            tls_key: Some("k.pem".into()),
+            tls_ca: Some("ca.pem".into()),
+            tls_verify_peer: true,
+            ..Default::default()
+        };
+        let c = Config::load(&overrides, std::iter::empty()).unwrap();
+        assert!(c.amqps.enabled && c.tls.verify_peer && c.tls.fail_if_no_peer_cert);
+        assert_eq!(c.amqps.port, 5999);
+        let c = Config::load(
+            &Overrides::default(),
+            env(&[
+                ("WARREN_AMQPS__ENABLED", "true"),
+                ("WARREN_TLS__CERT", "/c.pem"),
+                ("WARREN_TLS__KEY", "/k.pem"),
+                ("WARREN_AMQP__ENABLED", "false"),
+            ]),
+        )
+        .unwrap();
+        assert!(!c.amqp.enabled && c.amqps.enabled);
+        assert_eq!(c.tls.cert, PathBuf::from("/c.pem"));
+    }
+
+    #[test]
+    fn max_message_size_is_capped_at_rabbitmqs_ceiling() {
+        let e = Config::load(
+            &Overrides::default(),
+            env(&[("WARREN_LIMITS__MAX_MESSAGE_SIZE", "536870913")]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("512 MiB"), "{e}");
     }
 
     #[test]

@@ -22,9 +22,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin;
 use crate::broker::Broker;
+use crate::broker::audit::AuditLog;
 use crate::config::{Config, socket_addr};
 use crate::startup::StartupError;
 use crate::store::Store;
+use crate::tls::TlsSettings;
+use crate::tls::http::TlsListener;
 
 /// How long shutdown waits for connections to close before giving up.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
@@ -33,7 +36,11 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct Server {
     broker: Arc<Broker>,
+    /// The plain listener's address, or the AMQPS one when there is no
+    /// plain listener.
     amqp_addr: SocketAddr,
+    amqps_addr: Option<SocketAddr>,
+    tls: Option<Arc<TlsSettings>>,
     admin_addr: Option<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
@@ -69,7 +76,23 @@ impl Server {
     /// Start over a store opened by the caller (embedding, or tests that
     /// inject storage failures).
     pub async fn start_with_store(config: Config, store: Store) -> Result<Server, StartupError> {
-        let amqp = bind("AMQP", &config.amqp.bind, config.amqp.port).await?;
+        // Certificates first: a bad file must stop start-up before any
+        // port is taken.
+        let wants_tls = config.amqps.enabled || config.admin.tls || config.metrics.tls;
+        let tls = match wants_tls {
+            true => Some(Arc::new(
+                TlsSettings::load(&config.tls).map_err(|e| StartupError::Tls(e.to_string()))?,
+            )),
+            false => None,
+        };
+        let amqp = match config.amqp.enabled {
+            true => Some(bind("AMQP", &config.amqp.bind, config.amqp.port).await?),
+            false => None,
+        };
+        let amqps = match config.amqps.enabled {
+            true => Some(bind("AMQPS", &config.amqps.bind, config.amqps.port).await?),
+            false => None,
+        };
         let admin = match config.admin.enabled {
             true => Some(bind("the admin API", &config.admin.bind, config.admin.port).await?),
             false => None,
@@ -78,57 +101,118 @@ impl Server {
             true => Some(bind("metrics", &config.metrics.bind, config.metrics.port).await?),
             false => None,
         };
-        let broker = Broker::open(config, store).map_err(|source| StartupError::Store {
-            path: PathBuf::from("<recovery>"),
-            source,
-        })?;
+        let audit = match config.audit.enabled {
+            true => AuditLog::open(&config.audit.path).map_err(|source| StartupError::Audit {
+                path: config.audit.path.clone(),
+                source,
+            })?,
+            false => AuditLog::disabled(),
+        };
+        let broker =
+            Broker::open_with_audit(config, store, audit).map_err(|source| StartupError::Store {
+                path: PathBuf::from("<recovery>"),
+                source,
+            })?;
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
 
-        let amqp_addr = local_addr(&amqp);
-        tracing::info!("started TCP listener on {amqp_addr}");
-        tasks.spawn(accept_loop(
-            amqp,
-            broker.clone(),
-            shutdown.clone(),
-            tasks.clone(),
-        ));
-
+        let amqp_addr = amqp.map(|listener| {
+            let addr = local_addr(&listener);
+            tracing::info!("started TCP listener on {addr}");
+            tasks.spawn(accept_loop(
+                listener,
+                None,
+                broker.clone(),
+                shutdown.clone(),
+                tasks.clone(),
+            ));
+            addr
+        });
+        let amqps_addr = amqps.map(|listener| {
+            let addr = local_addr(&listener);
+            tracing::info!("started TLS (SSL) listener on {addr}");
+            tasks.spawn(accept_loop(
+                listener,
+                tls.clone(),
+                broker.clone(),
+                shutdown.clone(),
+                tasks.clone(),
+            ));
+            addr
+        });
+        let https = |on: bool| if on { tls.clone() } else { None };
         let admin_addr = admin.map(|listener| {
             let addr = local_addr(&listener);
-            tracing::info!(
-                "Management plugin: HTTP (non-TLS) listener started on port {}",
-                addr.port()
-            );
-            tasks.spawn(admin::serve(
-                listener,
-                admin::router(broker.clone()),
-                shutdown.clone(),
-            ));
+            let router = admin::router(broker.clone());
+            match https(broker.config.admin.tls) {
+                Some(tls) => {
+                    tracing::info!("Management plugin: HTTPS listener started on port {}", addr.port());
+                    let l = TlsListener::new(listener, tls, shutdown.clone());
+                    tasks.spawn(admin::serve(l, router, shutdown.clone()));
+                }
+                None => {
+                    tracing::info!(
+                        "Management plugin: HTTP (non-TLS) listener started on port {}",
+                        addr.port()
+                    );
+                    tasks.spawn(admin::serve(listener, router, shutdown.clone()));
+                }
+            }
             addr
         });
         let metrics_addr = metrics.map(|listener| {
             let addr = local_addr(&listener);
-            tracing::info!(
-                "Prometheus metrics: HTTP (non-TLS) listener started on port {}",
-                addr.port()
-            );
-            tasks.spawn(admin::serve(
-                listener,
-                admin::metrics_router(broker.clone()),
-                shutdown.clone(),
-            ));
+            let router = admin::metrics_router(broker.clone());
+            match https(broker.config.metrics.tls) {
+                Some(tls) => {
+                    tracing::info!("Prometheus metrics: HTTPS listener started on port {}", addr.port());
+                    let l = TlsListener::new(listener, tls, shutdown.clone());
+                    tasks.spawn(admin::serve(l, router, shutdown.clone()));
+                }
+                None => {
+                    tracing::info!(
+                        "Prometheus metrics: HTTP (non-TLS) listener started on port {}",
+                        addr.port()
+                    );
+                    tasks.spawn(admin::serve(listener, router, shutdown.clone()));
+                }
+            }
             addr
         });
         tracing::info!("Server startup complete; 0 plugins started.");
+        let Some(amqp_addr) = amqp_addr.or(amqps_addr) else {
+            return Err(StartupError::Config("no AMQP listener is enabled".into()));
+        };
         Ok(Server {
             broker,
             amqp_addr,
+            amqps_addr,
+            tls,
             admin_addr,
             metrics_addr,
             shutdown,
             tasks,
         })
+    }
+
+    /// Read the certificate files again (SIGHUP): new TLS handshakes use
+    /// them, connections already open carry on. On error the old
+    /// certificates stay in use.
+    pub fn reload_tls(&self) -> Result<(), StartupError> {
+        match &self.tls {
+            Some(tls) => tls.reload().map_err(|e| StartupError::Tls(e.to_string())),
+            None => Ok(()),
+        }
+    }
+
+    /// Start a new audit file at the configured path (after rotation).
+    pub fn reopen_audit_log(&self) {
+        self.broker.audit.reopen();
+    }
+
+    /// The AMQPS listener's address, if it runs.
+    pub fn amqps_addr(&self) -> Option<SocketAddr> {
+        self.amqps_addr
     }
 
     pub fn broker(&self) -> &Arc<Broker> {
@@ -200,6 +284,7 @@ fn local_addr(listener: &TcpListener) -> SocketAddr {
 
 async fn accept_loop(
     listener: TcpListener,
+    tls: Option<Arc<TlsSettings>>,
     broker: Arc<Broker>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -217,17 +302,29 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer)) => {
-                if max != 0 && broker.connections().len() >= max {
-                    tracing::warn!(%peer, "connection refused: limit of {max} connections reached");
+                // `connection.open` refuses connections past the limit with
+                // RabbitMQ's 530; sockets far past it (a flood of handshakes)
+                // are dropped here before they cost anything.
+                if max != 0 && tasks.len() >= 2 * max + 16 {
+                    tracing::warn!(%peer, "connection dropped: {max} connections and as many handshakes in progress");
                     drop(stream);
                     continue;
                 }
-                tasks.spawn(crate::amqp::connection::serve_tcp(
-                    stream,
-                    peer,
-                    broker.clone(),
-                    shutdown.clone(),
-                ));
+                match &tls {
+                    None => tasks.spawn(crate::amqp::connection::serve_tcp(
+                        stream,
+                        peer,
+                        broker.clone(),
+                        shutdown.clone(),
+                    )),
+                    Some(tls) => tasks.spawn(crate::amqp::connection::serve_tls(
+                        stream,
+                        peer,
+                        tls.amqp_acceptor(),
+                        broker.clone(),
+                        shutdown.clone(),
+                    )),
+                };
             }
             Err(e) => {
                 let out_of_descriptors = matches!(e.raw_os_error(), Some(23 | 24)); // ENFILE, EMFILE

@@ -16,7 +16,7 @@
 use rustc_hash::FxHashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use amq_protocol::protocol::{AMQPClass, channel, connection};
 use smallvec::SmallVec;
@@ -26,12 +26,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::channel::Channel;
 use super::codec::{self, Frame};
-use super::handshake::{self, Negotiated};
+use super::handshake::{self, Link, Negotiated};
 use super::outbox::Outbox;
-use super::reader::{End, FrameReader, Transport};
+use super::reader::{End, FrameReader, TlsRead, Transport};
 use super::session::Session;
 use crate::broker::{Broker, ClientConnection};
 use crate::error::AmqpError;
+use crate::tls::TlsInfo;
 
 /// How long a peer has to answer our `connection.close`.
 const CLOSE_GRACE: Duration = Duration::from_secs(3);
@@ -45,14 +46,56 @@ pub async fn serve_tcp(
 ) {
     let _ = stream.set_nodelay(true);
     let (rd, wr) = stream.into_split();
+    let link = Link { peer, tls: None };
+    serve(FrameReader::new(rd), wr, link, broker, shutdown).await
+}
+
+/// Serve one accepted AMQPS connection: the TLS handshake (with the
+/// certificates current now), then AMQP over it.
+pub async fn serve_tls(
+    stream: TcpStream,
+    peer: SocketAddr,
+    acceptor: tokio_rustls::TlsAcceptor,
+    broker: Arc<Broker>,
+    shutdown: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let handshake_timeout = Duration::from_millis(broker.config.limits.handshake_timeout_ms);
+    let tls = match timeout(handshake_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::warn!(%peer, "TLS handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let info = TlsInfo::of(tls.get_ref().1);
+    let link = Link {
+        peer,
+        tls: Some(info),
+    };
+    let (rd, wr) = tokio::io::split(tls);
+    serve(FrameReader::new(TlsRead::new(rd)), wr, link, broker, shutdown).await
+}
+
+async fn serve<R: Transport, W: tokio::io::AsyncWrite + Unpin + Send + 'static>(
+    mut reader: FrameReader<R>,
+    wr: W,
+    link: Link,
+    broker: Arc<Broker>,
+    shutdown: CancellationToken,
+) {
+    let peer = link.peer;
     let outbox = Outbox::new(broker.config.limits.connection_buffer_bytes);
     let writer = tokio::spawn(outbox.clone().run_writer(wr));
-    let mut reader = FrameReader::new(rd);
 
     let handshake_timeout = Duration::from_millis(broker.config.limits.handshake_timeout_ms);
     let negotiated = match timeout(
         handshake_timeout,
-        handshake::run(&mut reader, &outbox, &broker, peer),
+        handshake::run(&mut reader, &outbox, &broker, &link),
     )
     .await
     {
@@ -74,8 +117,7 @@ pub async fn serve_tcp(
     };
     if let Some(negotiated) = negotiated {
         let mut conn = Connection::new(broker.clone(), peer, outbox.clone(), negotiated);
-        broker.register_connection(conn.client.clone());
-        tracing::info!(%peer, user = %conn.session.user, vhost = %conn.session.vhost.name, "connection opened");
+        tracing::info!(%peer, user = %conn.session.user, vhost = %conn.session.vhost.name, tls = link.tls.is_some(), "connection opened");
         conn.run(&mut reader, shutdown).await;
         conn.teardown();
         broker.unregister_connection(conn.client.id);
@@ -166,21 +208,15 @@ struct Connection {
 
 impl Connection {
     fn new(broker: Arc<Broker>, peer: SocketAddr, outbox: Arc<Outbox>, n: Negotiated) -> Self {
-        let id = broker.next_id();
-        let client = Arc::new(ClientConnection {
-            id,
-            peer,
-            user: n.user.clone(),
-            vhost: n.vhost.name.clone(),
-            connected_at: SystemTime::now(),
-            close: CancellationToken::new(),
-        });
+        let client = n.client;
+        let id = client.id;
         outbox.set_heartbeat(Duration::from_secs(n.heartbeat.into()));
         Connection {
             session: Session {
                 broker,
                 vhost: n.vhost,
                 user: n.user,
+                peer,
                 connection_id: id,
                 outbox,
                 frame_max: n.frame_max,
@@ -224,7 +260,10 @@ impl Connection {
                     return self.finish(reader, End::Protocol(e)).await;
                 }
                 _ = self.client.close.cancelled() => {
-                    let e = AmqpError::connection_forced("Closed via management plugin");
+                    let reason = self.client.close_reason.lock().clone();
+                    let e = AmqpError::connection_forced(
+                        reason.unwrap_or_else(|| "Closed via management plugin".into()),
+                    );
                     return self.finish(reader, End::Protocol(e)).await;
                 }
                 changed = alarm.changed() => {
@@ -379,14 +418,8 @@ impl Connection {
                 send_close_ok(&self.session.outbox);
                 Err(End::ClosedByPeer)
             }
-            AMQPClass::Connection(connection::AMQPMethod::UpdateSecret(_)) => {
-                self.session.reply(
-                    0,
-                    AMQPClass::Connection(connection::AMQPMethod::UpdateSecretOk(
-                        connection::UpdateSecretOk {},
-                    )),
-                );
-                Ok(())
+            AMQPClass::Connection(connection::AMQPMethod::UpdateSecret(u)) => {
+                self.update_secret(u.new_secret.as_bytes(), u.reason.as_str())
             }
             AMQPClass::Connection(connection::AMQPMethod::Blocked(_))
             | AMQPClass::Connection(connection::AMQPMethod::Unblocked(_)) => Ok(()),
@@ -395,6 +428,46 @@ impl Connection {
                     .caused_by(other.get_amqp_class_id(), other.get_amqp_method_id()),
             )),
         }
+    }
+
+    /// `connection.update-secret`: the new secret must be the user's
+    /// password now, else the connection is closed with 530 as RabbitMQ
+    /// does when a backend refuses it.
+    fn update_secret(&mut self, secret: &[u8], reason: &str) -> Result<(), End> {
+        let broker = &self.session.broker;
+        let user = &self.session.user;
+        let accepted = std::str::from_utf8(secret)
+            .ok()
+            .and_then(|s| broker.users.authenticate(user, s))
+            .is_some();
+        if !accepted {
+            tracing::error!(peer = %self.client.peer, "Secret update was refused for user '{user}'");
+            return Err(End::Protocol(
+                AmqpError::not_allowed("New secret was refused by one of the backends")
+                    .caused_by(10, 70),
+            ));
+        }
+        tracing::info!(peer = %self.client.peer, "user '{user}' updated secret, reason: {reason}");
+        broker.audit.record(
+            "user.secret.updated",
+            Some(&crate::broker::audit::Actor::amqp(user, self.client.peer)),
+            serde_json::json!({"reason": reason}),
+        );
+        self.session.reply(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::UpdateSecretOk(
+                connection::UpdateSecretOk {},
+            )),
+        );
+        Ok(())
+    }
+
+    /// A channel of this connection is gone, however it ended.
+    fn channel_gone(&self) {
+        let broker = &self.session.broker;
+        broker.metrics.channels.decrement(1.0);
+        broker.metrics.channels_closed.increment(1);
+        broker.close_channel(&self.session.user);
     }
 
     fn on_channel_method(&mut self, id: u16, method: AMQPClass) -> Result<(), End> {
@@ -410,6 +483,10 @@ impl Connection {
                         self.channel_max
                     ))));
                 }
+                self.session
+                    .broker
+                    .open_channel(&self.session.user)
+                    .map_err(|e| End::Protocol(e.caused_by(class_id, method_id)))?;
                 let ch = Channel::new(id, &self.session);
                 self.channels.insert(id, Slot::Open(Box::new(ch)));
                 self.session.broker.metrics.channels.increment(1.0);
@@ -441,8 +518,7 @@ impl Connection {
                 if let Some(Slot::Open(mut ch)) = self.channels.remove(&id) {
                     ch.flush_confirms(&self.session);
                     ch.close(&self.session);
-                    self.session.broker.metrics.channels.decrement(1.0);
-                    self.session.broker.metrics.channels_closed.increment(1);
+                    self.channel_gone();
                 }
                 self.session.reply(
                     id,
@@ -467,8 +543,7 @@ impl Connection {
         if let Some(Slot::Open(mut ch)) = self.channels.insert(id, Slot::Closing) {
             ch.flush_confirms(&self.session);
             ch.close(&self.session);
-            self.session.broker.metrics.channels.decrement(1.0);
-            self.session.broker.metrics.channels_closed.increment(1);
+            self.channel_gone();
         }
         let close = AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
             reply_code: e.code.code(),
@@ -495,12 +570,17 @@ impl Connection {
     }
 
     fn close_channels(&mut self) {
-        for (_, slot) in self.channels.drain() {
-            if let Slot::Open(mut ch) = slot {
-                ch.close(&self.session);
-                self.session.broker.metrics.channels.decrement(1.0);
-                self.session.broker.metrics.channels_closed.increment(1);
-            }
+        let open: Vec<Box<Channel>> = self
+            .channels
+            .drain()
+            .filter_map(|(_, slot)| match slot {
+                Slot::Open(ch) => Some(ch),
+                Slot::Closing => None,
+            })
+            .collect();
+        for mut ch in open {
+            ch.close(&self.session);
+            self.channel_gone();
         }
     }
 

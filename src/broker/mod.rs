@@ -7,17 +7,23 @@
 //! holds; at a clean shutdown it records queue lengths so the next boot
 //! needs no counting.
 
+pub mod access;
+pub mod audit;
 pub mod auth;
 pub mod bindings;
 pub mod dead_letter;
 pub mod enqueue;
 mod equivalence;
+pub mod limits;
+mod login_guard;
 pub mod policies;
 mod records;
 mod restore;
 mod topology;
+mod tracking;
 pub mod vhost;
 mod vhost_policies;
+mod vhosts;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -35,8 +41,12 @@ use crate::metrics::Metrics;
 use crate::queue::Reason;
 use crate::queue::args::DeadLetterTarget;
 use crate::queue::{ConnectionId, Queue, QueueEnv, QueueOwner};
-use crate::store::{PermissionRecord, Store, StoreResult, UserRecord};
-use auth::{Permission, User, Users};
+use crate::store::{PermissionRecord, Store, StoreResult};
+pub use access::AccessError;
+use audit::AuditLog;
+use auth::{HashingAlgorithm, Permission, User, Users};
+use limits::{UserLimits, VhostLimits};
+use login_guard::LoginGuard;
 pub use vhost::VHost;
 
 /// The RabbitMQ release whose behaviour Warren follows; reported as the
@@ -51,8 +61,20 @@ pub struct ClientConnection {
     pub user: String,
     pub vhost: String,
     pub connected_at: SystemTime,
+    /// Over AMQPS.
+    pub tls: bool,
     /// Cancelled to close the connection with 320 CONNECTION_FORCED.
     pub close: CancellationToken,
+    /// Why, when the broker closes it (sent as the reply text).
+    pub close_reason: Mutex<Option<String>>,
+}
+
+impl ClientConnection {
+    /// Close the connection with 320 CONNECTION_FORCED and `reason`.
+    pub fn force_close(&self, reason: &str) {
+        *self.close_reason.lock() = Some(reason.to_string());
+        self.close.cancel();
+    }
 }
 
 #[derive(Debug)]
@@ -63,9 +85,15 @@ pub struct Broker {
     pub node_name: String,
     pub cluster_name: String,
     pub store: Arc<Store>,
+    /// The audit trail (disabled unless `audit.enabled`).
+    pub audit: AuditLog,
+    /// Failed logins per client address.
+    pub logins: LoginGuard,
     queue_env: Arc<QueueEnv>,
     vhosts: RwLock<HashMap<String, Arc<VHost>>>,
     connections: Mutex<HashMap<ConnectionId, Arc<ClientConnection>>>,
+    /// Open channels per user, for `max-channels`.
+    user_channels: Mutex<HashMap<String, usize>>,
     next_id: AtomicU64,
     /// Set while a resource alarm blocks publishers; carries the reason sent
     /// in `connection.blocked`.
@@ -76,6 +104,15 @@ impl Broker {
     /// A broker over `store`: seeded with the configured defaults if the
     /// store is new, restored from it otherwise.
     pub fn open(config: Config, store: Store) -> StoreResult<Arc<Broker>> {
+        Broker::open_with_audit(config, store, AuditLog::disabled())
+    }
+
+    /// As [`Broker::open`], recording to `audit`.
+    pub fn open_with_audit(
+        config: Config,
+        store: Store,
+        audit: AuditLog,
+    ) -> StoreResult<Arc<Broker>> {
         let host = hostname();
         let node_name = format!("warren@{host}");
         let metrics = Metrics::new(&node_name, &node_name, RABBITMQ_VERSION);
@@ -91,9 +128,12 @@ impl Broker {
             cluster_name: node_name.clone(),
             node_name,
             store,
+            audit,
+            logins: LoginGuard::default(),
             queue_env,
             vhosts: RwLock::new(HashMap::new()),
             connections: Mutex::new(HashMap::new()),
+            user_channels: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             alarm: watch::Sender::new(None),
             config,
@@ -140,11 +180,7 @@ impl Broker {
             vec!["administrator".into()],
         );
         self.store.put_vhost(&auth.default_vhost)?;
-        self.store.put_user(&UserRecord {
-            name: user.name.clone(),
-            password_hash: user.password_hash.clone(),
-            tags: user.tags.clone(),
-        })?;
+        self.store.put_user(&access::user_record(&user))?;
         self.store.put_permission(&PermissionRecord {
             user: user.name.clone(),
             vhost: auth.default_vhost.clone(),
@@ -163,23 +199,48 @@ impl Broker {
         let defs = self.store.load_definitions()?;
         let counts = self.store.take_counts()?;
         for u in &defs.users {
+            let Some(hashing_algorithm) = HashingAlgorithm::parse(&u.hashing_algorithm) else {
+                tracing::warn!(user = %u.name, "skipping a stored user: unknown hashing algorithm {}", u.hashing_algorithm);
+                continue;
+            };
+            let limits: UserLimits =
+                serde_json::from_value(serde_json::Value::Object(u.limits.clone()))
+                    .unwrap_or_default();
             self.users.put_user(User {
                 name: u.name.clone(),
                 password_hash: u.password_hash.clone(),
+                hashing_algorithm,
                 tags: u.tags.clone(),
+                limits,
             });
         }
         for p in &defs.permissions {
-            match Permission::new(&p.configure, &p.write, &p.read) {
-                Ok(perm) => self.users.set_permission(&p.user, &p.vhost, perm),
-                Err(e) => {
-                    tracing::warn!(user = %p.user, vhost = %p.vhost, "skipping a stored permission: {e}")
-                }
+            let patterns = auth::PermissionPatterns {
+                configure: p.configure.clone(),
+                write: p.write.clone(),
+                read: p.read.clone(),
+            };
+            if let Err(e) = self.users.set_permission_patterns(&p.user, &p.vhost, patterns) {
+                tracing::warn!(user = %p.user, vhost = %p.vhost, "skipping a stored permission: {e}")
+            }
+        }
+        for t in &defs.topic_permissions {
+            if let Err(e) =
+                self.users
+                    .set_topic_permission(&t.user, &t.vhost, &t.exchange, &t.write, &t.read)
+            {
+                tracing::warn!(user = %t.user, vhost = %t.vhost, "skipping a stored topic permission: {e}")
             }
         }
         let mut uncounted: Vec<Arc<Queue>> = Vec::new();
         for name in &defs.vhosts {
             let vhost = self.add_vhost(name);
+            if let Some(l) = defs.vhost_limits.iter().find(|l| &l.vhost == name) {
+                let limits: VhostLimits =
+                    serde_json::from_value(serde_json::Value::Object(l.limits.clone()))
+                        .unwrap_or_default();
+                vhost.set_limits(limits);
+            }
             uncounted.extend(vhost.restore(&defs, &counts));
         }
         tracing::info!(
@@ -267,23 +328,6 @@ impl Broker {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    pub fn register_connection(&self, conn: Arc<ClientConnection>) {
-        self.connections.lock().insert(conn.id, conn);
-        self.metrics.connections.increment(1.0);
-        self.metrics.connections_opened.increment(1);
-    }
-
-    pub fn unregister_connection(&self, id: ConnectionId) {
-        if self.connections.lock().remove(&id).is_some() {
-            self.metrics.connections.decrement(1.0);
-            self.metrics.connections_closed.increment(1);
-        }
-    }
-
-    pub fn connections(&self) -> Vec<Arc<ClientConnection>> {
-        self.connections.lock().values().cloned().collect()
-    }
-
     /// Raise or clear a resource alarm. While raised, publishing
     /// connections are blocked and told so with `connection.blocked`.
     pub fn set_alarm(&self, reason: Option<String>) {
@@ -299,8 +343,11 @@ impl Broker {
     }
 
     /// Whether `user` may log in from `peer` (RabbitMQ's `loopback_users`).
+    /// An IPv4 client of a dual-stack (`[::]`) listener shows up as
+    /// `::ffff:127.0.0.1`, which is loopback too.
     pub fn allowed_from(&self, user: &str, peer: &SocketAddr) -> bool {
-        peer.ip().is_loopback() || !self.config.auth.loopback_users.iter().any(|u| u == user)
+        peer.ip().to_canonical().is_loopback()
+            || !self.config.auth.loopback_users.iter().any(|u| u == user)
     }
 }
 
