@@ -311,13 +311,13 @@ async fn accept_loop(
                     continue;
                 }
                 match &tls {
-                    None => tasks.spawn(crate::amqp::connection::serve_tcp(
+                    None => tasks.spawn(crate::amqp::serve::serve_tcp(
                         stream,
                         peer,
                         broker.clone(),
                         shutdown.clone(),
                     )),
-                    Some(tls) => tasks.spawn(crate::amqp::connection::serve_tls(
+                    Some(tls) => tasks.spawn(crate::amqp::serve::serve_tls(
                         stream,
                         peer,
                         tls.amqp_acceptor(),

@@ -20,114 +20,22 @@ use std::time::Duration;
 
 use amq_protocol::protocol::{AMQPClass, channel, connection};
 use smallvec::SmallVec;
-use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
 
 use super::channel::Channel;
 use super::codec::{self, Frame};
-use super::handshake::{self, Link, Negotiated};
+use super::handshake::Negotiated;
 use super::outbox::Outbox;
-use super::reader::{End, FrameReader, TlsRead, Transport};
+use super::reader::{End, FrameReader, Transport};
 use super::session::Session;
 use crate::broker::{Broker, ClientConnection};
 use crate::error::AmqpError;
-use crate::tls::TlsInfo;
 
 /// How long a peer has to answer our `connection.close`.
-const CLOSE_GRACE: Duration = Duration::from_secs(3);
+pub(super) const CLOSE_GRACE: Duration = Duration::from_secs(3);
 
-/// Serve one accepted TCP connection until it ends.
-pub async fn serve_tcp(
-    stream: TcpStream,
-    peer: SocketAddr,
-    broker: Arc<Broker>,
-    shutdown: CancellationToken,
-) {
-    let _ = stream.set_nodelay(true);
-    let (rd, wr) = stream.into_split();
-    let link = Link { peer, tls: None };
-    serve(FrameReader::new(rd), wr, link, broker, shutdown).await
-}
-
-/// Serve one accepted AMQPS connection: the TLS handshake (with the
-/// certificates current now), then AMQP over it.
-pub async fn serve_tls(
-    stream: TcpStream,
-    peer: SocketAddr,
-    acceptor: tokio_rustls::TlsAcceptor,
-    broker: Arc<Broker>,
-    shutdown: CancellationToken,
-) {
-    let _ = stream.set_nodelay(true);
-    let handshake_timeout = Duration::from_millis(broker.config.limits.handshake_timeout_ms);
-    let tls = match timeout(handshake_timeout, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            tracing::warn!(%peer, "TLS handshake failed: {e}");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "TLS handshake timed out");
-            return;
-        }
-    };
-    let info = TlsInfo::of(tls.get_ref().1);
-    let link = Link {
-        peer,
-        tls: Some(info),
-    };
-    let (rd, wr) = tokio::io::split(tls);
-    serve(FrameReader::new(TlsRead::new(rd)), wr, link, broker, shutdown).await
-}
-
-async fn serve<R: Transport, W: tokio::io::AsyncWrite + Unpin + Send + 'static>(
-    mut reader: FrameReader<R>,
-    wr: W,
-    link: Link,
-    broker: Arc<Broker>,
-    shutdown: CancellationToken,
-) {
-    let peer = link.peer;
-    let outbox = Outbox::new(broker.config.limits.connection_buffer_bytes);
-    let writer = tokio::spawn(outbox.clone().run_writer(wr));
-
-    let handshake_timeout = Duration::from_millis(broker.config.limits.handshake_timeout_ms);
-    let negotiated = match timeout(
-        handshake_timeout,
-        handshake::run(&mut reader, &outbox, &broker, &link),
-    )
-    .await
-    {
-        Ok(Ok(n)) => Some(n),
-        Ok(Err(End::Protocol(e))) => {
-            send_connection_close(&outbox, &e);
-            linger_for_close_ok(&mut reader).await;
-            None
-        }
-        Ok(Err(End::ClosedByPeer)) => {
-            send_close_ok(&outbox);
-            None
-        }
-        Ok(Err(End::Closed)) => None,
-        Err(_) => {
-            tracing::debug!(%peer, "handshake timed out");
-            None
-        }
-    };
-    if let Some(negotiated) = negotiated {
-        let mut conn = Connection::new(broker.clone(), peer, outbox.clone(), negotiated);
-        tracing::info!(%peer, user = %conn.session.user, vhost = %conn.session.vhost.name, tls = link.tls.is_some(), "connection opened");
-        conn.run(&mut reader, shutdown).await;
-        conn.teardown();
-        broker.unregister_connection(conn.client.id);
-        tracing::info!(%peer, "connection closed");
-    }
-    outbox.finish();
-    let _ = timeout(CLOSE_GRACE, writer).await;
-}
-
-fn send_connection_close(outbox: &Outbox, e: &AmqpError) {
+pub(super) fn send_connection_close(outbox: &Outbox, e: &AmqpError) {
     let close = AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
         reply_code: e.code.code(),
         reply_text: e.reply_text().into(),
@@ -137,14 +45,14 @@ fn send_connection_close(outbox: &Outbox, e: &AmqpError) {
     outbox.send(|buf| codec::encode_method(buf, 0, &close));
 }
 
-fn send_close_ok(outbox: &Outbox) {
+pub(super) fn send_close_ok(outbox: &Outbox) {
     let ok = AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {}));
     outbox.send(|buf| codec::encode_method(buf, 0, &ok));
 }
 
 /// After sending `connection.close`, discard input until `close-ok` (or
 /// `close`) arrives, the peer hangs up, or the grace period ends.
-async fn linger_for_close_ok<R: Transport>(reader: &mut FrameReader<R>) {
+pub(super) async fn linger_for_close_ok<R: Transport>(reader: &mut FrameReader<R>) {
     let deadline = Instant::now() + CLOSE_GRACE;
     loop {
         loop {
@@ -190,9 +98,9 @@ enum Slot {
     Closing,
 }
 
-struct Connection {
-    session: Session,
-    client: Arc<ClientConnection>,
+pub(super) struct Connection {
+    pub(super) session: Session,
+    pub(super) client: Arc<ClientConnection>,
     /// By channel number, looked up three times per publish (method,
     /// header, body), so with a cheap hash (SipHash was 3 % of a publish).
     /// The peer picks the numbers, but at most `channel_max` are open, which
@@ -207,7 +115,12 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(broker: Arc<Broker>, peer: SocketAddr, outbox: Arc<Outbox>, n: Negotiated) -> Self {
+    pub(super) fn new(
+        broker: Arc<Broker>,
+        peer: SocketAddr,
+        outbox: Arc<Outbox>,
+        n: Negotiated,
+    ) -> Self {
         let client = n.client;
         let id = client.id;
         outbox.set_heartbeat(Duration::from_secs(n.heartbeat.into()));
@@ -237,7 +150,7 @@ impl Connection {
         }
     }
 
-    async fn run<R: Transport>(
+    pub(super) async fn run<R: Transport>(
         &mut self,
         reader: &mut FrameReader<R>,
         shutdown: CancellationToken,
@@ -585,7 +498,7 @@ impl Connection {
     }
 
     /// Release everything the connection held.
-    fn teardown(&mut self) {
+    pub(super) fn teardown(&mut self) {
         self.close_channels();
         self.session
             .vhost

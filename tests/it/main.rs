@@ -6,6 +6,7 @@
 //! One test binary (this file and its modules) keeps debug builds lean.
 
 mod common;
+mod pki;
 mod raw;
 
 mod bad_input;
@@ -22,3 +23,4 @@ mod queue_features;
 mod queues;
 mod server;
 mod smoke;
+mod tls;
