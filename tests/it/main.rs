@@ -9,6 +9,7 @@ mod common;
 mod pki;
 mod raw;
 
+mod access;
 mod bad_input;
 mod basic;
 mod channels;
