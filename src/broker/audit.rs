@@ -85,7 +85,8 @@ impl AuditLog {
         self.sender.is_some()
     }
 
-    /// Record `event` with its fields; `time` and `event` are added.
+    /// Record `event`: `time`, `event`, who (`user`, `peer`, `via`) and
+    /// `what` (the event's own fields).
     pub fn record(&self, event: &str, actor: Option<&Actor>, fields: Value) {
         let Some(sender) = &self.sender else {
             return;
@@ -104,9 +105,8 @@ impl AuditLog {
             );
             line.insert("via".into(), Value::String(a.via.into()));
         }
-        if let Value::Object(extra) = fields {
-            line.extend(extra);
-        }
+        // What was done goes under `what`, apart from who did it.
+        line.insert("what".into(), fields);
         let text = Value::Object(line).to_string();
         let _ = sender.lock().send(Command::Record(text));
     }
@@ -221,6 +221,7 @@ mod tests {
         let text = wait_for(&path, 1);
         let line: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
         assert_eq!(line["event"], "vhost.deleted");
+        assert_eq!(line["what"]["vhost"], "v");
         let old: Value =
             serde_json::from_str(wait_for(&rotated, 1).lines().next().unwrap()).unwrap();
         assert_eq!(old["event"], "vhost.created");

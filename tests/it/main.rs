@@ -10,6 +10,7 @@ mod pki;
 mod raw;
 
 mod access;
+mod auth;
 mod bad_input;
 mod basic;
 mod channels;
