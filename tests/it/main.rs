@@ -20,6 +20,7 @@ mod crash;
 mod durability;
 mod exchanges;
 mod layering;
+mod limits;
 mod properties;
 mod queue_features;
 mod queues;
