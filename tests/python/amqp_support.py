@@ -29,9 +29,10 @@ class Broker:
 
     def __init__(self, host, amqp_port, admin_port=None, metrics_port=None,
                  vhost="/", user="guest", password="guest", process=None,
-                 log=None):
+                 log=None, amqps_port=None):
         self.host = host
         self.amqp_port = amqp_port
+        self.amqps_port = amqps_port
         self.admin_port = admin_port
         self.metrics_port = metrics_port
         self.vhost = vhost
@@ -72,9 +73,9 @@ def _drain(stream, lines, found, starting):
     found.put(None)
 
 
-def start_warren(extra_env=None):
-    """Start $WARREN_BIN on ephemeral ports; return a Broker once it logged
-    'Server startup complete'."""
+def start_warren(extra_env=None, extra_args=()):
+    """Start $WARREN_BIN on ephemeral ports (with `extra_args`, e.g. TLS
+    flags); return a Broker once it logged 'Server startup complete'."""
     binary = os.environ.get("WARREN_BIN")
     if not binary:
         pytest.fail("set WARREN_BIN to the warren binary "
@@ -86,7 +87,7 @@ def start_warren(extra_env=None):
         env.update(extra_env)
     proc = subprocess.Popen(
         [binary, "--ephemeral", "--amqp-port", "0", "--admin-port", "0",
-         "--metrics-port", "0"],
+         "--metrics-port", "0", *extra_args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         env=env)
     lines, found, starting = [], queue.Queue(), threading.Event()
@@ -110,6 +111,9 @@ def start_warren(extra_env=None):
         m = re.search(r"started TCP listener on ([0-9.]+):(\d+)", line)
         if m:
             ports["amqp"] = (m.group(1), int(m.group(2)))
+        m = re.search(r"started TLS \(SSL\) listener on ([0-9.]+):(\d+)", line)
+        if m:
+            ports["amqps"] = int(m.group(2))
         m = re.search(r"Management plugin: HTTP \(non-TLS\) listener started on port (\d+)", line)
         if m:
             ports["admin"] = int(m.group(1))
@@ -122,7 +126,7 @@ def start_warren(extra_env=None):
     host, port = ports["amqp"]
     starting.clear()
     return Broker(host, port, ports.get("admin"), ports.get("metrics"),
-                  process=proc, log=lines)
+                  process=proc, log=lines, amqps_port=ports.get("amqps"))
 
 
 def stop_warren(broker, signalled=False):
