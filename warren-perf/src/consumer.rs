@@ -101,6 +101,9 @@ pub async fn run(
                     }
                 }
             }
+            r = conn.wr.flush(), if conn.wr.needs_flush() => {
+                r?;
+            }
             r = conn.wr.write(&conn.wbuf[conn.wpos..]), if conn.pending() > 0 => {
                 let n = r?;
                 conn.written(n);
