@@ -108,11 +108,12 @@ impl Server {
             })?,
             false => AuditLog::disabled(),
         };
-        let broker =
-            Broker::open_with_audit(config, store, audit).map_err(|source| StartupError::Store {
+        let broker = Broker::open_with_audit(config, store, audit).map_err(|source| {
+            StartupError::Store {
                 path: PathBuf::from("<recovery>"),
                 source,
-            })?;
+            }
+        })?;
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
 
@@ -146,7 +147,10 @@ impl Server {
             let router = admin::router(broker.clone());
             match https(broker.config.admin.tls) {
                 Some(tls) => {
-                    tracing::info!("Management plugin: HTTPS listener started on port {}", addr.port());
+                    tracing::info!(
+                        "Management plugin: HTTPS listener started on port {}",
+                        addr.port()
+                    );
                     let l = TlsListener::new(listener, tls, shutdown.clone());
                     tasks.spawn(admin::serve(l, router, shutdown.clone()));
                 }
@@ -165,7 +169,10 @@ impl Server {
             let router = admin::metrics_router(broker.clone());
             match https(broker.config.metrics.tls) {
                 Some(tls) => {
-                    tracing::info!("Prometheus metrics: HTTPS listener started on port {}", addr.port());
+                    tracing::info!(
+                        "Prometheus metrics: HTTPS listener started on port {}",
+                        addr.port()
+                    );
                     let l = TlsListener::new(listener, tls, shutdown.clone());
                     tasks.spawn(admin::serve(l, router, shutdown.clone()));
                 }

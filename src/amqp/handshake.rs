@@ -368,7 +368,10 @@ fn login(
     let cap = broker.config.auth.max_failed_logins_per_minute;
     let blocked = cap != 0 && broker.logins.recent_failures(ip) >= cap as usize;
     let user = if mechanism == "EXTERNAL" {
-        let cert = link.tls.as_ref().and_then(|t| t.peer_certificate.as_deref());
+        let cert = link
+            .tls
+            .as_ref()
+            .and_then(|t| t.peer_certificate.as_deref());
         let auth = &broker.config.auth;
         let how = LoginFrom {
             from: auth.ssl_cert_login_from.clone(),
@@ -398,8 +401,7 @@ fn login(
         };
         let (user, pass) = parsed.ok_or_else(|| {
             Refusal::Protocol(
-                AmqpError::syntax_error(format!("{mechanism} response invalid"))
-                    .caused_by(10, 11),
+                AmqpError::syntax_error(format!("{mechanism} response invalid")).caused_by(10, 11),
             )
         })?;
         if blocked {

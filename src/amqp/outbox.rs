@@ -174,7 +174,9 @@ impl Outbox {
                 }
                 continue;
             }
-            if socket.write_all(&batch).await.is_err() {
+            // A TLS stream may keep encrypted bytes until flushed (for TCP
+            // the flush is a no-op).
+            if socket.write_all(&batch).await.is_err() || socket.flush().await.is_err() {
                 break;
             }
             last_write = Instant::now();

@@ -94,9 +94,9 @@ impl<S: tokio::io::AsyncRead + Unpin + Send> Transport for TlsRead<S> {
             }
             self.stash.reserve(READ_MIN);
             match poll_read_into(&mut self.inner, cx, &mut self.stash) {
-                std::task::Poll::Ready(Ok(0)) => std::task::Poll::Ready(Err(
-                    std::io::ErrorKind::UnexpectedEof.into(),
-                )),
+                std::task::Poll::Ready(Ok(0)) => {
+                    std::task::Poll::Ready(Err(std::io::ErrorKind::UnexpectedEof.into()))
+                }
                 std::task::Poll::Ready(Ok(_)) => std::task::Poll::Ready(Ok(())),
                 std::task::Poll::Ready(Err(e)) => std::task::Poll::Ready(Err(e)),
                 std::task::Poll::Pending => std::task::Poll::Pending,

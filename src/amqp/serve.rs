@@ -60,7 +60,14 @@ pub async fn serve_tls(
         tls: Some(info),
     };
     let (rd, wr) = tokio::io::split(tls);
-    serve(FrameReader::new(TlsRead::new(rd)), wr, link, broker, shutdown).await
+    serve(
+        FrameReader::new(TlsRead::new(rd)),
+        wr,
+        link,
+        broker,
+        shutdown,
+    )
+    .await
 }
 
 async fn serve<R: Transport, W: tokio::io::AsyncWrite + Unpin + Send + 'static>(

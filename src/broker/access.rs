@@ -65,8 +65,7 @@ pub(super) fn user_record(u: &User) -> UserRecord {
 fn hashed(password: Password) -> Result<(String, HashingAlgorithm), AccessError> {
     match password {
         Password::Clear(p) if p.is_empty() => Err(AccessError::Invalid(
-            "a blank password is not allowed; use Password::None for certificate-only users"
-                .into(),
+            "a blank password is not allowed; use Password::None for certificate-only users".into(),
         )),
         Password::Clear(p) => Ok((
             hash_password(HashingAlgorithm::Sha256, &p),
@@ -123,7 +122,8 @@ impl Broker {
         } else {
             "user.created"
         };
-        self.audit.record(event, Some(actor), json!({"name": name, "tags": tags}));
+        self.audit
+            .record(event, Some(actor), json!({"name": name, "tags": tags}));
         Ok(())
     }
 
@@ -155,8 +155,11 @@ impl Broker {
         self.store.put_user(&user_record(&user))?;
         self.store.flush_now()?;
         self.users.put_user(user);
-        self.audit
-            .record("user.tags.set", Some(actor), json!({"name": name, "tags": tags}));
+        self.audit.record(
+            "user.tags.set",
+            Some(actor),
+            json!({"name": name, "tags": tags}),
+        );
         Ok(())
     }
 
@@ -173,7 +176,8 @@ impl Broker {
         }
         for (u, vhost, exchange, _, _) in self.users.topic_permissions() {
             if u == name {
-                self.store.delete_topic_permission(name, &vhost, &exchange)?;
+                self.store
+                    .delete_topic_permission(name, &vhost, &exchange)?;
             }
         }
         self.store.delete_user(name)?;

@@ -203,7 +203,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
         let log = AuditLog::open(&path).unwrap();
-        log.record("vhost.created", Some(&Actor::internal()), json!({"vhost": "v"}));
+        log.record(
+            "vhost.created",
+            Some(&Actor::internal()),
+            json!({"vhost": "v"}),
+        );
         let rotated = dir.path().join("audit.log.1");
         let wait_for = |p: &Path, n: usize| {
             for _ in 0..500 {

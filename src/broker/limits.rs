@@ -18,7 +18,11 @@ pub struct VhostLimits {
         skip_serializing_if = "Option::is_none"
     )]
     pub max_connections: Option<i64>,
-    #[serde(rename = "max-queues", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "max-queues",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_queues: Option<i64>,
 }
 
@@ -73,6 +77,9 @@ mod tests {
         assert_eq!(v.max_connections, None);
         let u: UserLimits =
             serde_json::from_str(r#"{"max-connections": 1, "max-channels": 2}"#).unwrap();
-        assert_eq!(serde_json::to_string(&u).unwrap(), r#"{"max-connections":1,"max-channels":2}"#);
+        assert_eq!(
+            serde_json::to_string(&u).unwrap(),
+            r#"{"max-connections":1,"max-channels":2}"#
+        );
     }
 }

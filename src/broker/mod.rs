@@ -220,7 +220,10 @@ impl Broker {
                 write: p.write.clone(),
                 read: p.read.clone(),
             };
-            if let Err(e) = self.users.set_permission_patterns(&p.user, &p.vhost, patterns) {
+            if let Err(e) = self
+                .users
+                .set_permission_patterns(&p.user, &p.vhost, patterns)
+            {
                 tracing::warn!(user = %p.user, vhost = %p.vhost, "skipping a stored permission: {e}")
             }
         }

@@ -35,7 +35,8 @@ impl Broker {
         let Some(vhost) = self.vhosts.write().remove(name) else {
             return Err(AccessError::NotFound(format!("no such vhost '{name}'")));
         };
-        let closed = self.close_connections(|c| c.vhost == name, &format!("vhost '{name}' is deleted"));
+        let closed =
+            self.close_connections(|c| c.vhost == name, &format!("vhost '{name}' is deleted"));
         vhost
             .delete_contents()
             .map_err(|e| AccessError::Internal(e.detail))?;

@@ -349,7 +349,9 @@ mod tests {
         let d = store.load_definitions().unwrap();
         assert_eq!(d.topic_permissions, vec![t]);
         assert_eq!(d.vhost_limits, vec![l]);
-        store.delete_topic_permission("bob", "/", "amq.topic").unwrap();
+        store
+            .delete_topic_permission("bob", "/", "amq.topic")
+            .unwrap();
         store.delete_vhost_limits("/").unwrap();
         let d = store.load_definitions().unwrap();
         assert!(d.topic_permissions.is_empty() && d.vhost_limits.is_empty());

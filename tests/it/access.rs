@@ -48,7 +48,9 @@ fn args(key: &str, value: &str) -> FieldTable {
 }
 
 fn refused(right: &str, kind: &str, name: &str) -> String {
-    format!("ACCESS_REFUSED - {right} access to {kind} '{name}' in vhost '/' refused for user 'bob'")
+    format!(
+        "ACCESS_REFUSED - {right} access to {kind} '{name}' in vhost '/' refused for user 'bob'"
+    )
 }
 
 /// A broker with user bob (no rights yet) and, made by guest, queue
@@ -68,9 +70,14 @@ async fn setup() -> (warren::Server, Connection, Channel) {
         ("res-x2", ExchangeKind::Direct),
         ("res-t", ExchangeKind::Topic),
     ] {
-        g.exchange_declare(x.into(), kind, ExchangeDeclareOptions::default(), FieldTable::default())
-            .await
-            .unwrap();
+        g.exchange_declare(
+            x.into(),
+            kind,
+            ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
     }
     (server, guest, g)
 }
@@ -87,7 +94,9 @@ macro_rules! row {
         let (c, w, r) = $g;
         allow(&$server, c, w, r);
         let ch = $conn.create_channel().await.unwrap();
-        $op(ch).await.expect("allowed once the permission is granted");
+        $op(ch)
+            .await
+            .expect("allowed once the permission is granted");
     }};
 }
 
@@ -98,117 +107,284 @@ async fn every_operation_is_checked_as_rabbitmqs_table_says() {
     let all = ".*";
 
     // exchange.declare / delete: configure on the exchange.
-    row!(server, bob, denied = (DENIED, all, all), granted = ("^bob-", DENIED, DENIED),
+    row!(
+        server,
+        bob,
+        denied = (DENIED, all, all),
+        granted = ("^bob-", DENIED, DENIED),
         text = refused("configure", "exchange", "bob-x"),
         |ch: Channel| async move {
-            ch.exchange_declare("bob-x".into(), ExchangeKind::Direct,
-                ExchangeDeclareOptions::default(), FieldTable::default()).await
-        });
-    row!(server, bob, denied = (DENIED, all, all), granted = ("^bob-", DENIED, DENIED),
+            ch.exchange_declare(
+                "bob-x".into(),
+                ExchangeKind::Direct,
+                ExchangeDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+        }
+    );
+    row!(
+        server,
+        bob,
+        denied = (DENIED, all, all),
+        granted = ("^bob-", DENIED, DENIED),
         text = refused("configure", "exchange", "bob-x"),
         |ch: Channel| async move {
-            ch.exchange_delete("bob-x".into(), ExchangeDeleteOptions::default()).await
-        });
+            ch.exchange_delete("bob-x".into(), ExchangeDeleteOptions::default())
+                .await
+        }
+    );
     // A new exchange with an alternate exchange: read on itself, write on
     // the alternate.
-    row!(server, bob, denied = (all, all, DENIED), granted = (all, "^res-x$", "^bob-"),
+    row!(
+        server,
+        bob,
+        denied = (all, all, DENIED),
+        granted = (all, "^res-x$", "^bob-"),
         text = refused("read", "exchange", "bob-ae"),
         |ch: Channel| async move {
-            ch.exchange_declare("bob-ae".into(), ExchangeKind::Direct,
-                ExchangeDeclareOptions::default(), args("alternate-exchange", "res-x")).await
-        });
-    row!(server, bob, denied = (all, DENIED, all), granted = (all, "^res-x$", all),
+            ch.exchange_declare(
+                "bob-ae".into(),
+                ExchangeKind::Direct,
+                ExchangeDeclareOptions::default(),
+                args("alternate-exchange", "res-x"),
+            )
+            .await
+        }
+    );
+    row!(
+        server,
+        bob,
+        denied = (all, DENIED, all),
+        granted = (all, "^res-x$", all),
         text = refused("write", "exchange", "res-x"),
         |ch: Channel| async move {
-            ch.exchange_declare("bob-ae2".into(), ExchangeKind::Direct,
-                ExchangeDeclareOptions::default(), args("alternate-exchange", "res-x")).await
-        });
+            ch.exchange_declare(
+                "bob-ae2".into(),
+                ExchangeKind::Direct,
+                ExchangeDeclareOptions::default(),
+                args("alternate-exchange", "res-x"),
+            )
+            .await
+        }
+    );
 
     // queue.declare / delete: configure on the queue.
-    row!(server, bob, denied = (DENIED, all, all), granted = ("^bob-", DENIED, DENIED),
+    row!(
+        server,
+        bob,
+        denied = (DENIED, all, all),
+        granted = ("^bob-", DENIED, DENIED),
         text = refused("configure", "queue", "bob-q"),
         |ch: Channel| async move {
-            ch.queue_declare("bob-q".into(), QueueDeclareOptions::default(), FieldTable::default())
-                .await.map(|_| ())
-        });
-    row!(server, bob, denied = (DENIED, all, all), granted = ("^bob-", DENIED, DENIED),
+            ch.queue_declare(
+                "bob-q".into(),
+                QueueDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map(|_| ())
+        }
+    );
+    row!(
+        server,
+        bob,
+        denied = (DENIED, all, all),
+        granted = ("^bob-", DENIED, DENIED),
         text = refused("configure", "queue", "bob-q"),
         |ch: Channel| async move {
-            ch.queue_delete("bob-q".into(), QueueDeleteOptions::default()).await.map(|_| ())
-        });
+            ch.queue_delete("bob-q".into(), QueueDeleteOptions::default())
+                .await
+                .map(|_| ())
+        }
+    );
     // A new queue with a dead-letter exchange: read on the queue, write on
     // the dead-letter exchange.
-    row!(server, bob, denied = (all, DENIED, all), granted = ("^bob-", "^res-x$", "^bob-"),
+    row!(
+        server,
+        bob,
+        denied = (all, DENIED, all),
+        granted = ("^bob-", "^res-x$", "^bob-"),
         text = refused("write", "exchange", "res-x"),
         |ch: Channel| async move {
-            ch.queue_declare("bob-dl1".into(), QueueDeclareOptions::default(),
-                args("x-dead-letter-exchange", "res-x")).await.map(|_| ())
-        });
-    row!(server, bob, denied = (all, all, DENIED), granted = ("^bob-", "^res-x$", "^bob-"),
+            ch.queue_declare(
+                "bob-dl1".into(),
+                QueueDeclareOptions::default(),
+                args("x-dead-letter-exchange", "res-x"),
+            )
+            .await
+            .map(|_| ())
+        }
+    );
+    row!(
+        server,
+        bob,
+        denied = (all, all, DENIED),
+        granted = ("^bob-", "^res-x$", "^bob-"),
         text = refused("read", "queue", "bob-dl2"),
         |ch: Channel| async move {
-            ch.queue_declare("bob-dl2".into(), QueueDeclareOptions::default(),
-                args("x-dead-letter-exchange", "res-x")).await.map(|_| ())
-        });
+            ch.queue_declare(
+                "bob-dl2".into(),
+                QueueDeclareOptions::default(),
+                args("x-dead-letter-exchange", "res-x"),
+            )
+            .await
+            .map(|_| ())
+        }
+    );
 
     // A passive declare needs some right, any one of the three.
-    row!(server, bob, denied = (DENIED, DENIED, DENIED), granted = (DENIED, DENIED, "^res-q$"),
+    row!(
+        server,
+        bob,
+        denied = (DENIED, DENIED, DENIED),
+        granted = (DENIED, DENIED, "^res-q$"),
         text = refused("configure", "queue", "res-q"),
         |ch: Channel| async move {
-            ch.queue_declare("res-q".into(), QueueDeclareOptions { passive: true, ..Default::default() },
-                FieldTable::default()).await.map(|_| ())
-        });
-    row!(server, bob, denied = (DENIED, DENIED, DENIED), granted = (DENIED, "^res-x$", DENIED),
+            ch.queue_declare(
+                "res-q".into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map(|_| ())
+        }
+    );
+    row!(
+        server,
+        bob,
+        denied = (DENIED, DENIED, DENIED),
+        granted = (DENIED, "^res-x$", DENIED),
         text = refused("configure", "exchange", "res-x"),
         |ch: Channel| async move {
-            ch.exchange_declare("res-x".into(), ExchangeKind::Direct,
-                ExchangeDeclareOptions { passive: true, ..Default::default() },
-                FieldTable::default()).await
-        });
+            ch.exchange_declare(
+                "res-x".into(),
+                ExchangeKind::Direct,
+                ExchangeDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+        }
+    );
 
     // queue.bind / unbind: write on the queue, read on the exchange.
-    row!(server, bob, denied = (all, DENIED, all), granted = (DENIED, "^res-q$", "^res-x$"),
+    row!(
+        server,
+        bob,
+        denied = (all, DENIED, all),
+        granted = (DENIED, "^res-q$", "^res-x$"),
         text = refused("write", "queue", "res-q"),
         |ch: Channel| async move {
-            ch.queue_bind("res-q".into(), "res-x".into(), "k".into(),
-                QueueBindOptions::default(), FieldTable::default()).await
-        });
-    row!(server, bob, denied = (all, all, DENIED), granted = (DENIED, "^res-q$", "^res-x$"),
+            ch.queue_bind(
+                "res-q".into(),
+                "res-x".into(),
+                "k".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+        }
+    );
+    row!(
+        server,
+        bob,
+        denied = (all, all, DENIED),
+        granted = (DENIED, "^res-q$", "^res-x$"),
         text = refused("read", "exchange", "res-x"),
         |ch: Channel| async move {
-            ch.queue_unbind("res-q".into(), "res-x".into(), "k".into(), FieldTable::default()).await
-        });
+            ch.queue_unbind(
+                "res-q".into(),
+                "res-x".into(),
+                "k".into(),
+                FieldTable::default(),
+            )
+            .await
+        }
+    );
     // exchange.bind: write on the destination, read on the source.
-    row!(server, bob, denied = (all, DENIED, all), granted = (DENIED, "^res-x2$", "^res-x$"),
+    row!(
+        server,
+        bob,
+        denied = (all, DENIED, all),
+        granted = (DENIED, "^res-x2$", "^res-x$"),
         text = refused("write", "exchange", "res-x2"),
         |ch: Channel| async move {
-            ch.exchange_bind("res-x2".into(), "res-x".into(), "k".into(),
-                ExchangeBindOptions::default(), FieldTable::default()).await
-        });
-    row!(server, bob, denied = (all, all, DENIED), granted = (DENIED, "^res-x2$", "^res-x$"),
+            ch.exchange_bind(
+                "res-x2".into(),
+                "res-x".into(),
+                "k".into(),
+                ExchangeBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+        }
+    );
+    row!(
+        server,
+        bob,
+        denied = (all, all, DENIED),
+        granted = (DENIED, "^res-x2$", "^res-x$"),
         text = refused("read", "exchange", "res-x"),
         |ch: Channel| async move {
-            ch.exchange_bind("res-x2".into(), "res-x".into(), "k2".into(),
-                ExchangeBindOptions::default(), FieldTable::default()).await
-        });
+            ch.exchange_bind(
+                "res-x2".into(),
+                "res-x".into(),
+                "k2".into(),
+                ExchangeBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+        }
+    );
 
     // basic.get, basic.consume and queue.purge: read on the queue.
-    row!(server, bob, denied = (all, all, DENIED), granted = (DENIED, DENIED, "^res-q$"),
+    row!(
+        server,
+        bob,
+        denied = (all, all, DENIED),
+        granted = (DENIED, DENIED, "^res-q$"),
         text = refused("read", "queue", "res-q"),
         |ch: Channel| async move {
-            ch.basic_get("res-q".into(), BasicGetOptions::default()).await.map(|_| ())
-        });
-    row!(server, bob, denied = (all, all, DENIED), granted = (DENIED, DENIED, "^res-q$"),
+            ch.basic_get("res-q".into(), BasicGetOptions::default())
+                .await
+                .map(|_| ())
+        }
+    );
+    row!(
+        server,
+        bob,
+        denied = (all, all, DENIED),
+        granted = (DENIED, DENIED, "^res-q$"),
         text = refused("read", "queue", "res-q"),
         |ch: Channel| async move {
-            ch.basic_consume("res-q".into(), "".into(), BasicConsumeOptions::default(),
-                FieldTable::default()).await.map(|_| ())
-        });
-    row!(server, bob, denied = (all, all, DENIED), granted = (DENIED, DENIED, "^res-q$"),
+            ch.basic_consume(
+                "res-q".into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map(|_| ())
+        }
+    );
+    row!(
+        server,
+        bob,
+        denied = (all, all, DENIED),
+        granted = (DENIED, DENIED, "^res-q$"),
         text = refused("read", "queue", "res-q"),
         |ch: Channel| async move {
-            ch.queue_purge("res-q".into(), QueuePurgeOptions::default()).await.map(|_| ())
-        });
+            ch.queue_purge("res-q".into(), QueuePurgeOptions::default())
+                .await
+                .map(|_| ())
+        }
+    );
     drop(g);
 }
 
@@ -218,8 +394,15 @@ async fn every_operation_is_checked_as_rabbitmqs_table_says() {
 #[tokio::test]
 async fn publishing_needs_write_on_the_exchange_and_amq_default() {
     let (server, _guest, g) = setup().await;
-    g.queue_bind("res-q".into(), "res-x".into(), "k".into(), QueueBindOptions::default(),
-        FieldTable::default()).await.unwrap();
+    g.queue_bind(
+        "res-q".into(),
+        "res-x".into(),
+        "k".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
     // A connection per publish: lapin may hand out a channel it is still
     // closing after an asynchronous error.
     for (exchange, key, name) in [("res-x", "k", "res-x"), ("", "res-q", "amq.default")] {
@@ -227,36 +410,83 @@ async fn publishing_needs_write_on_the_exchange_and_amq_default() {
         let bob = as_user(&server, "bob", "bob-pw").await;
         let ch = bob.create_channel().await.unwrap();
         let mut events = bob.events_listener();
-        ch.basic_publish(exchange.into(), key.into(), BasicPublishOptions::default(), b"x",
-            BasicProperties::default()).await.unwrap();
-        assert_eq!(next_error(&mut events).await, (403, refused("write", "exchange", name)));
+        ch.basic_publish(
+            exchange.into(),
+            key.into(),
+            BasicPublishOptions::default(),
+            b"x",
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            next_error(&mut events).await,
+            (403, refused("write", "exchange", name))
+        );
         allow(&server, DENIED, &format!("^{name}$"), DENIED);
         let bob = as_user(&server, "bob", "bob-pw").await;
         let ch = bob.create_channel().await.unwrap();
-        ch.basic_publish(exchange.into(), key.into(), BasicPublishOptions::default(), b"x",
-            BasicProperties::default()).await.unwrap();
+        ch.basic_publish(
+            exchange.into(),
+            key.into(),
+            BasicPublishOptions::default(),
+            b"x",
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap();
     }
-    let queue = server.broker().vhost("/").unwrap().queues().into_iter()
-        .find(|q| q.name() == "res-q").unwrap();
-    assert!(crate::common::eventually(std::time::Duration::from_secs(5), || queue.counts().0 == 2).await);
+    let queue = server
+        .broker()
+        .vhost("/")
+        .unwrap()
+        .queues()
+        .into_iter()
+        .find(|q| q.name() == "res-q")
+        .unwrap();
+    assert!(
+        crate::common::eventually(std::time::Duration::from_secs(5), || queue.counts().0 == 2)
+            .await
+    );
     assert_eq!(depth(&g, "res-q").await, 2);
 }
 
 #[tokio::test]
 async fn topic_permissions_allow_and_deny_by_routing_and_binding_key() {
     let (server, _guest, g) = setup().await;
-    g.queue_bind("res-q".into(), "res-t".into(), "#".into(), QueueBindOptions::default(),
-        FieldTable::default()).await.unwrap();
+    g.queue_bind(
+        "res-q".into(),
+        "res-t".into(),
+        "#".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
     allow(&server, ".*", ".*", ".*");
     server
         .broker()
-        .set_topic_permissions("bob", "/", "res-t", "^{username}\\.", "^public\\.", &admin())
+        .set_topic_permissions(
+            "bob",
+            "/",
+            "res-t",
+            "^{username}\\.",
+            "^public\\.",
+            &admin(),
+        )
         .unwrap();
     let bob = as_user(&server, "bob", "bob-pw").await;
     let ch = bob.create_channel().await.unwrap();
     let publish = |ch: Channel, key: &'static str| async move {
-        ch.basic_publish("res-t".into(), key.into(), BasicPublishOptions::default(), b"t",
-            BasicProperties::default()).await.unwrap();
+        ch.basic_publish(
+            "res-t".into(),
+            key.into(),
+            BasicPublishOptions::default(),
+            b"t",
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap();
     };
     publish(ch.clone(), "bob.1").await;
     publish(ch.clone(), "bob.2").await;
@@ -264,50 +494,94 @@ async fn topic_permissions_allow_and_deny_by_routing_and_binding_key() {
     publish(ch, "alice.1").await;
     assert_eq!(
         next_error(&mut events).await,
-        (403, "ACCESS_REFUSED - write access to topic 'alice.1' in exchange 'res-t' in vhost \
-               '/' refused for user 'bob'".to_string())
+        (
+            403,
+            "ACCESS_REFUSED - write access to topic 'alice.1' in exchange 'res-t' in vhost \
+               '/' refused for user 'bob'"
+                .to_string()
+        )
     );
     assert_eq!(depth(&g, "res-q").await, 2);
 
     // Binding keys need the read pattern.
     let bob = as_user(&server, "bob", "bob-pw").await;
     let ch = bob.create_channel().await.unwrap();
-    ch.queue_bind("res-q".into(), "res-t".into(), "public.#".into(), QueueBindOptions::default(),
-        FieldTable::default()).await.unwrap();
+    ch.queue_bind(
+        "res-q".into(),
+        "res-t".into(),
+        "public.#".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
     let text = expect_code(
-        ch.queue_bind("res-q".into(), "res-t".into(), "private.#".into(),
-            QueueBindOptions::default(), FieldTable::default()).await,
+        ch.queue_bind(
+            "res-q".into(),
+            "res-t".into(),
+            "private.#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await,
         403,
     );
-    assert_eq!(text, "ACCESS_REFUSED - read access to topic 'private.#' in exchange 'res-t' in \
-                      vhost '/' refused for user 'bob'");
+    assert_eq!(
+        text,
+        "ACCESS_REFUSED - read access to topic 'private.#' in exchange 'res-t' in \
+                      vhost '/' refused for user 'bob'"
+    );
 
     // No topic permission on an exchange means allowed.
     let bob = as_user(&server, "bob", "bob-pw").await;
     let ch = bob.create_channel().await.unwrap();
-    ch.basic_publish("amq.topic".into(), "alice.1".into(), BasicPublishOptions::default(), b"t",
-        BasicProperties::default()).await.unwrap();
+    ch.basic_publish(
+        "amq.topic".into(),
+        "alice.1".into(),
+        BasicPublishOptions::default(),
+        b"t",
+        BasicProperties::default(),
+    )
+    .await
+    .unwrap();
     // CC routing keys are checked too.
     let mut headers = FieldTable::default();
-    headers.insert("CC".into(), AMQPValue::FieldArray(vec![AMQPValue::LongString(
-        b"mallory.1".to_vec().into())].into()));
+    headers.insert(
+        "CC".into(),
+        AMQPValue::FieldArray(vec![AMQPValue::LongString(b"mallory.1".to_vec().into())].into()),
+    );
     let mut events = bob.events_listener();
-    ch.basic_publish("res-t".into(), "bob.3".into(), BasicPublishOptions::default(), b"t",
-        BasicProperties::default().with_headers(headers)).await.unwrap();
+    ch.basic_publish(
+        "res-t".into(),
+        "bob.3".into(),
+        BasicPublishOptions::default(),
+        b"t",
+        BasicProperties::default().with_headers(headers),
+    )
+    .await
+    .unwrap();
     let (code, text) = next_error(&mut events).await;
     assert_eq!(code, 403);
     assert!(text.contains("topic 'mallory.1'"), "{text}");
     assert_eq!(depth(&g, "res-q").await, 2);
 
     // Cleared, the exchange is open again.
-    server.broker().clear_topic_permissions("bob", "/", None, &admin()).unwrap();
+    server
+        .broker()
+        .clear_topic_permissions("bob", "/", None, &admin())
+        .unwrap();
     let bob = as_user(&server, "bob", "bob-pw").await;
     let ch = bob.create_channel().await.unwrap();
     publish(ch, "alice.2").await;
     let g2 = channel(&_guest).await;
     assert!(
         crate::common::eventually(std::time::Duration::from_secs(5), || {
-            server.broker().vhost("/").unwrap().queues().iter()
+            server
+                .broker()
+                .vhost("/")
+                .unwrap()
+                .queues()
+                .iter()
                 .any(|q| q.name() == "res-q" && q.counts().0 == 3)
         })
         .await
@@ -321,22 +595,39 @@ async fn a_permission_revoked_while_connected_applies_to_the_next_operation() {
     allow(&server, ".*", ".*", ".*");
     let bob = as_user(&server, "bob", "bob-pw").await;
     let ch = bob.create_channel().await.unwrap();
-    ch.queue_declare("bob-1".into(), QueueDeclareOptions::default(), FieldTable::default())
-        .await
+    ch.queue_declare(
+        "bob-1".into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    server
+        .broker()
+        .clear_permissions("bob", "/", &admin())
         .unwrap();
-    server.broker().clear_permissions("bob", "/", &admin()).unwrap();
     let text = expect_code(
-        ch.queue_declare("bob-2".into(), QueueDeclareOptions::default(), FieldTable::default())
-            .await,
+        ch.queue_declare(
+            "bob-2".into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await,
         403,
     );
     assert_eq!(text, refused("configure", "queue", "bob-2"));
     // And a new connection is refused the vhost.
     let port = server.amqp_addr().port();
-    let r = Connection::connect(&format!("amqp://bob:bob-pw@127.0.0.1:{port}/%2f"),
-        ConnectionProperties::default()).await;
+    let r = Connection::connect(
+        &format!("amqp://bob:bob-pw@127.0.0.1:{port}/%2f"),
+        ConnectionProperties::default(),
+    )
+    .await;
     let text = expect_code(r.map(|_| ()), 530);
-    assert_eq!(text, "NOT_ALLOWED - access to vhost '/' refused for user 'bob'");
+    assert_eq!(
+        text,
+        "NOT_ALLOWED - access to vhost '/' refused for user 'bob'"
+    );
 }
 
 #[tokio::test]
@@ -346,7 +637,11 @@ async fn deleting_a_user_closes_its_connections() {
     let ch = bob.create_channel().await.unwrap();
     server.broker().delete_user("bob", &admin()).unwrap();
     let e = ch
-        .queue_declare("x".into(), QueueDeclareOptions::default(), FieldTable::default())
+        .queue_declare(
+            "x".into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
         .await;
     let text = expect_code(e.map(|_| ()), 320);
     assert_eq!(text, "CONNECTION_FORCED - user 'bob' is deleted");

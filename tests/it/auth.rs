@@ -34,8 +34,16 @@ fn url(server: &warren::Server, user: &str, pass: &str, vhost: &str) -> String {
     )
 }
 
-async fn login(server: &warren::Server, user: &str, pass: &str) -> Result<Connection, lapin::Error> {
-    Connection::connect(&url(server, user, pass, "/"), ConnectionProperties::default()).await
+async fn login(
+    server: &warren::Server,
+    user: &str,
+    pass: &str,
+) -> Result<Connection, lapin::Error> {
+    Connection::connect(
+        &url(server, user, pass, "/"),
+        ConnectionProperties::default(),
+    )
+    .await
 }
 
 /// Users exported by RabbitMQ 3.10.8 (`rabbitmqctl export_definitions`):
@@ -73,17 +81,31 @@ async fn users_exported_from_rabbitmq_log_in_with_their_passwords_across_restart
         server.broker().users.user("bob").unwrap().hashing_algorithm,
         HashingAlgorithm::Sha512
     );
-    login(&server, "alice", "alice-Secret-1").await.expect("sha256 user");
-    login(&server, "bob", "b0b:pässwörd").await.expect("sha512 user");
-    expect_code(login(&server, "alice", "alice-Secret-2").await.map(|_| ()), 403);
+    login(&server, "alice", "alice-Secret-1")
+        .await
+        .expect("sha256 user");
+    login(&server, "bob", "b0b:pässwörd")
+        .await
+        .expect("sha512 user");
+    expect_code(
+        login(&server, "alice", "alice-Secret-2").await.map(|_| ()),
+        403,
+    );
     expect_code(login(&server, "bob", "b0b").await.map(|_| ()), 403);
-    assert_eq!(server.broker().users.user("bob").unwrap().tags, vec!["monitoring"]);
+    assert_eq!(
+        server.broker().users.user("bob").unwrap().tags,
+        vec!["monitoring"]
+    );
     // Restart on the same data directory: the hashes and their algorithms
     // were stored.
     server.shutdown().await;
     let server = start_with(on_disk(dir.path())).await;
-    login(&server, "alice", "alice-Secret-1").await.expect("sha256 user after restart");
-    login(&server, "bob", "b0b:pässwörd").await.expect("sha512 user after restart");
+    login(&server, "alice", "alice-Secret-1")
+        .await
+        .expect("sha256 user after restart");
+    login(&server, "bob", "b0b:pässwörd")
+        .await
+        .expect("sha512 user after restart");
 }
 
 #[tokio::test]
@@ -113,7 +135,10 @@ async fn failed_logins_are_slowed_then_capped_per_address_and_counted() {
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("{name} missing from\n{metrics}"))
     };
-    assert_eq!(value("rabbitmq_auth_attempts_failed_total{protocol=\"amqp091\"}"), 4.0);
+    assert_eq!(
+        value("rabbitmq_auth_attempts_failed_total{protocol=\"amqp091\"}"),
+        4.0
+    );
     assert!(
         metrics.contains(
             "rabbitmq_auth_attempts_detailed_failed_total{remote_address=\"127.0.0.1\",\
@@ -131,11 +156,25 @@ async fn update_secret_re_authenticates() {
         .await
         .expect("the right secret is accepted");
     let ch = conn.create_channel().await.unwrap();
-    let e = conn.update_secret("not-the-password".into(), "refresh".into()).await;
+    let e = conn
+        .update_secret("not-the-password".into(), "refresh".into())
+        .await;
     let text = expect_code(e, 530);
-    assert_eq!(text, "NOT_ALLOWED - New secret was refused by one of the backends");
-    assert!(ch.basic_publish("".into(), "q".into(), BasicPublishOptions::default(), b"",
-        BasicProperties::default()).await.is_err());
+    assert_eq!(
+        text,
+        "NOT_ALLOWED - New secret was refused by one of the backends"
+    );
+    assert!(
+        ch.basic_publish(
+            "".into(),
+            "q".into(),
+            BasicPublishOptions::default(),
+            b"",
+            BasicProperties::default()
+        )
+        .await
+        .is_err()
+    );
 }
 
 /// On a dual-stack listener (`[::]`) an IPv4 client on 127.0.0.1 shows up
@@ -170,22 +209,60 @@ async fn a_deleted_vhost_closes_its_connections_and_its_contents_go_durably() {
     let actor = Actor::internal();
     let broker = server.broker();
     broker.create_vhost("v1", &actor).unwrap();
-    broker.set_permissions("guest", "v1", ".*", ".*", ".*", &actor).unwrap();
-    broker.set_topic_permissions("guest", "v1", "amq.topic", ".*", ".*", &actor).unwrap();
-    let conn = Connection::connect(&url(&server, "guest", "guest", "v1"), ConnectionProperties::default())
-        .await
+    broker
+        .set_permissions("guest", "v1", ".*", ".*", ".*", &actor)
         .unwrap();
+    broker
+        .set_topic_permissions("guest", "v1", "amq.topic", ".*", ".*", &actor)
+        .unwrap();
+    let conn = Connection::connect(
+        &url(&server, "guest", "guest", "v1"),
+        ConnectionProperties::default(),
+    )
+    .await
+    .unwrap();
     let ch = conn.create_channel().await.unwrap();
-    ch.queue_declare("kept".into(), QueueDeclareOptions { durable: true, ..Default::default() },
-        FieldTable::default()).await.unwrap();
-    ch.basic_publish("".into(), "kept".into(), BasicPublishOptions::default(), b"m",
-        BasicProperties::default().with_delivery_mode(2)).await.unwrap();
+    ch.queue_declare(
+        "kept".into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.basic_publish(
+        "".into(),
+        "kept".into(),
+        BasicPublishOptions::default(),
+        b"m",
+        BasicProperties::default().with_delivery_mode(2),
+    )
+    .await
+    .unwrap();
 
     broker.delete_vhost("v1", &actor).unwrap();
-    let e = ch.queue_declare("x".into(), QueueDeclareOptions::default(), FieldTable::default()).await;
-    assert_eq!(expect_code(e.map(|_| ()), 320), "CONNECTION_FORCED - vhost 'v1' is deleted");
-    let again = Connection::connect(&url(&server, "guest", "guest", "v1"), ConnectionProperties::default()).await;
-    assert_eq!(expect_code(again.map(|_| ()), 530), "NOT_ALLOWED - vhost v1 not found");
+    let e = ch
+        .queue_declare(
+            "x".into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await;
+    assert_eq!(
+        expect_code(e.map(|_| ()), 320),
+        "CONNECTION_FORCED - vhost 'v1' is deleted"
+    );
+    let again = Connection::connect(
+        &url(&server, "guest", "guest", "v1"),
+        ConnectionProperties::default(),
+    )
+    .await;
+    assert_eq!(
+        expect_code(again.map(|_| ()), 530),
+        "NOT_ALLOWED - vhost v1 not found"
+    );
 
     server.shutdown().await;
     let server = start_with(on_disk(dir.path())).await;
@@ -194,7 +271,10 @@ async fn a_deleted_vhost_closes_its_connections_and_its_contents_go_durably() {
     broker.create_vhost("v1", &Actor::internal()).unwrap();
     let v1 = broker.vhost("v1").unwrap();
     assert_eq!(v1.queue_count(), 0, "the queue went with the vhost");
-    assert!(!broker.users.can_access_vhost("guest", "v1"), "so did the permissions");
+    assert!(
+        !broker.users.can_access_vhost("guest", "v1"),
+        "so did the permissions"
+    );
     assert!(!broker.users.has_topic_permissions("guest", "v1"));
 }
 
@@ -209,12 +289,25 @@ async fn the_audit_log_records_logins_and_changes_with_who_and_from_where() {
     expect_code(login(&server, "guest", "nope").await.map(|_| ()), 403);
     let conn = login(&server, "guest", "guest").await.unwrap();
     let ch = conn.create_channel().await.unwrap();
-    ch.queue_declare("audited".into(), QueueDeclareOptions::default(), FieldTable::default())
+    ch.queue_declare(
+        "audited".into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        "audited".into(),
+        "amq.direct".into(),
+        "k".into(),
+        Default::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_delete("audited".into(), Default::default())
         .await
         .unwrap();
-    ch.queue_bind("audited".into(), "amq.direct".into(), "k".into(), Default::default(),
-        FieldTable::default()).await.unwrap();
-    ch.queue_delete("audited".into(), Default::default()).await.unwrap();
     let actor = Actor {
         user: "ops".into(),
         peer: Some("192.0.2.7:4000".parse().unwrap()),
@@ -222,15 +315,40 @@ async fn the_audit_log_records_logins_and_changes_with_who_and_from_where() {
     };
     let broker = server.broker();
     broker.create_vhost("audit-v", &actor).unwrap();
-    broker.put_user("carol", Password::Clear("pw".into()), vec!["management".into()], &actor).unwrap();
-    broker.set_permissions("carol", "audit-v", ".*", ".*", ".*", &actor).unwrap();
-    broker.set_vhost_limits("audit-v", warren::broker::limits::VhostLimits {
-        max_queues: Some(5), ..Default::default() }, &actor).unwrap();
+    broker
+        .put_user(
+            "carol",
+            Password::Clear("pw".into()),
+            vec!["management".into()],
+            &actor,
+        )
+        .unwrap();
+    broker
+        .set_permissions("carol", "audit-v", ".*", ".*", ".*", &actor)
+        .unwrap();
+    broker
+        .set_vhost_limits(
+            "audit-v",
+            warren::broker::limits::VhostLimits {
+                max_queues: Some(5),
+                ..Default::default()
+            },
+            &actor,
+        )
+        .unwrap();
     broker.delete_user("carol", &actor).unwrap();
 
     let wanted = [
-        "login.failed", "login.succeeded", "queue.created", "binding.created", "queue.deleted",
-        "vhost.created", "user.created", "permission.created", "vhost.limits.set", "user.deleted",
+        "login.failed",
+        "login.succeeded",
+        "queue.created",
+        "binding.created",
+        "queue.deleted",
+        "vhost.created",
+        "user.created",
+        "permission.created",
+        "vhost.limits.set",
+        "user.deleted",
     ];
     let mut lines: Vec<serde_json::Value> = Vec::new();
     let found = crate::common::eventually(Duration::from_secs(5), || {
@@ -239,7 +357,9 @@ async fn the_audit_log_records_logins_and_changes_with_who_and_from_where() {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-        wanted.iter().all(|w| lines.iter().any(|l| l["event"] == *w))
+        wanted
+            .iter()
+            .all(|w| lines.iter().any(|l| l["event"] == *w))
     })
     .await;
     assert!(found, "{lines:#?}");
@@ -249,7 +369,10 @@ async fn the_audit_log_records_logins_and_changes_with_who_and_from_where() {
     assert_eq!(failed["what"]["mechanism"], "PLAIN");
     assert_eq!(failed["what"]["tls"], false);
     assert!(failed["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
-    assert_eq!(failed["what"]["reason"], "user 'guest' - invalid credentials");
+    assert_eq!(
+        failed["what"]["reason"],
+        "user 'guest' - invalid credentials"
+    );
     assert_eq!(event("login.succeeded")["what"]["vhost"], "/");
     let created = event("queue.created");
     assert_eq!(created["via"], "amqp");

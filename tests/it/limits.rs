@@ -13,7 +13,11 @@ use warren::broker::limits::{UserLimits, VhostLimits};
 use crate::common::{connect, expect_code, next_error, start, start_with};
 use crate::raw::{RawClient, raw_frame};
 
-async fn login(server: &warren::Server, user: &str, pass: &str) -> Result<Connection, lapin::Error> {
+async fn login(
+    server: &warren::Server,
+    user: &str,
+    pass: &str,
+) -> Result<Connection, lapin::Error> {
     let port = server.amqp_addr().port();
     Connection::connect(
         &format!("amqp://{user}:{pass}@127.0.0.1:{port}/%2f"),
@@ -30,7 +34,10 @@ async fn the_node_connection_limit_refuses_with_530() {
     let _a = connect(&server).await;
     let _b = connect(&server).await;
     let text = expect_code(login(&server, "guest", "guest").await.map(|_| ()), 530);
-    assert_eq!(text, "NOT_ALLOWED - connection refused: node connection limit (2) is reached");
+    assert_eq!(
+        text,
+        "NOT_ALLOWED - connection refused: node connection limit (2) is reached"
+    );
     drop(_a);
     assert!(
         crate::common::eventually(std::time::Duration::from_secs(5), || {
@@ -38,7 +45,9 @@ async fn the_node_connection_limit_refuses_with_530() {
         })
         .await
     );
-    login(&server, "guest", "guest").await.expect("a place again");
+    login(&server, "guest", "guest")
+        .await
+        .expect("a place again");
 }
 
 #[tokio::test]
@@ -46,11 +55,22 @@ async fn vhost_and_user_connection_limits_refuse_with_530() {
     let server = start().await;
     let actor = Actor::internal();
     let broker = server.broker();
-    broker.put_user("u1", Password::Clear("pw".into()), vec![], &actor).unwrap();
-    broker.set_permissions("u1", "/", ".*", ".*", ".*", &actor).unwrap();
+    broker
+        .put_user("u1", Password::Clear("pw".into()), vec![], &actor)
+        .unwrap();
+    broker
+        .set_permissions("u1", "/", ".*", ".*", ".*", &actor)
+        .unwrap();
 
     broker
-        .set_vhost_limits("/", VhostLimits { max_connections: Some(1), ..Default::default() }, &actor)
+        .set_vhost_limits(
+            "/",
+            VhostLimits {
+                max_connections: Some(1),
+                ..Default::default()
+            },
+            &actor,
+        )
         .unwrap();
     let first = connect(&server).await;
     let text = expect_code(login(&server, "u1", "pw").await.map(|_| ()), 530);
@@ -59,10 +79,19 @@ async fn vhost_and_user_connection_limits_refuse_with_530() {
         "NOT_ALLOWED - access to vhost '/' refused for user 'u1': connection limit (1) is reached"
     );
     drop(first);
-    broker.set_vhost_limits("/", VhostLimits::default(), &actor).unwrap();
+    broker
+        .set_vhost_limits("/", VhostLimits::default(), &actor)
+        .unwrap();
 
     broker
-        .set_user_limits("u1", UserLimits { max_connections: Some(1), ..Default::default() }, &actor)
+        .set_user_limits(
+            "u1",
+            UserLimits {
+                max_connections: Some(1),
+                ..Default::default()
+            },
+            &actor,
+        )
         .unwrap();
     let _one = login(&server, "u1", "pw").await.unwrap();
     let text = expect_code(login(&server, "u1", "pw").await.map(|_| ()), 530);
@@ -73,7 +102,14 @@ async fn vhost_and_user_connection_limits_refuse_with_530() {
     // Other users are not affected, and 0 refuses every connection.
     let _guest = connect(&server).await;
     broker
-        .set_vhost_limits("/", VhostLimits { max_connections: Some(0), ..Default::default() }, &actor)
+        .set_vhost_limits(
+            "/",
+            VhostLimits {
+                max_connections: Some(0),
+                ..Default::default()
+            },
+            &actor,
+        )
         .unwrap();
     expect_code(login(&server, "guest", "guest").await.map(|_| ()), 530);
 }
@@ -84,7 +120,14 @@ async fn the_user_channel_limit_closes_the_connection_with_530() {
     let actor = Actor::internal();
     server
         .broker()
-        .set_user_limits("guest", UserLimits { max_channels: Some(2), ..Default::default() }, &actor)
+        .set_user_limits(
+            "guest",
+            UserLimits {
+                max_channels: Some(2),
+                ..Default::default()
+            },
+            &actor,
+        )
         .unwrap();
     let a = connect(&server).await;
     let b = connect(&server).await;
@@ -119,9 +162,11 @@ async fn channel_max_bounds_channels_per_connection() {
     c.open_channel(2).await;
     c.send(&crate::raw::method(
         3,
-        amq_protocol::protocol::AMQPClass::Channel(amq_protocol::protocol::channel::AMQPMethod::Open(
-            amq_protocol::protocol::channel::Open {},
-        )),
+        amq_protocol::protocol::AMQPClass::Channel(
+            amq_protocol::protocol::channel::AMQPMethod::Open(
+                amq_protocol::protocol::channel::Open {},
+            ),
+        ),
     ))
     .await;
     let closed = c.expect_connection_close().await;
@@ -137,21 +182,40 @@ async fn the_vhost_queue_limit_refuses_new_queues_with_406() {
     let server = start().await;
     server
         .broker()
-        .set_vhost_limits("/", VhostLimits { max_queues: Some(1), ..Default::default() }, &Actor::internal())
+        .set_vhost_limits(
+            "/",
+            VhostLimits {
+                max_queues: Some(1),
+                ..Default::default()
+            },
+            &Actor::internal(),
+        )
         .unwrap();
     let conn = connect(&server).await;
     let ch = conn.create_channel().await.unwrap();
-    ch.queue_declare("one".into(), QueueDeclareOptions::default(), FieldTable::default())
-        .await
-        .unwrap();
+    ch.queue_declare(
+        "one".into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
     // Declaring the existing queue again is not a new queue.
-    ch.queue_declare("one".into(), QueueDeclareOptions::default(), FieldTable::default())
-        .await
-        .unwrap();
+    ch.queue_declare(
+        "one".into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
     let text = expect_code(
-        ch.queue_declare("two".into(), QueueDeclareOptions::default(), FieldTable::default())
-            .await
-            .map(|_| ()),
+        ch.queue_declare(
+            "two".into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map(|_| ()),
         406,
     );
     assert_eq!(
@@ -168,11 +232,22 @@ async fn an_oversized_publish_closes_the_channel_with_406() {
     let conn = connect(&server).await;
     let ch = conn.create_channel().await.unwrap();
     let mut events = conn.events_listener();
-    ch.basic_publish("".into(), "q".into(), BasicPublishOptions::default(), &[0u8; 1001],
-        BasicProperties::default()).await.unwrap();
+    ch.basic_publish(
+        "".into(),
+        "q".into(),
+        BasicPublishOptions::default(),
+        &[0u8; 1001],
+        BasicProperties::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         next_error(&mut events).await,
-        (406, "PRECONDITION_FAILED - message size 1001 is larger than configured max size 1000".into())
+        (
+            406,
+            "PRECONDITION_FAILED - message size 1001 is larger than configured max size 1000"
+                .into()
+        )
     );
 }
 
@@ -194,12 +269,21 @@ async fn frame_max_zero_does_not_let_a_peer_announce_a_4_gib_frame() {
     c.send(&frame).await;
     let closed = c.expect_connection_close().await;
     assert_eq!(closed.code, 501);
-    assert!(closed.text.contains("frame_too_large,4294967280"), "{}", closed.text);
+    assert!(
+        closed.text.contains("frame_too_large,4294967280"),
+        "{}",
+        closed.text
+    );
     // Frames up to the message size still pass.
     let mut ok = RawClient::open_with(server.amqp_addr(), 0, 0).await;
     ok.open_channel(1).await;
     ok.send(&crate::raw::publish(1, "", "nowhere")).await;
-    ok.send(&crate::raw::header_frame(1, 500_000, &[0, 0])).await;
-    ok.send(&crate::raw::body_frame(1, &vec![7u8; 500_000])).await;
-    assert!(!ok.is_closed_by_peer(std::time::Duration::from_millis(300)).await);
+    ok.send(&crate::raw::header_frame(1, 500_000, &[0, 0]))
+        .await;
+    ok.send(&crate::raw::body_frame(1, &vec![7u8; 500_000]))
+        .await;
+    assert!(
+        !ok.is_closed_by_peer(std::time::Duration::from_millis(300))
+            .await
+    );
 }

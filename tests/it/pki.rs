@@ -166,6 +166,11 @@ pub async fn lapin_connect(
     tls: lapin::tcp::OwnedTLSConfig,
 ) -> Result<lapin::Connection, lapin::Error> {
     let runtime = lapin::runtime::default_runtime().unwrap();
-    lapin::Connection::connect_with_config(url, lapin::ConnectionProperties::default(), tls, runtime)
-        .await
+    lapin::Connection::connect_with_config(
+        url,
+        lapin::ConnectionProperties::default(),
+        tls,
+        runtime,
+    )
+    .await
 }

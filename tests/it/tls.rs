@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use lapin::BasicProperties;
 use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::BasicProperties;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use warren::broker::access::Password;
 use warren::broker::audit::Actor;
@@ -52,9 +52,13 @@ async fn amqps_serves_lapin_beside_the_plain_listener() {
         .await
         .expect("lapin connects over TLS");
     let ch = conn.create_channel().await.unwrap();
-    ch.queue_declare("tq".into(), QueueDeclareOptions::default(), FieldTable::default())
-        .await
-        .unwrap();
+    ch.queue_declare(
+        "tq".into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
     ch.basic_publish(
         "".into(),
         "tq".into(),
@@ -75,7 +79,12 @@ async fn amqps_serves_lapin_beside_the_plain_listener() {
     let plain = crate::common::connect(&server).await;
     assert_ne!(server.amqp_addr(), server.amqps_addr().unwrap());
     assert_eq!(
-        server.broker().connections().iter().filter(|c| !c.tls).count(),
+        server
+            .broker()
+            .connections()
+            .iter()
+            .filter(|c| !c.tls)
+            .count(),
         1
     );
     plain.close(200, "bye".into()).await.unwrap();
@@ -86,14 +95,20 @@ async fn tls_1_3_and_1_2_are_both_negotiated() {
     let ca = Ca::new("test CA");
     let files = TlsFiles::write(&ca.server(), &ca);
     let server = start_with(files.config(false)).await;
-    let (v13, head) = tls_hello(&server, client_config(&ca, None, &[&rustls::version::TLS13]))
-        .await
-        .unwrap();
+    let (v13, head) = tls_hello(
+        &server,
+        client_config(&ca, None, &[&rustls::version::TLS13]),
+    )
+    .await
+    .unwrap();
     assert_eq!(v13, rustls::ProtocolVersion::TLSv1_3);
     assert!(is_connection_start(&head), "{head:?}");
-    let (v12, head) = tls_hello(&server, client_config(&ca, None, &[&rustls::version::TLS12]))
-        .await
-        .unwrap();
+    let (v12, head) = tls_hello(
+        &server,
+        client_config(&ca, None, &[&rustls::version::TLS12]),
+    )
+    .await
+    .unwrap();
     assert_eq!(v12, rustls::ProtocolVersion::TLSv1_2);
     assert!(is_connection_start(&head), "{head:?}");
 }
@@ -118,17 +133,27 @@ async fn a_client_certificate_from_an_unknown_ca_or_none_is_refused() {
     let server = start_with(files.config(true)).await;
     let url = amqps_url(&server, "guest", "guest");
     let foreign = stranger.client("guest", &[]);
-    assert!(lapin_connect(&url, lapin_tls(&ca, Some(&foreign))).await.is_err());
     assert!(
-        tls_hello(&server, client_config(&ca, Some(&foreign), &[&rustls::version::TLS13]))
+        lapin_connect(&url, lapin_tls(&ca, Some(&foreign)))
             .await
-            .is_err(),
+            .is_err()
+    );
+    assert!(
+        tls_hello(
+            &server,
+            client_config(&ca, Some(&foreign), &[&rustls::version::TLS13])
+        )
+        .await
+        .is_err(),
         "a certificate from an unknown CA fails the handshake"
     );
     assert!(
-        tls_hello(&server, client_config(&ca, None, &[&rustls::version::TLS13]))
-            .await
-            .is_err(),
+        tls_hello(
+            &server,
+            client_config(&ca, None, &[&rustls::version::TLS13])
+        )
+        .await
+        .is_err(),
         "fail_if_no_peer_cert: no certificate fails the handshake"
     );
     let ours = ca.client("guest", &[]);
@@ -155,7 +180,11 @@ async fn external_logs_in_the_user_named_by_the_client_certificate() {
         .await
         .expect("EXTERNAL login with a client certificate");
     conn.create_channel().await.unwrap();
-    let users: Vec<String> = broker.connections().iter().map(|c| c.user.clone()).collect();
+    let users: Vec<String> = broker
+        .connections()
+        .iter()
+        .map(|c| c.user.clone())
+        .collect();
     assert_eq!(users, vec!["cert-user".to_string()]);
     // A user with no password cannot log in with PLAIN.
     let plain = lapin_connect(
@@ -228,9 +257,13 @@ async fn certificates_reload_without_dropping_connections() {
     let after = lapin_connect(&url, lapin_tls(&new_ca, None)).await;
     assert!(after.is_ok(), "{:?}", after.err());
     // The connection made before the reload carries on.
-    ch.queue_declare("still-here".into(), QueueDeclareOptions::default(), FieldTable::default())
-        .await
-        .unwrap();
+    ch.queue_declare(
+        "still-here".into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
 
     // A broken file on reload keeps the certificates in use.
     std::fs::write(&files.cert, "not a certificate").unwrap();
@@ -244,7 +277,9 @@ async fn a_bad_certificate_file_stops_start_up_with_the_reason() {
     let ca = Ca::new("test CA");
     let files = TlsFiles::write(&ca.server(), &ca);
     std::fs::write(&files.cert, "garbage").unwrap();
-    let e = warren::Server::start(files.config(false)).await.unwrap_err();
+    let e = warren::Server::start(files.config(false))
+        .await
+        .unwrap_err();
     let text = e.to_string();
     assert!(
         text.contains("TLS certificate") && text.contains("server.pem"),
@@ -258,7 +293,15 @@ async fn a_bad_certificate_file_stops_start_up_with_the_reason() {
 
     // The binary says so and exits non-zero, no panic.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_warren"))
-        .args(["--ephemeral", "--amqp-port", "0", "--admin-port", "0", "--metrics-port", "0"])
+        .args([
+            "--ephemeral",
+            "--amqp-port",
+            "0",
+            "--admin-port",
+            "0",
+            "--metrics-port",
+            "0",
+        ])
         .args(["--amqps-port", "0", "--tls-cert"])
         .arg(files.path().join("nope.pem"))
         .arg("--tls-key")
@@ -266,8 +309,12 @@ async fn a_bad_certificate_file_stops_start_up_with_the_reason() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    let log = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(log.contains("nope.pem") && !log.contains("panicked"), "{log}");
+    let log =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("nope.pem") && !log.contains("panicked"),
+        "{log}"
+    );
 }
 
 #[tokio::test]
@@ -279,15 +326,15 @@ async fn the_http_listeners_serve_https_with_the_same_certificates() {
     config.metrics.tls = true;
     let server = start_with(config).await;
     for (addr, path) in [
-        (server.admin_addr().unwrap(), "/api/health/checks/is-in-service"),
+        (
+            server.admin_addr().unwrap(),
+            "/api/health/checks/is-in-service",
+        ),
         (server.metrics_addr().unwrap(), "/metrics"),
     ] {
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let connector = tokio_rustls::TlsConnector::from(client_config(
-            &ca,
-            None,
-            &[&rustls::version::TLS13],
-        ));
+        let connector =
+            tokio_rustls::TlsConnector::from(client_config(&ca, None, &[&rustls::version::TLS13]));
         let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
         let mut tls = connector.connect(name, tcp).await.unwrap();
         tls.write_all(
@@ -301,5 +348,68 @@ async fn the_http_listeners_serve_https_with_the_same_certificates() {
             .await
             .unwrap();
         assert!(response.starts_with("HTTP/1.1 200"), "{path}: {response}");
+    }
+}
+
+/// A consumer over TLS that falls behind (a small receive buffer, not
+/// reading for a while) still gets every delivery once it reads again, with
+/// heartbeats off so no other write can push out what rustls holds.
+/// (The flush after each write that this guards was found by the AMQPS
+/// benchmark, where its absence cut throughput to an eighth; this test did
+/// not reproduce that stall without it.)
+#[tokio::test]
+async fn tls_deliveries_are_flushed_after_the_socket_was_full() {
+    use amq_protocol::frame::AMQPFrame;
+    use amq_protocol::protocol::{AMQPClass, basic};
+    let ca = Ca::new("test CA");
+    let files = TlsFiles::write(&ca.server(), &ca);
+    let server = start_with(files.config(false)).await;
+    let plain = crate::common::connect(&server).await;
+    let ch = plain.create_channel().await.unwrap();
+    crate::common::declare(&ch, "backlog").await;
+    const N: usize = 2000;
+    let body = vec![7u8; 1000];
+    for _ in 0..N {
+        crate::common::put(&ch, "backlog", &body).await;
+    }
+    let queue = server.broker().vhost("/").unwrap().queues()[0].clone();
+    assert!(
+        crate::common::eventually(Duration::from_secs(10), || queue.counts().0 == N as u32).await
+    );
+
+    // A small receive buffer, so the broker's writes fill the socket often.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(server.amqps_addr().unwrap()).await.unwrap();
+    let connector =
+        tokio_rustls::TlsConnector::from(client_config(&ca, None, &[&rustls::version::TLS13]));
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    let mut c = crate::raw::RawClient::over(tls).handshake(131_072, 0).await;
+    c.open_channel(1).await;
+    c.send_method(
+        1,
+        AMQPClass::Basic(basic::AMQPMethod::Consume(basic::Consume {
+            queue: "backlog".into(),
+            consumer_tag: "c".into(),
+            no_local: false,
+            no_ack: true,
+            exclusive: false,
+            nowait: true,
+            arguments: FieldTable::default(),
+        })),
+    )
+    .await;
+    // Fall behind: the broker fills the socket and waits.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut delivered = 0;
+    while delivered < N {
+        match c.next_frame().await {
+            Some(AMQPFrame::Method(1, AMQPClass::Basic(basic::AMQPMethod::Deliver(_)))) => {
+                delivered += 1
+            }
+            Some(_) => {}
+            None => panic!("stalled after {delivered} of {N} deliveries"),
+        }
     }
 }

@@ -329,12 +329,9 @@ impl Conn {
                 self.rbuf.reserve(READ_CHUNK);
             }
             tokio::select! {
-                r = self.wr.write(&self.wbuf[self.wpos..]), if self.pending() > 0 => {
+                r = self.wr.write_some(&self.wbuf[self.wpos..]), if self.pending() > 0 || self.wr.needs_flush() => {
                     let n = r.context("writing to the broker")?;
                     self.written(n);
-                }
-                r = self.wr.flush(), if self.wr.needs_flush() => {
-                    r.context("writing to the broker")?;
                 }
                 r = self.rd.read_buf(&mut self.rbuf) => {
                     if r.context("reading from the broker")? == 0 {

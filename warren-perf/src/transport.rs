@@ -5,7 +5,7 @@
 //! A TLS write can leave encrypted bytes inside rustls when the socket is
 //! full: tokio-rustls then returns the plaintext as written and sends the
 //! rest only when polled again. [`Writer`] remembers that (`needs_flush`),
-//! so the loops keep polling [`Writer::flush`] until it is out even when
+//! so the loops keep polling [`Writer::write_some`] until it is out even when
 //! they have nothing new to write.
 
 use std::io;
@@ -85,7 +85,8 @@ fn client_config(tls: &TlsOptions) -> Result<Arc<rustls::ClientConfig>> {
                 .with_context(|| format!("reading {cert}"))?
                 .collect::<Result<Vec<_>, _>>()
                 .with_context(|| format!("reading {cert}"))?;
-            let key = PrivateKeyDer::from_pem_file(key).with_context(|| format!("reading {key}"))?;
+            let key =
+                PrivateKeyDer::from_pem_file(key).with_context(|| format!("reading {key}"))?;
             builder.with_client_auth_cert(chain, key)?
         }
         (None, None) => builder.with_no_client_auth(),
@@ -122,9 +123,20 @@ impl AsyncRead for Reader {
 }
 
 impl Writer {
-    /// TLS bytes wait inside rustls: keep polling `flush`.
+    /// TLS bytes wait inside rustls: keep polling [`Writer::write_some`].
     pub fn needs_flush(&self) -> bool {
         matches!(self, Writer::Tls { dirty: true, .. })
+    }
+
+    /// Write some of `buf`, or with nothing to write push out what rustls
+    /// still holds (returning 0). Cancel-safe: all of it happens in one poll.
+    pub async fn write_some(&mut self, buf: &[u8]) -> io::Result<usize> {
+        use tokio::io::AsyncWriteExt;
+        if buf.is_empty() {
+            self.flush().await?;
+            return Ok(0);
+        }
+        self.write(buf).await
     }
 }
 

@@ -80,7 +80,12 @@ impl Channel {
                 }
             }
             M::Bind(b) => {
-                self.check_binding(s, b.destination.as_str(), b.source.as_str(), b.routing_key.as_str())?;
+                self.check_binding(
+                    s,
+                    b.destination.as_str(),
+                    b.source.as_str(),
+                    b.routing_key.as_str(),
+                )?;
                 let durability = s.vhost.bind_exchange(
                     b.destination.as_str(),
                     b.source.as_str(),
@@ -96,7 +101,12 @@ impl Channel {
                 }
             }
             M::Unbind(b) => {
-                self.check_binding(s, b.destination.as_str(), b.source.as_str(), b.routing_key.as_str())?;
+                self.check_binding(
+                    s,
+                    b.destination.as_str(),
+                    b.source.as_str(),
+                    b.routing_key.as_str(),
+                )?;
                 let durability = s.vhost.unbind_exchange(
                     b.destination.as_str(),
                     b.source.as_str(),

@@ -43,8 +43,7 @@ impl Channel {
                 } else if !name.as_str().is_empty() {
                     s.check(Access::Configure, "queue", name.as_str())?;
                 }
-                let dead_letter_exchange = match d.arguments.inner().get("x-dead-letter-exchange")
-                {
+                let dead_letter_exchange = match d.arguments.inner().get("x-dead-letter-exchange") {
                     Some(AMQPValue::LongString(x)) => {
                         Some(String::from_utf8_lossy(x.as_bytes()).into_owned())
                     }
@@ -106,7 +105,13 @@ impl Channel {
             M::Bind(b) => {
                 let name = self.queue_name(b.queue)?;
                 let key = self.routing_key_shortcut(b.routing_key, &name);
-                self.check_binding_to(s, "queue", name.as_str(), b.exchange.as_str(), key.as_str())?;
+                self.check_binding_to(
+                    s,
+                    "queue",
+                    name.as_str(),
+                    b.exchange.as_str(),
+                    key.as_str(),
+                )?;
                 let durability = s.vhost.bind_queue(
                     s.connection_id,
                     name.as_str(),
@@ -129,7 +134,13 @@ impl Channel {
             M::Unbind(b) => {
                 let name = self.queue_name(b.queue)?;
                 let key = self.routing_key_shortcut(b.routing_key, &name);
-                self.check_binding_to(s, "queue", name.as_str(), b.exchange.as_str(), key.as_str())?;
+                self.check_binding_to(
+                    s,
+                    "queue",
+                    name.as_str(),
+                    b.exchange.as_str(),
+                    key.as_str(),
+                )?;
                 let durability = s.vhost.unbind_queue(
                     s.connection_id,
                     name.as_str(),

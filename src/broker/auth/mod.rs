@@ -253,7 +253,13 @@ impl Users {
         let mut out = Vec::new();
         for ((u, v), by_exchange) in &t.topic {
             for (x, e) in by_exchange {
-                out.push((u.clone(), v.clone(), x.clone(), e.write.clone(), e.read.clone()));
+                out.push((
+                    u.clone(),
+                    v.clone(),
+                    x.clone(),
+                    e.write.clone(),
+                    e.read.clone(),
+                ));
             }
         }
         out

@@ -122,7 +122,10 @@ mod tests {
     fn topic_patterns_expand_user_and_vhost_escaped() {
         let t = TopicPermission::new("a.b", "v/1", "^{username}\\.", "^{vhost}$").unwrap();
         assert!(t.allows(Access::Write, "a.b.x"));
-        assert!(!t.allows(Access::Write, "aXb.x"), "the dot in the name is literal");
+        assert!(
+            !t.allows(Access::Write, "aXb.x"),
+            "the dot in the name is literal"
+        );
         assert!(t.allows(Access::Read, "v/1"));
         assert!(!t.allows(Access::Read, "v/12"));
     }
