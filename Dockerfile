@@ -23,7 +23,7 @@ ENV WARREN_DATA_DIR=/var/lib/rabbitmq \
     WARREN_AUTH__LOOPBACK_USERS=[]
 USER rabbitmq
 VOLUME /var/lib/rabbitmq
-EXPOSE 5672 15672 15692
+EXPOSE 5672 5671 15672 15692
 # `warren healthcheck` exits 0 once the broker answers AMQP on 127.0.0.1:5672.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --start-interval=100ms \
   CMD warren healthcheck || exit 1

@@ -60,6 +60,7 @@ pub mod queue;
 pub mod server;
 pub mod startup;
 pub mod store;
+pub mod tls;
 
 pub use config::Config;
 pub use error::AmqpError;

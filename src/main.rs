@@ -40,6 +40,21 @@ struct Cli {
     /// AMQP port; 0 picks a free one.
     #[arg(long, env = "WARREN_AMQP_PORT")]
     amqp_port: Option<u16>,
+    /// AMQPS (TLS) port; turns the TLS listener on. 0 picks a free one.
+    #[arg(long, env = "WARREN_AMQPS_PORT")]
+    amqps_port: Option<u16>,
+    /// PEM certificate chain for AMQPS and HTTPS.
+    #[arg(long, env = "WARREN_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of the certificate.
+    #[arg(long, env = "WARREN_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA bundle client certificates are verified against.
+    #[arg(long, env = "WARREN_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// Require a client certificate and verify it against --tls-ca.
+    #[arg(long, env = "WARREN_TLS_VERIFY_PEER")]
+    tls_verify_peer: bool,
     /// HTTP admin API port; 0 picks a free one.
     #[arg(long, env = "WARREN_ADMIN_PORT")]
     admin_port: Option<u16>,
@@ -85,6 +100,11 @@ fn main() -> ExitCode {
     let overrides = Overrides {
         config_file: cli.config,
         amqp_port: cli.amqp_port,
+        amqps_port: cli.amqps_port,
+        tls_cert: cli.tls_cert,
+        tls_key: cli.tls_key,
+        tls_ca: cli.tls_ca,
+        tls_verify_peer: cli.tls_verify_peer,
         admin_port: cli.admin_port,
         metrics_port: cli.metrics_port,
         data_dir: cli.data_dir,
@@ -124,10 +144,40 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let server = std::sync::Arc::new(server);
+        let reloader = tokio::spawn(reload_on_sighup(server.clone()));
         shutdown_signal().await;
-        server.shutdown().await;
+        reloader.abort();
+        let _ = reloader.await;
+        match std::sync::Arc::try_unwrap(server) {
+            Ok(server) => server.shutdown().await,
+            Err(_) => tracing::error!("cannot shut down cleanly: the server is still in use"),
+        }
         ExitCode::SUCCESS
     })
+}
+
+/// SIGHUP reloads the TLS certificates (connections stay up) and starts a
+/// new audit file (after rotation).
+async fn reload_on_sighup(server: std::sync::Arc<warren::Server>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match server.reload_tls() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificates reloaded"),
+                Err(e) => tracing::error!("SIGHUP: {e}; keeping the certificates in use"),
+            }
+            server.reopen_audit_log();
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = server;
+    }
 }
 
 async fn shutdown_signal() {

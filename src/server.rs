@@ -22,10 +22,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin;
 use crate::broker::Broker;
+use crate::broker::audit::AuditLog;
 use crate::config::Config;
 use crate::listeners::bind_all;
 use crate::startup::StartupError;
 use crate::store::Store;
+use crate::tls::TlsSettings;
+use crate::tls::http::TlsListener;
 
 /// How long shutdown waits for connections to close before giving up.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
@@ -35,6 +38,8 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
 pub struct Server {
     broker: Arc<Broker>,
     amqp_addrs: Vec<SocketAddr>,
+    amqps_addrs: Vec<SocketAddr>,
+    tls: Option<Arc<TlsSettings>>,
     admin_addr: Option<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
@@ -77,7 +82,23 @@ impl Server {
     /// Start over a store opened by the caller (embedding, or tests that
     /// inject storage failures).
     pub async fn start_with_store(config: Config, store: Store) -> Result<Server, StartupError> {
-        let amqp = bind_all("AMQP", &config.amqp.bind, config.amqp.port)?;
+        // Certificates first: a bad file must stop start-up before any
+        // port is taken.
+        let wants_tls = config.amqps.enabled || config.admin.tls || config.metrics.tls;
+        let tls = match wants_tls {
+            true => Some(Arc::new(
+                TlsSettings::load(&config.tls).map_err(|e| StartupError::Tls(e.to_string()))?,
+            )),
+            false => None,
+        };
+        let amqp = match config.amqp.enabled {
+            true => bind_all("AMQP", &config.amqp.bind, config.amqp.port)?,
+            false => Vec::new(),
+        };
+        let amqps = match config.amqps.enabled {
+            true => bind_all("AMQPS", &config.amqps.bind, config.amqps.port)?,
+            false => Vec::new(),
+        };
         let admin = match config.admin.enabled {
             true => Some(bind_all(
                 "the admin API",
@@ -94,14 +115,22 @@ impl Server {
             )?),
             false => None,
         };
-        // Recovery reads the store: blocking work.
-        let broker = tokio::task::spawn_blocking(move || Broker::open(config, store))
-            .await
-            .map_err(|e| StartupError::Config(format!("recovery failed: {e}")))?
-            .map_err(|source| StartupError::Store {
-                path: PathBuf::from("<recovery>"),
+        let audit = match config.audit.enabled {
+            true => AuditLog::open(&config.audit.path).map_err(|source| StartupError::Audit {
+                path: config.audit.path.clone(),
                 source,
-            })?;
+            })?,
+            false => AuditLog::disabled(),
+        };
+        // Recovery reads the store: blocking work.
+        let broker =
+            tokio::task::spawn_blocking(move || Broker::open_with_audit(config, store, audit))
+                .await
+                .map_err(|e| StartupError::Config(format!("recovery failed: {e}")))?
+                .map_err(|source| StartupError::Store {
+                    path: PathBuf::from("<recovery>"),
+                    source,
+                })?;
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
 
@@ -123,6 +152,20 @@ impl Server {
             amqp_addrs.push(addr);
             tasks.spawn(accept_loop(
                 listener,
+                None,
+                broker.clone(),
+                shutdown.clone(),
+                tasks.clone(),
+            ));
+        }
+        let mut amqps_addrs = Vec::new();
+        for listener in amqps {
+            let addr = local_addr(&listener);
+            tracing::info!("started TLS (SSL) listener on {addr}");
+            amqps_addrs.push(addr);
+            tasks.spawn(accept_loop(
+                listener,
+                tls.clone(),
                 broker.clone(),
                 shutdown.clone(),
                 tasks.clone(),
@@ -130,40 +173,38 @@ impl Server {
         }
 
         // Every address of a listener has the same port.
+        let https = |on: bool| if on { tls.clone() } else { None };
         let admin_addr = admin.map(|listeners| {
-            let addr = listeners.first().map(local_addr).unwrap_or(unbound());
-            tracing::info!(
-                "Management plugin: HTTP (non-TLS) listener started on port {}",
-                addr.port()
-            );
-            for listener in listeners {
-                tasks.spawn(admin::serve(
-                    listener,
-                    admin::router(broker.clone()),
-                    shutdown.clone(),
-                ));
-            }
-            addr
+            let router = admin::router(broker.clone());
+            serve_http(
+                "Management plugin",
+                listeners,
+                router,
+                https(broker.config.admin.tls),
+                &tasks,
+                &shutdown,
+            )
         });
         let metrics_addr = metrics.map(|listeners| {
-            let addr = listeners.first().map(local_addr).unwrap_or(unbound());
-            tracing::info!(
-                "Prometheus metrics: HTTP (non-TLS) listener started on port {}",
-                addr.port()
-            );
-            for listener in listeners {
-                tasks.spawn(admin::serve(
-                    listener,
-                    admin::metrics_router(broker.clone()),
-                    shutdown.clone(),
-                ));
-            }
-            addr
+            let router = admin::metrics_router(broker.clone());
+            serve_http(
+                "Prometheus metrics",
+                listeners,
+                router,
+                https(broker.config.metrics.tls),
+                &tasks,
+                &shutdown,
+            )
         });
         tracing::info!("Server startup complete; 0 plugins started.");
+        if amqp_addrs.is_empty() && amqps_addrs.is_empty() {
+            return Err(StartupError::Config("no AMQP listener is enabled".into()));
+        }
         Ok(Server {
             broker,
             amqp_addrs,
+            amqps_addrs,
+            tls,
             admin_addr,
             metrics_addr,
             shutdown,
@@ -171,13 +212,38 @@ impl Server {
         })
     }
 
+    /// Read the certificate files again (SIGHUP): new TLS handshakes use
+    /// them, connections already open carry on. On error the old
+    /// certificates stay in use.
+    pub fn reload_tls(&self) -> Result<(), StartupError> {
+        match &self.tls {
+            Some(tls) => tls.reload().map_err(|e| StartupError::Tls(e.to_string())),
+            None => Ok(()),
+        }
+    }
+
+    /// Start a new audit file at the configured path (after rotation).
+    pub fn reopen_audit_log(&self) {
+        self.broker.audit.reopen();
+    }
+
+    /// The first AMQPS listener's address, if it runs.
+    pub fn amqps_addr(&self) -> Option<SocketAddr> {
+        self.amqps_addrs.first().copied()
+    }
+
     pub fn broker(&self) -> &Arc<Broker> {
         &self.broker
     }
 
-    /// The first AMQP listener's address.
+    /// The first plain AMQP listener's address, or the first AMQPS one
+    /// when there is no plain listener.
     pub fn amqp_addr(&self) -> SocketAddr {
-        self.amqp_addrs.first().copied().unwrap_or(unbound())
+        self.amqp_addrs
+            .first()
+            .or(self.amqps_addrs.first())
+            .copied()
+            .unwrap_or(unbound())
     }
 
     /// Every AMQP listener's address, in the order configured.
@@ -228,6 +294,37 @@ impl Server {
     }
 }
 
+/// Serve `router` on every address of an HTTP listener, over TLS if
+/// `tls`; the address (they share the port) for operators.
+fn serve_http(
+    what: &str,
+    listeners: Vec<TcpListener>,
+    router: axum::Router,
+    tls: Option<Arc<TlsSettings>>,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> SocketAddr {
+    let addr = listeners.first().map(local_addr).unwrap_or(unbound());
+    let kind = if tls.is_some() {
+        "HTTPS"
+    } else {
+        "HTTP (non-TLS)"
+    };
+    tracing::info!("{what}: {kind} listener started on port {}", addr.port());
+    for listener in listeners {
+        match &tls {
+            Some(tls) => {
+                let l = TlsListener::new(listener, tls.clone(), shutdown.clone());
+                tasks.spawn(admin::serve(l, router.clone(), shutdown.clone()));
+            }
+            None => {
+                tasks.spawn(admin::serve(listener, router.clone(), shutdown.clone()));
+            }
+        }
+    }
+    addr
+}
+
 fn local_addr(listener: &TcpListener) -> SocketAddr {
     listener.local_addr().unwrap_or_else(|_| unbound())
 }
@@ -238,6 +335,7 @@ fn unbound() -> SocketAddr {
 
 async fn accept_loop(
     listener: TcpListener,
+    tls: Option<Arc<TlsSettings>>,
     broker: Arc<Broker>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -258,17 +356,29 @@ async fn accept_loop(
                 // IPv4 clients of a dual-stack socket arrive as
                 // ::ffff:a.b.c.d; name them as IPv4 (loopback checks, logs).
                 let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-                if max != 0 && broker.connections().len() >= max {
-                    tracing::warn!(%peer, "connection refused: limit of {max} connections reached");
+                // `connection.open` refuses connections past the limit with
+                // RabbitMQ's 530; sockets far past it (a flood of handshakes)
+                // are dropped here before they cost anything.
+                if max != 0 && tasks.len() >= 2 * max + 16 {
+                    tracing::warn!(%peer, "connection dropped: {max} connections and as many handshakes in progress");
                     drop(stream);
                     continue;
                 }
-                tasks.spawn(crate::amqp::connection::serve_tcp(
-                    stream,
-                    peer,
-                    broker.clone(),
-                    shutdown.clone(),
-                ));
+                match &tls {
+                    None => tasks.spawn(crate::amqp::serve::serve_tcp(
+                        stream,
+                        peer,
+                        broker.clone(),
+                        shutdown.clone(),
+                    )),
+                    Some(tls) => tasks.spawn(crate::amqp::serve::serve_tls(
+                        stream,
+                        peer,
+                        tls.amqp_acceptor(),
+                        broker.clone(),
+                        shutdown.clone(),
+                    )),
+                };
             }
             Err(e) => {
                 let out_of_descriptors = matches!(e.raw_os_error(), Some(23 | 24)); // ENFILE, EMFILE

@@ -23,6 +23,13 @@ pub enum StartupError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot load TLS certificates: {0}")]
+    Tls(String),
+    #[error("cannot open the audit log {path}: {source}")]
+    Audit {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot open the store in {path}: {source}")]
     Store {
         path: std::path::PathBuf,

@@ -13,7 +13,6 @@ mod prometheus;
 use std::sync::Arc;
 
 use axum::Router;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
@@ -30,10 +29,17 @@ pub fn metrics_router(broker: Arc<Broker>) -> Router {
     prometheus::routes().with_state(broker)
 }
 
-/// Serve `router` on `listener` until `shutdown` fires.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) {
+/// Serve `router` on `listener` (plain TCP, or TLS streams from
+/// [`crate::tls::http::TlsListener`]) until `shutdown` fires.
+pub async fn serve<L>(listener: L, router: Router, shutdown: CancellationToken)
+where
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+{
+    use axum::serve::ListenerExt;
     let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let result = axum::serve(listener, service)
+    // `tap_io` gives any listener whose address is a SocketAddr axum's
+    // `ConnectInfo<SocketAddr>` (the handlers read the peer from it).
+    let result = axum::serve(listener.tap_io(|_| {}), service)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await;
     if let Err(e) = result {

@@ -1,5 +1,14 @@
 //! Opening a connection: protocol header, `connection.start`/`start-ok`
-//! (SASL PLAIN or AMQPLAIN), `tune`/`tune-ok`, and `open` of a vhost.
+//! (SASL PLAIN, AMQPLAIN, or EXTERNAL with a client certificate),
+//! `tune`/`tune-ok`, and `open` of a vhost, where the connection limits
+//! are checked and the connection registered.
+//!
+//! A refused login follows RabbitMQ: 403 ACCESS_REFUSED ("Login was
+//! refused…") for clients with `authentication_failure_close`, the reason
+//! in the log (`PLAIN login refused: user 'x' - invalid credentials`), and
+//! the socket closed only after a while. On top, an address that keeps
+//! failing is answered ever later and, past a cap per minute, refused
+//! unchecked (`broker::login_guard`).
 //!
 //! Negotiation follows RabbitMQ's rules: the client's `tune-ok` values are
 //! final but may not exceed what the server offered, and a heartbeat of 0
@@ -7,6 +16,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use amq_protocol::protocol::{AMQPClass, connection};
 use amq_protocol::types::parsing::parse_field_table;
@@ -14,16 +24,32 @@ use amq_protocol::types::{AMQPValue, FieldTable, LongString};
 use bytes::BufMut;
 
 use super::codec::{self, Frame, PROTOCOL_HEADER};
+use super::open_channels::OpenChannels;
 use super::outbox::Outbox;
 use super::reader::{End, FrameReader, Transport};
-use crate::broker::{Broker, RABBITMQ_VERSION, VHost};
+use crate::broker::{Broker, ClientConnection, RABBITMQ_VERSION, VHost};
 use crate::error::AmqpError;
+use crate::tls::TlsInfo;
+use crate::tls::identity::{LoginFrom, login_name};
+use tokio_util::sync::CancellationToken;
+
+/// The transport a connection came in on.
+#[derive(Clone, Debug)]
+pub struct Link {
+    pub peer: SocketAddr,
+    /// Set for AMQPS.
+    pub tls: Option<TlsInfo>,
+}
 
 /// What the client and server agreed on.
 #[derive(Debug)]
 pub struct Negotiated {
     pub user: String,
     pub vhost: Arc<VHost>,
+    /// Registered with the broker (the connection limits let it in).
+    pub client: Arc<ClientConnection>,
+    /// Its channels, as the broker inspects them.
+    pub open_channels: Arc<OpenChannels>,
     pub channel_max: u16,
     pub frame_max: u32,
     pub heartbeat: u16,
@@ -54,12 +80,16 @@ impl ClientCapabilities {
     }
 }
 
+/// RabbitMQ closes a connection whose handshake failed only after this
+/// (`?SILENT_CLOSE_DELAY`), so failed logins cannot be retried at full speed.
+const SILENT_CLOSE_DELAY: Duration = Duration::from_secs(3);
+
 /// The protocol header, then the connection-class handshake.
 pub async fn run<R: Transport>(
     reader: &mut FrameReader<R>,
-    outbox: &Outbox,
+    outbox: &Arc<Outbox>,
     broker: &Broker,
-    peer: SocketAddr,
+    link: &Link,
 ) -> Result<Negotiated, End> {
     let header = reader.read_exact_header().await?;
     // RabbitMQ also serves 0-9-1 to clients that announce 0-9 the old way.
@@ -68,21 +98,22 @@ pub async fn run<R: Transport>(
         outbox.send(|buf| buf.put_slice(PROTOCOL_HEADER));
         return Err(End::Closed);
     }
-    outbox.send(|buf| codec::encode_method(buf, 0, &start(broker)));
+    let mechanisms = offered_mechanisms(broker, link);
+    outbox.send(|buf| codec::encode_method(buf, 0, &start(broker, &mechanisms)));
 
     let start_ok = match expect_connection_method(reader).await? {
         connection::AMQPMethod::StartOk(s) => s,
         other => return Err(unexpected(&other, "connection.start-ok")),
     };
     let capabilities = ClientCapabilities::from_properties(&start_ok.client_properties);
-    let user = authenticate(broker, &start_ok, peer).map_err(|refusal| {
-        tracing::warn!(%peer, "{}", refusal.detail);
-        if capabilities.authentication_failure_close {
-            End::Protocol(refusal)
-        } else {
-            End::Closed
+    let mechanism = start_ok.mechanism.as_str().to_string();
+    let user = match login(broker, &start_ok, link, &mechanisms) {
+        Ok(user) => user,
+        Err(Refusal::Protocol(e)) => return Err(End::Protocol(e)),
+        Err(Refusal::Login { user, reason }) => {
+            return Err(refuse_login(broker, link, &mechanism, &user, &reason, capabilities).await);
         }
-    })?;
+    };
 
     let limits = &broker.config.limits;
     let tune = connection::Tune {
@@ -113,26 +144,43 @@ pub async fn run<R: Transport>(
         tune.channel_max.into(),
         tune_ok.channel_max.into(),
     )?;
-    reader.frame_max = tune_ok.frame_max;
+    reader.frame_max = frame_limit(tune_ok.frame_max, limits.max_message_size);
 
     let open = match expect_connection_method(reader).await? {
         connection::AMQPMethod::Open(o) => o,
         other => return Err(unexpected(&other, "connection.open")),
     };
     let vhost_name = open.virtual_host.as_str();
-    let vhost = broker.vhost(vhost_name).ok_or_else(|| {
-        End::Protocol(
-            AmqpError::not_allowed(format!("vhost {vhost_name} not found")).caused_by(10, 40),
-        )
-    })?;
-    if !broker.users.can_access_vhost(&user, vhost_name) {
-        return Err(End::Protocol(
-            AmqpError::not_allowed(format!(
-                "access to vhost '{vhost_name}' refused for user '{user}'"
-            ))
-            .caused_by(10, 40),
-        ));
-    }
+    let admitted = admit(broker, link, outbox, &user, vhost_name);
+    let Admitted {
+        vhost,
+        client,
+        open_channels,
+    } = match admitted {
+        Ok(ok) => ok,
+        Err(e) => {
+            tracing::error!(peer = %link.peer, user = %user, "Error on AMQP connection: {}", e.detail);
+            broker.audit.login(
+                false,
+                &user,
+                link.peer,
+                &mechanism,
+                link.tls.is_some(),
+                Some(vhost_name),
+                Some(&e.detail),
+            );
+            return Err(End::Protocol(e.caused_by(10, 40)));
+        }
+    };
+    broker.audit.login(
+        true,
+        &user,
+        link.peer,
+        &mechanism,
+        link.tls.is_some(),
+        Some(vhost_name),
+        None,
+    );
     outbox.send(|buf| {
         codec::encode_method(
             buf,
@@ -143,12 +191,114 @@ pub async fn run<R: Transport>(
     Ok(Negotiated {
         user,
         vhost,
+        client,
+        open_channels,
         channel_max: tune_ok.channel_max,
         frame_max: tune_ok.frame_max,
         heartbeat: tune_ok.heartbeat,
         client_properties: start_ok.client_properties,
         capabilities,
     })
+}
+
+/// The largest frame the reader accepts. With `frame_max` 0 ("no limit")
+/// a frame is still bounded by the largest message allowed.
+fn frame_limit(negotiated: u32, max_message_size: u64) -> u32 {
+    if negotiated != 0 {
+        return negotiated;
+    }
+    u32::try_from(max_message_size.saturating_add(4096)).unwrap_or(u32::MAX)
+}
+
+/// `connection.open`: the vhost must exist and the user have permissions
+/// on it, then the connection limits must let it in (registering it).
+fn admit(
+    broker: &Broker,
+    link: &Link,
+    outbox: &Arc<Outbox>,
+    user: &str,
+    vhost_name: &str,
+) -> Result<Admitted, AmqpError> {
+    let vhost = broker
+        .vhost(vhost_name)
+        .ok_or_else(|| AmqpError::not_allowed(format!("vhost {vhost_name} not found")))?;
+    if !broker.users.can_access_vhost(user, vhost_name) {
+        return Err(AmqpError::not_allowed(format!(
+            "access to vhost '{vhost_name}' refused for user '{user}'"
+        )));
+    }
+    let open_channels = OpenChannels::new(outbox.clone());
+    let client = Arc::new(ClientConnection {
+        id: broker.next_id(),
+        peer: link.peer,
+        user: user.to_string(),
+        vhost: vhost.name.clone(),
+        connected_at: SystemTime::now(),
+        tls: link.tls.is_some(),
+        close: CancellationToken::new(),
+        close_reason: Default::default(),
+        flow: Default::default(),
+        probe: open_channels.clone(),
+        late_acks: Default::default(),
+    });
+    broker.admit_connection(client.clone())?;
+    Ok(Admitted {
+        vhost,
+        client,
+        open_channels,
+    })
+}
+
+/// What `connection.open` let in.
+struct Admitted {
+    vhost: Arc<VHost>,
+    client: Arc<ClientConnection>,
+    open_channels: Arc<OpenChannels>,
+}
+
+/// Why `start-ok` did not log anyone in.
+enum Refusal {
+    /// A protocol error (unknown mechanism, unreadable response).
+    Protocol(AmqpError),
+    /// The credentials were refused: RabbitMQ's `auth_fail`.
+    Login { user: String, reason: String },
+}
+
+/// Log, count and delay a refused login, then end the handshake as
+/// RabbitMQ does: `connection.close` 403 for clients that understand
+/// `authentication_failure_close`, a silent close after 3 s for others.
+async fn refuse_login(
+    broker: &Broker,
+    link: &Link,
+    mechanism: &str,
+    user: &str,
+    reason: &str,
+    capabilities: ClientCapabilities,
+) -> End {
+    tracing::warn!(peer = %link.peer, "{mechanism} login refused: {reason}");
+    broker.metrics.auth_attempt(link.peer.ip(), user, false);
+    broker.audit.login(
+        false,
+        user,
+        link.peer,
+        mechanism,
+        link.tls.is_some(),
+        None,
+        Some(reason),
+    );
+    let step = Duration::from_millis(broker.config.auth.failed_login_delay_ms);
+    let delay = broker.logins.failed(link.peer.ip().to_canonical(), step);
+    tokio::time::sleep(delay).await;
+    if capabilities.authentication_failure_close {
+        // RabbitMQ names no method (0/0) in this close.
+        End::Protocol(AmqpError::access_refused(format!(
+            "Login was refused using authentication mechanism {mechanism}. For details see the \
+             broker logfile."
+        )))
+    } else {
+        tokio::time::sleep(SILENT_CLOSE_DELAY).await;
+        End::Closed
+    }
 }
 
 async fn expect_connection_method<R: Transport>(
@@ -206,41 +356,106 @@ fn check_negotiated(field: &str, min: u64, server: u64, client: u64) -> Result<(
     Ok(())
 }
 
+/// The mechanisms offered on this link: the configured ones, EXTERNAL
+/// only when the client presented a verified certificate.
+fn offered_mechanisms(broker: &Broker, link: &Link) -> Vec<&'static str> {
+    let has_cert = link
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.peer_certificate.is_some());
+    ["PLAIN", "AMQPLAIN", "EXTERNAL"]
+        .into_iter()
+        .filter(|m| broker.config.auth.mechanisms.iter().any(|c| c == m))
+        .filter(|m| *m != "EXTERNAL" || has_cert)
+        .collect()
+}
+
 /// Check the credentials in `start-ok`; returns the user name.
-fn authenticate(
+fn login(
     broker: &Broker,
     start_ok: &connection::StartOk,
-    peer: SocketAddr,
-) -> Result<String, AmqpError> {
+    link: &Link,
+    offered: &[&str],
+) -> Result<String, Refusal> {
     let mechanism = start_ok.mechanism.as_str();
-    let (user, pass) = match mechanism {
-        "PLAIN" => parse_plain(start_ok.response.as_bytes()),
-        "AMQPLAIN" => parse_amqplain(start_ok.response.as_bytes()),
-        other => {
-            return Err(AmqpError::access_refused(format!(
-                "unsupported authentication mechanism '{other}'"
+    if !offered.contains(&mechanism) {
+        let known = ["PLAIN", "AMQPLAIN", "EXTERNAL"].contains(&mechanism);
+        let adjective = if known { "invalid" } else { "unknown" };
+        return Err(Refusal::Protocol(
+            AmqpError::command_invalid(format!(
+                "{adjective} authentication mechanism '{mechanism}'"
             ))
-            .caused_by(10, 11));
+            .caused_by(10, 11),
+        ));
+    }
+    let ip = link.peer.ip().to_canonical();
+    let cap = broker.config.auth.max_failed_logins_per_minute;
+    let blocked = cap != 0 && broker.logins.recent_failures(ip) >= cap as usize;
+    let user = if mechanism == "EXTERNAL" {
+        let cert = link
+            .tls
+            .as_ref()
+            .and_then(|t| t.peer_certificate.as_deref());
+        let auth = &broker.config.auth;
+        let how = LoginFrom {
+            from: auth.ssl_cert_login_from.clone(),
+            san_type: auth.ssl_cert_login_san_type.clone(),
+            san_index: auth.ssl_cert_login_san_index,
+        };
+        let Some(name) = cert.and_then(|c| login_name(c, &how)) else {
+            return Err(Refusal::Login {
+                user: String::new(),
+                reason: "no user name found in the client certificate".into(),
+            });
+        };
+        if blocked {
+            return Err(too_many(name, ip));
         }
+        if broker.users.user(&name).is_none() {
+            return Err(Refusal::Login {
+                reason: format!("user '{name}' - invalid credentials"),
+                user: name,
+            });
+        }
+        name
+    } else {
+        let parsed = match mechanism {
+            "PLAIN" => parse_plain(start_ok.response.as_bytes()),
+            _ => parse_amqplain(start_ok.response.as_bytes()),
+        };
+        let (user, pass) = parsed.ok_or_else(|| {
+            Refusal::Protocol(
+                AmqpError::syntax_error(format!("{mechanism} response invalid")).caused_by(10, 11),
+            )
+        })?;
+        if blocked {
+            return Err(too_many(user, ip));
+        }
+        if broker.users.authenticate(&user, &pass).is_none() {
+            return Err(Refusal::Login {
+                reason: format!("user '{user}' - invalid credentials"),
+                user,
+            });
+        }
+        user
+    };
+    if !broker.allowed_from(&user, &link.peer) {
+        return Err(Refusal::Login {
+            reason: format!("user '{user}' can only connect via localhost"),
+            user,
+        });
     }
-    .ok_or_else(|| {
-        AmqpError::access_refused(format!("malformed {mechanism} authentication response"))
-            .caused_by(10, 11)
-    })?;
-    if broker.users.authenticate(&user, &pass).is_none() {
-        // RabbitMQ names no method (0/0) in this close.
-        return Err(AmqpError::access_refused(format!(
-            "Login was refused using authentication mechanism {mechanism}. For details see the \
-             broker logfile."
-        )));
-    }
-    if !broker.allowed_from(&user, &peer) {
-        return Err(AmqpError::access_refused(format!(
-            "User '{user}' can only connect via localhost"
-        ))
-        .caused_by(10, 11));
-    }
+    broker.metrics.auth_attempt(link.peer.ip(), &user, true);
     Ok(user)
+}
+
+fn too_many(user: String, ip: std::net::IpAddr) -> Refusal {
+    Refusal::Login {
+        reason: format!(
+            "user '{user}' - too many failed logins from {ip} in the last minute, not checked"
+        ),
+        user,
+    }
 }
 
 /// SASL PLAIN: `authzid \0 user \0 password`.
@@ -270,7 +485,7 @@ fn parse_amqplain(response: &[u8]) -> Option<(String, String)> {
     Some((text("LOGIN")?, text("PASSWORD")?))
 }
 
-fn start(broker: &Broker) -> AMQPClass {
+fn start(broker: &Broker, mechanisms: &[&str]) -> AMQPClass {
     let mut caps = FieldTable::default();
     for cap in [
         "publisher_confirms",
@@ -305,7 +520,7 @@ fn start(broker: &Broker) -> AMQPClass {
         version_major: 0,
         version_minor: 9,
         server_properties: props,
-        mechanisms: LongString::from("PLAIN AMQPLAIN"),
+        mechanisms: LongString::from(mechanisms.join(" ")),
         locales: LongString::from("en_US"),
     }))
 }

@@ -5,10 +5,12 @@
 //!   `decode`, `codec/methods.rs` method payloads (the `basic.publish` /
 //!   `basic.ack` fast path and its parser fallback), `codec/encode.rs` the
 //!   `encode_*` functions.
-//! - `reader` reads a socket into one adaptive buffer and cuts frames off
-//!   it; `connection` is a connection's reader task and channel table, with
-//!   `handshake` for the opening exchange, `closing` for how it ends on the
-//!   wire, and `session` for what its channels share.
+//! - `serve` takes an accepted socket (plain or TLS) through the handshake
+//!   to the connection. `reader` reads a socket into one adaptive buffer
+//!   and cuts frames off it; `connection` is a connection's reader task and
+//!   channel table, with `handshake` for the opening exchange (logins,
+//!   limits), `closing` for how it ends on the wire, and `session` for what
+//!   its channels share.
 //! - `channel` is the per-channel state machine: `channel/mod.rs` its state
 //!   and method dispatch, then one file per class (`exchange`, `queue`,
 //!   `basic`, `publish`, `tx`). `assembler` joins a publish's frames into
@@ -29,4 +31,5 @@ pub mod open_channels;
 pub mod outbox;
 pub mod properties;
 pub mod reader;
+pub mod serve;
 pub mod session;

@@ -211,7 +211,13 @@ impl Outbox {
             } else {
                 Duration::from_millis(hb * 2)
             };
-            match tokio::time::timeout(deadline, socket.write_all(&batch)).await {
+            // A TLS stream may keep encrypted bytes until flushed (for TCP
+            // the flush is a no-op).
+            let write = async {
+                socket.write_all(&batch).await?;
+                socket.flush().await
+            };
+            match tokio::time::timeout(deadline, write).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => break,
                 Err(_) => {

@@ -40,7 +40,7 @@ pub trait Transport: Unpin + Send {
     fn try_read_into(&mut self, buf: &mut BytesMut) -> std::io::Result<usize>;
 
     /// Wait until something can be read.
-    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send;
+    fn readable(&mut self) -> impl Future<Output = std::io::Result<()>> + Send;
 }
 
 impl Transport for OwnedReadHalf {
@@ -48,9 +48,70 @@ impl Transport for OwnedReadHalf {
         self.try_read_buf(buf)
     }
 
-    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
+    fn readable(&mut self) -> impl Future<Output = std::io::Result<()>> + Send {
         OwnedReadHalf::readable(self)
     }
+}
+
+/// The read half of an AMQPS connection. A TLS stream cannot say whether
+/// plaintext is waiting without decrypting it, so waiting for input reads
+/// the first of it into a small stash, handed over by the next read.
+pub struct TlsRead<S> {
+    inner: tokio::io::ReadHalf<S>,
+    stash: BytesMut,
+}
+
+impl<S> TlsRead<S> {
+    pub fn new(inner: tokio::io::ReadHalf<S>) -> TlsRead<S> {
+        TlsRead {
+            inner,
+            stash: BytesMut::new(),
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin + Send> Transport for TlsRead<S> {
+    fn try_read_into(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
+        if !self.stash.is_empty() {
+            let n = self.stash.len();
+            buf.extend_from_slice(&self.stash);
+            // Hold no stash while idle.
+            self.stash = BytesMut::new();
+            return Ok(n);
+        }
+        // One poll without a waker of ours: `readable` registers a real one
+        // before the task sleeps.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match poll_read_into(&mut self.inner, &mut cx, buf) {
+            std::task::Poll::Ready(r) => r,
+            std::task::Poll::Pending => Err(std::io::ErrorKind::WouldBlock.into()),
+        }
+    }
+
+    fn readable(&mut self) -> impl Future<Output = std::io::Result<()>> + Send {
+        std::future::poll_fn(move |cx| {
+            if !self.stash.is_empty() {
+                return std::task::Poll::Ready(Ok(()));
+            }
+            self.stash.reserve(READ_MIN);
+            match poll_read_into(&mut self.inner, cx, &mut self.stash) {
+                std::task::Poll::Ready(Ok(0)) => {
+                    std::task::Poll::Ready(Err(std::io::ErrorKind::UnexpectedEof.into()))
+                }
+                std::task::Poll::Ready(Ok(_)) => std::task::Poll::Ready(Ok(())),
+                std::task::Poll::Ready(Err(e)) => std::task::Poll::Ready(Err(e)),
+                std::task::Poll::Pending => std::task::Poll::Pending,
+            }
+        })
+    }
+}
+
+fn poll_read_into<R: tokio::io::AsyncRead + Unpin>(
+    reader: &mut R,
+    cx: &mut std::task::Context<'_>,
+    buf: &mut BytesMut,
+) -> std::task::Poll<std::io::Result<usize>> {
+    tokio_util::io::poll_read_buf(std::pin::Pin::new(reader), cx, buf)
 }
 
 /// Reads frames off a socket through one growing buffer.

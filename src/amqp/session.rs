@@ -2,6 +2,7 @@
 //! who the client is, which vhost it uses, and where replies go.
 
 use std::cell::RefCell;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use amq_protocol::protocol::AMQPClass;
@@ -9,6 +10,7 @@ use tokio::sync::oneshot;
 
 use super::codec;
 use super::outbox::Outbox;
+use crate::broker::audit::Actor;
 use crate::broker::auth::Access;
 use crate::broker::vhost::Durability;
 use crate::broker::{Broker, VHost};
@@ -31,6 +33,7 @@ pub struct Session {
     pub broker: Arc<Broker>,
     pub vhost: Arc<VHost>,
     pub user: String,
+    pub peer: SocketAddr,
     pub connection_id: ConnectionId,
     pub outbox: Arc<Outbox>,
     pub frame_max: u32,
@@ -54,6 +57,45 @@ impl Session {
         self.broker
             .users
             .check(&self.user, &self.vhost.name, access, kind, name)
+    }
+
+    /// A passive declare: any of the three rights on the resource will do.
+    pub fn check_any(&self, kind: &str, name: &str) -> AmqpResult<()> {
+        self.broker
+            .users
+            .check_any(&self.user, &self.vhost.name, kind, name)
+    }
+
+    /// A topic permission check, on a topic exchange only.
+    pub fn check_topic(
+        &self,
+        exchange: &crate::exchange::Exchange,
+        access: Access,
+        key: &str,
+    ) -> AmqpResult<()> {
+        if exchange.kind != crate::exchange::ExchangeKind::Topic {
+            return Ok(());
+        }
+        self.broker.users.check_topic(
+            &self.user,
+            &self.vhost.name,
+            exchange.name.as_str(),
+            access,
+            key,
+        )
+    }
+
+    /// Record a change to definitions in the audit trail (the fields are
+    /// built only when the trail is on).
+    pub fn audit(&self, event: &str, fields: impl FnOnce() -> serde_json::Value) {
+        if self.broker.audit.is_enabled() {
+            let actor = Actor::amqp(&self.user, self.peer);
+            let mut f = fields();
+            if let serde_json::Value::Object(m) = &mut f {
+                m.insert("vhost".into(), self.vhost.name.clone().into());
+            }
+            self.broker.audit.record(event, Some(&actor), f);
+        }
     }
 
     /// Queue a method frame for the client.

@@ -35,8 +35,12 @@ pub struct ClientConnection {
     pub user: String,
     pub vhost: String,
     pub connected_at: SystemTime,
+    /// Over AMQPS.
+    pub tls: bool,
     /// Cancelled to close the connection with 320 CONNECTION_FORCED.
     pub close: CancellationToken,
+    /// Why, when the broker closes it (sent as the reply text).
+    pub close_reason: Mutex<Option<String>>,
     /// Flow control is holding it back (RabbitMQ's connection state
     /// `flow`).
     pub flow: AtomicBool,
@@ -44,6 +48,14 @@ pub struct ClientConnection {
     pub probe: Arc<dyn ConnectionProbe>,
     /// Channels whose deliveries timed out, for the connection to close.
     pub late_acks: LateAcks,
+}
+
+impl ClientConnection {
+    /// Close the connection with 320 CONNECTION_FORCED and `reason`.
+    pub fn force_close(&self, reason: &str) {
+        *self.close_reason.lock() = Some(reason.to_string());
+        self.close.cancel();
+    }
 }
 
 /// What the broker may ask of a live connection's channels.

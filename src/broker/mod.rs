@@ -7,19 +7,25 @@
 //! holds; at a clean shutdown it records queue lengths so the next boot
 //! needs no counting.
 
+pub mod access;
 pub mod alarms;
+pub mod audit;
 pub mod auth;
 pub mod bindings;
 pub mod connections;
 pub mod dead_letter;
 pub mod enqueue;
 mod equivalence;
+pub mod limits;
+mod login_guard;
 pub mod policies;
 mod records;
 mod restore;
 mod topology;
+mod tracking;
 pub mod vhost;
 mod vhost_policies;
+mod vhosts;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -34,9 +40,13 @@ use crate::metrics::Metrics;
 use crate::queue::Reason;
 use crate::queue::args::DeadLetterTarget;
 use crate::queue::{ConnectionId, Queue, QueueEnv, QueueLimits, QueueOwner};
-use crate::store::{PermissionRecord, Store, StoreResult, UserRecord};
-use auth::{Permission, User, Users};
+use crate::store::{PermissionRecord, Store, StoreResult};
+pub use access::AccessError;
+use audit::AuditLog;
+use auth::{HashingAlgorithm, Permission, User, Users};
 pub use connections::ClientConnection;
+use limits::{UserLimits, VhostLimits};
+use login_guard::LoginGuard;
 pub use vhost::VHost;
 
 /// The RabbitMQ release whose behaviour Warren follows; reported as the
@@ -51,9 +61,15 @@ pub struct Broker {
     pub node_name: String,
     pub cluster_name: String,
     pub store: Arc<Store>,
+    /// The audit trail (disabled unless `audit.enabled`).
+    pub audit: AuditLog,
+    /// Failed logins per client address.
+    pub logins: LoginGuard,
     queue_env: Arc<QueueEnv>,
     vhosts: RwLock<HashMap<String, Arc<VHost>>>,
     connections: Mutex<HashMap<ConnectionId, Arc<ClientConnection>>>,
+    /// Open channels per user, for `max-channels`.
+    user_channels: Mutex<HashMap<String, usize>>,
     next_id: AtomicU64,
     /// Memory and disk alarms; while one is on, publishers are blocked.
     pub alarms: alarms::Alarms,
@@ -69,6 +85,15 @@ impl Broker {
     /// A broker over `store`: seeded with the configured defaults if the
     /// store is new, restored from it otherwise.
     pub fn open(config: Config, store: Store) -> StoreResult<Arc<Broker>> {
+        Broker::open_with_audit(config, store, AuditLog::disabled())
+    }
+
+    /// As [`Broker::open`], recording to `audit`.
+    pub fn open_with_audit(
+        config: Config,
+        store: Store,
+        audit: AuditLog,
+    ) -> StoreResult<Arc<Broker>> {
         let host = hostname();
         let node_name = format!("warren@{host}");
         let metrics = Metrics::new(&node_name, &node_name, RABBITMQ_VERSION);
@@ -100,9 +125,12 @@ impl Broker {
             cluster_name: node_name.clone(),
             node_name,
             store,
+            audit,
+            logins: LoginGuard::default(),
             queue_env,
             vhosts: RwLock::new(HashMap::new()),
             connections: Mutex::new(HashMap::new()),
+            user_channels: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             alarms: alarms::Alarms::default(),
             memory_limit,
@@ -152,11 +180,7 @@ impl Broker {
             vec!["administrator".into()],
         );
         self.store.put_vhost(&auth.default_vhost)?;
-        self.store.put_user(&UserRecord {
-            name: user.name.clone(),
-            password_hash: user.password_hash.clone(),
-            tags: user.tags.clone(),
-        })?;
+        self.store.put_user(&access::user_record(&user))?;
         self.store.put_permission(&PermissionRecord {
             user: user.name.clone(),
             vhost: auth.default_vhost.clone(),
@@ -175,23 +199,51 @@ impl Broker {
         let defs = self.store.load_definitions()?;
         let counts = self.store.take_counts()?;
         for u in &defs.users {
+            let Some(hashing_algorithm) = HashingAlgorithm::parse(&u.hashing_algorithm) else {
+                tracing::warn!(user = %u.name, "skipping a stored user: unknown hashing algorithm {}", u.hashing_algorithm);
+                continue;
+            };
+            let limits: UserLimits =
+                serde_json::from_value(serde_json::Value::Object(u.limits.clone()))
+                    .unwrap_or_default();
             self.users.put_user(User {
                 name: u.name.clone(),
                 password_hash: u.password_hash.clone(),
+                hashing_algorithm,
                 tags: u.tags.clone(),
+                limits,
             });
         }
         for p in &defs.permissions {
-            match Permission::new(&p.configure, &p.write, &p.read) {
-                Ok(perm) => self.users.set_permission(&p.user, &p.vhost, perm),
-                Err(e) => {
-                    tracing::warn!(user = %p.user, vhost = %p.vhost, "skipping a stored permission: {e}")
-                }
+            let patterns = auth::PermissionPatterns {
+                configure: p.configure.clone(),
+                write: p.write.clone(),
+                read: p.read.clone(),
+            };
+            if let Err(e) = self
+                .users
+                .set_permission_patterns(&p.user, &p.vhost, patterns)
+            {
+                tracing::warn!(user = %p.user, vhost = %p.vhost, "skipping a stored permission: {e}")
+            }
+        }
+        for t in &defs.topic_permissions {
+            if let Err(e) =
+                self.users
+                    .set_topic_permission(&t.user, &t.vhost, &t.exchange, &t.write, &t.read)
+            {
+                tracing::warn!(user = %t.user, vhost = %t.vhost, "skipping a stored topic permission: {e}")
             }
         }
         let mut uncounted: Vec<Arc<Queue>> = Vec::new();
         for name in &defs.vhosts {
             let vhost = self.add_vhost(name);
+            if let Some(l) = defs.vhost_limits.iter().find(|l| &l.vhost == name) {
+                let limits: VhostLimits =
+                    serde_json::from_value(serde_json::Value::Object(l.limits.clone()))
+                        .unwrap_or_default();
+                vhost.set_limits(limits);
+            }
             uncounted.extend(vhost.restore(&defs, &counts));
         }
         tracing::info!(
@@ -285,23 +337,6 @@ impl Broker {
     /// A broker-wide unique id (connections, consumers).
     pub fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
-    }
-
-    pub fn register_connection(&self, conn: Arc<ClientConnection>) {
-        self.connections.lock().insert(conn.id, conn);
-        self.metrics.connections.increment(1.0);
-        self.metrics.connections_opened.increment(1);
-    }
-
-    pub fn unregister_connection(&self, id: ConnectionId) {
-        if self.connections.lock().remove(&id).is_some() {
-            self.metrics.connections.decrement(1.0);
-            self.metrics.connections_closed.increment(1);
-        }
-    }
-
-    pub fn connections(&self) -> Vec<Arc<ClientConnection>> {
-        self.connections.lock().values().cloned().collect()
     }
 
     /// What the broker holds in memory for messages: ready messages of

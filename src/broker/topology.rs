@@ -14,7 +14,8 @@ use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
 
 use super::bindings::{Binding, Bindings, DestinationName};
 use super::equivalence::{check_exchange_equivalence, check_queue_equivalence};
-use super::vhost::{Durability, ExchangeDeclare, QueueDeclare, VHost};
+use super::limits::reached;
+use super::vhost::{Durability, ExchangeDeclare, QueueDeclare, QueueDeclared, VHost};
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::{Destination, Exchange, ExchangeKind};
 use crate::fields::{generated_name, type_name};
@@ -22,18 +23,27 @@ use crate::queue::args::{DeclareFlags, QueueArgs};
 use crate::queue::{ConnectionId, Queue, QueueConfig};
 
 impl VHost {
-    pub fn declare_exchange(&self, d: &ExchangeDeclare) -> AmqpResult<Durability> {
+    /// `exchange.declare`; also says whether the exchange is new.
+    /// `check_new` runs only for a new one, before it is made (the
+    /// permission checks RabbitMQ makes for new exchanges only).
+    pub fn declare_exchange(
+        &self,
+        d: &ExchangeDeclare,
+        check_new: impl FnOnce() -> AmqpResult<()>,
+    ) -> AmqpResult<(Durability, bool)> {
         let name = d.name.as_str();
         if name.is_empty() {
             return Err(default_exchange_refusal());
         }
         if d.passive {
-            return self.existing_exchange(name).map(|_| Durability::Transient);
+            return self
+                .existing_exchange(name)
+                .map(|_| (Durability::Transient, false));
         }
         let _topology = self.topology.lock();
         if let Some(existing) = self.exchange(name) {
             check_exchange_equivalence(&existing, d, &self.name)?;
-            return Ok(Durability::Transient);
+            return Ok((Durability::Transient, false));
         }
         if name.starts_with("amq.") {
             return Err(AmqpError::access_refused(format!(
@@ -58,6 +68,7 @@ impl VHost {
                 type_name(ae)
             )));
         }
+        check_new()?;
         let exchange = Arc::new(Exchange::new(
             d.name.clone(),
             kind,
@@ -69,7 +80,7 @@ impl VHost {
         let stored = self.store_exchange(&exchange)?;
         self.apply_exchange_policy(&exchange);
         self.exchanges.write().insert(d.name.clone(), exchange);
-        Ok(Durability::from(stored))
+        Ok((Durability::from(stored), true))
     }
 
     /// `exchange.delete`. Deleting a missing exchange succeeds, as in RabbitMQ.
@@ -136,18 +147,27 @@ impl VHost {
         }
     }
 
-    /// `queue.declare`. Returns the queue and its message and consumer counts.
+    /// `queue.declare`. Returns the queue and its message and consumer
+    /// counts. `check_new` runs only when the queue is new, before it is
+    /// made (with its final name: the dead-letter permission checks).
     pub fn declare_queue(
         &self,
         connection: ConnectionId,
         d: &QueueDeclare,
-    ) -> AmqpResult<(Arc<Queue>, u32, u32, Durability)> {
+        check_new: impl FnOnce(&str) -> AmqpResult<()>,
+    ) -> AmqpResult<QueueDeclared> {
         let name = d.name.as_str();
         if d.passive {
             let q = self.queue(connection, name)?;
             q.touch();
             let (ready, _) = q.counts();
-            return Ok((q.clone(), ready, q.consumer_count(), Durability::Transient));
+            return Ok(QueueDeclared {
+                messages: ready,
+                consumers: q.consumer_count(),
+                queue: q,
+                durability: Durability::Transient,
+                created: false,
+            });
         }
         if name.starts_with("amq.") {
             return Err(AmqpError::access_refused(format!(
@@ -176,7 +196,20 @@ impl VHost {
             existing.touch();
             let (ready, _) = existing.counts();
             let consumers = existing.consumer_count();
-            return Ok((existing, ready, consumers, Durability::Transient));
+            return Ok(QueueDeclared {
+                queue: existing,
+                messages: ready,
+                consumers,
+                durability: Durability::Transient,
+                created: false,
+            });
+        }
+        check_new(name.as_str())?;
+        if let Some(limit) = reached(self.limits().max_queues, self.queue_count()) {
+            return Err(AmqpError::precondition_failed(format!(
+                "cannot declare queue '{name}': queue limit in vhost '{}' ({limit}) is reached",
+                self.name
+            )));
         }
         let config = QueueConfig {
             name: name.clone(),
@@ -198,7 +231,13 @@ impl VHost {
         self.queues.write().insert(name, queue.clone());
         // Every queue is bound to the default exchange by its name; that
         // binding is implicit (the default exchange resolves names directly).
-        Ok((queue, 0, 0, Durability::from(stored)))
+        Ok(QueueDeclared {
+            queue,
+            messages: 0,
+            consumers: 0,
+            durability: Durability::from(stored),
+            created: true,
+        })
     }
 
     /// The hidden queue behind a direct reply-to consumer: exclusive to
@@ -447,6 +486,31 @@ impl VHost {
             wrote |= self.auto_delete_exchange_locked(&mut topology, &src)? == Durability::Durable;
         }
         Ok(Durability::from(wrote))
+    }
+
+    /// Delete everything in the vhost — queues (with their messages),
+    /// exchanges, bindings and policies — from memory and the store, as
+    /// the vhost itself is deleted.
+    pub(super) fn delete_contents(&self) -> AmqpResult<()> {
+        let mut topology = self.topology.lock();
+        for q in self.queues() {
+            let _ = q.delete(false, false);
+            let _ = self.remove_queue_locked(&mut topology, &q)?;
+        }
+        for x in self.exchanges() {
+            let name = x.name.as_str();
+            if name.is_empty() || name.starts_with("amq.") || x.is_deleted() {
+                continue;
+            }
+            let _ = self.remove_exchange_locked(&mut topology, &x)?;
+        }
+        let policies = std::mem::take(&mut *self.policies.write());
+        for p in policies {
+            self.store()
+                .delete_policy(&self.name, p.name())
+                .map_err(|e| AmqpError::internal_error(format!("cannot delete a policy: {e}")))?;
+        }
+        Ok(())
     }
 
     /// Delete a queue whose `x-expires` ran out, if it is still unused.

@@ -28,6 +28,7 @@ use amq_protocol::types::{FieldTable, ShortString};
 use parking_lot::{Mutex, RwLock};
 
 use super::bindings::{Binding, Bindings};
+use super::limits::VhostLimits;
 use super::policies::Policy;
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::{Exchange, ExchangeKind, RouteHeaders, routing};
@@ -54,6 +55,7 @@ pub struct VHost {
     pub(super) queues: RwLock<HashMap<ShortString, Arc<Queue>>>,
     pub(super) topology: Mutex<Bindings>,
     pub(super) policies: RwLock<Vec<Arc<Policy>>>,
+    pub(super) limits: RwLock<VhostLimits>,
 }
 
 /// What `exchange.declare` asks for.
@@ -78,6 +80,17 @@ pub struct QueueDeclare {
     pub exclusive: bool,
     pub auto_delete: bool,
     pub arguments: FieldTable,
+}
+
+/// What `queue.declare` found or made.
+#[derive(Debug)]
+pub struct QueueDeclared {
+    pub queue: Arc<Queue>,
+    pub messages: u32,
+    pub consumers: u32,
+    pub durability: Durability,
+    /// The queue did not exist before.
+    pub created: bool,
 }
 
 /// Whether a topology change wrote durable definitions, which must be
@@ -108,6 +121,7 @@ impl VHost {
             queues: RwLock::new(HashMap::new()),
             topology: Mutex::new(Bindings::default()),
             policies: RwLock::new(Vec::new()),
+            limits: RwLock::new(VhostLimits::default()),
         };
         {
             let mut exchanges = vhost.exchanges.write();
@@ -133,6 +147,14 @@ impl VHost {
             }
         }
         vhost
+    }
+
+    pub fn limits(&self) -> VhostLimits {
+        *self.limits.read()
+    }
+
+    pub(super) fn set_limits(&self, limits: VhostLimits) {
+        *self.limits.write() = limits;
     }
 
     pub(super) fn store(&self) -> &Store {

@@ -138,7 +138,17 @@ pub struct Metrics {
     /// Bumped per message; folded into `exported` at each scrape.
     messages: MessageCounters,
     exported: Vec<(MessageEvent, Counter)>,
+    auth_attempts: Counter,
+    auth_succeeded: Counter,
+    auth_failed: Counter,
+    /// (address, user) pairs counted in the detailed auth families, so
+    /// their number stays bounded.
+    auth_sources: parking_lot::Mutex<std::collections::HashSet<(std::net::IpAddr, String)>>,
 }
+
+/// How many (address, user) pairs get their own detailed auth counters;
+/// attempts beyond are counted only in the totals.
+const MAX_AUTH_SOURCES: usize = 4096;
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -208,6 +218,10 @@ impl Metrics {
             queues_deleted: counter("rabbitmq_queues_deleted_total"),
             connections_in_flow: gauge("warren_connections_in_flow"),
             flow_pauses: counter("warren_connection_flow_pauses_total"),
+            auth_attempts: labelled("rabbitmq_auth_attempts_total", proto()),
+            auth_succeeded: labelled("rabbitmq_auth_attempts_succeeded_total", proto()),
+            auth_failed: labelled("rabbitmq_auth_attempts_failed_total", proto()),
+            auth_sources: Default::default(),
             messages: MessageCounters::new(),
             exported: EXPORTED
                 .iter()
@@ -231,6 +245,47 @@ impl Metrics {
     /// Count `n` messages that met `event`.
     pub fn count(&self, event: MessageEvent, n: u64) {
         self.messages.add(event, n);
+    }
+
+    /// Count a login attempt, in total and per client address and user
+    /// (RabbitMQ's `auth_attempts` and `auth_attempts_detailed` families).
+    pub fn auth_attempt(&self, address: std::net::IpAddr, user: &str, succeeded: bool) {
+        self.auth_attempts.increment(1);
+        if succeeded {
+            self.auth_succeeded.increment(1);
+        } else {
+            self.auth_failed.increment(1);
+        }
+        let address = address.to_canonical();
+        {
+            let mut sources = self.auth_sources.lock();
+            let key = (address, user.to_string());
+            if !sources.contains(&key) {
+                if sources.len() >= MAX_AUTH_SOURCES {
+                    return;
+                }
+                sources.insert(key);
+            }
+        }
+        let meta = Metadata::new(module_path!(), metrics::Level::INFO, None);
+        let labels = || {
+            vec![
+                Label::new("remote_address", address.to_string()),
+                Label::new("username", user.to_string()),
+                Label::new("protocol", PROTOCOL),
+            ]
+        };
+        let count = |name: &'static str| {
+            self.recorder
+                .register_counter(&Key::from_parts(name, labels()), &meta)
+                .increment(1)
+        };
+        count("rabbitmq_auth_attempts_detailed_total");
+        count(if succeeded {
+            "rabbitmq_auth_attempts_detailed_succeeded_total"
+        } else {
+            "rabbitmq_auth_attempts_detailed_failed_total"
+        });
     }
 
     /// The Prometheus text exposition of every metric.

@@ -3,8 +3,9 @@
 //!
 //! Keys start with a one-letter kind and join their parts with NUL (names
 //! cannot contain NUL in practice, and a NUL-separated key sorts by its
-//! parts): `v<vhost>`, `u<user>`, `p<user>\0<vhost>`, `P<vhost>\0<name>`
-//! (policies), `e<vhost>\0<name>`,
+//! parts): `v<vhost>`, `u<user>`, `p<user>\0<vhost>`,
+//! `t<user>\0<vhost>\0<exchange>` (topic permissions), `l<vhost>` (vhost
+//! limits), `P<vhost>\0<name>` (policies), `e<vhost>\0<name>`,
 //! `q<vhost>\0<name>`, and for bindings
 //! `b<vhost>\0<source>\0<q|e><destination>\0<key>\0<arguments>`.
 
@@ -17,7 +18,35 @@ use super::{Backend, Store, StoreError, StoreResult, Tree};
 pub struct UserRecord {
     pub name: String,
     pub password_hash: String,
+    /// RabbitMQ's name for the hash's algorithm. Records written before it
+    /// was stored are SHA-256, the only algorithm Warren used then.
+    #[serde(default = "default_hashing_algorithm")]
+    pub hashing_algorithm: String,
     pub tags: Vec<String>,
+    /// RabbitMQ's user limits (`max-connections`, `max-channels`).
+    #[serde(default)]
+    pub limits: serde_json::Map<String, serde_json::Value>,
+}
+
+fn default_hashing_algorithm() -> String {
+    "rabbit_password_hashing_sha256".to_string()
+}
+
+/// Routing-key patterns of one user on one topic exchange.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TopicPermissionRecord {
+    pub user: String,
+    pub vhost: String,
+    pub exchange: String,
+    pub write: String,
+    pub read: String,
+}
+
+/// RabbitMQ's `vhost-limits` of one vhost (`max-connections`, `max-queues`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VhostLimitsRecord {
+    pub vhost: String,
+    pub limits: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -77,6 +106,8 @@ pub struct Definitions {
     pub vhosts: Vec<String>,
     pub users: Vec<UserRecord>,
     pub permissions: Vec<PermissionRecord>,
+    pub topic_permissions: Vec<TopicPermissionRecord>,
+    pub vhost_limits: Vec<VhostLimitsRecord>,
     pub policies: Vec<PolicyRecord>,
     pub exchanges: Vec<ExchangeRecord>,
     pub queues: Vec<QueueRecord>,
@@ -175,6 +206,31 @@ impl Store {
         self.put_definition(key(b'p', &[&p.user, &p.vhost]), encode(p))
     }
 
+    pub fn delete_permission(&self, user: &str, vhost: &str) -> StoreResult<()> {
+        self.delete_definition(key(b'p', &[user, vhost]))
+    }
+
+    pub fn put_topic_permission(&self, t: &TopicPermissionRecord) -> StoreResult<()> {
+        self.put_definition(key(b't', &[&t.user, &t.vhost, &t.exchange]), encode(t))
+    }
+
+    pub fn delete_topic_permission(
+        &self,
+        user: &str,
+        vhost: &str,
+        exchange: &str,
+    ) -> StoreResult<()> {
+        self.delete_definition(key(b't', &[user, vhost, exchange]))
+    }
+
+    pub fn put_vhost_limits(&self, l: &VhostLimitsRecord) -> StoreResult<()> {
+        self.put_definition(key(b'l', &[&l.vhost]), encode(l))
+    }
+
+    pub fn delete_vhost_limits(&self, vhost: &str) -> StoreResult<()> {
+        self.delete_definition(key(b'l', &[vhost]))
+    }
+
     pub fn put_policy(&self, p: &PolicyRecord) -> StoreResult<()> {
         self.put_definition(key(b'P', &[&p.vhost, &p.name]), encode(p))
     }
@@ -214,6 +270,8 @@ impl Store {
             vhosts: scan_all(b, b'v', "vhost")?,
             users: scan_all(b, b'u', "user")?,
             permissions: scan_all(b, b'p', "permission")?,
+            topic_permissions: scan_all(b, b't', "topic permission")?,
+            vhost_limits: scan_all(b, b'l', "vhost limits")?,
             policies: scan_all(b, b'P', "policy")?,
             exchanges: scan_all(b, b'e', "exchange")?,
             queues: scan_all(b, b'q', "queue")?,
@@ -260,6 +318,43 @@ mod tests {
         store.delete_queue("/", "q").unwrap();
         let d = store.load_definitions().unwrap();
         assert!(d.bindings.is_empty() && d.queues.is_empty());
+    }
+
+    #[test]
+    fn a_user_record_from_before_algorithms_and_limits_reads() {
+        let old = br#"{"name":"bob","password_hash":"x","tags":["management"]}"#;
+        let u: UserRecord = serde_json::from_slice(old).unwrap();
+        assert_eq!(u.hashing_algorithm, "rabbit_password_hashing_sha256");
+        assert!(u.limits.is_empty());
+    }
+
+    #[test]
+    fn access_records_round_trip_and_delete() {
+        let store = Store::in_memory_for_tests();
+        let t = TopicPermissionRecord {
+            user: "bob".into(),
+            vhost: "/".into(),
+            exchange: "amq.topic".into(),
+            write: "^a".into(),
+            read: ".*".into(),
+        };
+        store.put_topic_permission(&t).unwrap();
+        let mut limits = serde_json::Map::new();
+        limits.insert("max-queues".into(), 3.into());
+        let l = VhostLimitsRecord {
+            vhost: "/".into(),
+            limits,
+        };
+        store.put_vhost_limits(&l).unwrap();
+        let d = store.load_definitions().unwrap();
+        assert_eq!(d.topic_permissions, vec![t]);
+        assert_eq!(d.vhost_limits, vec![l]);
+        store
+            .delete_topic_permission("bob", "/", "amq.topic")
+            .unwrap();
+        store.delete_vhost_limits("/").unwrap();
+        let d = store.load_definitions().unwrap();
+        assert!(d.topic_permissions.is_empty() && d.vhost_limits.is_empty());
     }
 
     #[test]

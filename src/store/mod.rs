@@ -50,7 +50,7 @@ use std::time::Duration;
 
 pub use definitions::{
     BindingRecord, Definitions, ExchangeRecord, PermissionRecord, PolicyRecord, QueueRecord,
-    UserRecord,
+    TopicPermissionRecord, UserRecord, VhostLimitsRecord,
 };
 pub use group_commit::Waiter;
 pub use memory_backend::MemoryBackend;

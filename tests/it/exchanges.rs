@@ -667,7 +667,7 @@ async fn revoking_write_permission_stops_the_next_publish() {
         next_error(&mut events).await,
         (
             403,
-            "ACCESS_REFUSED - access to exchange 'amq.direct' in vhost '/' refused for user 'guest'"
+            "ACCESS_REFUSED - write access to exchange 'amq.direct' in vhost '/' refused for user 'guest'"
                 .to_string()
         )
     );

@@ -2,7 +2,7 @@
 //! grows past what a reader takes in at once.
 //!
 //! Layers, top to bottom (a module may import only from modules ranked
-//! below it): `server` → `listeners` → `admin`, `amqp` → `broker` → `config` → `startup`
+//! below it): `server` → `listeners` → `admin`, `amqp` → `broker` → `tls` → `config` → `startup`
 //! → `exchange` → `queue` → `store` → `metrics` → `message` → `error` →
 //! `fields`. The ranks live in [`RANKS`]; a new top-level module must be
 //! given one.
@@ -19,6 +19,7 @@ const RANKS: &[(&str, u32)] = &[
     ("admin", 90),
     ("amqp", 90),
     ("broker", 80),
+    ("tls", 77),
     ("config", 75),
     ("startup", 72),
     ("exchange", 70),

@@ -6,8 +6,11 @@
 //! One test binary (this file and its modules) keeps debug builds lean.
 
 mod common;
+mod pki;
 mod raw;
 
+mod access;
+mod auth;
 mod bad_input;
 mod basic;
 mod bounded;
@@ -19,8 +22,10 @@ mod durability;
 mod exchanges;
 mod flow_control;
 mod layering;
+mod limits;
 mod properties;
 mod queue_features;
 mod queues;
 mod server;
 mod smoke;
+mod tls;

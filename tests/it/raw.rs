@@ -14,8 +14,12 @@ use amq_protocol::types::{AMQPValue, FieldTable, LongString};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// Any byte stream: TCP, or TLS over it.
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
 pub struct RawClient {
-    pub stream: TcpStream,
+    pub stream: Box<dyn Io>,
     buf: Vec<u8>,
 }
 
@@ -76,8 +80,13 @@ impl RawClient {
     pub async fn connect(addr: SocketAddr) -> RawClient {
         let stream = TcpStream::connect(addr).await.expect("tcp connect");
         stream.set_nodelay(true).ok();
+        RawClient::over(stream)
+    }
+
+    /// A client over an already connected stream (TLS, say).
+    pub fn over(stream: impl Io + 'static) -> RawClient {
         RawClient {
-            stream,
+            stream: Box::new(stream),
             buf: Vec::new(),
         }
     }
@@ -85,7 +94,15 @@ impl RawClient {
     /// Connect and complete the handshake as guest on vhost "/" with the
     /// given frame_max and heartbeat.
     pub async fn open_with(addr: SocketAddr, frame_max: u32, heartbeat: u16) -> RawClient {
-        let mut c = RawClient::connect(addr).await;
+        RawClient::connect(addr)
+            .await
+            .handshake(frame_max, heartbeat)
+            .await
+    }
+
+    /// The handshake as guest on vhost "/" over this client's stream.
+    pub async fn handshake(mut self, frame_max: u32, heartbeat: u16) -> RawClient {
+        let c = &mut self;
         c.send(b"AMQP\x00\x00\x09\x01").await;
         match c.next_method().await {
             (0, AMQPClass::Connection(connection::AMQPMethod::Start(_))) => {}
@@ -134,7 +151,7 @@ impl RawClient {
             (0, AMQPClass::Connection(connection::AMQPMethod::OpenOk(_))) => {}
             other => panic!("expected connection.open-ok, got {other:?}"),
         }
-        c
+        self
     }
 
     pub async fn open(addr: SocketAddr) -> RawClient {

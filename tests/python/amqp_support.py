@@ -29,9 +29,10 @@ class Broker:
 
     def __init__(self, host, amqp_port, admin_port=None, metrics_port=None,
                  vhost="/", user="guest", password="guest", process=None,
-                 log=None):
+                 log=None, amqps_port=None):
         self.host = host
         self.amqp_port = amqp_port
+        self.amqps_port = amqps_port
         self.admin_port = admin_port
         self.metrics_port = metrics_port
         self.vhost = vhost
@@ -72,10 +73,11 @@ def _drain(stream, lines, found, starting):
     found.put(None)
 
 
-def start_warren(extra_env=None, store_args=("--ephemeral",)):
+def start_warren(extra_env=None, store_args=("--ephemeral",), extra_args=()):
     """Start $WARREN_BIN on ephemeral ports (keeping nothing on disk unless
-    `store_args` says otherwise, e.g. ("--data-dir", path)); return a Broker
-    once it logged 'Server startup complete'."""
+    `store_args` says otherwise, e.g. ("--data-dir", path); `extra_args`
+    such as TLS flags); return a Broker once it logged 'Server startup
+    complete'."""
     binary = os.environ.get("WARREN_BIN")
     if not binary:
         pytest.fail("set WARREN_BIN to the warren binary "
@@ -87,7 +89,7 @@ def start_warren(extra_env=None, store_args=("--ephemeral",)):
         env.update(extra_env)
     proc = subprocess.Popen(
         [binary, *store_args, "--amqp-port", "0", "--admin-port", "0",
-         "--metrics-port", "0"],
+         "--metrics-port", "0", *extra_args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         env=env)
     lines, found, starting = [], queue.Queue(), threading.Event()
@@ -111,6 +113,9 @@ def start_warren(extra_env=None, store_args=("--ephemeral",)):
         m = re.search(r"started TCP listener on ([0-9.]+):(\d+)", line)
         if m:
             ports["amqp"] = (m.group(1), int(m.group(2)))
+        m = re.search(r"started TLS \(SSL\) listener on ([0-9.]+):(\d+)", line)
+        if m:
+            ports["amqps"] = int(m.group(2))
         m = re.search(r"Management plugin: HTTP \(non-TLS\) listener started on port (\d+)", line)
         if m:
             ports["admin"] = int(m.group(1))
@@ -123,7 +128,7 @@ def start_warren(extra_env=None, store_args=("--ephemeral",)):
     host, port = ports["amqp"]
     starting.clear()
     return Broker(host, port, ports.get("admin"), ports.get("metrics"),
-                  process=proc, log=lines)
+                  process=proc, log=lines, amqps_port=ports.get("amqps"))
 
 
 def stop_warren(broker, signalled=False):

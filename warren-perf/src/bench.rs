@@ -174,13 +174,7 @@ pub async fn idle_connections(args: &Args, uri: &AmqpUri, n: usize) -> Result<Id
     let held = sample(pid.as_deref());
     // A connection the broker closed in the meantime has something to read
     // (connection.close or EOF); an idle open one has nothing.
-    let mut buf = [0u8; 64];
-    let still_open = conns
-        .iter()
-        .filter(|c| {
-            matches!(c.rd.try_read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-        })
-        .count();
+    let still_open = conns.iter().filter(|c| c.rd.looks_idle()).count();
     let opened = conns.len();
     let mut set = JoinSet::new();
     for c in conns {

@@ -17,10 +17,9 @@ use amq_protocol::types::{AMQPValue, FieldTable, LongString, ShortString};
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use warren::amqp::codec::{self, Frame};
 
+use crate::transport::{Reader, Writer};
 use crate::uri::AmqpUri;
 
 /// The one channel every connection uses.
@@ -36,8 +35,8 @@ const READ_CHUNK: usize = 256 * 1024;
 const DEFAULT_FRAME_MAX: u32 = 131_072;
 
 pub struct Conn {
-    pub rd: OwnedReadHalf,
-    pub wr: OwnedWriteHalf,
+    pub rd: Reader,
+    pub wr: Writer,
     /// Inbound bytes not yet consumed.
     pub rbuf: BytesMut,
     /// Outbound bytes; `wbuf[wpos..]` is still to be written.
@@ -52,11 +51,7 @@ pub struct Conn {
 impl Conn {
     /// Connect, run the handshake, and open channel 1.
     pub async fn open(uri: &AmqpUri, heartbeat: u16, name: &str) -> Result<Conn> {
-        let stream = TcpStream::connect(uri.address())
-            .await
-            .with_context(|| format!("cannot connect to {}", uri.address()))?;
-        stream.set_nodelay(true)?;
-        let (rd, wr) = stream.into_split();
+        let (rd, wr) = crate::transport::connect(uri).await?;
         let mut c = Conn {
             rd,
             wr,
@@ -202,6 +197,8 @@ impl Conn {
                 .await
                 .context("writing to the broker")?;
         }
+        // TLS: what rustls still holds goes out too (a no-op for TCP).
+        self.wr.flush().await.context("writing to the broker")?;
         self.wbuf.clear();
         self.wpos = 0;
         Ok(())
@@ -332,7 +329,7 @@ impl Conn {
                 self.rbuf.reserve(READ_CHUNK);
             }
             tokio::select! {
-                r = self.wr.write(&self.wbuf[self.wpos..]), if self.pending() > 0 => {
+                r = self.wr.write_some(&self.wbuf[self.wpos..]), if self.pending() > 0 || self.wr.needs_flush() => {
                     let n = r.context("writing to the broker")?;
                     self.written(n);
                 }

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use amq_protocol::protocol::{AMQPClass, basic};
 use amq_protocol::types::FieldTable;
 use anyhow::{Result, bail};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
 use crate::clock;
@@ -101,7 +101,7 @@ pub async fn run(
                     }
                 }
             }
-            r = conn.wr.write(&conn.wbuf[conn.wpos..]), if conn.pending() > 0 => {
+            r = conn.wr.write_some(&conn.wbuf[conn.wpos..]), if conn.pending() > 0 || conn.wr.needs_flush() => {
                 let n = r?;
                 conn.written(n);
             }

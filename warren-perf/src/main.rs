@@ -19,6 +19,7 @@ mod procstat;
 mod producer;
 mod setup;
 mod stats;
+mod transport;
 mod uri;
 
 use std::process::ExitCode;

@@ -18,7 +18,7 @@ use amq_protocol::protocol::{AMQPClass, BasicProperties, basic, confirm};
 use amq_protocol::types::AMQPValue;
 use anyhow::{Result, bail};
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -227,7 +227,7 @@ pub async fn run(
                     }
                 }
             }
-            r = conn.wr.write(&conn.wbuf[conn.wpos..]), if conn.pending() > 0 => {
+            r = conn.wr.write_some(&conn.wbuf[conn.wpos..]), if conn.pending() > 0 || conn.wr.needs_flush() => {
                 let written = r?;
                 conn.written(written);
             }

@@ -1,4 +1,7 @@
-//! `amqp://user:pass@host:port/vhost` URIs, as RabbitMQ's clients read them.
+//! `amqp://user:pass@host:port/vhost` URIs, as RabbitMQ's clients read them,
+//! and `amqps://…?cacertfile=PATH[&certfile=PATH&keyfile=PATH]` for TLS
+//! (RabbitMQ's URI query parameters for the CA bundle and a client
+//! certificate).
 
 use anyhow::{Context, Result, anyhow, bail};
 
@@ -9,6 +12,16 @@ pub struct AmqpUri {
     pub host: String,
     pub port: u16,
     pub vhost: String,
+    /// Set for `amqps://`.
+    pub tls: Option<TlsOptions>,
+}
+
+/// TLS settings from an `amqps://` URI's query.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsOptions {
+    pub cacertfile: Option<String>,
+    pub certfile: Option<String>,
+    pub keyfile: Option<String>,
 }
 
 impl AmqpUri {
@@ -27,7 +40,8 @@ impl AmqpUri {
         } else {
             self.host.clone()
         };
-        format!("amqp://{}@{}:{}/{}", self.user, host, self.port, vhost)
+        let scheme = if self.tls.is_some() { "amqps" } else { "amqp" };
+        format!("{scheme}://{}@{}:{}/{}", self.user, host, self.port, vhost)
     }
 
     /// `host:port`, with IPv6 literals bracketed, for `TcpStream::connect`.
@@ -43,14 +57,25 @@ impl AmqpUri {
 /// Parse an AMQP URI. Missing parts default to `guest`/`guest`, port 5672 and
 /// vhost `/`; user, password and vhost are percent-decoded (`%2f` is `/`).
 pub fn parse(uri: &str) -> Result<AmqpUri> {
-    let rest = match uri.split_once("://") {
-        Some(("amqp", rest)) => rest,
-        Some(("amqps", _)) => bail!("amqps (TLS) is not supported by warren-perf"),
-        Some((scheme, _)) => bail!("unsupported URI scheme '{scheme}' (expected amqp)"),
+    let (rest, tls) = match uri.split_once("://") {
+        Some(("amqp", rest)) => (rest, false),
+        Some(("amqps", rest)) => (rest, true),
+        Some((scheme, _)) => bail!("unsupported URI scheme '{scheme}' (expected amqp or amqps)"),
         None => bail!("invalid URI '{uri}' (expected amqp://user:pass@host:port/vhost)"),
     };
-    // Drop a query string (heartbeat=…, etc.): not supported, not an error.
-    let rest = rest.split('?').next().unwrap_or_default();
+    let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+    // Other query parameters (heartbeat=…, etc.): not supported, not an error.
+    let mut options = TlsOptions::default();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = Some(decode(v)?);
+        match k {
+            "cacertfile" => options.cacertfile = v,
+            "certfile" => options.certfile = v,
+            "keyfile" => options.keyfile = v,
+            _ => {}
+        }
+    }
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], Some(&rest[i + 1..])),
         None => (rest, None),
@@ -86,6 +111,7 @@ pub fn parse(uri: &str) -> Result<AmqpUri> {
         Some(p) => p
             .parse::<u16>()
             .with_context(|| format!("invalid port '{p}' in '{uri}'"))?,
+        None if tls => 5671,
         None => 5672,
     };
     let host = if host.is_empty() {
@@ -104,6 +130,7 @@ pub fn parse(uri: &str) -> Result<AmqpUri> {
         host,
         port,
         vhost,
+        tls: tls.then_some(options),
     })
 }
 
@@ -164,8 +191,18 @@ mod tests {
     }
 
     #[test]
+    fn amqps_takes_its_certificates_from_the_query() {
+        let u = parse("amqps://u:p@127.0.0.1/%2f?cacertfile=%2Ftmp%2Fca.pem&heartbeat=5").unwrap();
+        assert_eq!(u.port, 5671);
+        let tls = u.tls.clone().unwrap();
+        assert_eq!(tls.cacertfile.as_deref(), Some("/tmp/ca.pem"));
+        assert_eq!(tls.certfile, None);
+        assert_eq!(u.redacted(), "amqps://u@127.0.0.1:5671/%2f");
+        assert!(parse("amqp://h").unwrap().tls.is_none());
+    }
+
+    #[test]
     fn rejects_bad_input() {
-        assert!(parse("amqps://h").is_err());
         assert!(parse("http://h").is_err());
         assert!(parse("localhost:5672").is_err());
         assert!(parse("amqp://h:notaport").is_err());

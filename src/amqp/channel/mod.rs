@@ -56,10 +56,11 @@ pub struct Channel {
     /// The hidden queue behind this channel's direct reply-to consumer.
     reply_queue: Option<Arc<Queue>>,
     /// The exchange this channel last published to, found and checked
-    /// (not internal, write permission) under this permissions generation.
-    /// A stream of publishes to one exchange skips the name lookup and the
+    /// (not internal, write permission) under this permissions generation,
+    /// and whether its routing keys need topic permission checks. A stream
+    /// of publishes to one exchange skips the name lookup and the
     /// permission check until the exchange is deleted or permissions change.
-    publish_target: Option<(Arc<Exchange>, u64)>,
+    publish_target: Option<(Arc<Exchange>, u64, bool)>,
     /// The queue this channel last reached through the default exchange: a
     /// stream of publishes to one queue skips the vhost's queue table (a
     /// shared lock and a hash per message) until that queue is deleted.

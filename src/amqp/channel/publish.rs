@@ -19,7 +19,7 @@ use crate::amqp::session::Session;
 use crate::broker::auth::Access;
 use crate::broker::enqueue::{Routed, enqueue};
 use crate::error::{AmqpError, AmqpResult};
-use crate::exchange::{Exchange, RouteHeaders};
+use crate::exchange::{Exchange, ExchangeKind, RouteHeaders};
 use crate::message::{self, Message};
 use crate::metrics::MessageEvent;
 
@@ -38,16 +38,20 @@ pub(super) struct Routable {
 }
 
 impl Channel {
-    /// The exchange a publish names, if this session may publish to it.
-    fn publish_target(&mut self, s: &Session, name: &str) -> AmqpResult<Arc<Exchange>> {
+    /// The exchange a publish names, if this session may publish to it,
+    /// and whether its routing keys need a topic permission check (a topic
+    /// exchange, for a user with topic permissions in this vhost).
+    fn publish_target(&mut self, s: &Session, name: &str) -> AmqpResult<(Arc<Exchange>, bool)> {
         let generation = s.broker.users.generation();
-        if let Some((exchange, checked)) = &self.publish_target
+        if let Some((exchange, checked, topic)) = &self.publish_target
             && same_name(exchange.name.as_str(), name)
             && *checked == generation
             && !exchange.is_deleted()
         {
-            return Ok(exchange.clone());
+            return Ok((exchange.clone(), *topic));
         }
+        // As RabbitMQ: the write permission first, then whether it exists.
+        s.check(Access::Write, "exchange", name)?;
         let exchange = s.vhost.existing_exchange(name)?;
         if exchange.internal {
             return Err(AmqpError::access_refused(format!(
@@ -55,9 +59,10 @@ impl Channel {
                 exchange.name, s.vhost.name
             )));
         }
-        s.check(Access::Write, "exchange", exchange.name.as_str())?;
-        self.publish_target = Some((exchange.clone(), generation));
-        Ok(exchange)
+        let topic = exchange.kind == ExchangeKind::Topic
+            && s.broker.users.has_topic_permissions(&s.user, &s.vhost.name);
+        self.publish_target = Some((exchange.clone(), generation, topic));
+        Ok((exchange, topic))
     }
 
     /// A complete message arrived: validate it, then route it (or hold it
@@ -69,7 +74,7 @@ impl Channel {
             body,
         } = content;
         s.broker.metrics.count(MessageEvent::Received, 1);
-        let exchange = self.publish_target(s, publish.exchange.as_str())?;
+        let (exchange, topic_checked) = self.publish_target(s, publish.exchange.as_str())?;
         let view = properties::read(&properties).ok_or_else(|| undecodable(&properties))?;
         if let Some(user_id) = view.user_id
             && user_id != s.user
@@ -93,6 +98,11 @@ impl Channel {
         } else {
             None
         };
+        if topic_checked {
+            for key in std::iter::once(&publish.routing_key).chain(&extra_keys) {
+                s.check_topic(&exchange, Access::Write, key.as_str())?;
+            }
+        }
         let message = Arc::new(Message {
             exchange: publish.exchange,
             routing_key: publish.routing_key,

@@ -3,7 +3,8 @@
 //! RabbitMQ's shortcuts for an empty queue name or routing key.
 
 use amq_protocol::protocol::{AMQPClass, queue};
-use amq_protocol::types::ShortString;
+use amq_protocol::types::{AMQPValue, ShortString};
+use serde_json::json;
 
 use super::{Channel, REPLY_TO, server_only};
 use crate::amqp::session::Session;
@@ -37,10 +38,19 @@ impl Channel {
                     }
                     return Ok(());
                 }
-                if !d.passive {
+                if d.passive {
+                    s.check_any("queue", name.as_str())?;
+                } else if !name.as_str().is_empty() {
                     s.check(Access::Configure, "queue", name.as_str())?;
                 }
-                let (queue, messages, consumers, durability) = s.vhost.declare_queue(
+                let dead_letter_exchange = match d.arguments.inner().get("x-dead-letter-exchange") {
+                    Some(AMQPValue::LongString(x)) => {
+                        Some(String::from_utf8_lossy(x.as_bytes()).into_owned())
+                    }
+                    Some(AMQPValue::ShortString(x)) => Some(x.as_str().to_string()),
+                    _ => None,
+                };
+                let declared = s.vhost.declare_queue(
                     s.connection_id,
                     &QueueDeclare {
                         name: name.clone(),
@@ -50,9 +60,35 @@ impl Channel {
                         auto_delete: d.auto_delete,
                         arguments: d.arguments,
                     },
+                    |final_name| {
+                        // A server-named queue is checked under the name
+                        // it gets, as RabbitMQ does.
+                        if name.as_str().is_empty() {
+                            s.check(Access::Configure, "queue", final_name)?;
+                        }
+                        // A new queue that dead-letters needs read on itself
+                        // and write on its dead-letter exchange.
+                        if let Some(dlx) = &dead_letter_exchange {
+                            s.check(Access::Read, "queue", final_name)?;
+                            s.check(Access::Write, "exchange", dlx)?;
+                        }
+                        Ok(())
+                    },
                 )?;
+                let (queue, messages, consumers, durability) = (
+                    declared.queue,
+                    declared.messages,
+                    declared.consumers,
+                    declared.durability,
+                );
                 s.broker.metrics.queues_declared.increment(1);
                 let name = queue.config.name.clone();
+                if declared.created {
+                    s.audit("queue.created", || {
+                        json!({"name": name.as_str(), "durable": d.durable,
+                               "exclusive": d.exclusive, "auto_delete": d.auto_delete})
+                    });
+                }
                 self.last_queue = Some(name.clone());
                 if !d.nowait {
                     s.reply_when_durable(
@@ -69,8 +105,13 @@ impl Channel {
             M::Bind(b) => {
                 let key = routing_key_shortcut(b.routing_key, &b.queue, &self.last_queue);
                 let name = self.queue_name(b.queue)?;
-                s.check(Access::Write, "queue", name.as_str())?;
-                s.check(Access::Read, "exchange", b.exchange.as_str())?;
+                self.check_binding_to(
+                    s,
+                    "queue",
+                    name.as_str(),
+                    b.exchange.as_str(),
+                    key.as_str(),
+                )?;
                 let durability = s.vhost.bind_queue(
                     s.connection_id,
                     name.as_str(),
@@ -78,6 +119,10 @@ impl Channel {
                     key.as_str(),
                     &b.arguments,
                 )?;
+                s.audit("binding.created", || {
+                    json!({"source": b.exchange.as_str(), "destination": name.as_str(),
+                           "destination_type": "queue", "routing_key": key.as_str()})
+                });
                 if !b.nowait {
                     s.reply_when_durable(
                         self.id,
@@ -89,8 +134,13 @@ impl Channel {
             M::Unbind(b) => {
                 let key = routing_key_shortcut(b.routing_key, &b.queue, &self.last_queue);
                 let name = self.queue_name(b.queue)?;
-                s.check(Access::Write, "queue", name.as_str())?;
-                s.check(Access::Read, "exchange", b.exchange.as_str())?;
+                self.check_binding_to(
+                    s,
+                    "queue",
+                    name.as_str(),
+                    b.exchange.as_str(),
+                    key.as_str(),
+                )?;
                 let durability = s.vhost.unbind_queue(
                     s.connection_id,
                     name.as_str(),
@@ -98,6 +148,10 @@ impl Channel {
                     key.as_str(),
                     &b.arguments,
                 )?;
+                s.audit("binding.deleted", || {
+                    json!({"source": b.exchange.as_str(), "destination": name.as_str(),
+                           "destination_type": "queue", "routing_key": key.as_str()})
+                });
                 s.reply_when_durable(
                     self.id,
                     AMQPClass::Queue(M::UnbindOk(queue::UnbindOk {})),
@@ -123,6 +177,8 @@ impl Channel {
             M::Delete(d) => {
                 let name = self.queue_name(d.queue)?;
                 s.check(Access::Configure, "queue", name.as_str())?;
+                let existed = s.broker.audit.is_enabled()
+                    && s.vhost.queue(s.connection_id, name.as_str()).is_ok();
                 // This channel's own consumers of the queue are told after
                 // delete-ok, as by RabbitMQ.
                 self.deliveries.hold_cancels();
@@ -137,6 +193,9 @@ impl Channel {
                         return Err(e);
                     }
                 };
+                if existed {
+                    s.audit("queue.deleted", || json!({"name": name.as_str()}));
+                }
                 if d.nowait {
                     cancels.into_iter().for_each(|m| s.reply(self.id, m));
                 } else {

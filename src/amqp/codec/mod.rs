@@ -76,6 +76,9 @@ impl Frame {
     }
 }
 
+/// The most [`decode`] reserves for a frame beyond the bytes it has.
+const RESERVE_AHEAD_MAX: usize = 1 << 20;
+
 /// Cut the next complete frame off `buf`.
 ///
 /// Returns `Ok(None)` when more bytes are needed. `frame_max` is the
@@ -95,7 +98,9 @@ pub fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, AmqpE
         )));
     }
     if buf.len() < size + FRAME_OVERHEAD {
-        buf.reserve(size + FRAME_OVERHEAD - buf.len());
+        // Room for what is announced, but never far ahead of what arrived:
+        // a peer announcing a 4 GiB frame gets memory only as it sends it.
+        buf.reserve((size + FRAME_OVERHEAD - buf.len()).min(RESERVE_AHEAD_MAX));
         return Ok(None);
     }
     let end = buf[7 + size];

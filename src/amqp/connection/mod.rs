@@ -21,21 +21,17 @@ use rustc_hash::FxHashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use amq_protocol::protocol::{AMQPClass, channel, connection};
 use smallvec::SmallVec;
-use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
 use super::channel::Channel;
-use super::closing::{
-    CLOSE_GRACE, closed_linger, discard_until_hangup, linger_for_close_ok, send_close_ok,
-    send_connection_close,
-};
+use super::closing::{linger_for_close_ok, send_connection_close};
 use super::codec::Frame;
-use super::handshake::{self, Negotiated};
+use super::handshake::Negotiated;
 use super::open_channels::OpenChannels;
 use super::outbox::Outbox;
 use super::reader::{End, FrameReader, Transport};
@@ -43,64 +39,6 @@ use super::session::Session;
 use crate::broker::connections::LateAck;
 use crate::broker::{Broker, ClientConnection};
 use crate::error::AmqpError;
-
-/// Serve one accepted TCP connection until it ends.
-pub async fn serve_tcp(
-    stream: TcpStream,
-    peer: SocketAddr,
-    broker: Arc<Broker>,
-    shutdown: CancellationToken,
-) {
-    let _ = stream.set_nodelay(true);
-    let write_timeout = Duration::from_millis(broker.config.limits.write_timeout_ms);
-    watch_the_peer(&stream, write_timeout);
-    let (rd, wr) = stream.into_split();
-    let outbox = Outbox::new(broker.config.limits.connection_buffer_bytes, write_timeout);
-    let writer = tokio::spawn(outbox.clone().run_writer(wr));
-    let mut reader = FrameReader::new(rd);
-
-    let handshake_timeout = Duration::from_millis(broker.config.limits.handshake_timeout_ms);
-    let negotiated = match timeout(
-        handshake_timeout,
-        handshake::run(&mut reader, &outbox, &broker, peer),
-    )
-    .await
-    {
-        Ok(Ok(n)) => Some(n),
-        Ok(Err(End::Protocol(e))) => {
-            send_connection_close(&outbox, &e);
-            linger_for_close_ok(&mut reader).await;
-            None
-        }
-        Ok(Err(End::ClosedByPeer)) => {
-            send_close_ok(&outbox);
-            discard_until_hangup(&mut reader, closed_linger(Duration::ZERO), &shutdown).await;
-            None
-        }
-        Ok(Err(End::Closed)) => None,
-        Err(_) => {
-            tracing::debug!(%peer, "handshake timed out");
-            None
-        }
-    };
-    if let Some(negotiated) = negotiated {
-        let mut conn = Connection::new(broker.clone(), peer, outbox.clone(), negotiated);
-        broker.register_connection(conn.client.clone());
-        tracing::info!(%peer, user = %conn.session.user, vhost = %conn.session.vhost.name, "connection opened");
-        let closed_by_peer = conn.run(&mut reader, &shutdown).await;
-        conn.teardown();
-        broker.unregister_connection(conn.client.id);
-        tracing::info!(%peer, "connection closed");
-        if closed_by_peer {
-            // As RabbitMQ: close-ok once the connection's channels and
-            // exclusive queues are gone, then the client closes the socket.
-            send_close_ok(&outbox);
-            discard_until_hangup(&mut reader, closed_linger(conn.heartbeat), &shutdown).await;
-        }
-    }
-    outbox.finish();
-    let _ = timeout(CLOSE_GRACE, writer).await;
-}
 
 /// Frames handled before the reader yields to other tasks.
 const FRAMES_PER_SLICE: usize = 1024;
@@ -123,16 +61,16 @@ enum Slot {
     Closing,
 }
 
-struct Connection {
-    session: Session,
-    client: Arc<ClientConnection>,
+pub(super) struct Connection {
+    pub(super) session: Session,
+    pub(super) client: Arc<ClientConnection>,
     /// By channel number, looked up three times per publish (method,
     /// header, body), so with a cheap hash (SipHash was 3 % of a publish).
     /// The peer picks the numbers, but at most `channel_max` are open, which
     /// bounds what a collision can cost.
     channels: FxHashMap<u16, Slot>,
     channel_max: u16,
-    heartbeat: Duration,
+    pub(super) heartbeat: Duration,
     blocked_capable: bool,
     /// Channels that published in the current read batch and may owe confirms.
     confirm_dirty: SmallVec<[u16; 4]>,
@@ -143,26 +81,22 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(broker: Arc<Broker>, peer: SocketAddr, outbox: Arc<Outbox>, n: Negotiated) -> Self {
-        let id = broker.next_id();
-        let open_channels = OpenChannels::new(outbox.clone());
-        let client = Arc::new(ClientConnection {
-            id,
-            peer,
-            user: n.user.clone(),
-            vhost: n.vhost.name.clone(),
-            connected_at: SystemTime::now(),
-            close: CancellationToken::new(),
-            flow: Default::default(),
-            probe: open_channels.clone(),
-            late_acks: Default::default(),
-        });
+    pub(super) fn new(
+        broker: Arc<Broker>,
+        peer: SocketAddr,
+        outbox: Arc<Outbox>,
+        n: Negotiated,
+    ) -> Self {
+        let client = n.client;
+        let open_channels = n.open_channels;
+        let id = client.id;
         outbox.set_heartbeat(Duration::from_secs(n.heartbeat.into()));
         Connection {
             session: Session {
                 broker,
                 vhost: n.vhost,
                 user: n.user,
+                peer,
                 connection_id: id,
                 outbox,
                 frame_max: n.frame_max,
@@ -188,7 +122,7 @@ impl Connection {
 
     /// Serve the connection until it ends; true if the client closed it
     /// (its `close-ok` is still owed).
-    async fn run<R: Transport>(
+    pub(super) async fn run<R: Transport>(
         &mut self,
         reader: &mut FrameReader<R>,
         shutdown: &CancellationToken,
@@ -228,7 +162,10 @@ impl Connection {
                     return self.finish(reader, End::Protocol(e)).await;
                 }
                 _ = self.client.close.cancelled() => {
-                    let e = AmqpError::connection_forced("Closed via management plugin");
+                    let reason = self.client.close_reason.lock().clone();
+                    let e = AmqpError::connection_forced(
+                        reason.unwrap_or_else(|| "Closed via management plugin".into()),
+                    );
                     return self.finish(reader, End::Protocol(e)).await;
                 }
                 changed = alarm.changed() => {
@@ -394,14 +331,8 @@ impl Connection {
     fn on_connection_method(&mut self, method: AMQPClass) -> Result<(), End> {
         match method {
             AMQPClass::Connection(connection::AMQPMethod::Close(_)) => Err(End::ClosedByPeer),
-            AMQPClass::Connection(connection::AMQPMethod::UpdateSecret(_)) => {
-                self.session.reply(
-                    0,
-                    AMQPClass::Connection(connection::AMQPMethod::UpdateSecretOk(
-                        connection::UpdateSecretOk {},
-                    )),
-                );
-                Ok(())
+            AMQPClass::Connection(connection::AMQPMethod::UpdateSecret(u)) => {
+                self.update_secret(u.new_secret.as_bytes(), u.reason.as_str())
             }
             AMQPClass::Connection(connection::AMQPMethod::Blocked(_))
             | AMQPClass::Connection(connection::AMQPMethod::Unblocked(_)) => Ok(()),
@@ -410,6 +341,46 @@ impl Connection {
                     .caused_by(other.get_amqp_class_id(), other.get_amqp_method_id()),
             )),
         }
+    }
+
+    /// `connection.update-secret`: the new secret must be the user's
+    /// password now, else the connection is closed with 530 as RabbitMQ
+    /// does when a backend refuses it.
+    fn update_secret(&mut self, secret: &[u8], reason: &str) -> Result<(), End> {
+        let broker = &self.session.broker;
+        let user = &self.session.user;
+        let accepted = std::str::from_utf8(secret)
+            .ok()
+            .and_then(|s| broker.users.authenticate(user, s))
+            .is_some();
+        if !accepted {
+            tracing::error!(peer = %self.client.peer, "Secret update was refused for user '{user}'");
+            return Err(End::Protocol(
+                AmqpError::not_allowed("New secret was refused by one of the backends")
+                    .caused_by(10, 70),
+            ));
+        }
+        tracing::info!(peer = %self.client.peer, "user '{user}' updated secret, reason: {reason}");
+        broker.audit.record(
+            "user.secret.updated",
+            Some(&crate::broker::audit::Actor::amqp(user, self.client.peer)),
+            serde_json::json!({"reason": reason}),
+        );
+        self.session.reply(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::UpdateSecretOk(
+                connection::UpdateSecretOk {},
+            )),
+        );
+        Ok(())
+    }
+
+    /// A channel of this connection is gone, however it ended.
+    fn channel_gone(&self) {
+        let broker = &self.session.broker;
+        broker.metrics.channels.decrement(1.0);
+        broker.metrics.channels_closed.increment(1);
+        broker.close_channel(&self.session.user);
     }
 
     fn on_channel_method(&mut self, id: u16, method: AMQPClass) -> Result<(), End> {
@@ -425,6 +396,10 @@ impl Connection {
                         self.channel_max
                     ))));
                 }
+                self.session
+                    .broker
+                    .open_channel(&self.session.user)
+                    .map_err(|e| End::Protocol(e.caused_by(class_id, method_id)))?;
                 let ch = Channel::new(id, &self.session);
                 self.open_channels.add(&ch.deliveries);
                 self.channels.insert(id, Slot::Open(Box::new(ch)));
@@ -457,8 +432,7 @@ impl Connection {
                 if let Some(Slot::Open(mut ch)) = self.channels.remove(&id) {
                     ch.flush_confirms(&self.session);
                     ch.close(&self.session);
-                    self.session.broker.metrics.channels.decrement(1.0);
-                    self.session.broker.metrics.channels_closed.increment(1);
+                    self.channel_gone();
                 }
                 self.session.reply(
                     id,
@@ -500,8 +474,7 @@ impl Connection {
         if let Some(Slot::Open(mut ch)) = self.channels.insert(id, Slot::Closing) {
             ch.flush_confirms(&self.session);
             ch.close(&self.session);
-            self.session.broker.metrics.channels.decrement(1.0);
-            self.session.broker.metrics.channels_closed.increment(1);
+            self.channel_gone();
         }
         let close = AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
             reply_code: e.code.code(),
@@ -531,17 +504,22 @@ impl Connection {
     }
 
     fn close_channels(&mut self) {
-        for (_, slot) in self.channels.drain() {
-            if let Slot::Open(mut ch) = slot {
-                ch.close(&self.session);
-                self.session.broker.metrics.channels.decrement(1.0);
-                self.session.broker.metrics.channels_closed.increment(1);
-            }
+        let open: Vec<Box<Channel>> = self
+            .channels
+            .drain()
+            .filter_map(|(_, slot)| match slot {
+                Slot::Open(ch) => Some(ch),
+                Slot::Closing => None,
+            })
+            .collect();
+        for mut ch in open {
+            ch.close(&self.session);
+            self.channel_gone();
         }
     }
 
     /// Release everything the connection held.
-    fn teardown(&mut self) {
+    pub(super) fn teardown(&mut self) {
         if self.client.flow.swap(false, Ordering::Relaxed) {
             self.session
                 .broker
@@ -587,24 +565,4 @@ async fn read_with_idle_limit<R: Transport>(
             Err(_) => Err(ReadFailure::Idle),
         },
     }
-}
-
-/// Let the kernel notice a peer that is gone: TCP keepalive for an idle
-/// one, and (Linux) a bound on how long sent data may stay unacknowledged
-/// for one that vanished mid-transfer.
-fn watch_the_peer(stream: &TcpStream, write_timeout: Duration) {
-    let socket = socket2::SockRef::from(stream);
-    let keepalive = socket2::TcpKeepalive::new()
-        .with_time(Duration::from_secs(60))
-        .with_interval(Duration::from_secs(10))
-        .with_retries(5);
-    if let Err(e) = socket.set_tcp_keepalive(&keepalive) {
-        tracing::debug!("cannot set TCP keepalive: {e}");
-    }
-    #[cfg(target_os = "linux")]
-    if let Err(e) = socket.set_tcp_user_timeout(Some(write_timeout)) {
-        tracing::debug!("cannot set TCP_USER_TIMEOUT: {e}");
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = write_timeout;
 }
