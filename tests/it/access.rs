@@ -435,6 +435,8 @@ async fn publishing_needs_write_on_the_exchange_and_amq_default() {
         )
         .await
         .unwrap();
+        // A close handshake flushes the publish; a dropped connection may not.
+        bob.close(200, "done".into()).await.unwrap();
     }
     let queue = server
         .broker()
