@@ -148,33 +148,31 @@ async fn failed_logins_are_slowed_then_capped_per_address_and_counted() {
     );
 }
 
+/// RabbitMQ's internal backend keeps no state that can expire, so it takes
+/// any new secret (measured on 3.10.8; amqplib's suite relies on it): the
+/// secret is for token backends such as OAuth 2, which Warren does not have.
 #[tokio::test]
-async fn update_secret_re_authenticates() {
+async fn update_secret_is_accepted_as_rabbitmq_internal_backend_does() {
     let server = start().await;
     let conn = login(&server, "guest", "guest").await.unwrap();
-    conn.update_secret("guest".into(), "refresh".into())
+    conn.update_secret("new secret".into(), "no reason".into())
         .await
-        .expect("the right secret is accepted");
+        .expect("the internal backend takes any new secret");
     let ch = conn.create_channel().await.unwrap();
-    let e = conn
-        .update_secret("not-the-password".into(), "refresh".into())
-        .await;
-    let text = expect_code(e, 530);
-    assert_eq!(
-        text,
-        "NOT_ALLOWED - New secret was refused by one of the backends"
-    );
-    assert!(
-        ch.basic_publish(
-            "".into(),
-            "q".into(),
-            BasicPublishOptions::default(),
-            b"",
-            BasicProperties::default()
-        )
-        .await
-        .is_err()
-    );
+    ch.queue_declare(
+        "".into(),
+        QueueDeclareOptions {
+            exclusive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .expect("the connection is still usable");
+    drop(conn);
+    // The password itself is unchanged.
+    assert!(login(&server, "guest", "new secret").await.is_err());
+    assert!(login(&server, "guest", "guest").await.is_ok());
 }
 
 /// On a dual-stack listener (`[::]`) an IPv4 client on 127.0.0.1 shows up

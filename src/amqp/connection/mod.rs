@@ -343,23 +343,13 @@ impl Connection {
         }
     }
 
-    /// `connection.update-secret`: the new secret must be the user's
-    /// password now, else the connection is closed with 530 as RabbitMQ
-    /// does when a backend refuses it.
-    fn update_secret(&mut self, secret: &[u8], reason: &str) -> Result<(), End> {
+    /// `connection.update-secret`. Warren's users are RabbitMQ's internal
+    /// backend, whose state cannot expire (`state_can_expire() -> false`), so
+    /// RabbitMQ takes any new secret and keeps the user as it was; so do we.
+    /// The secret exists for token backends (OAuth 2), which Warren lacks.
+    fn update_secret(&mut self, _secret: &[u8], reason: &str) -> Result<(), End> {
         let broker = &self.session.broker;
         let user = &self.session.user;
-        let accepted = std::str::from_utf8(secret)
-            .ok()
-            .and_then(|s| broker.users.authenticate(user, s))
-            .is_some();
-        if !accepted {
-            tracing::error!(peer = %self.client.peer, "Secret update was refused for user '{user}'");
-            return Err(End::Protocol(
-                AmqpError::not_allowed("New secret was refused by one of the backends")
-                    .caused_by(10, 70),
-            ));
-        }
         tracing::info!(peer = %self.client.peer, "user '{user}' updated secret, reason: {reason}");
         broker.audit.record(
             "user.secret.updated",
