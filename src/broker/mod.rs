@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod bindings;
+mod cascade;
 pub mod dead_letter;
 pub mod enqueue;
 mod equivalence;
