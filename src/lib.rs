@@ -52,6 +52,8 @@ pub mod config;
 pub mod error;
 pub mod exchange;
 pub mod fields;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod message;
 pub mod metrics;
 pub mod queue;

@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use amq_protocol::protocol::{AMQPClass, channel, connection};
 use smallvec::SmallVec;
+use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
@@ -45,6 +46,18 @@ pub async fn serve_tcp(
 ) {
     let _ = stream.set_nodelay(true);
     let (rd, wr) = stream.into_split();
+    serve(rd, wr, peer, broker, shutdown).await;
+}
+
+/// Serve one connection over any transport until it ends: a TCP socket's
+/// halves, or the fuzz targets' in-memory input (`crate::fuzzing`).
+pub async fn serve<R: Transport, W: AsyncWrite + Unpin + Send + 'static>(
+    rd: R,
+    wr: W,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    shutdown: CancellationToken,
+) {
     let outbox = Outbox::new(broker.config.limits.connection_buffer_bytes);
     let writer = tokio::spawn(outbox.clone().run_writer(wr));
     let mut reader = FrameReader::new(rd);

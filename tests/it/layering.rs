@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 const RANKS: &[(&str, u32)] = &[
     ("main", 110),
     ("lib", 110),
+    // Entry points for the fuzz targets: above everything they drive.
+    ("fuzzing", 105),
     ("server", 100),
     ("admin", 90),
     ("amqp", 90),
