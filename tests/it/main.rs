@@ -16,6 +16,7 @@ mod connection;
 mod crash;
 mod durability;
 mod exchanges;
+mod fuzz_corpus;
 mod hostile_topology;
 mod layering;
 mod properties;
