@@ -4,8 +4,8 @@
 //! Layers, top to bottom (a module may import only from modules ranked
 //! below it): `server` → `admin`, `amqp` → `broker` → `config` → `startup`
 //! → `exchange` → `queue` → `store` → `metrics` → `message` → `error` →
-//! `fields`. The ranks live in [`RANKS`]; a new top-level module must be
-//! given one.
+//! `fields`, with `fuzzing` (the fuzz targets' hooks) above them all. The
+//! ranks live in [`RANKS`]; a new top-level module must be given one.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
