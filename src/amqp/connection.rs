@@ -50,7 +50,7 @@ pub async fn serve_tcp(
 }
 
 /// Serve one connection over any transport until it ends: a TCP socket's
-/// halves, or the fuzz targets' in-memory input (`crate::fuzzing`).
+/// halves, or the fuzz targets' in-memory input (`fuzzing::ConnectionHarness`).
 pub async fn serve<R: Transport, W: AsyncWrite + Unpin + Send + 'static>(
     rd: R,
     wr: W,
