@@ -7,7 +7,7 @@
 
 #![no_main]
 
-use amq_protocol::protocol::parse_class;
+use amq_protocol::protocol::{AMQPClass, parse_class};
 use bytes::{BufMut, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use warren::amqp::codec::{self, Frame};
@@ -22,6 +22,14 @@ fn method_frame(payload: &[u8]) -> BytesMut {
     b
 }
 
+/// A method's wire form: compared instead of the methods themselves, since
+/// a float argument may be NaN, which equals nothing.
+fn encoded(method: &AMQPClass) -> BytesMut {
+    let mut b = BytesMut::new();
+    codec::encode_method(&mut b, 1, method);
+    b
+}
+
 fuzz_target!(|payload: &[u8]| {
     let Ok(Some(frame)) = codec::decode(&mut method_frame(payload), 0) else {
         return;
@@ -32,14 +40,15 @@ fuzz_target!(|payload: &[u8]| {
     match parse_class(payload) {
         Ok((rest, general)) => {
             assert!(rest.is_empty(), "Warren accepted {} trailing bytes", rest.len());
-            assert_eq!(*method, general);
+            assert_eq!(encoded(&method), encoded(&general), "{method:?} vs {general:?}");
         }
         Err(e) => panic!("Warren accepted {method:?}; amq-protocol refused it: {e:?}"),
     }
-    let mut again = BytesMut::new();
-    codec::encode_method(&mut again, 1, &method);
+    let mut again = encoded(&method);
     match codec::decode(&mut again, 0) {
-        Ok(Some(Frame::Method { method: back, .. })) => assert_eq!(back, method),
+        Ok(Some(Frame::Method { method: back, .. })) => {
+            assert_eq!(encoded(&back), encoded(&method), "{method:?} came back as {back:?}");
+        }
         other => panic!("{method:?} encoded does not decode: {other:?}"),
     }
 });
