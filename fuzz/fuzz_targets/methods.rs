@@ -39,15 +39,27 @@ fuzz_target!(|payload: &[u8]| {
     };
     match parse_class(payload) {
         Ok((rest, general)) => {
-            assert!(rest.is_empty(), "Warren accepted {} trailing bytes", rest.len());
-            assert_eq!(encoded(&method), encoded(&general), "{method:?} vs {general:?}");
+            assert!(
+                rest.is_empty(),
+                "Warren accepted {} trailing bytes",
+                rest.len()
+            );
+            assert_eq!(
+                encoded(&method),
+                encoded(&general),
+                "{method:?} vs {general:?}"
+            );
         }
         Err(e) => panic!("Warren accepted {method:?}; amq-protocol refused it: {e:?}"),
     }
     let mut again = encoded(&method);
     match codec::decode(&mut again, 0) {
         Ok(Some(Frame::Method { method: back, .. })) => {
-            assert_eq!(encoded(&back), encoded(&method), "{method:?} came back as {back:?}");
+            assert_eq!(
+                encoded(&back),
+                encoded(&method),
+                "{method:?} came back as {back:?}"
+            );
         }
         other => panic!("{method:?} encoded does not decode: {other:?}"),
     }

@@ -23,7 +23,10 @@ fuzz_target!(|raw: &[u8]| {
     assert_eq!(fast.delivery_mode, *full.delivery_mode());
     assert_eq!(fast.priority, *full.priority());
     assert_eq!(fast.reply_to, full.reply_to().as_ref().map(|s| s.as_str()));
-    assert_eq!(fast.expiration, full.expiration().as_ref().map(|s| s.as_str()));
+    assert_eq!(
+        fast.expiration,
+        full.expiration().as_ref().map(|s| s.as_str())
+    );
     assert_eq!(fast.user_id, full.user_id().as_ref().map(|s| s.as_str()));
     assert_eq!(fast.headers.is_some(), full.headers().is_some());
     if let Some(headers) = full.headers() {
