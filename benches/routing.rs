@@ -6,12 +6,16 @@
 //! - `topic_10k/*`: 10,000 bindings, a third each of `a.*.c<i>`, `#.x<i>`
 //!   and exact `a.b.k<i>`; keys that match one `*` pattern, one `#` pattern,
 //!   one exact key, and nothing. `router_*` is the bare `TopicRouter`.
+//! - `topic_hostile_1k/key_255b`: 1,000 bindings whose naive match is
+//!   exponential in the key's length (a quarter each of `#.#.#.#.#.#.#.#`,
+//!   `#.a.#.a.#.a.#.a`, `*.#.*.#.*.#.*.#` and `#.a.#.a.#.a.#.q<i>`), and a
+//!   255-byte key of 128 words `a` that reaches 750 of them.
 //! - `direct_10k/*`: 10,000 keys, a hit and a miss.
 //! - `fanout_10`: 10 queues.
 //! - `headers_1k/*`: 1,000 bindings, half `x-match: all` on two headers, half
 //!   `x-match: any` of two; headers that match one of each, and none.
 //!
-//! Run with `cargo bench --bench routing` (about 18 s once built); add a filter
+//! Run with `cargo bench --bench routing` (about 20 s once built); add a filter
 //! such as `cargo bench --bench routing -- topic` to run a subset.
 
 #![allow(clippy::unwrap_used)]
@@ -28,6 +32,7 @@ use warren::queue::{Queue, QueueConfig, QueueEnv};
 
 const BINDINGS: usize = 10_000;
 const HEADER_BINDINGS: usize = 1_000;
+const HOSTILE_BINDINGS: usize = 1_000;
 
 /// A plain transient queue, as `queue.declare` with no arguments makes.
 fn queue(env: &Arc<QueueEnv>, name: String) -> Destination {
@@ -131,6 +136,28 @@ fn topic(c: &mut Criterion) {
     }
 }
 
+fn hostile_pattern(i: usize) -> String {
+    match i % 4 {
+        0 => "#.#.#.#.#.#.#.#".to_string(),
+        1 => "#.a.#.a.#.a.#.a".to_string(),
+        2 => "*.#.*.#.*.#.*.#".to_string(),
+        _ => format!("#.a.#.a.#.a.#.q{i}"),
+    }
+}
+
+fn topic_hostile(c: &mut Criterion) {
+    let env = QueueEnv::for_tests();
+    let ex = exchange(ExchangeKind::Topic);
+    let none = FieldTable::default();
+    for i in 0..HOSTILE_BINDINGS {
+        ex.bind(queue(&env, format!("q{i}")), &hostile_pattern(i), &none);
+    }
+    let key = vec!["a"; 128].join(".");
+    assert_eq!(key.len(), 255);
+    assert_eq!(route_count(&ex, &key, None), HOSTILE_BINDINGS / 4 * 3);
+    bench_route(c, "topic_hostile_1k/key_255b", &ex, &key, None);
+}
+
 fn direct(c: &mut Criterion) {
     let env = QueueEnv::for_tests();
     let ex = exchange(ExchangeKind::Direct);
@@ -194,6 +221,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = topic, direct, fanout, headers
+    targets = topic, topic_hostile, direct, fanout, headers
 }
 criterion_main!(benches);

@@ -53,6 +53,8 @@ pub mod config;
 pub mod error;
 pub mod exchange;
 pub mod fields;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod listeners;
 pub mod message;
 pub mod metrics;

@@ -124,7 +124,7 @@ pub struct FrameReader<R> {
 }
 
 impl<R: Transport> FrameReader<R> {
-    pub(super) fn new(socket: R) -> FrameReader<R> {
+    pub fn new(socket: R) -> FrameReader<R> {
         FrameReader {
             socket,
             buf: BytesMut::new(),

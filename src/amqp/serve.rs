@@ -74,7 +74,9 @@ pub async fn serve_tls(
     .await
 }
 
-async fn serve<R: Transport, W: tokio::io::AsyncWrite + Unpin + Send + 'static>(
+/// Serve one connection over any transport until it ends: a socket, a TLS
+/// stream, or the fuzz targets' in-memory input (`fuzzing::ConnectionHarness`).
+pub async fn serve<R: Transport, W: tokio::io::AsyncWrite + Unpin + Send + 'static>(
     mut reader: FrameReader<R>,
     wr: W,
     link: Link,

@@ -4,16 +4,20 @@
 //! A queue collects the messages that die (rejected, expired, over a length
 //! or delivery limit) while it holds its lock, and hands them to the broker
 //! once the lock is released ([`QueueOwner::dead_letter`]), so a queue never
-//! takes another queue's lock while holding its own. Here each is counted,
-//! rewritten the way RabbitMQ rewrites it, and routed through the
-//! dead-letter exchange like a publish.
+//! takes another queue's lock while holding its own. Here each is rewritten
+//! the way RabbitMQ rewrites it and routed through the dead-letter exchange
+//! like a publish.
 //!
 //! The rewrite follows RabbitMQ: an `x-death` entry per (queue, reason),
 //! newest first, counting repeats; `x-first-death-*` set once and
 //! `x-last-death-*` every time; the `expiration` property removed (kept as
 //! `original-expiration`); with a dead-letter routing key the `CC` header is
 //! dropped and the message routed with that key alone. A queue that would
-//! close a cycle of deaths with no rejection in it is skipped.
+//! close a cycle of deaths with no rejection in it is skipped
+//! ([`DeadLetter::is_cycle`]).
+//!
+//! Counting, and dead letters that set off more dead letters (queued, not
+//! recursed into), are `cascade`'s.
 //!
 //! [`QueueOwner::dead_letter`]: crate::queue::QueueOwner::dead_letter
 
@@ -26,27 +30,22 @@ use super::VHost;
 use super::enqueue::enqueue;
 use crate::exchange::RouteHeaders;
 use crate::message::{self, Message};
-use crate::metrics::{MessageEvent, Metrics};
+use crate::metrics::MessageEvent;
+use crate::queue::Reason;
 use crate::queue::args::DeadLetterTarget;
-use crate::queue::{Queue, Reason};
 
 impl VHost {
-    /// Dead-letter what died in `queue`: rewrite each message for `target`,
-    /// then route it through the dead-letter exchange. A letter for a
-    /// missing exchange is dropped, as RabbitMQ drops it; queues that would
-    /// close a dead-letter cycle are skipped.
-    pub fn dead_letter(
+    /// Rewrite and route one queue's dead messages.
+    pub(super) fn route_dead(
         &self,
-        metrics: &Metrics,
-        queue: &Queue,
+        queue: &str,
         target: &DeadLetterTarget,
         dead: Vec<(Arc<Message>, Reason)>,
         now_ms: u64,
     ) {
         let mut routed = Vec::new();
         for (message, reason) in dead {
-            metrics.count(dead_lettered(reason), 1);
-            let Some(letter) = rewrite(&message, reason, queue.name(), target, now_ms) else {
+            let Some(letter) = rewrite(&message, reason, queue, target, now_ms) else {
                 continue;
             };
             let Some(exchange) = self.exchange(&letter.exchange) else {
@@ -70,7 +69,7 @@ impl VHost {
     }
 }
 
-fn dead_lettered(reason: Reason) -> MessageEvent {
+pub(super) fn dead_lettered(reason: Reason) -> MessageEvent {
     match reason {
         Reason::Expired => MessageEvent::DeadLetteredExpired,
         Reason::MaxLen => MessageEvent::DeadLetteredMaxLen,
@@ -87,30 +86,26 @@ pub struct DeadLetter {
     /// The keys to route with.
     pub routing_keys: SmallVec<[ShortString; 2]>,
     pub reason: Reason,
+    /// The queue of each of its `x-death` entries, newest first, and
+    /// whether it died there by a consumer's rejection.
+    history: Vec<(String, bool)>,
 }
 
 impl DeadLetter {
     /// Whether routing this letter to `queue` would close a cycle: the
-    /// message already died in `queue`, and nothing on the way was a
-    /// consumer's rejection (RabbitMQ's rule; a rejection can't loop on its
-    /// own).
+    /// message died in `queue` before, and neither that death nor any
+    /// since was a consumer's rejection — RabbitMQ's rule: an automatic
+    /// cycle is broken, one a consumer takes part in is the consumer's.
     pub fn is_cycle(&self, queue: &str) -> bool {
         if self.reason == Reason::Rejected {
             return false;
         }
-        let Some(props) = message::parse(&self.message.properties) else {
+        let Some(last_here) = self.history.iter().position(|(q, _)| q == queue) else {
             return false;
         };
-        let Some(deaths) = props.headers().as_ref().and_then(deaths) else {
-            return false;
-        };
-        let seen = deaths
+        !self.history[..=last_here]
             .iter()
-            .any(|d| text(d, "queue").as_deref() == Some(queue));
-        let rejected = deaths
-            .iter()
-            .any(|d| text(d, "reason").as_deref() == Some(Reason::Rejected.as_str()));
-        seen && !rejected
+            .any(|&(_, rejected)| rejected)
     }
 }
 
@@ -178,6 +173,7 @@ pub fn rewrite(
         }
         None => original_keys,
     };
+    let history = history(&headers);
     let mut props = props.with_headers(headers);
     if props.expiration().is_some() {
         props = without_expiration(props);
@@ -199,7 +195,25 @@ pub fn rewrite(
         exchange: target.exchange.clone(),
         routing_keys,
         reason,
+        history,
     })
+}
+
+/// The (queue, rejected) of each `x-death` entry, newest first.
+fn history(headers: &FieldTable) -> Vec<(String, bool)> {
+    let Some(AMQPValue::FieldArray(list)) = headers.inner().get("x-death") else {
+        return Vec::new();
+    };
+    list.as_slice()
+        .iter()
+        .filter_map(|v| match v {
+            AMQPValue::FieldTable(t) => Some((
+                text(t, "queue").unwrap_or_default(),
+                text(t, "reason").as_deref() == Some(Reason::Rejected.as_str()),
+            )),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Add a death to `x-death`: an entry for the same queue and reason has its
@@ -238,6 +252,7 @@ fn record_death(headers: &mut FieldTable, entry: FieldTable, queue: &str, reason
     );
 }
 
+#[cfg(test)]
 fn deaths(headers: &FieldTable) -> Option<Vec<FieldTable>> {
     match headers.inner().get("x-death")? {
         AMQPValue::FieldArray(a) => Some(
@@ -400,5 +415,19 @@ mod tests {
         let after_rejection =
             rewrite(&rejected.message, Reason::Expired, "d", &to_dlx(None), 5000).unwrap();
         assert!(!after_rejection.is_cycle("a"));
+        assert!(!after_rejection.is_cycle("c"));
+        // Only deaths since the last one in the target queue count: an
+        // automatic cycle after a rejection is still a cycle.
+        let again = rewrite(
+            &after_rejection.message,
+            Reason::Expired,
+            "e",
+            &to_dlx(None),
+            6000,
+        )
+        .unwrap();
+        assert!(again.is_cycle("d"));
+        assert!(again.is_cycle("e"));
+        assert!(!again.is_cycle("a"));
     }
 }

@@ -12,6 +12,7 @@ pub mod alarms;
 pub mod audit;
 pub mod auth;
 pub mod bindings;
+mod cascade;
 pub mod connections;
 pub mod dead_letter;
 pub mod enqueue;

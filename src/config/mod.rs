@@ -242,14 +242,29 @@ impl Config {
         overrides: &Overrides,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, StartupError> {
-        let mut table = parse_table(DEFAULT_CONFIG, Path::new("<embedded config.toml>"))?;
-        if let Some(path) = &overrides.config_file {
-            let text =
+        let file = match &overrides.config_file {
+            Some(path) => Some((
                 std::fs::read_to_string(path).map_err(|source| StartupError::ConfigFile {
                     path: path.clone(),
                     source,
-                })?;
-            merge(&mut table, parse_table(&text, path)?);
+                })?,
+                path.as_path(),
+            )),
+            None => None,
+        };
+        Config::from_layers(file.as_ref().map(|(t, p)| (t.as_str(), *p)), overrides, env)
+    }
+
+    /// [`Config::load`] with the config file's text already read: `file` is
+    /// its text and path (for messages).
+    pub(crate) fn from_layers(
+        file: Option<(&str, &Path)>,
+        overrides: &Overrides,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, StartupError> {
+        let mut table = parse_table(DEFAULT_CONFIG, Path::new("<embedded config.toml>"))?;
+        if let Some((text, path)) = file {
+            merge(&mut table, parse_table(text, path)?);
         }
         let env: Vec<(String, String)> = env.into_iter().collect();
         merge(&mut table, env_layer(&env)?);

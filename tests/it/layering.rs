@@ -4,8 +4,8 @@
 //! Layers, top to bottom (a module may import only from modules ranked
 //! below it): `server` → `listeners` → `admin`, `amqp` → `broker` → `tls` → `config` → `startup`
 //! → `exchange` → `queue` → `store` → `metrics` → `message` → `error` →
-//! `fields`. The ranks live in [`RANKS`]; a new top-level module must be
-//! given one.
+//! `fields`, with `fuzzing` (the fuzz targets' hooks) above them all. The
+//! ranks live in [`RANKS`]; a new top-level module must be given one.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 const RANKS: &[(&str, u32)] = &[
     ("main", 110),
     ("lib", 110),
+    // Entry points for the fuzz targets: above everything they drive.
+    ("fuzzing", 105),
     ("server", 100),
     ("listeners", 95),
     ("admin", 90),

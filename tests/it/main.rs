@@ -21,6 +21,8 @@ mod crash;
 mod durability;
 mod exchanges;
 mod flow_control;
+mod fuzz_corpus;
+mod hostile_topology;
 mod layering;
 mod limits;
 mod properties;

@@ -42,6 +42,10 @@ pub const FRAME_OVERHEAD: usize = 8;
 
 pub const PROTOCOL_HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
 
+/// The most [`decode`] reserves for a frame still arriving: a frame of the
+/// default frame_max.
+const RESERVE_AHEAD_MAX: usize = 131_072;
+
 /// One inbound frame.
 #[derive(Debug)]
 pub enum Frame {
@@ -76,9 +80,6 @@ impl Frame {
     }
 }
 
-/// The most [`decode`] reserves for a frame beyond the bytes it has.
-const RESERVE_AHEAD_MAX: usize = 1 << 20;
-
 /// Cut the next complete frame off `buf`.
 ///
 /// Returns `Ok(None)` when more bytes are needed. `frame_max` is the
@@ -98,8 +99,9 @@ pub fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, AmqpE
         )));
     }
     if buf.len() < size + FRAME_OVERHEAD {
-        // Room for what is announced, but never far ahead of what arrived:
-        // a peer announcing a 4 GiB frame gets memory only as it sends it.
+        // Room for the rest of the frame, but only as much as a frame of
+        // the default size needs: with frame_max 0 (unlimited) a header can
+        // claim 4 GiB, and memory should follow what arrives, not claims.
         buf.reserve((size + FRAME_OVERHEAD - buf.len()).min(RESERVE_AHEAD_MAX));
         return Ok(None);
     }
@@ -245,6 +247,18 @@ mod tests {
         put_frame_header(&mut b, FRAME_BODY, 1, 5000);
         let e = decode(&mut b, 4096).unwrap_err();
         assert_eq!(e.code, crate::error::ReplyCode::FrameError);
+    }
+
+    /// Found by the `frame_decoder` fuzz target: with frame_max 0
+    /// (unlimited) a frame header claiming 4 GiB made the decoder reserve
+    /// 4 GiB before a byte of it arrived.
+    #[test]
+    fn a_claimed_size_reserves_no_more_than_a_default_frame() {
+        for frame_max in [0, 131_072] {
+            let mut b = BytesMut::from(&[FRAME_BODY, 0, 1, 0xff, 0xff, 0xff, 0xff][..]);
+            let _ = decode(&mut b, frame_max);
+            assert!(b.capacity() <= 256 * 1024, "reserved {}", b.capacity());
+        }
     }
 
     #[test]
