@@ -148,9 +148,15 @@ def stop_warren(broker, signalled=False):
 
 
 def rabbitmq_broker(url):
+    """The RabbitMQ at `url`; its management API and Prometheus endpoint on
+    the same host, at $WARREN_TEST_RABBITMQ_ADMIN_PORT (15672) and
+    $WARREN_TEST_RABBITMQ_METRICS_PORT (15692)."""
     p = urllib.parse.urlparse(url)
     vhost = urllib.parse.unquote(p.path[1:]) if len(p.path) > 1 else "/"
-    return Broker(p.hostname or "127.0.0.1", p.port or 5672, vhost=vhost,
+    return Broker(p.hostname or "127.0.0.1", p.port or 5672,
+                  admin_port=int(os.environ.get("WARREN_TEST_RABBITMQ_ADMIN_PORT", "15672")),
+                  metrics_port=int(os.environ.get("WARREN_TEST_RABBITMQ_METRICS_PORT", "15692")),
+                  vhost=vhost,
                   user=urllib.parse.unquote(p.username or "guest"),
                   password=urllib.parse.unquote(p.password or "guest"))
 
