@@ -7,6 +7,7 @@
 //! This module sits at the bottom of the crate: it imports nothing from
 //! Warren, so protocol code, the broker, queues and exchanges can all use it.
 
+pub mod json;
 pub mod nesting;
 
 use amq_protocol::frame::{BackToTheBuffer, WriteContext};
