@@ -122,15 +122,24 @@ impl Server {
             })?,
             false => AuditLog::disabled(),
         };
-        // Recovery reads the store: blocking work.
-        let broker =
-            tokio::task::spawn_blocking(move || Broker::open_with_audit(config, store, audit))
-                .await
-                .map_err(|e| StartupError::Config(format!("recovery failed: {e}")))?
-                .map_err(|source| StartupError::Store {
+        // Recovery reads the store, and boot-time definitions are read and
+        // written: blocking work. Definitions are in place before any
+        // listener accepts, so no client sees the broker without them.
+        let broker = tokio::task::spawn_blocking(move || {
+            let broker = Broker::open_with_audit(config, store, audit).map_err(|source| {
+                StartupError::Store {
                     path: PathBuf::from("<recovery>"),
                     source,
-                })?;
+                }
+            })?;
+            if let Err(e) = broker.import_boot_definitions() {
+                broker.close();
+                return Err(e);
+            }
+            Ok(broker)
+        })
+        .await
+        .map_err(|e| StartupError::Config(format!("recovery failed: {e}")))??;
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
 

@@ -35,4 +35,17 @@ pub enum StartupError {
         path: std::path::PathBuf,
         source: crate::store::StoreError,
     },
+    #[error("cannot read definitions from {path}: {source}")]
+    DefinitionsFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// A definitions file to import at boot was refused; nothing of it
+    /// was imported.
+    #[error("cannot import definitions from {path}: {location}: {reason}")]
+    Definitions {
+        path: std::path::PathBuf,
+        location: String,
+        reason: String,
+    },
 }

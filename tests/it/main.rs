@@ -18,6 +18,8 @@ mod channels;
 mod confirms;
 mod connection;
 mod crash;
+mod definitions;
+mod definitions_boot;
 mod durability;
 mod exchanges;
 mod flow_control;

@@ -4,9 +4,11 @@
 //! | file | owns |
 //! |---|---|
 //! | `export` | the broker's state as a document, with RabbitMQ's field names and types |
-//! | `parse` | a document's shape: every field's type, read into a [`Plan`](parse::Plan) with each item's location |
+//! | `parse` | a document's shape, read into a plan of what it asks for, each item with its location |
+//! | `reader` | one object's fields, each of the type RabbitMQ writes |
 //! | `check` | the plan against itself and the broker: patterns, hashes, policies, exchange types, queue arguments, bindings' ends, conflicts with what exists |
 //! | `import` | the import itself: parse, check, then apply in RabbitMQ's order |
+//! | `boot` | the files of `[definitions] load_path`, imported at start-up |
 //!
 //! An import is all-or-nothing: nothing changes until the whole document
 //! has been parsed and checked, and the first fault is reported with its
@@ -15,10 +17,12 @@
 //! inequivalent queue of the same name, say) can still make the apply stop
 //! part-way, which is reported like any fault.
 
+mod boot;
 mod check;
 mod export;
 mod import;
 mod parse;
+mod reader;
 
 use serde::Serialize;
 

@@ -12,13 +12,13 @@ use amq_protocol::types::FieldTable;
 use serde_json::{Map, Value};
 
 use super::DefinitionsError;
+use super::reader::{Fields, describe, section};
 use crate::broker::access::Password;
 use crate::broker::auth::{HashingAlgorithm, is_well_formed};
 use crate::broker::limits::{UserLimits, VhostLimits};
 use crate::broker::parameters::{VHOST_LIMITS, vhost_limits};
 use crate::broker::policies::erlang_term;
 use crate::broker::vhosts::VhostMetadata;
-use crate::fields::json::json_to_table;
 use crate::store::{
     GlobalParameterRecord, ParameterRecord, PermissionRecord, PolicyRecord, TopicPermissionRecord,
 };
@@ -94,172 +94,6 @@ pub(super) struct Plan {
     pub exchanges: Vec<At<ExchangePlan>>,
     pub queues: Vec<At<QueuePlan>>,
     pub bindings: Vec<At<BindingPlan>>,
-}
-
-/// The fields of one object in the document.
-struct Fields<'a> {
-    map: &'a Map<String, Value>,
-    at: String,
-    /// The vhost of a per-vhost import, which every `vhost` field means.
-    scope: Option<&'a str>,
-}
-
-fn describe(v: &Value) -> String {
-    let text = v.to_string();
-    if text.chars().count() > 60 {
-        format!("{}…", text.chars().take(60).collect::<String>())
-    } else {
-        text
-    }
-}
-
-impl<'a> Fields<'a> {
-    fn field(&self, key: &str) -> String {
-        format!("{}.{key}", self.at)
-    }
-
-    fn get(&self, key: &str) -> Option<&'a Value> {
-        self.map.get(key).filter(|v| !v.is_null())
-    }
-
-    fn string(&self, key: &str) -> Result<String> {
-        match self.get(key) {
-            None => Err(DefinitionsError::invalid(self.field(key), "missing")),
-            Some(Value::String(s)) => Ok(s.clone()),
-            Some(v) => Err(DefinitionsError::invalid(
-                self.field(key),
-                format!("must be a string, got {}", describe(v)),
-            )),
-        }
-    }
-
-    fn string_or(&self, key: &str, default: &str) -> Result<String> {
-        match self.get(key) {
-            None => Ok(default.to_string()),
-            Some(_) => self.string(key),
-        }
-    }
-
-    /// An AMQP short string: a queue, exchange or routing key.
-    fn short(&self, key: &str, default: Option<&str>) -> Result<String> {
-        let s = match default {
-            Some(d) => self.string_or(key, d)?,
-            None => self.string(key)?,
-        };
-        if s.len() > 255 {
-            return Err(DefinitionsError::invalid(
-                self.field(key),
-                "longer than 255 bytes",
-            ));
-        }
-        Ok(s)
-    }
-
-    fn name(&self, key: &str) -> Result<String> {
-        let s = self.string(key)?;
-        if s.is_empty() {
-            return Err(DefinitionsError::invalid(
-                self.field(key),
-                "must not be empty",
-            ));
-        }
-        Ok(s)
-    }
-
-    fn vhost(&self) -> Result<String> {
-        match self.scope {
-            Some(v) => Ok(v.to_string()),
-            None => self.name("vhost"),
-        }
-    }
-
-    fn boolean(&self, key: &str, default: bool) -> Result<bool> {
-        match self.get(key) {
-            None => Ok(default),
-            Some(Value::Bool(b)) => Ok(*b),
-            Some(v) => Err(DefinitionsError::invalid(
-                self.field(key),
-                format!("must be true or false, got {}", describe(v)),
-            )),
-        }
-    }
-
-    fn table(&self, key: &str) -> Result<FieldTable> {
-        json_to_table(self.get(key).unwrap_or(&Value::Null))
-            .map_err(|e| DefinitionsError::invalid(self.field(key), e.to_string()))
-    }
-
-    fn object(&self, key: &str) -> Result<Map<String, Value>> {
-        match self.get(key) {
-            None => Err(DefinitionsError::invalid(self.field(key), "missing")),
-            Some(Value::Object(m)) => Ok(m.clone()),
-            Some(v) => Err(DefinitionsError::invalid(
-                self.field(key),
-                format!("must be an object, got {}", describe(v)),
-            )),
-        }
-    }
-
-    /// Tags: a list of strings, or one comma-separated string (older
-    /// exports, and the HTTP API).
-    fn tags(&self, key: &str) -> Result<Vec<String>> {
-        match self.get(key) {
-            None => Ok(Vec::new()),
-            Some(Value::String(s)) => Ok(s
-                .split(',')
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .map(str::to_string)
-                .collect()),
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|t| {
-                    t.as_str().map(str::to_string).ok_or_else(|| {
-                        DefinitionsError::invalid(
-                            self.field(key),
-                            format!("tags must be strings, got {}", describe(t)),
-                        )
-                    })
-                })
-                .collect(),
-            Some(v) => Err(DefinitionsError::invalid(
-                self.field(key),
-                format!("must be a list of strings, got {}", describe(v)),
-            )),
-        }
-    }
-}
-
-/// The objects of one section (absent or `null`: none).
-fn section<'a>(
-    doc: &'a Map<String, Value>,
-    key: &'static str,
-    scope: Option<&'a str>,
-) -> Result<Vec<Fields<'a>>> {
-    let items = match doc.get(key) {
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(Value::Array(items)) => items,
-        Some(v) => {
-            return Err(DefinitionsError::invalid(
-                key,
-                format!("must be a list, got {}", describe(v)),
-            ));
-        }
-    };
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| {
-            let at = format!("{key}[{i}]");
-            match item {
-                Value::Object(map) => Ok(Fields { map, at, scope }),
-                v => Err(DefinitionsError::invalid(
-                    at,
-                    format!("must be an object, got {}", describe(v)),
-                )),
-            }
-        })
-        .collect()
 }
 
 fn at<T>(f: &Fields<'_>, item: T) -> At<T> {
@@ -547,7 +381,7 @@ fn policy(f: &Fields<'_>, vhost: &str, fields: &Map<String, Value>) -> Result<Po
         pattern: v.string("pattern")?,
         apply_to: v.string_or("apply-to", "all")?,
         priority,
-        definition: v.object("definition")?,
+        definition: v.definition()?,
     })
 }
 
@@ -673,6 +507,8 @@ mod tests {
                     {"component": "vhost-limits", "vhost": "meta", "name": "limits", "value": {"max-queues": 3}},
                     {"component": "operator_policy", "vhost": "meta", "name": "cap",
                      "value": {"pattern": ".*", "definition": {"max-length": 1}, "priority": 1, "apply-to": "queues"}},
+                    {"component": "operator_policy", "vhost": "meta", "name": "pairs",
+                     "value": {"pattern": ".*", "definition": [["max-length", 2], ["message-ttl", 5]]}},
                     {"component": "shovel", "vhost": "meta", "name": "s", "value": {"src-uri": "amqp://"}}
                 ],
                 "colour": "ignored"
@@ -696,6 +532,10 @@ mod tests {
         assert_eq!(top.default_queue_type, None);
         assert_eq!(plan.vhost_limits[0].item.1.max_queues, Some(3));
         assert_eq!(plan.operator_policies[0].item.apply_to, "queues");
+        assert_eq!(
+            Value::Object(plan.operator_policies[1].item.definition.clone()),
+            json!({"max-length": 2, "message-ttl": 5})
+        );
         assert_eq!(plan.operator_policies[0].at, "parameters[1].value");
         assert_eq!(plan.parameters.len(), 1);
     }
