@@ -20,6 +20,7 @@ mod connection;
 mod crash;
 mod definitions;
 mod definitions_boot;
+mod definitions_rabbitmq;
 mod durability;
 mod exchanges;
 mod flow_control;
