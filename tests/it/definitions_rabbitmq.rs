@@ -141,6 +141,7 @@ async fn warren_export_imports_into_rabbitmq() {
         code == 204 || code == 201,
         "RabbitMQ refused the export: {code} {body}"
     );
+    assert_eq!(String::from_utf8_lossy(&whoami.stdout), "200");
     for key in [
         "users",
         "permissions",
