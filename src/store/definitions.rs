@@ -3,15 +3,15 @@
 //! exchanges, queues and bindings, one JSON record per key in the
 //! `definitions` tree.
 //!
-//! Keys start with a one-letter kind and join their parts with NUL (names
-//! cannot contain NUL in practice, and a NUL-separated key sorts by its
-//! parts): `v<vhost>`, `u<user>`, `p<user>\0<vhost>`,
-//! `t<user>\0<vhost>\0<exchange>` (topic permissions), `l<vhost>` (vhost
-//! limits), `P<vhost>\0<name>` (policies), `O<vhost>\0<name>` (operator
-//! policies), `r<component>\0<vhost>\0<name>` (runtime parameters),
-//! `g<name>` (global parameters), `e<vhost>\0<name>`, `q<vhost>\0<name>`,
-//! and for bindings
-//! `b<vhost>\0<source>\0<q|e><destination>\0<key>\0<arguments>`.
+//! Keys start with a one-letter kind, then the parts that name the record
+//! (`definition_keys` has the layout): `v` vhost, `u` user, `p` user and
+//! vhost, `t` user, vhost and exchange (topic permissions), `l` vhost
+//! (vhost limits), `P` vhost and name (policies), `O` vhost and name
+//! (operator policies), `r` component, vhost and name (runtime parameters),
+//! `g` name (global parameters), `e` vhost and name, `q` vhost and name,
+//! and `b` vhost, source, `q|e` + destination, routing key and arguments
+//! (bindings). Only keys are built from records; reading scans a kind's
+//! range and decodes the values, so it never parses a key.
 //!
 //! A vhost's record was once its name alone (a JSON string); such records
 //! still read, as a vhost without metadata.
@@ -19,6 +19,7 @@
 use amq_protocol::types::FieldTable;
 use serde::{Deserialize, Serialize};
 
+use super::definition_keys::{binding_key, key};
 use super::{Backend, Store, StoreError, StoreResult, Tree};
 
 /// A vhost and its metadata, as RabbitMQ's `PUT /api/vhosts/{name}` sets
@@ -192,29 +193,6 @@ pub struct Definitions {
     pub exchanges: Vec<ExchangeRecord>,
     pub queues: Vec<QueueRecord>,
     pub bindings: Vec<BindingRecord>,
-}
-
-fn key(kind: u8, parts: &[&str]) -> Vec<u8> {
-    let mut k = vec![kind];
-    for (i, p) in parts.iter().enumerate() {
-        if i > 0 {
-            k.push(0);
-        }
-        k.extend_from_slice(p.as_bytes());
-    }
-    k
-}
-
-fn binding_key(b: &BindingRecord) -> Vec<u8> {
-    let dest = format!(
-        "{}{}",
-        if b.destination_is_queue { 'q' } else { 'e' },
-        b.destination
-    );
-    // Arguments take part in a binding's identity; their JSON form is stable
-    // because FieldTable is a sorted map.
-    let args = serde_json::to_string(&b.arguments).unwrap_or_default();
-    key(b'b', &[&b.vhost, &b.source, &dest, &b.routing_key, &args])
 }
 
 fn encode<T: Serialize>(record: &T) -> StoreResult<Vec<u8>> {

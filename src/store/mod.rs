@@ -10,6 +10,7 @@
 //! | file | owns |
 //! |---|---|
 //! | `definitions` | the `definitions` tree: vhosts, users, permissions, policies, parameters, exchanges, queues, bindings |
+//! | `definition_keys` | that tree's key layout, and the rewrite of format 2 and 3 keys |
 //! | `records` | the `messages` tree's byte layout: keys, message records, batches, delivery states (pure functions) |
 //! | `messages` | queue contents one message at a time: entries, paging out, delivery states, reading back, taking one where it sits |
 //! | `batches` | queue messages a batch to a key, in memory until written: durable entries and paged-out transient messages |
@@ -31,6 +32,7 @@
 
 mod batches;
 mod cleanup;
+mod definition_keys;
 mod definitions;
 mod group_commit;
 mod memory_backend;
@@ -60,11 +62,12 @@ pub use records::{DeliveryState, Slot};
 
 use group_commit::GroupCommit;
 
-/// Version of the on-disk layout this build writes. It reads version 2 too
-/// (and then marks the store 3, so an older Warren refuses it rather than
-/// miss the batches).
-pub const FORMAT_VERSION: u32 = 3;
-const READS_FORMATS: &[&[u8]] = &[b"2", b"3"];
+/// Version of the on-disk layout this build writes. It reads versions 2
+/// and 3 too: their definition keys are rewritten at open (format 4 keys
+/// are length-prefixed, not NUL-joined), and the store is then marked 4, so
+/// an older Warren refuses it rather than miss its records.
+pub const FORMAT_VERSION: u32 = 4;
+const READS_FORMATS: &[&[u8]] = &[b"2", b"3", b"4"];
 
 /// A storage failure. Cloneable so one flush error can complete many waiters.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -244,7 +247,18 @@ impl Store {
                 true
             }
             Some(v) if READS_FORMATS.contains(&v.as_slice()) => {
-                backend.insert(Tree::Meta, b"format", FORMAT_VERSION.to_string().as_bytes())?;
+                let current = FORMAT_VERSION.to_string();
+                if v != current.as_bytes() {
+                    let moved = definition_keys::migrate(backend.as_ref())?;
+                    // The rewrite is durable before the marker says so.
+                    backend.flush()?;
+                    tracing::info!(
+                        "upgraded the store from format {} to {current}: {moved} definition keys \
+                         rewritten",
+                        String::from_utf8_lossy(&v)
+                    );
+                }
+                backend.insert(Tree::Meta, b"format", current.as_bytes())?;
                 false
             }
             Some(v) => {

@@ -327,3 +327,58 @@ async fn policies_parameters_and_vhost_metadata_survive_a_restart() {
     assert!(server.broker().parameters().is_empty());
     server.shutdown().await;
 }
+
+/// Store keys once joined a definition's parts with NUL, so these two
+/// bindings (queue `x`, key `a\0b`; queue `x\0a`, key `b`) had one key and
+/// the second replaced the first on disk.
+#[tokio::test]
+async fn bindings_differing_only_where_a_nul_falls_both_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with(on_disk(dir.path())).await;
+    let conn = connect(&server).await;
+    let ch = channel(&conn).await;
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    for (queue, key) in [("x", "a\0b"), ("x\0a", "b")] {
+        ch.queue_declare(queue.into(), durable, FieldTable::default())
+            .await
+            .unwrap();
+        ch.queue_bind(
+            queue.into(),
+            "amq.direct".into(),
+            key.into(),
+            lapin::options::QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let bound = |server: &Server| {
+        let mut b: Vec<(String, String)> = server
+            .broker()
+            .vhost("/")
+            .unwrap()
+            .bindings()
+            .into_iter()
+            .map(|b| {
+                (
+                    b.destination.name().to_string(),
+                    b.routing_key.as_str().to_string(),
+                )
+            })
+            .collect();
+        b.sort();
+        b
+    };
+    let expected = vec![
+        ("x".to_string(), "a\0b".to_string()),
+        ("x\0a".to_string(), "b".to_string()),
+    ];
+    assert_eq!(bound(&server), expected);
+    server.shutdown().await;
+    let server = start_with(on_disk(dir.path())).await;
+    assert_eq!(bound(&server), expected);
+    server.shutdown().await;
+}
