@@ -145,10 +145,15 @@ impl Server {
             broker.clone(),
             shutdown.clone(),
         ));
+        tasks.spawn(crate::broker::stats::sample_stats(
+            broker.clone(),
+            shutdown.clone(),
+        ));
         let mut amqp_addrs = Vec::new();
         for listener in amqp {
             let addr = local_addr(&listener);
             tracing::info!("started TCP listener on {addr}");
+            broker.add_listener("amqp", addr);
             amqp_addrs.push(addr);
             tasks.spawn(accept_loop(
                 listener,
@@ -162,6 +167,7 @@ impl Server {
         for listener in amqps {
             let addr = local_addr(&listener);
             tracing::info!("started TLS (SSL) listener on {addr}");
+            broker.add_listener("amqp/ssl", addr);
             amqps_addrs.push(addr);
             tasks.spawn(accept_loop(
                 listener,
@@ -196,6 +202,19 @@ impl Server {
                 &shutdown,
             )
         });
+        if let Some(addr) = admin_addr {
+            let https = broker.config.admin.tls && tls.is_some();
+            broker.add_listener(if https { "https" } else { "http" }, addr);
+        }
+        if let Some(addr) = metrics_addr {
+            let https = broker.config.metrics.tls && tls.is_some();
+            let protocol = if https {
+                "https/prometheus"
+            } else {
+                "http/prometheus"
+            };
+            broker.add_listener(protocol, addr);
+        }
         tracing::info!("Server startup complete; 0 plugins started.");
         if amqp_addrs.is_empty() && amqps_addrs.is_empty() {
             return Err(StartupError::Config("no AMQP listener is enabled".into()));

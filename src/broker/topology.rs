@@ -228,7 +228,7 @@ impl VHost {
             self.env.clone(),
             policy.as_ref().map(|p| (p.name(), &p.queue)),
         );
-        self.queues.write().insert(name, queue.clone());
+        self.queues.write().create(queue.clone());
         // Every queue is bound to the default exchange by its name; that
         // binding is implicit (the default exchange resolves names directly).
         Ok(QueueDeclared {
@@ -262,7 +262,7 @@ impl VHost {
         };
         let _topology = self.topology.lock();
         let queue = Queue::new(config, self.env.clone(), None);
-        self.queues.write().insert(name, queue.clone());
+        self.queues.write().create(queue.clone());
         Ok(queue)
     }
 
@@ -302,13 +302,7 @@ impl VHost {
             }
         }
         wrote |= self.unstore_queue(queue)?;
-        let mut queues = self.queues.write();
-        if queues
-            .get(queue.name())
-            .is_some_and(|q| Arc::ptr_eq(q, queue))
-        {
-            queues.remove(queue.name());
-        }
+        self.queues.write().remove(queue);
         Ok(Durability::from(wrote))
     }
 

@@ -30,6 +30,7 @@ use parking_lot::{Mutex, RwLock};
 use super::bindings::{Binding, Bindings};
 use super::limits::VhostLimits;
 use super::policies::Policy;
+use super::queue_index::QueueIndex;
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::{Exchange, ExchangeKind, RouteHeaders, routing};
 use crate::queue::{ConnectionId, Queue, QueueEnv};
@@ -52,7 +53,7 @@ pub struct VHost {
     pub name: String,
     pub(super) env: Arc<QueueEnv>,
     pub(super) exchanges: RwLock<HashMap<ShortString, Arc<Exchange>>>,
-    pub(super) queues: RwLock<HashMap<ShortString, Arc<Queue>>>,
+    pub(super) queues: RwLock<QueueIndex>,
     pub(super) topology: Mutex<Bindings>,
     pub(super) policies: RwLock<Vec<Arc<Policy>>>,
     pub(super) limits: RwLock<VhostLimits>,
@@ -116,9 +117,9 @@ impl VHost {
     pub fn new(name: &str, env: Arc<QueueEnv>) -> VHost {
         let vhost = VHost {
             name: name.to_string(),
+            queues: RwLock::new(QueueIndex::new(env.churn.clone())),
             env,
             exchanges: RwLock::new(HashMap::new()),
-            queues: RwLock::new(HashMap::new()),
             topology: Mutex::new(Bindings::default()),
             policies: RwLock::new(Vec::new()),
             limits: RwLock::new(VhostLimits::default()),

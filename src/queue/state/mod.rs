@@ -145,6 +145,11 @@ impl<C> QueueCore<C> {
         self.deleted
     }
 
+    /// Body bytes of the ready messages, in memory or stored.
+    pub fn ready_bytes(&self) -> u64 {
+        self.ready.bytes()
+    }
+
     pub fn in_memory(&self) -> usize {
         self.ready.in_memory()
     }
