@@ -1,6 +1,12 @@
-//! HTTP Basic authentication against the broker's users, as the management
-//! plugin does it: the user needs a management-capable tag, and loopback-only
-//! users (guest) must come from localhost.
+//! Who is calling: HTTP Basic authentication against the broker's users,
+//! as the management plugin does it, and what their tags let them see.
+//!
+//! A user needs one of the management tags to use the API at all.
+//! `management` users see the vhosts they have permissions on and their
+//! own connections; `policymaker` adds policies and parameters there;
+//! `monitoring` sees every vhost, connection and channel and the node;
+//! `administrator` may do everything. Loopback-only users (guest) must come
+//! from localhost.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,16 +18,21 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
 use super::ApiError;
-use crate::broker::Broker;
+use crate::broker::audit::Actor;
 use crate::broker::auth::User;
+use crate::broker::{Broker, VHost};
 
 const MANAGEMENT_TAGS: &[&str] = &["administrator", "monitoring", "policymaker", "management"];
 
 /// An authenticated management user.
 #[derive(Debug)]
-pub struct ManagementUser(#[allow(dead_code)] pub User);
+pub struct Caller {
+    pub user: User,
+    pub peer: Option<SocketAddr>,
+    broker: Arc<Broker>,
+}
 
-impl FromRequestParts<Arc<Broker>> for ManagementUser {
+impl FromRequestParts<Arc<Broker>> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, broker: &Arc<Broker>) -> Result<Self, ApiError> {
@@ -63,6 +74,103 @@ impl FromRequestParts<Arc<Broker>> for ManagementUser {
                 "User can only log in via localhost",
             ));
         }
-        Ok(ManagementUser(user))
+        Ok(Caller {
+            user,
+            peer,
+            broker: broker.clone(),
+        })
+    }
+}
+
+impl Caller {
+    fn has(&self, tag: &str) -> bool {
+        self.user.has_tag(tag)
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.has("administrator")
+    }
+
+    /// `monitoring` or `administrator`: sees everything.
+    pub fn is_monitor(&self) -> bool {
+        self.is_admin() || self.has("monitoring")
+    }
+
+    pub fn admin(&self) -> Result<(), ApiError> {
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(ApiError::NotAuthorized("Not administrator user"))
+        }
+    }
+
+    pub fn monitor(&self) -> Result<(), ApiError> {
+        if self.is_monitor() {
+            Ok(())
+        } else {
+            Err(ApiError::NotAuthorized("Not monitor user"))
+        }
+    }
+
+    /// `policymaker` or `administrator`, with access to `vhost`.
+    pub fn policymaker(&self, vhost: &str) -> Result<(), ApiError> {
+        if !(self.is_admin() || self.has("policymaker")) {
+            return Err(ApiError::NotAuthorized("Not policymaker user"));
+        }
+        self.vhost(vhost).map(|_| ())
+    }
+
+    /// Whether the caller may see `vhost` and what is in it.
+    pub fn sees_vhost(&self, vhost: &str) -> bool {
+        self.is_monitor() || self.broker.users.can_access_vhost(&self.user.name, vhost)
+    }
+
+    /// Whether the caller may see objects owned by `user` (connections,
+    /// channels): their own, or everyone's for monitors.
+    pub fn sees_user(&self, user: &str) -> bool {
+        self.is_monitor() || self.user.name == user
+    }
+
+    /// A vhost the caller may use: 404 if there is none, 401 if they have
+    /// no permissions on it.
+    pub fn vhost(&self, name: &str) -> Result<Arc<VHost>, ApiError> {
+        let v = self.broker.vhost(name).ok_or_else(ApiError::not_found)?;
+        if self.is_admin() || self.broker.users.can_access_vhost(&self.user.name, name) {
+            Ok(v)
+        } else {
+            Err(ApiError::NotAuthorised(
+                "Not authorised to access virtual host".into(),
+            ))
+        }
+    }
+
+    /// Vhosts the caller may see, by name.
+    pub fn visible_vhosts(&self) -> Vec<Arc<VHost>> {
+        let mut v: Vec<Arc<VHost>> = self
+            .broker
+            .vhosts()
+            .into_iter()
+            .filter(|v| self.sees_vhost(&v.name))
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// The vhosts a list route covers: the one named, or all the caller
+    /// sees.
+    pub fn vhosts_for(&self, name: Option<&str>) -> Result<Vec<Arc<VHost>>, ApiError> {
+        match name {
+            Some(n) => Ok(vec![self.vhost(n)?]),
+            None => Ok(self.visible_vhosts()),
+        }
+    }
+
+    /// The caller, for the audit trail.
+    pub fn actor(&self) -> Actor {
+        Actor {
+            user: self.user.name.clone(),
+            peer: self.peer,
+            via: "http",
+        }
     }
 }

@@ -6,13 +6,23 @@
 //! shutdown.
 
 mod auth;
+mod body;
 mod error;
+mod format;
 mod health;
+mod limits;
+mod listing;
+mod overview;
+mod permissions;
+mod process;
 mod prometheus;
+mod users;
 
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
@@ -21,7 +31,24 @@ pub use error::ApiError;
 
 /// The management API (`/api/...`).
 pub fn router(broker: Arc<Broker>) -> Router {
-    Router::new().merge(health::routes()).with_state(broker)
+    Router::new()
+        .merge(health::routes())
+        .merge(overview::routes())
+        .merge(users::routes())
+        .merge(permissions::routes())
+        .merge(limits::routes())
+        .layer(DefaultBodyLimit::max(body::MAX_BODY))
+        .with_state(broker)
+}
+
+/// RabbitMQ answers a PUT with 201 when it created the object and 204
+/// when it already existed.
+fn created_or_updated(created: bool) -> StatusCode {
+    if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::NO_CONTENT
+    }
 }
 
 /// The Prometheus endpoint (`/metrics`).

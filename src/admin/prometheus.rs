@@ -19,7 +19,7 @@ async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
     let m = &broker.metrics;
     let queues: usize = broker.vhosts().iter().map(|v| v.queue_count()).sum();
     m.queues.set(queues as f64);
-    if let Some(rss) = resident_memory_bytes() {
+    if let Some(rss) = super::process::resident_memory_bytes() {
         m.gauge("rabbitmq_process_resident_memory_bytes")
             .set(rss as f64);
     }
@@ -33,11 +33,4 @@ async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         m.render(),
     )
-}
-
-/// Resident set size from /proc (Linux); `None` elsewhere.
-pub fn resident_memory_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
 }
