@@ -19,8 +19,9 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 
 use super::ApiError;
 use crate::broker::audit::Actor;
-use crate::broker::auth::User;
+use crate::broker::auth::{Access, User};
 use crate::broker::{Broker, VHost};
+use crate::exchange::{Exchange, ExchangeKind};
 
 const MANAGEMENT_TAGS: &[&str] = &["administrator", "monitoring", "policymaker", "management"];
 
@@ -163,6 +164,39 @@ impl Caller {
             Some(n) => Ok(vec![self.vhost(n)?]),
             None => Ok(self.visible_vhosts()),
         }
+    }
+
+    /// One access right on a resource of `vhost`, as an AMQP client of
+    /// this user would be checked (administrators too: tags grant nothing
+    /// inside a vhost). RabbitMQ's refusal is a 401 with its AMQP text.
+    pub fn check(
+        &self,
+        vhost: &str,
+        access: Access,
+        kind: &str,
+        name: &str,
+    ) -> Result<(), ApiError> {
+        self.broker
+            .users
+            .check(&self.user.name, vhost, access, kind, name)
+            .map_err(ApiError::from)
+    }
+
+    /// A topic permission check, on topic exchanges only.
+    pub fn check_topic(
+        &self,
+        vhost: &str,
+        exchange: &Exchange,
+        access: Access,
+        key: &str,
+    ) -> Result<(), ApiError> {
+        if exchange.kind != ExchangeKind::Topic {
+            return Ok(());
+        }
+        self.broker
+            .users
+            .check_topic(&self.user.name, vhost, exchange.name.as_str(), access, key)
+            .map_err(ApiError::from)
     }
 
     /// The caller, for the audit trail.

@@ -81,7 +81,7 @@ impl ListParams {
                         )));
                     }
                 };
-                if page < 1 || size < 1 || size > MAX_PAGE_SIZE {
+                if page < 1 || !(1..=MAX_PAGE_SIZE).contains(&size) {
                     return Err(ApiError::Pagination(format!(
                         "Invalid pagination parameters: page number {page}, page size {size}"
                     )));
@@ -107,11 +107,7 @@ impl ListParams {
         Ok(Listing {
             page,
             name,
-            sort: self
-                .sort
-                .as_deref()
-                .filter(|s| !s.is_empty())
-                .map(|s| split(s)),
+            sort: self.sort.as_deref().filter(|s| !s.is_empty()).map(split),
             reverse: truthy(&self.sort_reverse),
             columns: self.columns.as_deref().filter(|c| !c.is_empty()).map(|c| {
                 c.split(',')

@@ -6,16 +6,22 @@
 //! shutdown.
 
 mod auth;
+mod bindings;
 mod body;
+mod connections;
 mod error;
+mod exchanges;
 mod format;
 mod health;
 mod limits;
 mod listing;
+mod message_json;
 mod overview;
 mod permissions;
 mod process;
 mod prometheus;
+mod queue_messages;
+mod queues;
 mod users;
 
 use std::sync::Arc;
@@ -25,7 +31,10 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use tokio_util::sync::CancellationToken;
 
+use amq_protocol::types::ShortString;
+
 use crate::broker::Broker;
+use crate::broker::vhost::Durability;
 
 pub use error::ApiError;
 
@@ -37,8 +46,37 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .merge(users::routes())
         .merge(permissions::routes())
         .merge(limits::routes())
+        .merge(queues::routes())
+        .merge(queue_messages::routes())
+        .merge(exchanges::routes())
+        .merge(bindings::routes())
+        .merge(connections::routes())
         .layer(DefaultBodyLimit::max(body::MAX_BODY))
         .with_state(broker)
+}
+
+/// Wait until a change the broker made durable is on disk, as an AMQP
+/// client's `declare-ok` waits.
+async fn durable(broker: &Broker, durability: Durability) -> Result<(), ApiError> {
+    if durability == Durability::Durable {
+        broker
+            .store
+            .synced()
+            .await
+            .map_err(|_| ApiError::Internal("the store stopped".into()))?
+            .map_err(|e| ApiError::Internal(format!("cannot write definitions: {e}")))?;
+    }
+    Ok(())
+}
+
+/// A name from a URL or a body as AMQP carries it: at most 255 bytes.
+fn short_name(name: &str, what: &str) -> Result<ShortString, ApiError> {
+    ShortString::try_new(name).map_err(|_| {
+        ApiError::BadRequest(format!(
+            "{what} '{}…' is longer than 255 bytes",
+            name.chars().take(40).collect::<String>()
+        ))
+    })
 }
 
 /// RabbitMQ answers a PUT with 201 when it created the object and 204

@@ -228,12 +228,8 @@ fn node_info(b: &Broker) -> Value {
     let (fd_used, fd_total) = process::file_descriptors();
     let uptime_ms = b.started.elapsed().as_millis() as u64;
     let alarms = b.alarms.active();
-    let mem_alarm = alarms
-        .iter()
-        .any(|r| *r == crate::broker::alarms::Resource::Memory);
-    let disk_alarm = alarms
-        .iter()
-        .any(|r| *r == crate::broker::alarms::Resource::Disk);
+    let mem_alarm = alarms.contains(&crate::broker::alarms::Resource::Memory);
+    let disk_alarm = alarms.contains(&crate::broker::alarms::Resource::Disk);
     let processors = std::thread::available_parallelism().map_or(1, |n| n.get());
     let sockets = b.connections().len();
     json!({

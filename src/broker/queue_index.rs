@@ -70,17 +70,11 @@ impl QueueIndex {
         true
     }
 
-    /// Names in order, `skip` names in, `take` at most.
-    pub fn names(&self, skip: usize, take: usize) -> Vec<ShortString> {
-        self.names.iter().skip(skip).take(take).cloned().collect()
-    }
-
-    /// Names in order, filtered.
-    pub fn names_where(&self, keep: impl Fn(&str) -> bool) -> Vec<ShortString> {
+    /// The queues in name order.
+    pub fn sorted(&self) -> Vec<Arc<Queue>> {
         self.names
             .iter()
-            .filter(|n| keep(n.as_str()))
-            .cloned()
+            .filter_map(|n| self.by_name.get(n).cloned())
             .collect()
     }
 }

@@ -60,6 +60,10 @@ impl Broker {
         }
     }
 
+    pub fn connection(&self, id: ConnectionId) -> Option<Arc<ClientConnection>> {
+        self.connections.lock().get(&id).cloned()
+    }
+
     pub fn connections(&self) -> Vec<Arc<ClientConnection>> {
         self.connections.lock().values().cloned().collect()
     }

@@ -174,6 +174,17 @@ impl VHost {
         self.queues.read().values().cloned().collect()
     }
 
+    /// The queues in name order (operators' listings).
+    pub fn queues_sorted(&self) -> Vec<Arc<Queue>> {
+        self.queues.read().sorted()
+    }
+
+    /// A queue by name, whoever declared it (operators see exclusive
+    /// queues too).
+    pub fn find_queue(&self, name: &str) -> Option<Arc<Queue>> {
+        self.queues.read().get(name).cloned()
+    }
+
     pub fn bindings(&self) -> Vec<Binding> {
         self.topology.lock().iter().cloned().collect()
     }

@@ -208,6 +208,11 @@ impl Exchange {
     }
 
     /// A policy with an `alternate-exchange` applies (or none does).
+    /// The policy that applies to it, if one does.
+    pub fn policy_name(&self) -> Option<String> {
+        self.policy.read().as_ref().map(|(name, _)| name.clone())
+    }
+
     pub fn set_policy_alternate(&self, policy: Option<(String, ShortString)>) {
         *self.policy.write() = policy;
     }

@@ -12,7 +12,7 @@ use std::time::{Instant, SystemTime};
 use amq_protocol::types::{FieldTable, ShortString};
 use parking_lot::Mutex;
 
-use super::{ConnectionId, ConsumerId, Queue};
+use super::{ConnectionId, ConsumerId, Queue, QueuedMessage};
 use crate::metrics::rates::{EventCounts, Rates};
 
 /// What a queue counts, in the order of [`QUEUE_EVENTS`].
@@ -162,6 +162,13 @@ impl Queue {
             consumers,
             policy: core.settings().policy.clone(),
         }
+    }
+
+    /// Up to `n` ready messages from the head, in delivery order, without
+    /// delivering them: nothing is marked redelivered or moved. Messages
+    /// paged out to the store are not shown.
+    pub fn browse(&self, n: usize) -> Vec<QueuedMessage> {
+        self.state.lock().core.peek(n)
     }
 
     /// Ready and unacknowledged counts, for aggregates (one lock, nothing

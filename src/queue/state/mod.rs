@@ -145,6 +145,11 @@ impl<C> QueueCore<C> {
         self.deleted
     }
 
+    /// Up to `n` ready messages from the head, left in place (browsing).
+    pub fn peek(&self, n: usize) -> Vec<QueuedMessage> {
+        self.ready.peek(n)
+    }
+
     /// Body bytes of the ready messages, in memory or stored.
     pub fn ready_bytes(&self) -> u64 {
         self.ready.bytes()
