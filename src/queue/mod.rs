@@ -68,7 +68,7 @@ pub use dispatch::DeliveryTarget;
 pub use env::{Clock, MemoryBudget, QueueEnv, QueueLimits, QueueOwner};
 pub use expiry::now_ms;
 pub use queued::{QueuedMessage, Reason, Return};
-pub use stats::{ConsumerView, QUEUE_EVENTS, QueueEvent, QueueStats, QueueView};
+pub use stats::{ConsumerView, QUEUE_EVENTS, QueueEvent, QueueGauges, QueueStats, QueueView};
 
 /// Identifies a connection, for exclusive queues.
 pub type ConnectionId = u64;

@@ -114,6 +114,17 @@ pub struct ConsumerView {
     pub channel: u16,
 }
 
+/// A queue's numbers at one moment, for metrics.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct QueueGauges {
+    pub ready: u64,
+    pub unacked: u64,
+    pub consumers: u64,
+    pub ready_bytes: u64,
+    pub ready_in_memory: u64,
+    pub memory_bytes: u64,
+}
+
 /// A queue's state at one moment.
 #[derive(Clone, Debug)]
 pub struct QueueView {
@@ -169,6 +180,21 @@ impl Queue {
     /// paged out to the store are not shown.
     pub fn browse(&self, n: usize) -> Vec<QueuedMessage> {
         self.state.lock().core.peek(n)
+    }
+
+    /// The figures metrics export, under one lock and without copying
+    /// consumers.
+    pub fn gauges(&self) -> QueueGauges {
+        let st = self.state.lock();
+        let core = &st.core;
+        QueueGauges {
+            ready: core.len() as u64,
+            unacked: u64::from(core.unacked()),
+            consumers: core.consumer_count() as u64,
+            ready_bytes: core.ready_bytes(),
+            ready_in_memory: core.in_memory() as u64,
+            memory_bytes: core.memory_bytes(),
+        }
     }
 
     /// Ready and unacknowledged counts, for aggregates (one lock, nothing
