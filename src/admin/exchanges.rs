@@ -38,6 +38,8 @@ pub fn routes() -> Router<Arc<Broker>> {
             get(show).put(put).delete(delete_exchange),
         )
         .route("/api/exchanges/{vhost}/{name}/publish", post(publish))
+        // rabbitmqadmin names the default exchange with an empty segment.
+        .route("/api/exchanges/{vhost}//publish", post(publish_default))
 }
 
 /// The exchange a path names (`amq.default` is the default exchange).
@@ -226,6 +228,15 @@ struct PublishBody {
     payload_encoding: Option<String>,
     #[serde(default)]
     properties: Value,
+}
+
+async fn publish_default(
+    caller: Caller,
+    state: State<Arc<Broker>>,
+    Path(vhost): Path<String>,
+    body: JsonBody<PublishBody>,
+) -> Result<Json<Value>, ApiError> {
+    publish(caller, state, Path((vhost, String::new())), body).await
 }
 
 async fn publish(

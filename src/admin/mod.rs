@@ -22,6 +22,7 @@ mod process;
 mod prometheus;
 mod queue_messages;
 mod queues;
+mod ui;
 mod users;
 
 use std::sync::Arc;
@@ -51,6 +52,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .merge(exchanges::routes())
         .merge(bindings::routes())
         .merge(connections::routes())
+        .merge(ui::routes())
         .layer(DefaultBodyLimit::max(body::MAX_BODY))
         .with_state(broker)
 }
