@@ -61,7 +61,8 @@ pub fn await_startup(ctx: &mut Ctx) -> Result<(), Failure> {
             Err(f) if f.exit == Exit::Unavailable => f,
             Err(f) => return Err(f),
         };
-        if Instant::now() + Duration::from_millis(500) >= deadline {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
             return Err(Failure::unavailable(format!(
                 "The management API at {} did not answer within {} seconds; last error: {}",
                 api.base_url(),
@@ -69,7 +70,7 @@ pub fn await_startup(ctx: &mut Ctx) -> Result<(), Failure> {
                 last.message
             )));
         }
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(remaining.min(Duration::from_millis(500)));
     }
 }
 
