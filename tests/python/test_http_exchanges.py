@@ -130,8 +130,6 @@ def test_publish_headers_and_properties(api, ch):
 def test_publish_errors(api):
     name = api.create_queue("/")
     path = "/api/exchanges/%2F/amq.default/publish"
-    r = assert_error(api.post(path, {"routing_key": name, "payload": "x"}), 400, "bad_request")
-    assert "properties" in str(r["reason"]) and "payload_encoding" in str(r["reason"])
     assert_error(api.post(path, {"routing_key": name, "payload": "x", "properties": {},
                                  "payload_encoding": "rot13"}), 400, "bad_request")
     nox = unique("nox")
