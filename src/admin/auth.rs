@@ -42,27 +42,24 @@ impl FromRequestParts<Arc<Broker>> for Caller {
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .ok_or(ApiError::Unauthenticated)?;
-        let encoded = header
-            .strip_prefix("Basic ")
-            .ok_or(ApiError::Unauthenticated)?;
+        // Another scheme (a bearer token) is a failed login.
+        let encoded = header.strip_prefix("Basic ").ok_or(ApiError::LoginFailed)?;
         let decoded = BASE64
             .decode(encoded.trim())
             .ok()
             .and_then(|raw| String::from_utf8(raw).ok())
-            .ok_or(ApiError::NotAuthorized("Login failed"))?;
-        let (name, password) = decoded
-            .split_once(':')
-            .ok_or(ApiError::NotAuthorized("Login failed"))?;
+            .ok_or_else(|| ApiError::BadRequest("malformed Basic credentials".into()))?;
+        let (name, password) = decoded.split_once(':').ok_or(ApiError::LoginFailed)?;
         let user = broker
             .users
             .authenticate(name, password)
-            .ok_or(ApiError::NotAuthorized("Login failed"))?;
+            .ok_or(ApiError::LoginFailed)?;
         if !user
             .tags
             .iter()
             .any(|t| MANAGEMENT_TAGS.contains(&t.as_str()))
         {
-            return Err(ApiError::NotAuthorized("Not management user"));
+            return Err(refused("Not management user"));
         }
         let peer = parts
             .extensions
@@ -71,9 +68,7 @@ impl FromRequestParts<Arc<Broker>> for Caller {
         if let Some(peer) = peer
             && !broker.allowed_from(name, &peer)
         {
-            return Err(ApiError::NotAuthorized(
-                "User can only log in via localhost",
-            ));
+            return Err(refused("User can only log in via localhost"));
         }
         Ok(Caller {
             user,
@@ -81,6 +76,10 @@ impl FromRequestParts<Arc<Broker>> for Caller {
             broker: broker.clone(),
         })
     }
+}
+
+fn refused(reason: &str) -> ApiError {
+    ApiError::NotAuthorised(reason.to_string())
 }
 
 impl Caller {
@@ -101,7 +100,7 @@ impl Caller {
         if self.is_admin() {
             Ok(())
         } else {
-            Err(ApiError::NotAuthorized("Not administrator user"))
+            Err(refused("Not administrator user"))
         }
     }
 
@@ -109,14 +108,14 @@ impl Caller {
         if self.is_monitor() {
             Ok(())
         } else {
-            Err(ApiError::NotAuthorized("Not monitor user"))
+            Err(refused("Not monitor user"))
         }
     }
 
     /// `policymaker` or `administrator`, with access to `vhost`.
     pub fn policymaker(&self, vhost: &str) -> Result<(), ApiError> {
         if !(self.is_admin() || self.has("policymaker")) {
-            return Err(ApiError::NotAuthorized("Not policymaker user"));
+            return Err(refused("User not authorised to access object"));
         }
         self.vhost(vhost).map(|_| ())
     }
@@ -139,9 +138,7 @@ impl Caller {
         if self.is_admin() || self.broker.users.can_access_vhost(&self.user.name, name) {
             Ok(v)
         } else {
-            Err(ApiError::NotAuthorised(
-                "Not authorised to access virtual host".into(),
-            ))
+            Err(refused("User not authorised to access virtual host"))
         }
     }
 
@@ -155,6 +152,15 @@ impl Caller {
             .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
+    }
+
+    /// A vhost to create something in: 404 `vhost_not_found` if there is
+    /// none (RabbitMQ's answer to a PUT into a missing vhost).
+    pub fn vhost_to_change(&self, name: &str) -> Result<Arc<VHost>, ApiError> {
+        if self.broker.vhost(name).is_none() {
+            return Err(ApiError::Missing("vhost_not_found".into()));
+        }
+        self.vhost(name)
     }
 
     /// The vhosts a list route covers: the one named, or all the caller

@@ -18,7 +18,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -67,9 +66,11 @@ pub fn routes() -> Router<Arc<Broker>> {
         .route("/api/queues/{vhost}/{name}/bindings", get(to_queue))
 }
 
-/// `http_uri:encode` keeps only unreserved characters; RabbitMQ then
-/// escapes `~` too, since it separates the key from the arguments' hash.
-const PROPS: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_');
+/// RabbitMQ quotes a properties key as a form value (a space is `+`),
+/// so `~` is escaped and separates the key from the arguments' hash.
+fn quote(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
 
 /// RabbitMQ's `properties_key` of a binding.
 pub fn properties_key(b: &Binding) -> String {
@@ -78,19 +79,22 @@ pub fn properties_key(b: &Binding) -> String {
         if key.is_empty() {
             return "~".into();
         }
-        return utf8_percent_encode(key, PROPS).to_string();
+        return quote(key);
     }
     let wire =
         fields::generate(|ctx| amq_protocol::types::generation::gen_field_table(&b.arguments)(ctx));
     let hash = URL_SAFE_NO_PAD.encode(md5::compute(&wire).0);
-    format!("{}~{hash}", utf8_percent_encode(key, PROPS))
+    format!("{}~{hash}", quote(key))
 }
 
 /// Whether a path's `props` segment (decoded once by the router, and
 /// maybe once more by the client's own encoding) names `b`.
 fn matches_props(b: &Binding, props: &str) -> bool {
     let key = properties_key(b);
-    key == props || percent_decode_str(&key).decode_utf8_lossy() == props
+    let decoded: String = form_urlencoded::parse(format!("k={key}").as_bytes())
+        .map(|(_, v)| v.into_owned())
+        .collect();
+    key == props || decoded == props
 }
 
 fn binding_json(vhost: &str, b: &Binding) -> Value {
@@ -189,17 +193,32 @@ fn ends(
     to_queue: bool,
 ) -> Result<Arc<VHost>, ApiError> {
     let v = caller.vhost(vhost)?;
-    v.exchange(path_name(source))
-        .ok_or_else(ApiError::not_found)?;
-    let found = if to_queue {
-        v.find_queue(destination).is_some()
-    } else {
-        v.exchange(path_name(destination)).is_some()
-    };
-    if !found {
-        return Err(ApiError::not_found());
+    match missing_end(&v, source, destination, to_queue) {
+        Some(_) => Err(ApiError::not_found()),
+        None => Ok(v),
     }
-    Ok(v)
+}
+
+/// What a binding's ends lack, in RabbitMQ's words.
+fn missing_end(v: &VHost, source: &str, destination: &str, to_queue: bool) -> Option<String> {
+    if v.exchange(path_name(source)).is_none() {
+        return Some(format!(
+            "no exchange '{}' in vhost '{}'",
+            path_name(source),
+            v.name
+        ));
+    }
+    if to_queue && v.find_queue(destination).is_none() {
+        return Some(format!("no queue '{destination}' in vhost '{}'", v.name));
+    }
+    if !to_queue && v.exchange(path_name(destination)).is_none() {
+        return Some(format!(
+            "no exchange '{}' in vhost '{}'",
+            path_name(destination),
+            v.name
+        ));
+    }
+    None
 }
 
 async fn between_queue(
@@ -288,7 +307,11 @@ async fn bind(
     body: BindBody,
     to_queue: bool,
 ) -> Result<Response, ApiError> {
-    let v = ends(&caller, &vhost, &source, &destination, to_queue)?;
+    // Binding runs on a channel: a missing end is its 404 `not_found`.
+    let v = caller.vhost(&vhost)?;
+    if let Some(missing) = missing_end(&v, &source, &destination, to_queue) {
+        return Err(ApiError::Missing(missing));
+    }
     let (source, dest) = (path_name(&source), path_name(&destination));
     let kind = if to_queue { "queue" } else { "exchange" };
     let key = short_name(&body.routing_key, "routing key")?;
@@ -314,11 +337,8 @@ async fn bind(
         routing_key: key,
         arguments: args,
     };
-    let location = format!(
-        "{}/{}",
-        utf8_percent_encode(dest, PROPS),
-        properties_key(&binding)
-    );
+    // RabbitMQ quotes the already quoted key again: `%23` is `%2523`.
+    let location = format!("{}/{}", quote(dest), quote(&properties_key(&binding)));
     let mut r = StatusCode::CREATED.into_response();
     if let Ok(h) = HeaderValue::from_str(&location) {
         r.headers_mut().insert(header::LOCATION, h);

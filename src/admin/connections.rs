@@ -196,7 +196,7 @@ async fn close(
 ) -> Result<StatusCode, ApiError> {
     let c = find(&caller, &b, &name)?;
     if !caller.is_admin() && c.user != caller.user.name {
-        return Err(ApiError::NotAuthorized("Not administrator user"));
+        return Err(ApiError::NotAuthorised("Not administrator user".into()));
     }
     c.force_close(&reason(&headers));
     Ok(StatusCode::NO_CONTENT)
@@ -209,7 +209,7 @@ async fn close_user(
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     if !caller.is_admin() && user != caller.user.name {
-        return Err(ApiError::NotAuthorized("Not administrator user"));
+        return Err(ApiError::NotAuthorised("Not administrator user".into()));
     }
     let why = reason(&headers);
     for c in visible(&caller, &b, |c| c.user == user) {

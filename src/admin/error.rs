@@ -1,5 +1,7 @@
 //! API errors in the management API's shape: `{"error": ..., "reason": ...}`
-//! with RabbitMQ's status codes, and how broker errors map onto them.
+//! with RabbitMQ's status codes and words, and how broker errors map onto
+//! them. RabbitMQ spells a failed login `not_authorized` and every other
+//! refusal `not_authorised`; both are kept.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -13,16 +15,22 @@ use crate::error::AmqpError;
 pub enum ApiError {
     /// No credentials: 401 with a Basic challenge and an empty body.
     Unauthenticated,
-    /// Wrong credentials or missing tag: 401 with a reason.
-    NotAuthorized(&'static str),
-    /// Refused for this vhost or object: 401 `not_authorised`.
+    /// Wrong credentials: 401 `not_authorized` with the Basic challenge.
+    LoginFailed,
+    /// Refused for a missing tag, or for this vhost or object: 401
+    /// `not_authorised`, no challenge.
     NotAuthorised(String),
-    /// 404 `Object Not Found` (RabbitMQ's reason is "Not Found" unless the
-    /// broker said more).
+    /// 404 `Object Not Found` for an object looked up by its path
+    /// (RabbitMQ's reason is "Not Found" unless the broker said more).
     NotFound(Option<String>),
+    /// 404 `not_found`: what an operation needed is missing (a vhost to
+    /// declare in, a queue to bind).
+    Missing(String),
     BadRequest(String),
     /// Bad `page`/`page_size`.
     Pagination(String),
+    /// A page past the last.
+    PageOutOfRange(String),
     /// The broker could not do it (e.g. the store failed).
     Internal(String),
 }
@@ -33,34 +41,40 @@ impl ApiError {
     }
 }
 
+fn challenge(mut r: Response) -> Response {
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"RabbitMQ Management\""),
+    );
+    r
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, error, reason) = match self {
             ApiError::Unauthenticated => {
-                let mut r = StatusCode::UNAUTHORIZED.into_response();
-                r.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Basic realm=\"RabbitMQ Management\""),
-                );
-                return r;
+                return challenge(StatusCode::UNAUTHORIZED.into_response());
             }
-            ApiError::NotAuthorized(reason) => (
-                StatusCode::UNAUTHORIZED,
-                "not_authorized",
-                reason.to_string(),
-            ),
+            ApiError::LoginFailed => {
+                let body = json!({"error": "not_authorized", "reason": "Login failed"});
+                return challenge((StatusCode::UNAUTHORIZED, Json(body)).into_response());
+            }
             ApiError::NotAuthorised(reason) => (StatusCode::UNAUTHORIZED, "not_authorised", reason),
             ApiError::NotFound(reason) => (
                 StatusCode::NOT_FOUND,
                 "Object Not Found",
                 reason.unwrap_or_else(|| "Not Found".into()),
             ),
+            ApiError::Missing(reason) => (StatusCode::NOT_FOUND, "not_found", reason),
             ApiError::BadRequest(reason) => (StatusCode::BAD_REQUEST, "bad_request", reason),
             ApiError::Pagination(reason) => (
                 StatusCode::BAD_REQUEST,
                 "invalid_pagination_parameters",
                 reason,
             ),
+            ApiError::PageOutOfRange(reason) => {
+                (StatusCode::BAD_REQUEST, "page_out_of_range", reason)
+            }
             ApiError::Internal(reason) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal_server_error",
@@ -82,16 +96,28 @@ impl From<AccessError> for ApiError {
 }
 
 /// An AMQP error from the broker, as RabbitMQ's management plugin reports
-/// the channel exception behind an HTTP call: 404 for NOT_FOUND, 401 for
-/// ACCESS_REFUSED, 400 for the rest, each with the AMQP text (without its
-/// `CODE_NAME - ` prefix).
+/// the channel exception behind an HTTP call: 404 `not_found` for
+/// NOT_FOUND, 401 "Access refused." for ACCESS_REFUSED, 400 for the rest,
+/// each with the AMQP text (without its `CODE_NAME - ` prefix).
 impl From<AmqpError> for ApiError {
     fn from(e: AmqpError) -> ApiError {
         match e.code.code() {
-            404 => ApiError::NotFound(Some(e.detail)),
-            403 => ApiError::NotAuthorised(e.detail),
+            404 => ApiError::Missing(e.detail),
+            403 => ApiError::NotAuthorised("Access refused.".into()),
             541 => ApiError::Internal(e.detail),
             _ => ApiError::BadRequest(e.detail),
         }
     }
 }
+
+/// The router's answer to a path it does not know: RabbitMQ's 404 body.
+/// Marked with [`NoRoute`] so tests can tell it from a route's own 404.
+pub async fn no_route() -> Response {
+    let mut r = ApiError::not_found().into_response();
+    r.extensions_mut().insert(NoRoute);
+    r
+}
+
+/// Set on the response to a path no route serves.
+#[derive(Clone, Copy, Debug)]
+pub struct NoRoute;

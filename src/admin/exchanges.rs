@@ -153,13 +153,22 @@ async fn put(
     Path((vhost, name)): Path<(String, String)>,
     JsonBody(body): JsonBody<PutExchange>,
 ) -> Result<StatusCode, ApiError> {
-    let v = caller.vhost(&vhost)?;
+    let v = caller.vhost_to_change(&vhost)?;
     let name = path_name(&name).to_string();
     let exchange_name = short_name(&name, "exchange name")?;
     caller.check(&vhost, Access::Configure, "exchange", &name)?;
     let kind = body
         .kind
         .ok_or_else(|| ApiError::BadRequest("the exchange type is required".into()))?;
+    // RabbitMQ's HTTP answer for any type it does not have.
+    if crate::exchange::ExchangeKind::parse(&kind).is_none()
+        && v.exchange(&name).is_none()
+        && !name.starts_with("amq.")
+    {
+        return Err(ApiError::BadRequest(format!(
+            "unknown exchange type '{kind}'"
+        )));
+    }
     let arguments = arguments(&body.arguments)?;
     let alternate = arguments
         .inner()
@@ -245,7 +254,15 @@ async fn publish(
     Path((vhost, name)): Path<(String, String)>,
     JsonBody(body): JsonBody<PublishBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let (v, x) = find(&caller, &vhost, &name)?;
+    // An HTTP publish runs on a channel: a missing exchange is its 404,
+    // which RabbitMQ reports as a 400 with the AMQP text.
+    let v = caller.vhost(&vhost)?;
+    let x = v.exchange(path_name(&name)).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "404 NOT_FOUND - no exchange '{}' in vhost '{vhost}'",
+            path_name(&name)
+        ))
+    })?;
     caller.check(&vhost, Access::Write, "exchange", x.name.as_str())?;
     caller.check_topic(&vhost, &x, Access::Write, &body.routing_key)?;
     if x.internal {
@@ -292,6 +309,12 @@ async fn publish(
     let mut queues = Vec::new();
     v.route(&x, routing_key.as_str(), &headers, &mut queues);
     let outcome = enqueue(&message, &mut queues, &mut Vec::new());
+    // Published with confirms: a refused message is an error.
+    if outcome.is_refused() {
+        return Err(ApiError::BadRequest(
+            "rejected Unable to publish message. Check queue limits.".into(),
+        ));
+    }
     let routed = !matches!(outcome, Routed::Unroutable);
     x.stats.add(crate::exchange::PUBLISH_IN, 1);
     if routed {

@@ -18,42 +18,41 @@ use super::auth::Caller;
 use crate::broker::Broker;
 
 pub fn routes() -> Router<Arc<Broker>> {
-    const CHECKS: &str = "/api/health/checks";
     Router::new()
-        .route(&format!("{CHECKS}/alarms"), get(alarms))
-        .route(&format!("{CHECKS}/local-alarms"), get(alarms))
+        .route("/api/health/checks/alarms", get(alarms))
+        .route("/api/health/checks/local-alarms", get(alarms))
         .route(
-            &format!("{CHECKS}/port-listener/{{port}}"),
+            "/api/health/checks/port-listener/{port}",
             get(port_listener),
         )
         .route(
-            &format!("{CHECKS}/protocol-listener/{{protocol}}"),
+            "/api/health/checks/protocol-listener/{protocol}",
             get(protocol_listener),
         )
-        .route(&format!("{CHECKS}/virtual-hosts"), get(authenticated_ok))
+        .route("/api/health/checks/virtual-hosts", get(authenticated_ok))
         .route(
-            &format!("{CHECKS}/node-is-quorum-critical"),
+            "/api/health/checks/node-is-quorum-critical",
             get(authenticated_ok),
         )
         .route(
-            &format!("{CHECKS}/node-is-mirror-sync-critical"),
+            "/api/health/checks/node-is-mirror-sync-critical",
             get(authenticated_ok),
         )
         .route(
-            &format!("{CHECKS}/metadata-store/initialized"),
+            "/api/health/checks/metadata-store/initialized",
             get(authenticated_ok),
         )
         .route(
-            &format!("{CHECKS}/certificate-expiration/{{within}}/{{unit}}"),
+            "/api/health/checks/certificate-expiration/{within}/{unit}",
             get(authenticated_ok),
         )
         .route(
-            &format!("{CHECKS}/below-node-connection-limit"),
+            "/api/health/checks/below-node-connection-limit",
             get(connection_limit),
         )
-        .route(&format!("{CHECKS}/is-in-service"), get(ok))
-        .route(&format!("{CHECKS}/ready-to-serve-clients"), get(ok))
-        .route(&format!("{CHECKS}/reached-target-cluster-size"), get(ok))
+        .route("/api/health/checks/is-in-service", get(ok))
+        .route("/api/health/checks/ready-to-serve-clients", get(ok))
+        .route("/api/health/checks/reached-target-cluster-size", get(ok))
         .route("/api/healthchecks/node", get(authenticated_ok))
         .route("/api/healthchecks/node/{node}", get(authenticated_ok))
         .route("/api/aliveness-test/{vhost}", get(aliveness))
@@ -124,7 +123,7 @@ async fn protocol_listener(
         p => p,
     };
     if protocols.contains(&wanted) {
-        Json(json!({"status": "ok", "protocol": protocol})).into_response()
+        Json(json!({"status": "ok", "protocol": wanted})).into_response()
     } else {
         failed(json!({
             "status": "failed",

@@ -61,7 +61,7 @@ enum NameFilter {
 impl NameFilter {
     fn matches(&self, name: &str) -> bool {
         match self {
-            NameFilter::Substring(s) => name.contains(s.as_str()),
+            NameFilter::Substring(s) => name.to_lowercase().contains(s.as_str()),
             NameFilter::Regex(r) => r.is_match(name),
         }
     }
@@ -99,7 +99,7 @@ impl ListParams {
                         .map_err(|e| ApiError::BadRequest(format!("invalid regex: {e}")))?,
                 )
             } else {
-                NameFilter::Substring(n.clone())
+                NameFilter::Substring(n.to_lowercase())
             }),
             _ => None,
         };
@@ -176,7 +176,7 @@ impl Listing {
         };
         let pages = filtered.div_ceil(size).max(1);
         if page > pages {
-            return Err(ApiError::BadRequest(format!(
+            return Err(ApiError::PageOutOfRange(format!(
                 "Page out of range, page: {page} page size: {size}, len: {filtered}"
             )));
         }
@@ -257,6 +257,12 @@ fn compare(a: Option<&Value>, b: Option<&Value>) -> std::cmp::Ordering {
 fn trim(item: &Value, columns: &[Vec<String>]) -> Value {
     let mut out = Map::new();
     for path in columns {
+        // RabbitMQ treats an argument table as one value: `arguments.x`
+        // keeps the whole table.
+        let path = match path.first().map(String::as_str) {
+            Some("arguments") => &path[..1],
+            _ => &path[..],
+        };
         if let Some(v) = pick(item, path) {
             insert_path(&mut out, path, v.clone());
         }

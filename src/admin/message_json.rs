@@ -137,9 +137,9 @@ impl Encoding {
         match s.unwrap_or("auto") {
             "auto" => Ok(Encoding::Auto),
             "base64" => Ok(Encoding::Base64),
-            other => Err(ApiError::BadRequest(format!(
-                "Unsupported encoding '{other}'; use auto or base64"
-            ))),
+            _ => Err(ApiError::BadRequest(
+                "Unsupported encoding. Please use auto or base64.".into(),
+            )),
         }
     }
 }

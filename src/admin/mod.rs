@@ -16,6 +16,7 @@ mod health;
 mod limits;
 mod listing;
 mod message_json;
+mod openapi;
 mod overview;
 mod permissions;
 mod process;
@@ -37,7 +38,7 @@ use amq_protocol::types::ShortString;
 use crate::broker::Broker;
 use crate::broker::vhost::Durability;
 
-pub use error::ApiError;
+pub use error::{ApiError, NoRoute};
 
 /// The management API (`/api/...`).
 pub fn router(broker: Arc<Broker>) -> Router {
@@ -53,6 +54,8 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .merge(bindings::routes())
         .merge(connections::routes())
         .merge(ui::routes())
+        .merge(openapi::routes())
+        .fallback(error::no_route)
         .layer(DefaultBodyLimit::max(body::MAX_BODY))
         .with_state(broker)
 }
@@ -93,7 +96,9 @@ fn created_or_updated(created: bool) -> StatusCode {
 
 /// The Prometheus endpoint (`/metrics`).
 pub fn metrics_router(broker: Arc<Broker>) -> Router {
-    prometheus::routes().with_state(broker)
+    prometheus::routes()
+        .fallback(error::no_route)
+        .with_state(broker)
 }
 
 /// Serve `router` on `listener` (plain TCP, or TLS streams from

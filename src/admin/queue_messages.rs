@@ -72,7 +72,11 @@ async fn get_messages(
     Path((vhost, name)): Path<(String, String)>,
     JsonBody(body): JsonBody<GetBody>,
 ) -> Result<Response, ApiError> {
-    let (_, q) = find(&caller, &vhost, &name)?;
+    // A get runs on a channel: a missing queue is its 404.
+    let v = caller.vhost(&vhost)?;
+    let q = v.find_queue(&name).ok_or_else(|| {
+        ApiError::Missing(format!("NOT_FOUND - no queue '{name}' in vhost '{vhost}'"))
+    })?;
     caller.check(&vhost, Access::Read, "queue", &name)?;
     let count = number(&body.count, "count")?;
     let mode = match (body.ackmode.as_deref(), &body.requeue) {

@@ -167,6 +167,7 @@ pub fn queue_json(
         ("messages_ready_ram", view.ready_in_memory),
         ("messages_unacknowledged_ram", view.unacked),
         ("messages_paged_out", paged_out),
+        ("messages_persistent", view.persistent),
     ] {
         out.insert(name.into(), value.into());
     }
@@ -250,17 +251,12 @@ async fn show(
 /// The body of `PUT /api/queues/{vhost}/{name}`.
 #[derive(Debug, Deserialize)]
 struct PutQueue {
-    /// RabbitMQ's HTTP API declares durable queues unless told otherwise.
-    #[serde(default = "yes")]
+    #[serde(default)]
     durable: bool,
     #[serde(default)]
     auto_delete: bool,
     #[serde(default)]
     arguments: Value,
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// Arguments from a body; `x-dead-letter-exchange` and friends keep the
@@ -275,7 +271,7 @@ async fn put(
     Path((vhost, name)): Path<(String, String)>,
     JsonBody(body): JsonBody<PutQueue>,
 ) -> Result<StatusCode, ApiError> {
-    let v = caller.vhost(&vhost)?;
+    let v = caller.vhost_to_change(&vhost)?;
     let queue_name = short_name(&name, "queue name")?;
     if name.is_empty() {
         return Err(ApiError::not_found());

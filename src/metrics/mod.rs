@@ -196,6 +196,10 @@ impl Metrics {
                     "rabbitmq_build_info",
                     vec![
                         Label::new("rabbitmq_version", version.to_string()),
+                        // No Erlang here; the dashboard's table shows it.
+                        Label::new("erlang_version", "n/a"),
+                        Label::new("prometheus_plugin_version", version.to_string()),
+                        Label::new("prometheus_client_version", env!("CARGO_PKG_VERSION")),
                         Label::new("product", "Warren"),
                         Label::new("product_version", env!("CARGO_PKG_VERSION")),
                     ],

@@ -135,6 +135,9 @@ pub struct QueueView {
     /// Ready messages held in memory; the rest are paged out to the store.
     pub ready_in_memory: u64,
     pub memory_bytes: u64,
+    /// Ready messages that survive a restart (persistent, in a durable
+    /// queue).
+    pub persistent: u64,
     pub consumers: Vec<ConsumerView>,
     /// The policy that applies, if any.
     pub policy: Option<String>,
@@ -170,6 +173,7 @@ impl Queue {
             ready_bytes: core.ready_bytes(),
             ready_in_memory: core.in_memory() as u64,
             memory_bytes: core.memory_bytes(),
+            persistent: core.durable_ready().iter().map(|(_, n)| n).sum(),
             consumers,
             policy: core.settings().policy.clone(),
         }
