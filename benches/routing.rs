@@ -46,7 +46,7 @@ fn queue(env: &Arc<QueueEnv>, name: String) -> Destination {
         args: QueueArgs::default(),
         uid: env.store.new_queue_uid(),
     };
-    Destination::Queue(Queue::new(config, env.clone(), None))
+    Destination::Queue(Queue::new(config, env.clone(), Default::default()))
 }
 
 fn exchange(kind: ExchangeKind) -> Exchange {

@@ -85,11 +85,11 @@ fn hashed(password: Password) -> Result<(String, HashingAlgorithm), AccessError>
 }
 
 impl Broker {
-    fn no_user(name: &str) -> AccessError {
+    pub(super) fn no_user(name: &str) -> AccessError {
         AccessError::NotFound(format!("no such user '{name}'"))
     }
 
-    fn no_vhost(name: &str) -> AccessError {
+    pub(super) fn no_vhost(name: &str) -> AccessError {
         AccessError::NotFound(format!("no such vhost '{name}'"))
     }
 

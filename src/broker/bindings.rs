@@ -81,6 +81,10 @@ impl Bindings {
         true
     }
 
+    pub fn contains(&self, binding: &Binding) -> bool {
+        self.all.contains_key(&BindingKey::of(binding))
+    }
+
     /// Forget a binding; false if there was no such binding.
     pub fn remove(&mut self, binding: &Binding) -> bool {
         let key = BindingKey::of(binding);

@@ -3,9 +3,10 @@
 //! (`admin/`) both work through it; it knows nothing of sockets or frames.
 //!
 //! At boot the broker either seeds a fresh data directory (default user and
-//! vhost, as RabbitMQ's image does on first boot) or restores what the store
-//! holds; at a clean shutdown it records queue lengths so the next boot
-//! needs no counting.
+//! vhost, as RabbitMQ's image does on first boot, unless definitions are to
+//! be imported at boot: then they say who may log in) or restores what the
+//! store holds; at a clean shutdown it records queue lengths so the next
+//! boot needs no counting.
 
 pub mod access;
 pub mod alarms;
@@ -15,11 +16,14 @@ pub mod bindings;
 mod cascade;
 pub mod connections;
 pub mod dead_letter;
+pub mod definitions;
 pub mod enqueue;
 mod equivalence;
 pub mod limits;
 mod login_guard;
+pub mod parameters;
 pub mod policies;
+mod policy_admin;
 pub mod queue_index;
 mod records;
 mod restore;
@@ -48,9 +52,11 @@ pub use access::AccessError;
 use audit::AuditLog;
 use auth::{HashingAlgorithm, Permission, User, Users};
 pub use connections::ClientConnection;
+pub use definitions::{DefinitionsError, ImportSummary};
 use limits::{UserLimits, VhostLimits};
 use login_guard::LoginGuard;
 pub use vhost::VHost;
+pub use vhosts::VhostMetadata;
 
 /// The RabbitMQ release whose behaviour Warren follows; reported as the
 /// `version` server property and in the management API, where tools parse it.
@@ -68,6 +74,11 @@ pub struct Broker {
     pub audit: AuditLog,
     /// Failed logins per client address.
     pub logins: LoginGuard,
+    /// Runtime and global parameters.
+    parameters: parameters::Parameters,
+    /// Serialises definitions imports (each validates against what exists,
+    /// then applies).
+    importing: Mutex<()>,
     queue_env: Arc<QueueEnv>,
     vhosts: RwLock<HashMap<String, Arc<VHost>>>,
     connections: Mutex<HashMap<ConnectionId, Arc<ClientConnection>>>,
@@ -143,6 +154,8 @@ impl Broker {
             store,
             audit,
             logins: LoginGuard::default(),
+            parameters: Default::default(),
+            importing: Mutex::new(()),
             queue_env,
             vhosts: RwLock::new(HashMap::new()),
             connections: Mutex::new(HashMap::new()),
@@ -169,6 +182,8 @@ impl Broker {
         } else {
             broker.restore()?;
         }
+        broker.ensure_cluster_id()?;
+        broker.store.flush_now()?;
         // As RabbitMQ's disk alarm: once the store cannot write, publishers
         // are blocked (those in flight are nacked) until it writes again.
         let weak = Arc::downgrade(&broker);
@@ -191,15 +206,23 @@ impl Broker {
 
     /// First boot: the default vhost and the default user with full
     /// permissions on it, tagged administrator (RabbitMQ's image contract).
+    /// A broker that imports definitions at boot starts blank instead, as
+    /// RabbitMQ does: the definitions say which users and vhosts exist.
     fn seed_defaults(&self) -> StoreResult<()> {
+        if self.config.definitions.is_configured() {
+            return Ok(());
+        }
         let auth = &self.config.auth;
-        self.add_vhost(&auth.default_vhost);
+        let metadata = VhostMetadata::default_vhost();
+        self.add_vhost(&auth.default_vhost)
+            .set_metadata(metadata.clone());
         let user = User::new(
             &auth.default_user,
             &auth.default_pass,
             vec!["administrator".into()],
         );
-        self.store.put_vhost(&auth.default_vhost)?;
+        self.store
+            .put_vhost(&metadata.record(&auth.default_vhost))?;
         self.store.put_user(&access::user_record(&user))?;
         self.store.put_permission(&PermissionRecord {
             user: user.name.clone(),
@@ -255,9 +278,13 @@ impl Broker {
                 tracing::warn!(user = %t.user, vhost = %t.vhost, "skipping a stored topic permission: {e}")
             }
         }
+        self.parameters
+            .restore(&defs.parameters, &defs.global_parameters);
         let mut uncounted: Vec<Arc<Queue>> = Vec::new();
-        for name in &defs.vhosts {
+        for record in &defs.vhosts {
+            let name = &record.name;
             let vhost = self.add_vhost(name);
+            vhost.set_metadata(VhostMetadata::of(record));
             if let Some(l) = defs.vhost_limits.iter().find(|l| &l.vhost == name) {
                 let limits: VhostLimits =
                     serde_json::from_value(serde_json::Value::Object(l.limits.clone()))

@@ -56,14 +56,13 @@ const IGNORED_KEYS: &[&str] = &[
     "ha-mode",
     "ha-params",
     "ha-sync-mode",
+    "ha-sync-batch-size",
     "ha-promote-on-shutdown",
     "ha-promote-on-failure",
     "queue-mode",
     "queue-version",
     "queue-master-locator",
     "queue-leader-locator",
-    "max-in-memory-length",
-    "max-in-memory-bytes",
     "dead-letter-strategy",
     "max-age",
     "stream-max-segment-size-bytes",
@@ -72,6 +71,43 @@ const IGNORED_KEYS: &[&str] = &[
     "initial-cluster-size",
     "target-group-size",
 ];
+
+/// The only keys an operator policy may set (RabbitMQ's
+/// `operator_policy_validator`s): limits and TTLs, which it can only lower.
+pub const OPERATOR_KEYS: &[&str] = &[
+    "expires",
+    "message-ttl",
+    "max-length",
+    "max-length-bytes",
+    "max-in-memory-length",
+    "max-in-memory-bytes",
+    "delivery-limit",
+];
+
+/// Whether a policy is an operator's (limited keys) or a user's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PolicyKind {
+    User,
+    Operator,
+}
+
+/// Why a policy is refused: the field at fault (`pattern`, `apply-to`,
+/// `definition`) and the reason, in RabbitMQ's words where it has them.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct PolicyError {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+impl PolicyError {
+    fn definition(reason: String) -> PolicyError {
+        PolicyError {
+            field: "definition",
+            reason,
+        }
+    }
+}
 
 /// A validated policy.
 #[derive(Clone, Debug)]
@@ -86,21 +122,38 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// Validate a policy definition; the error says what is wrong with it.
-    pub fn new(record: PolicyRecord) -> Result<Policy, String> {
-        let pattern = Regex::new(&record.pattern)
-            .map_err(|e| format!("invalid pattern '{}': {e}", record.pattern))?;
-        let apply_to = ApplyTo::parse(&record.apply_to).ok_or_else(|| {
-            format!(
-                "'{}' is not a valid apply-to value (all, queues, classic_queues, \
-                 quorum_queues, exchanges)",
+    /// Validate a (user) policy; the error says what is wrong with it.
+    pub fn new(record: PolicyRecord) -> Result<Policy, PolicyError> {
+        Policy::of_kind(record, PolicyKind::User)
+    }
+
+    /// Validate an operator policy: as a policy, restricted to
+    /// [`OPERATOR_KEYS`].
+    pub fn operator(record: PolicyRecord) -> Result<Policy, PolicyError> {
+        Policy::of_kind(record, PolicyKind::Operator)
+    }
+
+    pub fn of_kind(record: PolicyRecord, kind: PolicyKind) -> Result<Policy, PolicyError> {
+        let pattern = Regex::new(&record.pattern).map_err(|e| PolicyError {
+            field: "pattern",
+            reason: format!(
+                "pattern should be regular expression but is invalid: {}",
+                regex_reason(&e)
+            ),
+        })?;
+        let apply_to = ApplyTo::parse(&record.apply_to).ok_or_else(|| PolicyError {
+            field: "apply-to",
+            reason: format!(
+                "apply-to '{}' unrecognised; should be 'queues', 'classic_queues', \
+                 'quorum_queues', 'exchanges' or 'all'",
                 record.apply_to
-            )
+            ),
         })?;
         if record.definition.is_empty() {
-            return Err("a policy definition must set at least one key".into());
+            return Err(PolicyError::definition("no policy provided".into()));
         }
-        let (queue, alternate_exchange) = parse_definition(&record.definition)?;
+        let (queue, alternate_exchange) =
+            parse_definition(&record.definition, kind).map_err(PolicyError::definition)?;
         Ok(Policy {
             record,
             pattern,
@@ -123,6 +176,37 @@ impl Policy {
     }
 }
 
+/// A regex error in one line (the crate's own message spans several, with
+/// a caret under the fault).
+pub fn regex_reason(e: &regex::Error) -> String {
+    let text = e.to_string();
+    text.lines()
+        .find_map(|l| l.strip_prefix("error: "))
+        .unwrap_or_else(|| text.lines().last().unwrap_or_default())
+        .trim()
+        .to_string()
+}
+
+/// A JSON value as RabbitMQ's messages print the Erlang term it decodes
+/// to: `<<"text">>`, `5`, `true`, lists and key-value pairs.
+pub fn erlang_term(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("<<\"{s}\">>"),
+        Value::Array(items) => format!(
+            "[{}]",
+            items.iter().map(erlang_term).collect::<Vec<_>>().join(",")
+        ),
+        Value::Object(m) => format!(
+            "[{}]",
+            m.iter()
+                .map(|(k, v)| format!("{{<<\"{k}\">>,{}}}", erlang_term(v)))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        other => other.to_string(),
+    }
+}
+
 /// Pick the policy that applies among those that match.
 pub fn winner<'a>(matching: impl Iterator<Item = &'a Arc<Policy>>) -> Option<&'a Arc<Policy>> {
     matching.min_by(|a, b| {
@@ -133,47 +217,89 @@ pub fn winner<'a>(matching: impl Iterator<Item = &'a Arc<Policy>>) -> Option<&'a
     })
 }
 
-fn parse_definition(def: &Map<String, Value>) -> Result<(Tunables, Option<String>), String> {
+fn recognised(key: &str, kind: PolicyKind) -> bool {
+    match kind {
+        PolicyKind::Operator => OPERATOR_KEYS.contains(&key),
+        PolicyKind::User => {
+            IGNORED_KEYS.contains(&key)
+                || OPERATOR_KEYS.contains(&key)
+                || matches!(
+                    key,
+                    "overflow"
+                        | "dead-letter-exchange"
+                        | "dead-letter-routing-key"
+                        | "delayed-retry-type"
+                        | "delayed-retry-min"
+                        | "delayed-retry-max"
+                        | "delayed-retry-backoff"
+                        | "consumer-timeout"
+                        | "alternate-exchange"
+                )
+        }
+    }
+}
+
+fn parse_definition(
+    def: &Map<String, Value>,
+    kind: PolicyKind,
+) -> Result<(Tunables, Option<String>), String> {
+    // As RabbitMQ: keys nobody recognises are reported before any value.
+    let unknown: Vec<String> = def
+        .iter()
+        .filter(|(k, _)| !recognised(k, kind))
+        .map(|(k, v)| format!("{{<<\"{k}\">>,{}}}", erlang_term(v)))
+        .collect();
+    if !unknown.is_empty() {
+        return Err(format!(
+            "[{}] are not recognised policy settings",
+            unknown.join(",")
+        ));
+    }
     let mut t = Tunables::default();
     let mut alternate = None;
-    let mut unknown = Vec::new();
     for (key, value) in def {
-        let non_negative = || {
+        let invalid = |what: &str| format!("{} is not a valid {what}", erlang_term(value));
+        let at_least = |min: u64, what: &str| {
             value
                 .as_u64()
-                .ok_or_else(|| format!("{key} must be a non-negative integer, got {value}"))
+                .filter(|v| *v >= min)
+                .ok_or_else(|| invalid(what))
         };
-        let string = || {
+        let string = |what: &str| {
             value
                 .as_str()
                 .map(str::to_string)
-                .ok_or_else(|| format!("{key} must be a string, got {value}"))
+                .ok_or_else(|| invalid(what))
         };
         match key.as_str() {
-            "message-ttl" => t.message_ttl = Some(non_negative()?),
-            "expires" => {
-                let v = non_negative()?;
-                if v == 0 {
-                    return Err("expires must be greater than 0".into());
-                }
-                t.expires = Some(v);
+            "message-ttl" => t.message_ttl = Some(at_least(0, "message TTL")?),
+            "expires" => t.expires = Some(at_least(1, "queue expiry")?),
+            "max-length" => t.max_length = Some(at_least(0, "maximum length")?),
+            "max-length-bytes" => {
+                t.max_length_bytes = Some(at_least(0, "maximum length in bytes")?)
             }
-            "max-length" => t.max_length = Some(non_negative()?),
-            "max-length-bytes" => t.max_length_bytes = Some(non_negative()?),
+            // Accepted for compatibility; Warren keeps no separate
+            // in-memory limit.
+            "max-in-memory-length" | "max-in-memory-bytes" => {
+                at_least(0, "maximum memory in bytes")?;
+            }
             "overflow" => {
-                t.overflow = Some(match string()?.as_str() {
-                    "drop-head" => Overflow::DropHead,
-                    "reject-publish" => Overflow::RejectPublish,
-                    "reject-publish-dlx" => Overflow::RejectPublishDlx,
-                    other => return Err(format!("{other} is not a valid overflow value")),
+                t.overflow = Some(match value.as_str() {
+                    Some("drop-head") => Overflow::DropHead,
+                    Some("reject-publish") => Overflow::RejectPublish,
+                    Some("reject-publish-dlx") => Overflow::RejectPublishDlx,
+                    _ => return Err(invalid("overflow value")),
                 })
             }
-            "dead-letter-exchange" => t.dead_letter_exchange = Some(string()?),
-            "dead-letter-routing-key" => t.dead_letter_routing_key = Some(string()?),
+            "dead-letter-exchange" => {
+                t.dead_letter_exchange = Some(string("dead letter exchange name")?)
+            }
+            "dead-letter-routing-key" => {
+                t.dead_letter_routing_key = Some(string("dead letter routing key")?)
+            }
             "delivery-limit" => {
-                let v = value
-                    .as_i64()
-                    .ok_or_else(|| format!("delivery-limit must be an integer, got {value}"))?;
+                // Negative means unlimited, as in RabbitMQ 4.x.
+                let v = value.as_i64().ok_or_else(|| invalid("delivery limit"))?;
                 t.delivery_limit = Some(if v < 0 {
                     DeliveryLimit::Unlimited
                 } else {
@@ -181,40 +307,27 @@ fn parse_definition(def: &Map<String, Value>) -> Result<(Tunables, Option<String
                 });
             }
             "delayed-retry-type" => {
-                t.retry_type = Some(match string()?.as_str() {
-                    "disabled" => RetryType::Disabled,
-                    "all" => RetryType::All,
-                    "failed" => RetryType::Failed,
-                    "returned" => RetryType::Returned,
-                    other => return Err(format!("{other} is not a valid delayed-retry-type")),
+                t.retry_type = Some(match value.as_str() {
+                    Some("disabled") => RetryType::Disabled,
+                    Some("all") => RetryType::All,
+                    Some("failed") => RetryType::Failed,
+                    Some("returned") => RetryType::Returned,
+                    _ => return Err(invalid("delayed-retry-type")),
                 })
             }
-            "delayed-retry-min" => t.retry_min = Some(non_negative()?),
-            "delayed-retry-max" => t.retry_max = Some(non_negative()?),
+            "delayed-retry-min" => t.retry_min = Some(at_least(0, "delayed-retry-min")?),
+            "delayed-retry-max" => t.retry_max = Some(at_least(0, "delayed-retry-max")?),
             "delayed-retry-backoff" => {
-                t.retry_backoff = Some(match string()?.as_str() {
-                    "linear" => Backoff::Linear,
-                    "exponential" => Backoff::Exponential,
-                    other => return Err(format!("{other} is not a valid delayed-retry-backoff")),
+                t.retry_backoff = Some(match value.as_str() {
+                    Some("linear") => Backoff::Linear,
+                    Some("exponential") => Backoff::Exponential,
+                    _ => return Err(invalid("delayed-retry-backoff")),
                 })
             }
-            "consumer-timeout" => {
-                let v = non_negative()?;
-                if v == 0 {
-                    return Err("consumer-timeout must be greater than 0".into());
-                }
-                t.consumer_timeout = Some(v);
-            }
-            "alternate-exchange" => alternate = Some(string()?),
-            k if IGNORED_KEYS.contains(&k) => {}
-            other => unknown.push(other.to_string()),
+            "consumer-timeout" => t.consumer_timeout = Some(at_least(1, "consumer timeout")?),
+            "alternate-exchange" => alternate = Some(string("alternate exchange name")?),
+            _ => {}
         }
-    }
-    if !unknown.is_empty() {
-        return Err(format!(
-            "{} are not recognised policy settings",
-            unknown.join(", ")
-        ));
     }
     Ok((t, alternate))
 }
@@ -224,20 +337,24 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn policy(
-        name: &str,
-        pattern: &str,
-        priority: i64,
-        definition: Value,
-    ) -> Result<Policy, String> {
-        Policy::new(PolicyRecord {
+    fn record(name: &str, pattern: &str, priority: i64, definition: Value) -> PolicyRecord {
+        PolicyRecord {
             vhost: "/".into(),
             name: name.into(),
             pattern: pattern.into(),
             apply_to: "queues".into(),
             priority,
             definition: definition.as_object().cloned().unwrap_or_default(),
-        })
+        }
+    }
+
+    fn policy(
+        name: &str,
+        pattern: &str,
+        priority: i64,
+        definition: Value,
+    ) -> Result<Policy, String> {
+        Policy::new(record(name, pattern, priority, definition)).map_err(|e| e.reason)
     }
 
     #[test]
@@ -256,9 +373,115 @@ mod tests {
         assert!(policy("x", "(", 0, json!({"max-length": 1})).is_err());
         assert!(policy("x", ".*", 0, json!({"max-length": -1})).is_err());
         assert!(policy("x", ".*", 0, json!({"overflow": "sideways"})).is_err());
+    }
+
+    /// The texts RabbitMQ 3.10.8 answers `PUT /api/policies` with (inside
+    /// its "Validation failed" wrapper).
+    #[test]
+    fn refusals_carry_rabbitmq_texts() {
+        let cases = [
+            (
+                json!({"colour": "blue", "size": 3}),
+                "[{<<\"colour\">>,<<\"blue\">>},{<<\"size\">>,3}] are not recognised policy settings",
+            ),
+            (
+                json!({"max-length": -1}),
+                "-1 is not a valid maximum length",
+            ),
+            (
+                json!({"max-length": "x"}),
+                "<<\"x\">> is not a valid maximum length",
+            ),
+            (
+                json!({"max-length": 1.5}),
+                "1.5 is not a valid maximum length",
+            ),
+            (
+                json!({"message-ttl": true}),
+                "true is not a valid message TTL",
+            ),
+            (json!({"expires": 0}), "0 is not a valid queue expiry"),
+            (
+                json!({"max-length-bytes": -1}),
+                "-1 is not a valid maximum length in bytes",
+            ),
+            (
+                json!({"overflow": "sideways"}),
+                "<<\"sideways\">> is not a valid overflow value",
+            ),
+            (
+                json!({"dead-letter-exchange": 5}),
+                "5 is not a valid dead letter exchange name",
+            ),
+            (
+                json!({"dead-letter-routing-key": 5}),
+                "5 is not a valid dead letter routing key",
+            ),
+            (
+                json!({"alternate-exchange": 5}),
+                "5 is not a valid alternate exchange name",
+            ),
+            (
+                json!({"delivery-limit": "x"}),
+                "<<\"x\">> is not a valid delivery limit",
+            ),
+            (json!({}), "no policy provided"),
+        ];
+        for (definition, text) in cases {
+            assert_eq!(
+                policy("x", ".*", 0, definition.clone()).unwrap_err(),
+                text,
+                "{definition}"
+            );
+        }
+        let bad_pattern = Policy::new(record("x", "(", 0, json!({"max-length": 1}))).unwrap_err();
+        assert_eq!(bad_pattern.field, "pattern");
+        assert!(
+            bad_pattern
+                .reason
+                .starts_with("pattern should be regular expression but is invalid: "),
+            "{bad_pattern}"
+        );
+        assert!(!bad_pattern.reason.contains('\n'));
+        let mut sideways = record("x", ".*", 0, json!({"max-length": 1}));
+        sideways.apply_to = "sideways".into();
+        let e = Policy::new(sideways).unwrap_err();
+        assert_eq!(e.field, "apply-to");
+        assert!(
+            e.reason.starts_with("apply-to 'sideways' unrecognised"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn operator_policies_set_limits_and_ttls_only() {
+        let op = Policy::operator(record(
+            "cap",
+            ".*",
+            0,
+            json!({"max-length": 2, "message-ttl": 10, "max-in-memory-length": 5,
+                   "delivery-limit": 3, "expires": 1000, "max-length-bytes": 99}),
+        ))
+        .unwrap();
+        assert_eq!(op.queue.max_length, Some(2));
+        assert_eq!(op.queue.delivery_limit, Some(DeliveryLimit::Max(3)));
+        for refused in [
+            json!({"dead-letter-exchange": "x"}),
+            json!({"overflow": "drop-head"}),
+            json!({"alternate-exchange": "x"}),
+            json!({"queue-mode": "lazy"}),
+        ] {
+            let e = Policy::operator(record("cap", ".*", 0, refused.clone())).unwrap_err();
+            assert!(
+                e.reason.ends_with("are not recognised policy settings"),
+                "{refused}: {e}"
+            );
+        }
         assert_eq!(
-            policy("x", ".*", 0, json!({"colour": "blue"})).unwrap_err(),
-            "colour are not recognised policy settings"
+            Policy::operator(record("cap", ".*", 0, json!({"max-length": -1})))
+                .unwrap_err()
+                .reason,
+            "-1 is not a valid maximum length"
         );
     }
 

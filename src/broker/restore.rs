@@ -1,6 +1,6 @@
-//! Rebuilding a vhost from its stored definitions at boot: policies first
-//! (they shape the queues and exchanges made next), then exchanges, queues
-//! and the bindings between them.
+//! Rebuilding a vhost from its stored definitions at boot: policies and
+//! operator policies first (they shape the queues and exchanges made
+//! next), then exchanges, queues and the bindings between them.
 //!
 //! Nothing here writes to the store: it only reads what `records` wrote.
 //! A stored definition that no longer makes sense (an unknown exchange
@@ -32,6 +32,18 @@ impl VHost {
             match Policy::new(p.clone()) {
                 Ok(policy) => self.policies.write().push(Arc::new(policy)),
                 Err(e) => tracing::warn!(policy = %p.name, "skipping a stored policy: {e}"),
+            }
+        }
+        for p in defs
+            .operator_policies
+            .iter()
+            .filter(|p| p.vhost == self.name)
+        {
+            match Policy::operator(p.clone()) {
+                Ok(policy) => self.operator_policies.write().push(Arc::new(policy)),
+                Err(e) => {
+                    tracing::warn!(policy = %p.name, "skipping a stored operator policy: {e}")
+                }
             }
         }
         for e in defs.exchanges.iter().filter(|e| e.vhost == self.name) {
@@ -76,13 +88,8 @@ impl VHost {
                 uid: q.uid,
             };
             let count = counts.get(&q.uid).map(Vec::as_slice);
-            let policy = self.queue_policy(&q.name, config.args.queue_type);
-            let queue = Queue::recover(
-                config,
-                self.env.clone(),
-                policy.as_ref().map(|p| (p.name(), &p.queue)),
-                count,
-            );
+            let winners = self.queue_policies(&q.name, config.args.queue_type);
+            let queue = Queue::recover(config, self.env.clone(), winners.applied(), count);
             if count.is_none() {
                 uncounted.push(queue.clone());
             }

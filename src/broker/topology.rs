@@ -222,12 +222,8 @@ impl VHost {
             uid: self.store().new_queue_uid(),
         };
         let stored = self.store_queue(&config)?;
-        let policy = self.queue_policy(name.as_str(), config.args.queue_type);
-        let queue = Queue::new(
-            config,
-            self.env.clone(),
-            policy.as_ref().map(|p| (p.name(), &p.queue)),
-        );
+        let winners = self.queue_policies(name.as_str(), config.args.queue_type);
+        let queue = Queue::new(config, self.env.clone(), winners.applied());
         self.queues.write().create(queue.clone());
         // Every queue is bound to the default exchange by its name; that
         // binding is implicit (the default exchange resolves names directly).
@@ -261,7 +257,7 @@ impl VHost {
             uid: self.store().new_queue_uid(),
         };
         let _topology = self.topology.lock();
-        let queue = Queue::new(config, self.env.clone(), None);
+        let queue = Queue::new(config, self.env.clone(), Default::default());
         self.queues.write().create(queue.clone());
         Ok(queue)
     }
@@ -483,7 +479,8 @@ impl VHost {
     }
 
     /// Delete everything in the vhost — queues (with their messages),
-    /// exchanges, bindings and policies — from memory and the store, as
+    /// exchanges, bindings, policies and operator policies — from memory
+    /// and the store, as
     /// the vhost itself is deleted.
     pub(super) fn delete_contents(&self) -> AmqpResult<()> {
         let mut topology = self.topology.lock();
@@ -502,6 +499,12 @@ impl VHost {
         for p in policies {
             self.store()
                 .delete_policy(&self.name, p.name())
+                .map_err(|e| AmqpError::internal_error(format!("cannot delete a policy: {e}")))?;
+        }
+        let operator_policies = std::mem::take(&mut *self.operator_policies.write());
+        for p in operator_policies {
+            self.store()
+                .delete_operator_policy(&self.name, p.name())
                 .map_err(|e| AmqpError::internal_error(format!("cannot delete a policy: {e}")))?;
         }
         Ok(())

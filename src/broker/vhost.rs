@@ -31,10 +31,17 @@ use super::bindings::{Binding, Bindings};
 use super::limits::VhostLimits;
 use super::policies::Policy;
 use super::queue_index::QueueIndex;
+use super::vhosts::VhostMetadata;
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::{Exchange, ExchangeKind, RouteHeaders, routing};
 use crate::queue::{ConnectionId, Queue, QueueEnv};
 use crate::store::Store;
+
+/// Whether every vhost has an exchange of this name from the start (the
+/// default exchange and the `amq.*` ones).
+pub(super) fn is_predeclared(name: &str) -> bool {
+    name.is_empty() || PREDECLARED.iter().any(|(n, _)| *n == name)
+}
 
 /// The exchanges every vhost starts with.
 const PREDECLARED: &[(&str, ExchangeKind)] = &[
@@ -56,7 +63,9 @@ pub struct VHost {
     pub(super) queues: RwLock<QueueIndex>,
     pub(super) topology: Mutex<Bindings>,
     pub(super) policies: RwLock<Vec<Arc<Policy>>>,
+    pub(super) operator_policies: RwLock<Vec<Arc<Policy>>>,
     pub(super) limits: RwLock<VhostLimits>,
+    pub(super) metadata: RwLock<VhostMetadata>,
 }
 
 /// What `exchange.declare` asks for.
@@ -122,7 +131,9 @@ impl VHost {
             exchanges: RwLock::new(HashMap::new()),
             topology: Mutex::new(Bindings::default()),
             policies: RwLock::new(Vec::new()),
+            operator_policies: RwLock::new(Vec::new()),
             limits: RwLock::new(VhostLimits::default()),
+            metadata: RwLock::new(VhostMetadata::default()),
         };
         {
             let mut exchanges = vhost.exchanges.write();
@@ -156,6 +167,15 @@ impl VHost {
 
     pub(super) fn set_limits(&self, limits: VhostLimits) {
         *self.limits.write() = limits;
+    }
+
+    /// Description, tags and default queue type.
+    pub fn metadata(&self) -> VhostMetadata {
+        self.metadata.read().clone()
+    }
+
+    pub(super) fn set_metadata(&self, metadata: VhostMetadata) {
+        *self.metadata.write() = metadata;
     }
 
     pub(super) fn store(&self) -> &Store {

@@ -34,6 +34,22 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub log: LogConfig,
     pub audit: AuditConfig,
+    pub definitions: DefinitionsConfig,
+}
+
+/// Definitions imported at boot (RabbitMQ's `load_definitions`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefinitionsConfig {
+    /// A definitions file, or a directory of `*.json` files imported in
+    /// name order; empty for none.
+    pub load_path: PathBuf,
+}
+
+impl DefinitionsConfig {
+    pub fn is_configured(&self) -> bool {
+        !self.load_path.as_os_str().is_empty()
+    }
 }
 
 /// The plain (`[amqp]`) or TLS (`[amqps]`) AMQP listener.

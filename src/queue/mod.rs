@@ -156,9 +156,9 @@ impl Queue {
     pub fn new(
         config: QueueConfig,
         env: Arc<QueueEnv>,
-        policy: Option<(&str, &args::Tunables)>,
+        policies: args::AppliedPolicies<'_>,
     ) -> Arc<Queue> {
-        let settings = QueueSettings::merge(&config.args, policy);
+        let settings = QueueSettings::merge(&config.args, policies);
         let consumer_timeout = AtomicU64::new(settings.consumer_timeout.unwrap_or(0));
         let core = QueueCore::new(&config.args, settings, env.page_batch, env.clock.now());
         let queue = Arc::new(Queue {
@@ -296,10 +296,11 @@ impl Queue {
         self.lock().core.set_recovered_count(level, from, count);
     }
 
-    /// A policy was set or cleared: recompute the settings.
-    pub fn apply_policy(self: &Arc<Self>, policy: Option<(&str, &args::Tunables)>) {
+    /// A policy or operator policy was set or cleared: recompute the
+    /// settings.
+    pub fn apply_policy(self: &Arc<Self>, policies: args::AppliedPolicies<'_>) {
         let mut st = self.lock();
-        let settings = QueueSettings::merge(&self.config.args, policy);
+        let settings = QueueSettings::merge(&self.config.args, policies);
         self.consumer_timeout
             .store(settings.consumer_timeout.unwrap_or(0), Ordering::Relaxed);
         st.core.apply_settings(settings);

@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 
-use super::args::{QueueType, Tunables};
+use super::args::{AppliedPolicies, QueueType};
 use super::state::{Admission, Now, QueueCore, StoreOp};
 use super::{DeliveryTarget, Queue, QueueConfig, QueueEnv, QueuedMessage, Shell};
 use crate::message::Message;
@@ -30,11 +30,11 @@ impl Queue {
     pub fn recover(
         config: QueueConfig,
         env: Arc<QueueEnv>,
-        policy: Option<(&str, &Tunables)>,
+        policies: AppliedPolicies<'_>,
         counts: Option<&[(u8, u64)]>,
     ) -> Arc<Queue> {
         let levels = config.args.levels();
-        let queue = Queue::new(config, env, policy);
+        let queue = Queue::new(config, env, policies);
         let clean = queue.env.store.was_clean();
         let mut st = queue.lock();
         for level in 0..levels {

@@ -1,18 +1,95 @@
-//! Durable definitions: vhosts, users, permissions, policies, exchanges,
-//! queues and bindings, one JSON record per key in the `definitions` tree.
+//! Durable definitions: vhosts (with their metadata), users, permissions,
+//! policies and operator policies, runtime and global parameters,
+//! exchanges, queues and bindings, one JSON record per key in the
+//! `definitions` tree.
 //!
 //! Keys start with a one-letter kind and join their parts with NUL (names
 //! cannot contain NUL in practice, and a NUL-separated key sorts by its
 //! parts): `v<vhost>`, `u<user>`, `p<user>\0<vhost>`,
 //! `t<user>\0<vhost>\0<exchange>` (topic permissions), `l<vhost>` (vhost
-//! limits), `P<vhost>\0<name>` (policies), `e<vhost>\0<name>`,
-//! `q<vhost>\0<name>`, and for bindings
+//! limits), `P<vhost>\0<name>` (policies), `O<vhost>\0<name>` (operator
+//! policies), `r<component>\0<vhost>\0<name>` (runtime parameters),
+//! `g<name>` (global parameters), `e<vhost>\0<name>`, `q<vhost>\0<name>`,
+//! and for bindings
 //! `b<vhost>\0<source>\0<q|e><destination>\0<key>\0<arguments>`.
+//!
+//! A vhost's record was once its name alone (a JSON string); such records
+//! still read, as a vhost without metadata.
 
 use amq_protocol::types::FieldTable;
 use serde::{Deserialize, Serialize};
 
 use super::{Backend, Store, StoreError, StoreResult, Tree};
+
+/// A vhost and its metadata, as RabbitMQ's `PUT /api/vhosts/{name}` sets
+/// them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "StoredVhost")]
+pub struct VhostRecord {
+    pub name: String,
+    pub description: String,
+    pub tags: Vec<String>,
+    /// `classic`, `quorum` or `stream`, if set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_queue_type: Option<String>,
+}
+
+/// What a vhost key holds: the full record, or the bare name older
+/// stores wrote.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StoredVhost {
+    Name(String),
+    Record {
+        name: String,
+        #[serde(default)]
+        description: String,
+        #[serde(default)]
+        tags: Vec<String>,
+        #[serde(default)]
+        default_queue_type: Option<String>,
+    },
+}
+
+impl From<StoredVhost> for VhostRecord {
+    fn from(v: StoredVhost) -> VhostRecord {
+        match v {
+            StoredVhost::Name(name) => VhostRecord {
+                name,
+                ..Default::default()
+            },
+            StoredVhost::Record {
+                name,
+                description,
+                tags,
+                default_queue_type,
+            } => VhostRecord {
+                name,
+                description,
+                tags,
+                default_queue_type,
+            },
+        }
+    }
+}
+
+/// A runtime parameter (RabbitMQ's `/api/parameters/{component}/{vhost}/{name}`):
+/// shovels, federation upstreams and the like, whose value the component
+/// that owns it interprets.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ParameterRecord {
+    pub component: String,
+    pub vhost: String,
+    pub name: String,
+    pub value: serde_json::Value,
+}
+
+/// A broker-wide parameter (`internal_cluster_id`, `cluster_name`, …).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GlobalParameterRecord {
+    pub name: String,
+    pub value: serde_json::Value,
+}
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct UserRecord {
@@ -103,12 +180,15 @@ pub struct BindingRecord {
 /// Everything recovered at boot.
 #[derive(Clone, Debug, Default)]
 pub struct Definitions {
-    pub vhosts: Vec<String>,
+    pub vhosts: Vec<VhostRecord>,
     pub users: Vec<UserRecord>,
     pub permissions: Vec<PermissionRecord>,
     pub topic_permissions: Vec<TopicPermissionRecord>,
     pub vhost_limits: Vec<VhostLimitsRecord>,
     pub policies: Vec<PolicyRecord>,
+    pub operator_policies: Vec<PolicyRecord>,
+    pub parameters: Vec<ParameterRecord>,
+    pub global_parameters: Vec<GlobalParameterRecord>,
     pub exchanges: Vec<ExchangeRecord>,
     pub queues: Vec<QueueRecord>,
     pub bindings: Vec<BindingRecord>,
@@ -186,8 +266,8 @@ impl Store {
         self.note(self.backend.remove(Tree::Definitions, &key))
     }
 
-    pub fn put_vhost(&self, name: &str) -> StoreResult<()> {
-        self.put_definition(key(b'v', &[name]), encode(&name))
+    pub fn put_vhost(&self, vhost: &VhostRecord) -> StoreResult<()> {
+        self.put_definition(key(b'v', &[&vhost.name]), encode(vhost))
     }
 
     pub fn delete_vhost(&self, name: &str) -> StoreResult<()> {
@@ -239,6 +319,30 @@ impl Store {
         self.delete_definition(key(b'P', &[vhost, name]))
     }
 
+    pub fn put_operator_policy(&self, p: &PolicyRecord) -> StoreResult<()> {
+        self.put_definition(key(b'O', &[&p.vhost, &p.name]), encode(p))
+    }
+
+    pub fn delete_operator_policy(&self, vhost: &str, name: &str) -> StoreResult<()> {
+        self.delete_definition(key(b'O', &[vhost, name]))
+    }
+
+    pub fn put_parameter(&self, p: &ParameterRecord) -> StoreResult<()> {
+        self.put_definition(key(b'r', &[&p.component, &p.vhost, &p.name]), encode(p))
+    }
+
+    pub fn delete_parameter(&self, component: &str, vhost: &str, name: &str) -> StoreResult<()> {
+        self.delete_definition(key(b'r', &[component, vhost, name]))
+    }
+
+    pub fn put_global_parameter(&self, p: &GlobalParameterRecord) -> StoreResult<()> {
+        self.put_definition(key(b'g', &[&p.name]), encode(p))
+    }
+
+    pub fn delete_global_parameter(&self, name: &str) -> StoreResult<()> {
+        self.delete_definition(key(b'g', &[name]))
+    }
+
     pub fn put_exchange(&self, e: &ExchangeRecord) -> StoreResult<()> {
         self.put_definition(key(b'e', &[&e.vhost, &e.name]), encode(e))
     }
@@ -273,6 +377,9 @@ impl Store {
             topic_permissions: scan_all(b, b't', "topic permission")?,
             vhost_limits: scan_all(b, b'l', "vhost limits")?,
             policies: scan_all(b, b'P', "policy")?,
+            operator_policies: scan_all(b, b'O', "operator policy")?,
+            parameters: scan_all(b, b'r', "parameter")?,
+            global_parameters: scan_all(b, b'g', "global parameter")?,
             exchanges: scan_all(b, b'e', "exchange")?,
             queues: scan_all(b, b'q', "queue")?,
             bindings: scan_all(b, b'b', "binding")?,
@@ -290,7 +397,7 @@ mod tests {
         let store = Store::in_memory_for_tests();
         let mut args = FieldTable::default();
         args.insert("x-message-ttl".into(), AMQPValue::LongInt(1000));
-        store.put_vhost("/").unwrap();
+        store.put_vhost(&vhost("/")).unwrap();
         store
             .put_queue(&QueueRecord {
                 vhost: "/".into(),
@@ -310,7 +417,7 @@ mod tests {
         };
         store.put_binding(&binding).unwrap();
         let d = store.load_definitions().unwrap();
-        assert_eq!(d.vhosts, vec!["/".to_string()]);
+        assert_eq!(d.vhosts, vec![vhost("/")]);
         assert_eq!(d.queues[0].arguments, args);
         assert_eq!(d.bindings, vec![binding.clone()]);
         assert_eq!(last_queue_uid(store.backend.as_ref()).unwrap(), Some(7));
@@ -318,6 +425,73 @@ mod tests {
         store.delete_queue("/", "q").unwrap();
         let d = store.load_definitions().unwrap();
         assert!(d.bindings.is_empty() && d.queues.is_empty());
+    }
+
+    fn vhost(name: &str) -> VhostRecord {
+        VhostRecord {
+            name: name.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_vhost_stored_as_its_bare_name_reads_without_metadata() {
+        let store = Store::in_memory_for_tests();
+        store
+            .backend
+            .insert(Tree::Definitions, b"vold", br#""old""#)
+            .unwrap();
+        let new = VhostRecord {
+            name: "new".into(),
+            description: "fresh".into(),
+            tags: vec!["a".into(), "b".into()],
+            default_queue_type: Some("quorum".into()),
+        };
+        store.put_vhost(&new).unwrap();
+        let d = store.load_definitions().unwrap();
+        assert_eq!(d.vhosts, vec![new, vhost("old")]);
+        let partial: VhostRecord = serde_json::from_str(r#"{"name":"p"}"#).unwrap();
+        assert_eq!(partial, vhost("p"));
+        assert!(serde_json::from_str::<VhostRecord>("3").is_err());
+    }
+
+    #[test]
+    fn parameters_and_operator_policies_round_trip_and_delete() {
+        let store = Store::in_memory_for_tests();
+        let p = ParameterRecord {
+            component: "federation-upstream".into(),
+            vhost: "/".into(),
+            name: "up".into(),
+            value: serde_json::json!({"uri": "amqp://h", "expires": 1000}),
+        };
+        let g = GlobalParameterRecord {
+            name: "cluster_name".into(),
+            value: "c1".into(),
+        };
+        let op = PolicyRecord {
+            vhost: "/".into(),
+            name: "cap".into(),
+            pattern: ".*".into(),
+            apply_to: "queues".into(),
+            priority: 0,
+            definition: serde_json::from_str(r#"{"max-length": 2}"#).unwrap(),
+        };
+        store.put_parameter(&p).unwrap();
+        store.put_global_parameter(&g).unwrap();
+        store.put_operator_policy(&op).unwrap();
+        let d = store.load_definitions().unwrap();
+        assert_eq!(d.parameters, vec![p]);
+        assert_eq!(d.global_parameters, vec![g]);
+        assert_eq!(d.operator_policies, vec![op]);
+        assert!(d.policies.is_empty());
+        store
+            .delete_parameter("federation-upstream", "/", "up")
+            .unwrap();
+        store.delete_global_parameter("cluster_name").unwrap();
+        store.delete_operator_policy("/", "cap").unwrap();
+        let d = store.load_definitions().unwrap();
+        assert!(d.parameters.is_empty() && d.global_parameters.is_empty());
+        assert!(d.operator_policies.is_empty());
     }
 
     #[test]
@@ -360,7 +534,7 @@ mod tests {
     #[test]
     fn an_ephemeral_store_keeps_nothing() {
         let store = Store::ephemeral();
-        store.put_vhost("/").unwrap();
+        store.put_vhost(&vhost("/")).unwrap();
         assert!(store.load_definitions().unwrap().vhosts.is_empty());
     }
 }

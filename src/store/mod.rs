@@ -9,7 +9,7 @@
 //!
 //! | file | owns |
 //! |---|---|
-//! | `definitions` | the `definitions` tree: vhosts, users, permissions, policies, exchanges, queues, bindings |
+//! | `definitions` | the `definitions` tree: vhosts, users, permissions, policies, parameters, exchanges, queues, bindings |
 //! | `records` | the `messages` tree's byte layout: keys, message records, batches, delivery states (pure functions) |
 //! | `messages` | queue contents one message at a time: entries, paging out, delivery states, reading back, taking one where it sits |
 //! | `batches` | queue messages a batch to a key, in memory until written: durable entries and paged-out transient messages |
@@ -49,8 +49,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 pub use definitions::{
-    BindingRecord, Definitions, ExchangeRecord, PermissionRecord, PolicyRecord, QueueRecord,
-    TopicPermissionRecord, UserRecord, VhostLimitsRecord,
+    BindingRecord, Definitions, ExchangeRecord, GlobalParameterRecord, ParameterRecord,
+    PermissionRecord, PolicyRecord, QueueRecord, TopicPermissionRecord, UserRecord,
+    VhostLimitsRecord, VhostRecord,
 };
 pub use group_commit::Waiter;
 pub use memory_backend::MemoryBackend;

@@ -4,9 +4,10 @@
 //!
 //! Some arguments fix what a queue *is* (type, priorities, single active
 //! consumer) and only come from the declaration. The rest are [`Tunables`]:
-//! a policy may set them too, and [`QueueSettings::merge`] applies
-//! RabbitMQ's precedence — the lower value wins for limits and TTLs, the
-//! queue's own argument wins for everything else.
+//! a policy (and, for limits and TTLs, an operator policy) may set them
+//! too, and [`QueueSettings::merge`] applies RabbitMQ's precedence — the
+//! lower value wins for limits and TTLs, the queue's own argument wins for
+//! everything else.
 
 use amq_protocol::types::{AMQPValue, FieldTable};
 
@@ -15,7 +16,7 @@ use crate::fields::{int_value, type_name};
 
 mod settings;
 
-pub use settings::{DeadLetterTarget, DelayedRetry, QueueSettings};
+pub use settings::{AppliedPolicies, DeadLetterTarget, DelayedRetry, QueueSettings};
 
 /// RabbitMQ's highest supported `x-max-priority`.
 pub const MAX_PRIORITY: u8 = 255;
@@ -550,7 +551,10 @@ mod tests {
                 .unwrap_err()
                 .contains("'auto-delete'")
         );
-        let s = QueueSettings::merge(&check(true, false, false).unwrap(), None);
+        let s = QueueSettings::merge(
+            &check(true, false, false).unwrap(),
+            AppliedPolicies::default(),
+        );
         assert_eq!(s.delivery_limit, DeliveryLimit::Max(20));
     }
 }

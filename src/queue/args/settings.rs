@@ -1,6 +1,6 @@
 //! The settings a queue runs with: its arguments merged with the policy
-//! that applies to it, with RabbitMQ's precedence, and what the retry
-//! settings make of a returned message.
+//! and the operator policy that apply to it, with RabbitMQ's precedence,
+//! and what the retry settings make of a returned message.
 
 use super::{
     Backoff, DeliveryLimit, Overflow, QUORUM_DEFAULT_DELIVERY_LIMIT, QueueArgs, QueueType,
@@ -52,8 +52,56 @@ impl DelayedRetry {
     }
 }
 
-/// The settings a queue runs with: its arguments merged with the policy
-/// that applies to it, if any.
+/// The policies that apply to one queue, each with its name: at most one
+/// user policy and one operator policy.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AppliedPolicies<'a> {
+    pub policy: Option<(&'a str, &'a Tunables)>,
+    pub operator: Option<(&'a str, &'a Tunables)>,
+}
+
+impl<'a> AppliedPolicies<'a> {
+    /// A user policy alone.
+    pub fn policy(policy: Option<(&'a str, &'a Tunables)>) -> AppliedPolicies<'a> {
+        AppliedPolicies {
+            policy,
+            operator: None,
+        }
+    }
+
+    /// The user policy's settings with the operator policy's laid over
+    /// them. An operator policy may only set limits and TTLs (RabbitMQ
+    /// refuses other keys), and where both set one the lower value wins:
+    /// operators cap what applications and their policies ask for, never
+    /// raise it (RabbitMQ's `merge_policy_value`).
+    fn combined(&self) -> Option<Tunables> {
+        let op = match (self.policy, self.operator) {
+            (None, None) => return None,
+            (Some((_, p)), None) => return Some(p.clone()),
+            (_, Some((_, op))) => op,
+        };
+        let mut t = self.policy.map(|(_, p)| p.clone()).unwrap_or_default();
+        t.message_ttl = lower(t.message_ttl, op.message_ttl);
+        t.expires = lower(t.expires, op.expires);
+        t.max_length = lower(t.max_length, op.max_length);
+        t.max_length_bytes = lower(t.max_length_bytes, op.max_length_bytes);
+        t.delivery_limit = match (t.delivery_limit, op.delivery_limit) {
+            (Some(x), Some(y)) => Some(x.min(y)),
+            (x, y) => x.or(y),
+        };
+        Some(t)
+    }
+}
+
+fn lower(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, y) => x.or(y),
+    }
+}
+
+/// The settings a queue runs with: its arguments merged with the policies
+/// that apply to it, if any.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct QueueSettings {
     pub message_ttl: Option<u64>,
@@ -69,21 +117,17 @@ pub struct QueueSettings {
     pub consumer_timeout: Option<u64>,
     /// The policy that applies, for operators.
     pub policy: Option<String>,
+    /// The operator policy that applies.
+    pub operator_policy: Option<String>,
 }
 
 impl QueueSettings {
     /// RabbitMQ's precedence: for TTLs and limits the lower value wins;
     /// otherwise the queue's argument wins over the policy.
-    pub fn merge(args: &QueueArgs, policy: Option<(&str, &Tunables)>) -> QueueSettings {
+    pub fn merge(args: &QueueArgs, policies: AppliedPolicies<'_>) -> QueueSettings {
         let a = &args.tunables;
-        let none = Tunables::default();
-        let p = policy.map_or(&none, |(_, t)| t);
-        fn lower(a: Option<u64>, b: Option<u64>) -> Option<u64> {
-            match (a, b) {
-                (Some(x), Some(y)) => Some(x.min(y)),
-                (x, y) => x.or(y),
-            }
-        }
+        let combined = policies.combined().unwrap_or_default();
+        let p = &combined;
         let limit = match (a.delivery_limit, p.delivery_limit) {
             (Some(x), Some(y)) => Some(x.min(y)),
             (x, y) => x.or(y),
@@ -123,7 +167,8 @@ impl QueueSettings {
             }),
             delayed_retry,
             consumer_timeout: lower(a.consumer_timeout, p.consumer_timeout),
-            policy: policy.map(|(name, _)| name.to_string()),
+            policy: policies.policy.map(|(name, _)| name.to_string()),
+            operator_policy: policies.operator.map(|(name, _)| name.to_string()),
         }
     }
 
@@ -154,7 +199,7 @@ mod tests {
             dead_letter_routing_key: Some("dead".into()),
             ..Default::default()
         };
-        let s = QueueSettings::merge(&args, Some(("p", &policy)));
+        let s = QueueSettings::merge(&args, AppliedPolicies::policy(Some(("p", &policy))));
         assert_eq!(s.message_ttl, Some(1000));
         assert_eq!(s.max_length, Some(10));
         assert_eq!(s.overflow, Overflow::RejectPublish);
@@ -166,6 +211,57 @@ mod tests {
             })
         );
         assert_eq!(s.policy.as_deref(), Some("p"));
+    }
+
+    #[test]
+    fn an_operator_policy_caps_arguments_and_the_policy() {
+        let args = parse(&[
+            ("x-max-length", AMQPValue::LongInt(10)),
+            ("x-message-ttl", AMQPValue::LongInt(500)),
+        ])
+        .unwrap();
+        let policy = Tunables {
+            max_length_bytes: Some(4096),
+            expires: Some(60_000),
+            dead_letter_exchange: Some("dlx".into()),
+            ..Default::default()
+        };
+        let operator = Tunables {
+            max_length: Some(2),
+            message_ttl: Some(1000),
+            max_length_bytes: Some(1 << 20),
+            expires: Some(1000),
+            delivery_limit: Some(DeliveryLimit::Max(3)),
+            ..Default::default()
+        };
+        let s = QueueSettings::merge(
+            &args,
+            AppliedPolicies {
+                policy: Some(("p", &policy)),
+                operator: Some(("op", &operator)),
+            },
+        );
+        assert_eq!(s.max_length, Some(2), "the operator's lower cap wins");
+        assert_eq!(s.message_ttl, Some(500), "the argument's lower TTL wins");
+        assert_eq!(
+            s.max_length_bytes,
+            Some(4096),
+            "the policy's lower cap wins"
+        );
+        assert_eq!(s.expires, Some(1000));
+        assert_eq!(s.delivery_limit, DeliveryLimit::Max(3));
+        assert_eq!(s.dead_letter.map(|d| d.exchange).as_deref(), Some("dlx"));
+        assert_eq!(s.policy.as_deref(), Some("p"));
+        assert_eq!(s.operator_policy.as_deref(), Some("op"));
+        let alone = QueueSettings::merge(
+            &parse(&[]).unwrap(),
+            AppliedPolicies {
+                policy: None,
+                operator: Some(("op", &operator)),
+            },
+        );
+        assert_eq!(alone.max_length, Some(2));
+        assert_eq!(alone.policy, None);
     }
 
     #[test]

@@ -146,7 +146,7 @@ impl Real {
             uid: store.new_queue_uid(),
         };
         let env = Real::env(&setup, store, &clock, &owner);
-        let queue = Queue::new(config.clone(), env, None);
+        let queue = Queue::new(config.clone(), env, Default::default());
         Real {
             setup,
             backend,
@@ -252,7 +252,11 @@ impl Real {
         drop(store);
         let old = std::mem::replace(
             &mut self.queue,
-            Queue::new(self.config.clone(), QueueEnv::for_tests(), None),
+            Queue::new(
+                self.config.clone(),
+                QueueEnv::for_tests(),
+                Default::default(),
+            ),
         );
         drop(old);
         let store = store_over(&self.backend);
@@ -260,7 +264,7 @@ impl Real {
         store.sweep(std::collections::HashSet::from([self.config.uid]));
         let env = Real::env(&self.setup, store.clone(), &self.clock, &self.owner);
         let counts = counts.get(&self.config.uid).map(Vec::as_slice);
-        self.queue = Queue::recover(self.config.clone(), env, None, counts);
+        self.queue = Queue::recover(self.config.clone(), env, Default::default(), counts);
         while !store.cleanup_idle() {
             std::thread::yield_now();
         }
