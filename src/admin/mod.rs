@@ -9,6 +9,7 @@ mod auth;
 mod bindings;
 mod body;
 mod connections;
+mod definitions;
 mod error;
 mod exchanges;
 mod format;
@@ -18,13 +19,16 @@ mod listing;
 mod message_json;
 mod openapi;
 mod overview;
+mod parameters;
 mod permissions;
+mod policies;
 mod process;
 mod prometheus;
 mod queue_messages;
 mod queues;
 mod ui;
 mod users;
+mod vhosts;
 
 use std::sync::Arc;
 
@@ -46,6 +50,10 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .merge(health::routes())
         .merge(overview::routes())
         .merge(users::routes())
+        .merge(vhosts::routes())
+        .merge(policies::routes())
+        .merge(parameters::routes())
+        .merge(definitions::routes())
         .merge(permissions::routes())
         .merge(limits::routes())
         .merge(queues::routes())

@@ -1,0 +1,139 @@
+//! `/api/vhosts`: virtual hosts with their message totals; created and
+//! deleted by administrators.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::auth::Caller;
+use super::body::JsonBody;
+use super::format::counter;
+use super::listing::ListParams;
+use super::users::Tags;
+use super::{ApiError, created_or_updated};
+use crate::broker::{Broker, VHost};
+
+pub fn routes() -> Router<Arc<Broker>> {
+    Router::new()
+        .route("/api/vhosts", get(list))
+        .route("/api/vhosts/", get(list))
+        .route("/api/vhosts/{vhost}", get(show).put(put).delete(delete))
+}
+
+/// One vhost as RabbitMQ lists it.
+pub fn vhost_json(b: &Broker, v: &VHost) -> Value {
+    let (mut ready, mut unacked) = (0u64, 0u64);
+    let (mut ready_rate, mut unacked_rate) = (0f64, 0f64);
+    for q in v.queues() {
+        let (r, u) = q.depth();
+        ready += r;
+        unacked += u;
+        let rates = q.stats.depth.get();
+        ready_rate += rates[1];
+        unacked_rate += rates[2];
+    }
+    let meta = b.vhost_metadata(&v.name).unwrap_or_default();
+    let mut out = Map::new();
+    out.insert("name".into(), v.name.clone().into());
+    out.insert("description".into(), meta.description.clone().into());
+    out.insert("tags".into(), json!(meta.tags));
+    let queue_type = meta.default_queue_type.as_deref().unwrap_or("classic");
+    out.insert("default_queue_type".into(), queue_type.into());
+    out.insert(
+        "metadata".into(),
+        json!({
+            "description": meta.description,
+            "tags": meta.tags,
+            "default_queue_type": queue_type,
+        }),
+    );
+    out.insert("tracing".into(), false.into());
+    out.insert(
+        "cluster_state".into(),
+        json!({ b.node_name.clone(): "running" }),
+    );
+    counter(
+        &mut out,
+        "messages",
+        ready + unacked,
+        ready_rate + unacked_rate,
+    );
+    counter(&mut out, "messages_ready", ready, ready_rate);
+    counter(&mut out, "messages_unacknowledged", unacked, unacked_rate);
+    Value::Object(out)
+}
+
+async fn list(
+    caller: Caller,
+    State(b): State<Arc<Broker>>,
+    Query(params): Query<ListParams>,
+) -> Result<Response, ApiError> {
+    let vhosts = caller.visible_vhosts();
+    params
+        .check()?
+        .list(vhosts, "name", |v| &v.name, |v| Some(vhost_json(&b, v)))
+}
+
+/// Administrators only, in RabbitMQ 3.10 even for a vhost the caller may
+/// use.
+async fn show(
+    caller: Caller,
+    State(b): State<Arc<Broker>>,
+    Path(name): Path<String>,
+    Query(params): Query<ListParams>,
+) -> Result<Response, ApiError> {
+    caller.admin()?;
+    let v = caller.vhost(&name)?;
+    Ok(params.check()?.one(vhost_json(&b, &v)))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct PutVhost {
+    description: Option<String>,
+    #[serde(default)]
+    tags: Tags,
+    default_queue_type: Option<String>,
+}
+
+async fn put(
+    caller: Caller,
+    State(b): State<Arc<Broker>>,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<PutVhost>,
+) -> Result<StatusCode, ApiError> {
+    caller.admin()?;
+    let existed = b.vhost(&name).is_some();
+    let mut meta = b.vhost_metadata(&name).unwrap_or_default();
+    if let Some(d) = body.description {
+        meta.description = d;
+    }
+    let tags = body.tags.into_vec();
+    if !tags.is_empty() {
+        meta.tags = tags;
+    }
+    if let Some(t) = body.default_queue_type {
+        meta.default_queue_type = Some(t);
+    }
+    b.create_vhost_with(&name, meta, &caller.actor())?;
+    if !existed {
+        // As RabbitMQ: whoever creates a vhost over HTTP may use it.
+        b.set_permissions(&caller.user.name, &name, ".*", ".*", ".*", &caller.actor())?;
+    }
+    Ok(created_or_updated(!existed))
+}
+
+async fn delete(
+    caller: Caller,
+    State(b): State<Arc<Broker>>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.admin()?;
+    b.delete_vhost(&name, &caller.actor())?;
+    Ok(StatusCode::NO_CONTENT)
+}
