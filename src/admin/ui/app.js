@@ -121,12 +121,13 @@
     return 'Basic ' + btoa(bin);
   }
 
-  /** A 401 that means "these credentials do not log in" (as opposed to
-   *  "you may not touch this vhost or object"). */
+  /** A 401 that means "these credentials cannot use the API" (wrong
+   *  password, no management tag, guest from afar), as opposed to "you
+   *  may not touch this vhost or object". */
   function isLoginFailure(err) {
     if (err.status !== 401) return false;
-    if (err.error === 'not_authorised') return false;
-    return !/^Not (administrator|monitor|policymaker) user/.test(err.reason);
+    if (!err.error || err.error === 'not_authorized') return true;
+    return /^(Not management user|User can only log in via localhost)/.test(err.reason);
   }
 
   /** `api(method, path, body)`: the JSON answer, or throws an ApiError
@@ -134,7 +135,10 @@
   async function api(method, path, body, auth) {
     const a = auth || session();
     if (!a) { const e = new ApiError(401, 'not_authorized', 'Not logged in'); e.loggedOut = true; throw e; }
-    const init = { method, headers: { Authorization: a.authorization }, cache: 'no-store' };
+    // credentials 'omit': the Authorization header is ours; the browser
+    // must neither add cached credentials nor prompt for a password when
+    // a failed login answers with a Basic challenge.
+    const init = { method, headers: { Authorization: a.authorization }, cache: 'no-store', credentials: 'omit' };
     if (body !== undefined) {
       init.headers['Content-Type'] = 'application/json';
       init.body = JSON.stringify(body);
@@ -426,7 +430,7 @@
     const rates = dataTable({ id: 'message-rates', caption: 'Message rates', columns: ['Operation', { label: 'Rate', num: true }, { label: 'Total', num: true }] });
     const churn = dataTable({ id: 'churn-rates', caption: 'Churn', columns: ['Event', { label: 'Rate', num: true }, { label: 'Total', num: true }] });
     const node = kvTable('node-info', 'Node');
-    const listeners = dataTable({ id: 'listeners', caption: 'Listeners', columns: ['Protocol', 'Bound to', { label: 'Port', num: true }, 'Node'] });
+    const listeners = dataTable({ id: 'listeners', caption: 'Listeners', columns: ['Protocol', 'Bound to', { label: 'Port', num: true }] });
     const body = h('div', { class: 'grid' },
       section('Queued messages', totals.el),
       section('Totals', objects.el),
@@ -460,7 +464,7 @@
           ['Runtime', o.erlang_full_version || o.erlang_version, 'runtime'],
           ['Statistics', o.rates_mode, 'rates-mode'],
         ]);
-        listeners.set((o.listeners || []).map(l => ({ cells: [l.protocol, l.ip_address, String(l.port), l.node] })));
+        listeners.set((o.listeners || []).map(l => ({ cells: [l.protocol, l.ip_address, String(l.port)] })));
       },
     };
   }
@@ -896,6 +900,8 @@
 
   $('login-form').addEventListener('submit', logIn);
   $('logout').addEventListener('click', () => loggedOut(null));
+  // The skip link moves focus without touching the route in the hash.
+  document.querySelector('a.skip').addEventListener('click', (e) => { e.preventDefault(); $('view').focus(); });
   window.addEventListener('hashchange', () => {
     if (!session()) { showLogin(); return; }
     route();
