@@ -117,7 +117,12 @@ impl Caller {
         if !(self.is_admin() || self.has("policymaker")) {
             return Err(refused("User not authorised to access object"));
         }
-        self.vhost(vhost).map(|_| ())
+        if self.broker.vhost(vhost).is_none() {
+            return Err(ApiError::Missing("vhost_not_found".into()));
+        }
+        self.vhost(vhost)
+            .map(|_| ())
+            .map_err(|_| refused("User not authorised to access object"))
     }
 
     /// Whether the caller may see `vhost` and what is in it.

@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -68,6 +69,13 @@ pub fn routes() -> Router<Arc<Broker>> {
 
 /// RabbitMQ quotes a properties key as a form value (a space is `+`),
 /// so `~` is escaped and separates the key from the arguments' hash.
+/// A path segment: RFC 3986's unreserved characters stay.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 fn quote(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
@@ -337,8 +345,13 @@ async fn bind(
         routing_key: key,
         arguments: args,
     };
-    // RabbitMQ quotes the already quoted key again: `%23` is `%2523`.
-    let location = format!("{}/{}", quote(dest), quote(&properties_key(&binding)));
+    // Each part percent-quoted; the key was quoted already, so `%23` is
+    // `%2523` here, as RabbitMQ writes it.
+    let location = format!(
+        "{}/{}",
+        utf8_percent_encode(dest, SEGMENT),
+        utf8_percent_encode(&properties_key(&binding), SEGMENT)
+    );
     let mut r = StatusCode::CREATED.into_response();
     if let Ok(h) = HeaderValue::from_str(&location) {
         r.headers_mut().insert(header::LOCATION, h);

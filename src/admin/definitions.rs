@@ -16,7 +16,6 @@ use serde_json::Value;
 
 use super::ApiError;
 use super::auth::Caller;
-use super::body::parse;
 use super::listing::json_response;
 use crate::broker::Broker;
 use crate::broker::definitions::{DefinitionsError, DefinitionsErrorKind};
@@ -66,7 +65,9 @@ async fn export_vhost(
     Query(q): Query<ExportQuery>,
 ) -> Result<Response, ApiError> {
     caller.admin()?;
-    caller.vhost(&vhost)?;
+    if b.vhost(&vhost).is_none() {
+        return Err(ApiError::BadRequest("vhost_not_found".into()));
+    }
     Ok(exported(b.export_definitions(Some(&vhost)), q))
 }
 
@@ -87,10 +88,13 @@ async fn import(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     caller.admin()?;
-    if let Some(v) = &vhost {
-        caller.vhost(v)?;
+    if let Some(v) = &vhost
+        && b.vhost(v).is_none()
+    {
+        return Err(ApiError::Missing("vhost_not_found".into()));
     }
-    let defs: Value = parse(&body)?;
+    let defs: Value = serde_json::from_slice(&body)
+        .map_err(|_| ApiError::BadRequest("failed_to_parse_json".into()))?;
     let actor = caller.actor();
     // An import writes and flushes definitions: blocking work.
     tokio::task::spawn_blocking(move || b.import_definitions(&defs, vhost.as_deref(), &actor))

@@ -175,7 +175,10 @@ async fn user_put(
     JsonBody(body): JsonBody<PutLimit>,
 ) -> Result<StatusCode, ApiError> {
     caller.admin()?;
-    let u = b.users.user(&user).ok_or_else(ApiError::not_found)?;
+    let u = b
+        .users
+        .user(&user)
+        .ok_or_else(|| ApiError::BadRequest("user_not_found".into()))?;
     let value = limit_value(&body.value)?;
     let mut limits = u.limits;
     match name.as_str() {

@@ -76,7 +76,7 @@ impl ListParams {
                 let (page, size) = match (p.parse::<usize>(), size.parse::<usize>()) {
                     (Ok(page), Ok(size)) => (page, size),
                     _ => {
-                        return Err(ApiError::Pagination(format!(
+                        return Err(ApiError::BadRequest(format!(
                             "Invalid pagination parameters: page number {p}, page size {size}"
                         )));
                     }
@@ -174,8 +174,8 @@ impl Listing {
         let Some((page, size)) = self.page else {
             return Ok((0, usize::MAX));
         };
-        let pages = filtered.div_ceil(size).max(1);
-        if page > pages {
+        let pages = filtered.div_ceil(size);
+        if page > pages.max(1) {
             return Err(ApiError::PageOutOfRange(format!(
                 "Page out of range, page: {page} page size: {size}, len: {filtered}"
             )));
@@ -195,7 +195,7 @@ impl Listing {
                 "item_count": items.len(),
                 "items": items,
                 "page": page,
-                "page_count": filtered.div_ceil(size).max(1),
+                "page_count": filtered.div_ceil(size),
                 "page_size": size,
                 "total_count": total,
             }),

@@ -46,9 +46,20 @@ fn rows(
     b: &Broker,
     keep: impl Fn(&ParameterRecord) -> bool,
 ) -> Vec<ParameterRecord> {
+    // A vhost's limits are a parameter too, as RabbitMQ lists them.
+    let limits = b.vhosts().into_iter().filter_map(|v| {
+        let l = v.limits();
+        (l != Default::default()).then(|| ParameterRecord {
+            component: "vhost-limits".into(),
+            vhost: v.name.clone(),
+            name: "limits".into(),
+            value: serde_json::to_value(l).unwrap_or(Value::Null),
+        })
+    });
     let mut rows: Vec<ParameterRecord> = b
         .parameters()
         .into_iter()
+        .chain(limits)
         .filter(|p| keep(p) && caller.policymaker(&p.vhost).is_ok())
         .collect();
     rows.sort_by(|a, c| (&a.vhost, &a.component, &a.name).cmp(&(&c.vhost, &c.component, &c.name)));

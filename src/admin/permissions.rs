@@ -126,6 +126,9 @@ async fn put(
     JsonBody(body): JsonBody<PutPermission>,
 ) -> Result<StatusCode, ApiError> {
     caller.admin()?;
+    if b.users.user(&user).is_none() || b.vhost(&vhost).is_none() {
+        return Err(ApiError::BadRequest("vhost_or_user_not_found".into()));
+    }
     let existed = !rows(&b, |u, v| u == user && v == vhost).is_empty();
     b.set_permissions(
         &user,

@@ -118,7 +118,6 @@ fn show(
 #[derive(Debug, Deserialize)]
 struct PutPolicy {
     pattern: String,
-    #[serde(default)]
     definition: Map<String, Value>,
     #[serde(default)]
     priority: Value,
@@ -140,7 +139,11 @@ fn put(
         v => v
             .as_i64()
             .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-            .ok_or_else(|| ApiError::BadRequest(format!("priority {v} is not an integer")))?,
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "Validation failed\n\npriority {v} is not an integer\n"
+                ))
+            })?,
     };
     let existed = kind.all(b, Some(vhost)).iter().any(|p| p.name == name);
     let record = PolicyRecord {

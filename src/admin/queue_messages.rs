@@ -93,7 +93,10 @@ async fn get_messages(
         }
         (None, None) => return Err(ApiError::BadRequest("ackmode is required".into())),
     };
-    let encoding = Encoding::parse(body.encoding.as_deref())?;
+    let encoding = match body.encoding.as_deref() {
+        None => return Err(ApiError::BadRequest("encoding is required".into())),
+        e => Encoding::parse(e)?,
+    };
     let truncate = match &body.truncate {
         None | Some(Value::Null) => None,
         Some(t) => Some(number(t, "truncate")? as usize),

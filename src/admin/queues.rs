@@ -109,13 +109,14 @@ pub fn queue_json(
         return Value::Object(out);
     }
     let policy = view.policy.clone();
-    let definition = policy
-        .as_deref()
-        .and_then(|name| v.policies().into_iter().find(|p| p.name == name))
-        .map(|p| Value::Object(p.definition))
-        .unwrap_or_else(|| json!({}));
+    let definition = effective_definition(v, policy.as_deref(), view.operator_policy.as_deref());
     out.insert("policy".into(), policy.map_or(Value::Null, Value::from));
-    out.insert("operator_policy".into(), Value::Null);
+    out.insert(
+        "operator_policy".into(),
+        view.operator_policy
+            .clone()
+            .map_or(Value::Null, Value::from),
+    );
     out.insert("effective_policy_definition".into(), definition);
     let owner = q.config.exclusive_owner.and_then(|id| b.connection(id));
     out.insert(
@@ -186,6 +187,24 @@ pub fn queue_json(
         out.insert("incoming".into(), json!([]));
     }
     Value::Object(out)
+}
+
+/// The policy and operator policy merged as they apply: the operator's
+/// keys where the policy has none, the lower number where both have one.
+fn effective_definition(v: &VHost, policy: Option<&str>, operator: Option<&str>) -> Value {
+    let mut merged = policy
+        .and_then(|name| v.policies().into_iter().find(|p| p.name == name))
+        .map(|p| p.definition)
+        .unwrap_or_default();
+    let op = operator.and_then(|name| v.operator_policies().into_iter().find(|p| p.name == name));
+    for (k, value) in op.map(|p| p.definition).unwrap_or_default() {
+        let lower = match (merged.get(&k).and_then(Value::as_f64), value.as_f64()) {
+            (Some(a), Some(b)) if a <= b => continue,
+            _ => value,
+        };
+        merged.insert(k, lower);
+    }
+    Value::Object(merged)
 }
 
 /// The queues a list covers, by (vhost, name), in RabbitMQ's default order.

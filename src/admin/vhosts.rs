@@ -13,11 +13,12 @@ use serde_json::{Map, Value, json};
 
 use super::auth::Caller;
 use super::body::JsonBody;
-use super::format::counter;
+use super::format::{add_deliver_get, counter, message_stats};
 use super::listing::ListParams;
 use super::users::Tags;
 use super::{ApiError, created_or_updated};
 use crate::broker::{Broker, VHost};
+use crate::queue::QUEUE_EVENTS;
 
 pub fn routes() -> Router<Arc<Broker>> {
     Router::new()
@@ -66,7 +67,32 @@ pub fn vhost_json(b: &Broker, v: &VHost) -> Value {
     );
     counter(&mut out, "messages_ready", ready, ready_rate);
     counter(&mut out, "messages_unacknowledged", unacked, unacked_rate);
+    out.insert("message_stats".into(), Value::Object(message_stats_of(v)));
     Value::Object(out)
+}
+
+/// A vhost's message counts: what was published to its exchanges, and
+/// what its queues delivered (summed, with their rates).
+fn message_stats_of(v: &VHost) -> Map<String, Value> {
+    let (mut publish, mut publish_rate) = (0u64, 0f64);
+    for x in v.exchanges() {
+        let (counts, rates) = x.stats.snapshot();
+        publish += counts[crate::exchange::PUBLISH_IN];
+        publish_rate += rates[crate::exchange::PUBLISH_IN];
+    }
+    let (mut counts, mut rates) = ([0u64; 7], [0f64; 7]);
+    for q in v.queues() {
+        let (c, r) = q.stats.events.snapshot();
+        for i in 0..7 {
+            counts[i] += c[i];
+            rates[i] += r[i];
+        }
+    }
+    let mut m = message_stats(&QUEUE_EVENTS, &counts, &rates);
+    // A queue's `publish` counts enqueues; the vhost's, publishes.
+    counter(&mut m, "publish", publish, publish_rate);
+    add_deliver_get(&mut m);
+    m
 }
 
 async fn list(

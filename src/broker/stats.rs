@@ -12,7 +12,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::Broker;
@@ -46,9 +45,6 @@ pub struct OverviewStats {
     /// Of `messages`, `messages_ready`, `messages_unacknowledged` over all
     /// queues.
     pub queue_totals: Rates<3>,
-    /// The last totals, for the overview (summing them at request time
-    /// would lock every queue).
-    pub totals: Mutex<[u64; 3]>,
 }
 
 /// A listener the server bound, for the overview and health checks.
@@ -95,7 +91,6 @@ impl Broker {
         let messages = OVERVIEW_MESSAGES.map(|(_, e)| self.metrics.total(e));
         self.overview.messages.observe(now, messages);
         self.overview.queue_totals.observe(now, totals);
-        *self.overview.totals.lock() = totals;
     }
 }
 

@@ -40,13 +40,27 @@ pub const QUEUE_EVENTS: [&str; 7] = [
 ];
 
 /// Counts, depth rates and idleness of one queue.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct QueueStats {
     pub events: EventCounts<7>,
     /// Rates of `messages`, `messages_ready`, `messages_unacknowledged`.
     pub depth: Rates<3>,
     /// Since when nothing happened, as the sampler last saw it.
     idle: Mutex<Idle>,
+}
+
+impl Default for QueueStats {
+    /// A new queue is idle since it was made.
+    fn default() -> Self {
+        QueueStats {
+            events: EventCounts::default(),
+            depth: Rates::default(),
+            idle: Mutex::new(Idle {
+                last_events: None,
+                since: Some(SystemTime::now()),
+            }),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -83,10 +97,14 @@ impl QueueStats {
         self.depth.observe(now, depth);
         let events = self.events.values();
         let mut idle = self.idle.lock();
-        if idle.last_events == Some(events) {
-            idle.since.get_or_insert(wall);
-        } else {
-            idle.since = None;
+        match idle.last_events {
+            Some(last) if last == events => {
+                idle.since.get_or_insert(wall);
+            }
+            // The first look at a queue with events: busy since made.
+            Some(_) => idle.since = None,
+            None if events != [0; 7] => idle.since = None,
+            None => {}
         }
         idle.last_events = Some(events);
     }
@@ -141,6 +159,7 @@ pub struct QueueView {
     pub consumers: Vec<ConsumerView>,
     /// The policy that applies, if any.
     pub policy: Option<String>,
+    pub operator_policy: Option<String>,
 }
 
 impl Queue {
@@ -173,9 +192,10 @@ impl Queue {
             ready_bytes: core.ready_bytes(),
             ready_in_memory: core.in_memory() as u64,
             memory_bytes: core.memory_bytes(),
-            persistent: core.durable_ready().iter().map(|(_, n)| n).sum(),
+            persistent: core.persistent_ready(),
             consumers,
             policy: core.settings().policy.clone(),
+            operator_policy: core.settings().operator_policy.clone(),
         }
     }
 

@@ -65,9 +65,7 @@ async fn detailed(
         let vhosts = (!vhosts.is_empty()).then_some(vhosts.as_slice());
         let snapshot = Snapshot::take(&broker, vhosts);
         let mut out = Exposition::new(String::new());
-        if families.iter().any(|f| f == "identity_info") {
-            identity(&broker, &mut out, "detailed");
-        }
+        identity(&broker, &mut out, "detailed");
         snapshot.write(
             &mut out,
             "rabbitmq_detailed_",

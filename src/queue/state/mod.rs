@@ -145,6 +145,12 @@ impl<C> QueueCore<C> {
         self.deleted
     }
 
+    /// Ready persistent messages (those paged out of a transient queue are
+    /// not told apart and count as transient).
+    pub fn persistent_ready(&self) -> u64 {
+        self.ready.persistent()
+    }
+
     /// Up to `n` ready messages from the head, left in place (browsing).
     pub fn peek(&self, n: usize) -> Vec<QueuedMessage> {
         self.ready.peek(n)
