@@ -71,7 +71,11 @@ impl ConnectionHarness {
         let served = serve(
             FrameReader::new(MemoryInput { bytes, at: 0 }),
             written.clone(),
-            Link { peer, tls: None },
+            Link {
+                peer,
+                local: peer,
+                tls: None,
+            },
             self.broker.clone(),
             CancellationToken::new(),
         );

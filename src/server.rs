@@ -154,10 +154,15 @@ impl Server {
             broker.clone(),
             shutdown.clone(),
         ));
+        tasks.spawn(crate::broker::stats::sample_stats(
+            broker.clone(),
+            shutdown.clone(),
+        ));
         let mut amqp_addrs = Vec::new();
         for listener in amqp {
             let addr = local_addr(&listener);
             tracing::info!("started TCP listener on {addr}");
+            broker.add_listener("amqp", addr);
             amqp_addrs.push(addr);
             tasks.spawn(accept_loop(
                 listener,
@@ -171,6 +176,7 @@ impl Server {
         for listener in amqps {
             let addr = local_addr(&listener);
             tracing::info!("started TLS (SSL) listener on {addr}");
+            broker.add_listener("amqp/ssl", addr);
             amqps_addrs.push(addr);
             tasks.spawn(accept_loop(
                 listener,
@@ -205,6 +211,19 @@ impl Server {
                 &shutdown,
             )
         });
+        if let Some(addr) = admin_addr {
+            let https = broker.config.admin.tls && tls.is_some();
+            broker.add_listener(if https { "https" } else { "http" }, addr);
+        }
+        if let Some(addr) = metrics_addr {
+            let https = broker.config.metrics.tls && tls.is_some();
+            let protocol = if https {
+                "https/prometheus"
+            } else {
+                "http/prometheus"
+            };
+            broker.add_listener(protocol, addr);
+        }
         tracing::info!("Server startup complete; 0 plugins started.");
         if amqp_addrs.is_empty() && amqps_addrs.is_empty() {
             return Err(StartupError::Config("no AMQP listener is enabled".into()));
@@ -420,15 +439,16 @@ async fn accept_loop(
     }
 }
 
+/// RFC 3986 unreserved characters stay as they are; everything else is
+/// escaped (a vhost named `/` is `%2F`).
+const URI_COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            other => format!("%{other:02X}"),
-        })
-        .collect()
+    percent_encoding::utf8_percent_encode(s, URI_COMPONENT).to_string()
 }
 
 /// Raise the soft open-files limit to the hard limit, so connection counts

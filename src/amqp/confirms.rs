@@ -15,7 +15,9 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use super::channel_status::ChannelEvent;
 use super::codec;
+use super::deliveries::Deliveries;
 use super::outbox::Outbox;
 use crate::broker::Broker;
 use crate::metrics::MessageEvent;
@@ -25,6 +27,8 @@ pub struct ConfirmTracker {
     channel: u16,
     outbox: Arc<Outbox>,
     broker: Arc<Broker>,
+    /// Where confirms are counted for operators.
+    deliveries: Arc<Deliveries>,
     inner: Mutex<Inner>,
 }
 
@@ -43,13 +47,25 @@ struct Inner {
 }
 
 impl ConfirmTracker {
-    pub fn new(channel: u16, outbox: Arc<Outbox>, broker: Arc<Broker>) -> Arc<ConfirmTracker> {
+    pub fn new(
+        channel: u16,
+        outbox: Arc<Outbox>,
+        broker: Arc<Broker>,
+        deliveries: Arc<Deliveries>,
+    ) -> Arc<ConfirmTracker> {
         Arc::new(ConfirmTracker {
             channel,
             outbox,
             broker,
+            deliveries,
             inner: Mutex::new(Inner::default()),
         })
+    }
+
+    /// Publishes not yet confirmed to the client.
+    pub fn unconfirmed(&self) -> u64 {
+        let inner = self.inner.lock();
+        inner.published.saturating_sub(inner.sent_through)
     }
 
     /// Assign the next publish sequence number.
@@ -115,6 +131,7 @@ impl ConfirmTracker {
         let acked = through - inner.sent_through;
         inner.sent_through = through;
         self.broker.metrics.count(MessageEvent::Confirmed, acked);
+        self.deliveries.status.count(ChannelEvent::Confirm, acked);
         self.outbox.send(|buf| {
             for (ack, tag, multiple) in frames {
                 codec::encode_confirm(buf, self.channel, ack, tag, multiple);

@@ -14,11 +14,12 @@ use amq_protocol::protocol::{AMQPClass, basic};
 use amq_protocol::types::ShortString;
 use parking_lot::Mutex;
 
+use super::channel_status::{ChannelEvent, ChannelStatus};
 use super::codec;
 use super::outbox::Outbox;
 use crate::broker::Broker;
 use crate::metrics::MessageEvent;
-use crate::queue::{Consumer, ConsumerId, DeliveryTarget, Queue, QueuedMessage};
+use crate::queue::{ConnectionId, Consumer, ConsumerId, DeliveryTarget, Queue, QueuedMessage};
 
 /// A delivery awaiting acknowledgement.
 #[derive(Debug)]
@@ -150,6 +151,9 @@ impl Ledger {
 #[derive(Debug)]
 pub struct Deliveries {
     pub channel: u16,
+    connection: ConnectionId,
+    /// What operators see of the channel.
+    pub status: ChannelStatus,
     pub outbox: Arc<Outbox>,
     frame_max: u32,
     broker: Arc<Broker>,
@@ -173,6 +177,7 @@ pub struct Deliveries {
 impl Deliveries {
     pub fn new(
         channel: u16,
+        connection: ConnectionId,
         outbox: Arc<Outbox>,
         frame_max: u32,
         broker: Arc<Broker>,
@@ -180,6 +185,8 @@ impl Deliveries {
     ) -> Arc<Deliveries> {
         Arc::new(Deliveries {
             channel,
+            connection,
+            status: ChannelStatus::default(),
             outbox,
             frame_max,
             broker,
@@ -199,6 +206,14 @@ impl Deliveries {
 
     pub fn set_flow(&self, active: bool) {
         self.flow_active.store(active, Ordering::Release);
+    }
+
+    pub fn global_prefetch(&self) -> u32 {
+        self.global_prefetch.load(Ordering::Relaxed)
+    }
+
+    pub fn flow_active(&self) -> bool {
+        self.flow_active.load(Ordering::Relaxed)
     }
 
     pub fn set_global_prefetch(&self, count: u16) {
@@ -280,14 +295,16 @@ impl Deliveries {
         metrics.count(Delivered, 1);
         if redelivered {
             metrics.count(Redelivered, 1);
+            self.status.count(ChannelEvent::Redeliver, 1);
         }
-        let event = match (consumer, no_ack) {
-            (true, true) => DeliveredConsumeAutoAck,
-            (true, false) => DeliveredConsumeManualAck,
-            (false, true) => DeliveredGetAutoAck,
-            (false, false) => DeliveredGetManualAck,
+        let (event, channel_event) = match (consumer, no_ack) {
+            (true, true) => (DeliveredConsumeAutoAck, ChannelEvent::DeliverNoAck),
+            (true, false) => (DeliveredConsumeManualAck, ChannelEvent::Deliver),
+            (false, true) => (DeliveredGetAutoAck, ChannelEvent::GetNoAck),
+            (false, false) => (DeliveredGetManualAck, ChannelEvent::Get),
         };
         metrics.count(event, 1);
+        self.status.count(channel_event, 1);
     }
 }
 
@@ -345,6 +362,10 @@ impl DeliveryTarget for Deliveries {
             };
             ledger.insert(tag, delivery);
         }
+    }
+
+    fn owner(&self) -> (ConnectionId, u16) {
+        (self.connection, self.channel)
     }
 
     fn cancelled(&self, _queue: &Arc<Queue>, consumer: &Consumer) {

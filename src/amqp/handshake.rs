@@ -27,6 +27,7 @@ use super::codec::{self, Frame, PROTOCOL_HEADER};
 use super::open_channels::OpenChannels;
 use super::outbox::Outbox;
 use super::reader::{End, FrameReader, Transport};
+use crate::broker::connections::ConnectionDetails;
 use crate::broker::{Broker, ClientConnection, RABBITMQ_VERSION, VHost};
 use crate::error::AmqpError;
 use crate::tls::TlsInfo;
@@ -37,6 +38,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone, Debug)]
 pub struct Link {
     pub peer: SocketAddr,
+    /// Our end of the socket.
+    pub local: SocketAddr,
     /// Set for AMQPS.
     pub tls: Option<TlsInfo>,
 }
@@ -151,7 +154,20 @@ pub async fn run<R: Transport>(
         other => return Err(unexpected(&other, "connection.open")),
     };
     let vhost_name = open.virtual_host.as_str();
-    let admitted = admit(broker, link, outbox, &user, vhost_name);
+    let details = ConnectionDetails {
+        name: ConnectionDetails::name_of(link.peer, link.local),
+        local: link.local,
+        client_properties: start_ok.client_properties.clone(),
+        auth_mechanism: mechanism.clone(),
+        frame_max: tune_ok.frame_max,
+        channel_max: tune_ok.channel_max,
+        heartbeat: tune_ok.heartbeat,
+        tls: link
+            .tls
+            .as_ref()
+            .map(|t| (t.protocol.clone(), t.cipher.clone())),
+    };
+    let admitted = admit(broker, link, outbox, &user, vhost_name, details);
     let Admitted {
         vhost,
         client,
@@ -218,6 +234,7 @@ fn admit(
     outbox: &Arc<Outbox>,
     user: &str,
     vhost_name: &str,
+    details: ConnectionDetails,
 ) -> Result<Admitted, AmqpError> {
     let vhost = broker
         .vhost(vhost_name)
@@ -240,6 +257,8 @@ fn admit(
         flow: Default::default(),
         probe: open_channels.clone(),
         late_acks: Default::default(),
+        details,
+        traffic: outbox.traffic.clone(),
     });
     broker.admit_connection(client.clone())?;
     Ok(Admitted {

@@ -21,6 +21,7 @@
 
 pub mod assembler;
 pub mod channel;
+pub mod channel_status;
 pub mod closing;
 pub mod codec;
 pub mod confirms;

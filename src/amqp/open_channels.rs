@@ -3,13 +3,16 @@
 //! deliveries awaiting acks and open transaction) and which of them have a
 //! delivery unacknowledged past its consumer timeout.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
+use std::time::Instant;
 
 use parking_lot::Mutex;
 
+use super::channel_status::CHANNEL_EVENTS;
 use super::deliveries::Deliveries;
 use super::outbox::Outbox;
-use crate::broker::connections::{ConnectionProbe, LateAck};
+use crate::broker::connections::{ChannelInfo, ConnectionProbe, LateAck};
 
 #[derive(Debug)]
 pub struct OpenChannels {
@@ -47,6 +50,19 @@ impl ConnectionProbe for OpenChannels {
         self.outbox.buffered() as u64 + channels
     }
 
+    fn channels(&self) -> Vec<ChannelInfo> {
+        let mut channels: Vec<ChannelInfo> = self.live().iter().map(|d| info(d)).collect();
+        channels.sort_by_key(|c| c.number);
+        channels
+    }
+
+    fn sample(&self, now: Instant) {
+        self.outbox.traffic.sample(now);
+        for d in self.live() {
+            d.status.events.sample(now);
+        }
+    }
+
     fn late_acks(&self, now_ms: u64) -> Vec<LateAck> {
         self.live()
             .iter()
@@ -57,5 +73,33 @@ impl ConnectionProbe for OpenChannels {
                 })
             })
             .collect()
+    }
+}
+
+fn info(d: &Deliveries) -> ChannelInfo {
+    let status = &d.status;
+    let (consumer_count, messages_unacknowledged) = {
+        let ledger = d.ledger.lock();
+        (ledger.consumers.len(), ledger.len())
+    };
+    let tracker = status.confirms.get().and_then(Weak::upgrade);
+    let (counts, rates) = status.events.snapshot();
+    ChannelInfo {
+        number: d.channel,
+        prefetch_count: status.prefetch_count.load(Ordering::Relaxed),
+        global_prefetch_count: d.global_prefetch(),
+        confirm: tracker.is_some(),
+        transactional: status.transactional.load(Ordering::Relaxed),
+        consumer_count,
+        messages_unacknowledged,
+        messages_unconfirmed: tracker.map_or(0, |t| t.unconfirmed()),
+        messages_uncommitted: status.uncommitted.load(Ordering::Relaxed),
+        acks_uncommitted: status.acks_uncommitted.load(Ordering::Relaxed),
+        flow_stopped: !d.flow_active(),
+        stats: CHANNEL_EVENTS
+            .iter()
+            .zip(counts.iter().zip(rates.iter()))
+            .map(|(name, (n, r))| (*name, *n, *r))
+            .collect(),
     }
 }

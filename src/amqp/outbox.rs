@@ -22,6 +22,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::codec;
+use crate::broker::connections::{SEND_CNT, SEND_OCT, Traffic};
 use crate::queue::Queue;
 
 /// A written buffer is kept for reuse only up to this capacity, so one
@@ -43,6 +44,9 @@ pub struct Outbox {
     /// How long one write may take before the peer is given up on, without
     /// heartbeats (with them: two intervals, as RabbitMQ's deadline).
     write_timeout: Duration,
+    /// Bytes and writes, for operators (the reader counts its side here
+    /// too).
+    pub traffic: Arc<Traffic>,
 }
 
 #[derive(Debug, Default)]
@@ -68,6 +72,7 @@ impl Outbox {
             limit,
             heartbeat_ms: AtomicU64::new(0),
             write_timeout,
+            traffic: Arc::default(),
         })
     }
 
@@ -218,7 +223,10 @@ impl Outbox {
                 socket.flush().await
             };
             match tokio::time::timeout(deadline, write).await {
-                Ok(Ok(())) => {}
+                Ok(Ok(())) => {
+                    self.traffic.add(SEND_OCT, batch.len() as u64);
+                    self.traffic.add(SEND_CNT, 1);
+                }
                 Ok(Err(_)) => break,
                 Err(_) => {
                     tracing::debug!("a write stalled for {deadline:?}: giving the peer up");

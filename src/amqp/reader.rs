@@ -3,10 +3,13 @@
 //! holds no buffer while idle, and cuts frames off it; [`End`] says why
 //! reading stopped.
 
+use std::sync::Arc;
+
 use bytes::BytesMut;
 use tokio::net::tcp::OwnedReadHalf;
 
 use super::codec::{self, Frame};
+use crate::broker::connections::{RECV_CNT, RECV_OCT, Traffic};
 use crate::error::AmqpError;
 
 /// Frame size accepted before `tune-ok` (RabbitMQ's pre-auth limit is 8 KiB;
@@ -121,6 +124,8 @@ pub struct FrameReader<R> {
     /// Current read size, adapted between READ_MIN and READ_MAX.
     read_size: usize,
     pub frame_max: u32,
+    /// Where bytes read are counted (the connection's, once it has one).
+    pub traffic: Arc<Traffic>,
 }
 
 impl<R: Transport> FrameReader<R> {
@@ -130,6 +135,7 @@ impl<R: Transport> FrameReader<R> {
             buf: BytesMut::new(),
             read_size: READ_MIN,
             frame_max: HANDSHAKE_FRAME_MAX,
+            traffic: Arc::default(),
         }
     }
 
@@ -146,6 +152,8 @@ impl<R: Transport> FrameReader<R> {
             let room = self.buf.capacity() - self.buf.len();
             match self.socket.try_read_into(&mut self.buf) {
                 Ok(n) => {
+                    self.traffic.add(RECV_OCT, n as u64);
+                    self.traffic.add(RECV_CNT, 1);
                     if n == room {
                         self.read_size = (self.read_size * 2).min(READ_MAX);
                     } else if n < self.read_size / 8 {

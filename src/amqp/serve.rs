@@ -30,8 +30,13 @@ pub async fn serve_tcp(
 ) {
     let _ = stream.set_nodelay(true);
     watch_the_peer(&stream, &broker);
+    let local = local_address(&stream);
     let (rd, wr) = stream.into_split();
-    let link = Link { peer, tls: None };
+    let link = Link {
+        peer,
+        local,
+        tls: None,
+    };
     serve(FrameReader::new(rd), wr, link, broker, shutdown).await
 }
 
@@ -46,6 +51,7 @@ pub async fn serve_tls(
 ) {
     let _ = stream.set_nodelay(true);
     watch_the_peer(&stream, &broker);
+    let local = local_address(&stream);
     let handshake_timeout = Duration::from_millis(broker.config.limits.handshake_timeout_ms);
     let tls = match timeout(handshake_timeout, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => tls,
@@ -61,6 +67,7 @@ pub async fn serve_tls(
     let info = TlsInfo::of(tls.get_ref().1);
     let link = Link {
         peer,
+        local,
         tls: Some(info),
     };
     let (rd, wr) = tokio::io::split(tls);
@@ -86,6 +93,7 @@ pub async fn serve<R: Transport, W: tokio::io::AsyncWrite + Unpin + Send + 'stat
     let peer = link.peer;
     let write_timeout = Duration::from_millis(broker.config.limits.write_timeout_ms);
     let outbox = Outbox::new(broker.config.limits.connection_buffer_bytes, write_timeout);
+    reader.traffic = outbox.traffic.clone();
     let writer = tokio::spawn(outbox.clone().run_writer(wr));
 
     let handshake_timeout = Duration::from_millis(broker.config.limits.handshake_timeout_ms);
@@ -128,6 +136,12 @@ pub async fn serve<R: Transport, W: tokio::io::AsyncWrite + Unpin + Send + 'stat
     }
     outbox.finish();
     let _ = timeout(CLOSE_GRACE, writer).await;
+}
+
+fn local_address(stream: &TcpStream) -> SocketAddr {
+    stream
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
 }
 
 /// Let the kernel notice a peer that is gone: TCP keepalive for an idle

@@ -165,17 +165,17 @@ pub async fn watch_resources(
             .gauge("rabbitmq_alarms_memory_used_watermark")
             .set(f64::from(u8::from(broker.alarms.is_on(Resource::Memory))));
         if n.is_multiple_of(10) {
-            let free = match &data_dir {
-                Some(dir) => {
-                    let dir = dir.clone();
-                    tokio::task::spawn_blocking(move || free_disk(&dir))
-                        .await
-                        .ok()
-                        .flatten()
-                }
-                None => None,
-            };
-            let low = free.is_some_and(|f| f < broker.disk_free_limit);
+            // Without a data directory nothing is written: the working
+            // directory's disk is still reported, but raises no alarm.
+            let dir = data_dir.clone().unwrap_or_else(|| PathBuf::from("."));
+            let free = tokio::task::spawn_blocking(move || free_disk(&dir))
+                .await
+                .ok()
+                .flatten();
+            broker
+                .disk_free
+                .store(free.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+            let low = data_dir.is_some() && free.is_some_and(|f| f < broker.disk_free_limit);
             broker
                 .alarms
                 .set(Resource::Disk, low || broker.store.has_failed());

@@ -20,12 +20,70 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use amq_protocol::types::FieldTable;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::Broker;
+use crate::metrics::rates::EventCounts;
 use crate::queue::ConnectionId;
+
+/// Bytes and socket operations of one connection, with rates: indexed by
+/// [`RECV_OCT`], [`RECV_CNT`], [`SEND_OCT`], [`SEND_CNT`].
+pub type Traffic = EventCounts<4>;
+pub const RECV_OCT: usize = 0;
+pub const RECV_CNT: usize = 1;
+pub const SEND_OCT: usize = 2;
+pub const SEND_CNT: usize = 3;
+
+/// What was agreed when the connection opened, for operators.
+#[derive(Clone, Debug)]
+pub struct ConnectionDetails {
+    /// RabbitMQ's connection name: `"peer:port -> local:port"`.
+    pub name: String,
+    pub local: SocketAddr,
+    pub client_properties: FieldTable,
+    pub auth_mechanism: String,
+    pub frame_max: u32,
+    pub channel_max: u16,
+    pub heartbeat: u16,
+    /// TLS protocol and cipher suite, over AMQPS.
+    pub tls: Option<(String, String)>,
+}
+
+impl ConnectionDetails {
+    pub fn name_of(peer: SocketAddr, local: SocketAddr) -> String {
+        format!(
+            "{}:{} -> {}:{}",
+            peer.ip().to_canonical(),
+            peer.port(),
+            local.ip().to_canonical(),
+            local.port()
+        )
+    }
+}
+
+/// One channel as operators see it.
+#[derive(Clone, Debug)]
+pub struct ChannelInfo {
+    pub number: u16,
+    /// `basic.qos` prefetch for new consumers (per consumer).
+    pub prefetch_count: u16,
+    /// `basic.qos` with global=true.
+    pub global_prefetch_count: u32,
+    pub confirm: bool,
+    pub transactional: bool,
+    pub consumer_count: usize,
+    pub messages_unacknowledged: usize,
+    pub messages_unconfirmed: u64,
+    pub messages_uncommitted: u64,
+    pub acks_uncommitted: u64,
+    /// `channel.flow` stopped deliveries to it.
+    pub flow_stopped: bool,
+    /// Counts and rates by RabbitMQ's `message_stats` names.
+    pub stats: Vec<(&'static str, u64, f64)>,
+}
 
 /// A live client connection, as operators and the shutdown path see it.
 #[derive(Debug)]
@@ -48,6 +106,8 @@ pub struct ClientConnection {
     pub probe: Arc<dyn ConnectionProbe>,
     /// Channels whose deliveries timed out, for the connection to close.
     pub late_acks: LateAcks,
+    pub details: ConnectionDetails,
+    pub traffic: Arc<Traffic>,
 }
 
 impl ClientConnection {
@@ -66,6 +126,10 @@ pub trait ConnectionProbe: Send + Sync + std::fmt::Debug {
     /// Channels with a delivery unacknowledged past its deadline
     /// (`now_ms` on the [`AckClock`]).
     fn late_acks(&self, now_ms: u64) -> Vec<LateAck>;
+    /// The open channels, for operators.
+    fn channels(&self) -> Vec<ChannelInfo>;
+    /// The stats sampler's look at the channels' counts.
+    fn sample(&self, now: Instant);
 }
 
 /// A channel with a delivery unacknowledged past its consumer timeout.

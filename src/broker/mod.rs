@@ -24,8 +24,10 @@ mod login_guard;
 pub mod parameters;
 pub mod policies;
 mod policy_admin;
+pub mod queue_index;
 mod records;
 mod restore;
+pub mod stats;
 mod topology;
 mod tracking;
 pub mod vhost;
@@ -89,8 +91,16 @@ pub struct Broker {
     pub memory_limit: u64,
     /// The disk alarm goes on below this much free space.
     pub disk_free_limit: u64,
+    /// Free space on the data directory's disk when last measured.
+    pub disk_free: AtomicU64,
     /// The clock delivery deadlines (consumer timeouts) are kept on.
     pub ack_clock: connections::AckClock,
+    /// Broker-wide rates for the overview.
+    pub overview: stats::OverviewStats,
+    /// What the server listens on.
+    listeners: Mutex<Vec<stats::ListenerInfo>>,
+    /// When the broker started.
+    pub started: std::time::Instant,
 }
 
 impl Broker {
@@ -108,7 +118,6 @@ impl Broker {
     ) -> StoreResult<Arc<Broker>> {
         let host = hostname();
         let node_name = format!("warren@{host}");
-        let metrics = Metrics::new(&node_name, &node_name, RABBITMQ_VERSION);
         let store = Arc::new(store);
         let queue_env = QueueEnv::new(
             store.clone(),
@@ -117,6 +126,12 @@ impl Broker {
                 window: config.storage.queue_memory_messages,
                 flow_messages: config.limits.queue_flow_messages,
             },
+        );
+        let metrics = Metrics::new(
+            &node_name,
+            &node_name,
+            RABBITMQ_VERSION,
+            queue_env.churn.clone(),
         );
         // Both were validated when the configuration was loaded.
         let memory_limit = config
@@ -149,7 +164,11 @@ impl Broker {
             alarms: alarms::Alarms::default(),
             memory_limit,
             disk_free_limit,
+            disk_free: AtomicU64::new(0),
             ack_clock: Default::default(),
+            overview: Default::default(),
+            listeners: Mutex::new(Vec::new()),
+            started: std::time::Instant::now(),
             config,
         });
         let owner: Arc<dyn QueueOwner> = broker.clone();

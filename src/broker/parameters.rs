@@ -107,6 +107,7 @@ impl Broker {
         if component == VHOST_LIMITS {
             return self.set_vhost_limits(vhost, vhost_limits(name, &value)?, actor);
         }
+        check_value(component, &value)?;
         let record = ParameterRecord {
             component: component.into(),
             vhost: vhost.into(),
@@ -255,14 +256,49 @@ impl Broker {
     }
 }
 
+/// The components Warren knows, with the keys a value must have.
+const COMPONENTS: &[(&str, &[&str])] = &[
+    ("federation-upstream", &["uri"]),
+    ("federation-upstream-set", &[]),
+    ("shovel", &["src-uri", "dest-uri"]),
+    (VHOST_LIMITS, &[]),
+];
+
 fn check_component(component: &str) -> Result<(), AccessError> {
     match component {
         "" => Err(AccessError::Invalid("component must not be empty".into())),
         "policy" | "operator_policy" => Err(AccessError::Invalid(format!(
             "component '{component}' is set with the policy calls, not as a parameter"
         ))),
-        _ => Ok(()),
+        c if COMPONENTS.iter().any(|(known, _)| *known == c) => Ok(()),
+        c => Err(AccessError::Invalid(format!(
+            "Validation failed\n\ncomponent {c} not found\n"
+        ))),
     }
+}
+
+/// RabbitMQ's first check of a value: the keys its component requires.
+fn check_value(component: &str, value: &Value) -> Result<(), AccessError> {
+    let required = COMPONENTS
+        .iter()
+        .find(|(c, _)| *c == component)
+        .map_or(&[][..], |(_, keys)| *keys);
+    if required.is_empty() {
+        return Ok(());
+    }
+    let Some(map) = value.as_object() else {
+        return Err(AccessError::Invalid(format!(
+            "Validation failed\n\n{value} must be a JSON object\n"
+        )));
+    };
+    for key in required {
+        if !map.contains_key(*key) {
+            return Err(AccessError::Invalid(format!(
+                "Validation failed\n\nKey \"{key}\" not found in {component}\n"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn no_parameter(component: &str, vhost: &str, name: &str) -> AccessError {

@@ -93,7 +93,7 @@ impl VHost {
             if count.is_none() {
                 uncounted.push(queue.clone());
             }
-            self.queues.write().insert(q.name.as_str().into(), queue);
+            self.queues.write().restore(queue);
         }
         for b in defs.bindings.iter().filter(|b| b.vhost == self.name) {
             let Some(source) = self.exchange(&b.source) else {

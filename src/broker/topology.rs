@@ -224,7 +224,7 @@ impl VHost {
         let stored = self.store_queue(&config)?;
         let winners = self.queue_policies(name.as_str(), config.args.queue_type);
         let queue = Queue::new(config, self.env.clone(), winners.applied());
-        self.queues.write().insert(name, queue.clone());
+        self.queues.write().create(queue.clone());
         // Every queue is bound to the default exchange by its name; that
         // binding is implicit (the default exchange resolves names directly).
         Ok(QueueDeclared {
@@ -258,7 +258,7 @@ impl VHost {
         };
         let _topology = self.topology.lock();
         let queue = Queue::new(config, self.env.clone(), Default::default());
-        self.queues.write().insert(name, queue.clone());
+        self.queues.write().create(queue.clone());
         Ok(queue)
     }
 
@@ -298,13 +298,7 @@ impl VHost {
             }
         }
         wrote |= self.unstore_queue(queue)?;
-        let mut queues = self.queues.write();
-        if queues
-            .get(queue.name())
-            .is_some_and(|q| Arc::ptr_eq(q, queue))
-        {
-            queues.remove(queue.name());
-        }
+        self.queues.write().remove(queue);
         Ok(Durability::from(wrote))
     }
 

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use super::limits::reached;
 use super::{Broker, ClientConnection};
 use crate::error::{AmqpError, AmqpResult};
+use crate::metrics::ChurnEvent;
 use crate::queue::ConnectionId;
 
 impl Broker {
@@ -48,15 +49,19 @@ impl Broker {
         table.insert(conn.id, conn);
         drop(table);
         self.metrics.connections.increment(1.0);
-        self.metrics.connections_opened.increment(1);
+        self.metrics.churn(ChurnEvent::ConnectionCreated);
         Ok(())
     }
 
     pub fn unregister_connection(&self, id: ConnectionId) {
         if self.connections.lock().remove(&id).is_some() {
             self.metrics.connections.decrement(1.0);
-            self.metrics.connections_closed.increment(1);
+            self.metrics.churn(ChurnEvent::ConnectionClosed);
         }
+    }
+
+    pub fn connection(&self, id: ConnectionId) -> Option<Arc<ClientConnection>> {
+        self.connections.lock().get(&id).cloned()
     }
 
     pub fn connections(&self) -> Vec<Arc<ClientConnection>> {

@@ -30,6 +30,7 @@ use parking_lot::{Mutex, RwLock};
 use super::bindings::{Binding, Bindings};
 use super::limits::VhostLimits;
 use super::policies::Policy;
+use super::queue_index::QueueIndex;
 use super::vhosts::VhostMetadata;
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::{Exchange, ExchangeKind, RouteHeaders, routing};
@@ -59,7 +60,7 @@ pub struct VHost {
     pub name: String,
     pub(super) env: Arc<QueueEnv>,
     pub(super) exchanges: RwLock<HashMap<ShortString, Arc<Exchange>>>,
-    pub(super) queues: RwLock<HashMap<ShortString, Arc<Queue>>>,
+    pub(super) queues: RwLock<QueueIndex>,
     pub(super) topology: Mutex<Bindings>,
     pub(super) policies: RwLock<Vec<Arc<Policy>>>,
     pub(super) operator_policies: RwLock<Vec<Arc<Policy>>>,
@@ -125,9 +126,9 @@ impl VHost {
     pub fn new(name: &str, env: Arc<QueueEnv>) -> VHost {
         let vhost = VHost {
             name: name.to_string(),
+            queues: RwLock::new(QueueIndex::new(env.churn.clone())),
             env,
             exchanges: RwLock::new(HashMap::new()),
-            queues: RwLock::new(HashMap::new()),
             topology: Mutex::new(Bindings::default()),
             policies: RwLock::new(Vec::new()),
             operator_policies: RwLock::new(Vec::new()),
@@ -191,6 +192,17 @@ impl VHost {
 
     pub fn queues(&self) -> Vec<Arc<Queue>> {
         self.queues.read().values().cloned().collect()
+    }
+
+    /// The queues in name order (operators' listings).
+    pub fn queues_sorted(&self) -> Vec<Arc<Queue>> {
+        self.queues.read().sorted()
+    }
+
+    /// A queue by name, whoever declared it (operators see exclusive
+    /// queues too).
+    pub fn find_queue(&self, name: &str) -> Option<Arc<Queue>> {
+        self.queues.read().get(name).cloned()
     }
 
     pub fn bindings(&self) -> Vec<Binding> {

@@ -28,6 +28,7 @@ use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
 use parking_lot::RwLock;
 
 use crate::error::AmqpResult;
+use crate::metrics::rates::EventCounts;
 use crate::queue::Queue;
 
 pub use direct::DirectRouter;
@@ -45,6 +46,23 @@ pub enum ExchangeKind {
 }
 
 impl ExchangeKind {
+    pub const ALL: [ExchangeKind; 4] = [
+        ExchangeKind::Direct,
+        ExchangeKind::Fanout,
+        ExchangeKind::Headers,
+        ExchangeKind::Topic,
+    ];
+
+    /// RabbitMQ's description of the type (the management overview).
+    pub fn description(self) -> &'static str {
+        match self {
+            ExchangeKind::Direct => "AMQP direct exchange, as per the AMQP specification",
+            ExchangeKind::Fanout => "AMQP fanout exchange, as per the AMQP specification",
+            ExchangeKind::Topic => "AMQP topic exchange, as per the AMQP specification",
+            ExchangeKind::Headers => "AMQP headers exchange, as per the AMQP specification",
+        }
+    }
+
     pub fn parse(name: &str) -> Option<ExchangeKind> {
         match name {
             "direct" => Some(ExchangeKind::Direct),
@@ -134,7 +152,13 @@ pub struct Exchange {
     /// Set when the exchange leaves its vhost, so holders of the `Arc` (a
     /// channel's last publish target) know to look the name up again.
     deleted: AtomicBool,
+    /// Messages published to it ([`PUBLISH_IN`]) and routed on from it
+    /// ([`PUBLISH_OUT`]), for operators.
+    pub stats: EventCounts<2>,
 }
+
+pub const PUBLISH_IN: usize = 0;
+pub const PUBLISH_OUT: usize = 1;
 
 impl Exchange {
     pub fn new(
@@ -146,9 +170,10 @@ impl Exchange {
         arguments: FieldTable,
     ) -> Exchange {
         let alternate = match arguments.inner().get("alternate-exchange") {
-            Some(AMQPValue::LongString(s)) => Some(ShortString::from(
-                String::from_utf8_lossy(s.as_bytes()).into_owned(),
-            )),
+            // A name over 255 bytes names no exchange: ignored.
+            Some(AMQPValue::LongString(s)) => {
+                ShortString::try_new(String::from_utf8_lossy(s.as_bytes())).ok()
+            }
             Some(AMQPValue::ShortString(s)) => Some(s.clone()),
             _ => None,
         };
@@ -163,6 +188,7 @@ impl Exchange {
             policy: RwLock::new(None),
             router: RwLock::new(kind.new_router()),
             deleted: AtomicBool::new(false),
+            stats: EventCounts::default(),
         }
     }
 
@@ -182,6 +208,11 @@ impl Exchange {
     }
 
     /// A policy with an `alternate-exchange` applies (or none does).
+    /// The policy that applies to it, if one does.
+    pub fn policy_name(&self) -> Option<String> {
+        self.policy.read().as_ref().map(|(name, _)| name.clone())
+    }
+
     pub fn set_policy_alternate(&self, policy: Option<(String, ShortString)>) {
         *self.policy.write() = policy;
     }

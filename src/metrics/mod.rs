@@ -10,9 +10,12 @@
 use metrics::{Counter, Gauge, Key, Label, Metadata, Recorder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
+pub use churn::{CHURN_EVENTS, Churn, ChurnEvent};
 pub use message_counters::{MessageCounters, MessageEvent};
 
+pub mod churn;
 mod message_counters;
+pub mod rates;
 
 const PROTOCOL: &str = "amqp091";
 
@@ -125,13 +128,10 @@ pub struct Metrics {
     pub channels: Gauge,
     pub queues: Gauge,
     pub consumers: Gauge,
-    pub connections_opened: Counter,
-    pub connections_closed: Counter,
-    pub channels_opened: Counter,
-    pub channels_closed: Counter,
-    pub queues_declared: Counter,
-    pub queues_created: Counter,
-    pub queues_deleted: Counter,
+    /// Connections, channels and queues created and deleted; exported at
+    /// each scrape as the `churn_families` counters.
+    pub churn: std::sync::Arc<Churn>,
+    churn_families: Vec<Counter>,
     /// Connections held back by flow control now, and how often one was.
     pub connections_in_flow: Gauge,
     pub flow_pauses: Counter,
@@ -157,7 +157,7 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    pub fn new(node: &str, cluster: &str, version: &str) -> Metrics {
+    pub fn new(node: &str, cluster: &str, version: &str, churn: std::sync::Arc<Churn>) -> Metrics {
         let recorder = PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
         let meta = Metadata::new(module_path!(), metrics::Level::INFO, None);
@@ -196,6 +196,10 @@ impl Metrics {
                     "rabbitmq_build_info",
                     vec![
                         Label::new("rabbitmq_version", version.to_string()),
+                        // No Erlang here; the dashboard's table shows it.
+                        Label::new("erlang_version", "n/a"),
+                        Label::new("prometheus_plugin_version", version.to_string()),
+                        Label::new("prometheus_client_version", env!("CARGO_PKG_VERSION")),
                         Label::new("product", "Warren"),
                         Label::new("product_version", env!("CARGO_PKG_VERSION")),
                     ],
@@ -209,13 +213,8 @@ impl Metrics {
             channels: gauge("rabbitmq_channels"),
             queues: gauge("rabbitmq_queues"),
             consumers: gauge("rabbitmq_consumers"),
-            connections_opened: counter("rabbitmq_connections_opened_total"),
-            connections_closed: counter("rabbitmq_connections_closed_total"),
-            channels_opened: counter("rabbitmq_channels_opened_total"),
-            channels_closed: counter("rabbitmq_channels_closed_total"),
-            queues_declared: counter("rabbitmq_queues_declared_total"),
-            queues_created: counter("rabbitmq_queues_created_total"),
-            queues_deleted: counter("rabbitmq_queues_deleted_total"),
+            churn,
+            churn_families: churn::CHURN_FAMILIES.iter().map(|n| counter(n)).collect(),
             connections_in_flow: gauge("warren_connections_in_flow"),
             flow_pauses: counter("warren_connection_flow_pauses_total"),
             auth_attempts: labelled("rabbitmq_auth_attempts_total", proto()),
@@ -240,6 +239,16 @@ impl Metrics {
             recorder,
             handle,
         }
+    }
+
+    /// A connection, channel or queue came or went.
+    pub fn churn(&self, event: ChurnEvent) {
+        self.churn.count(event);
+    }
+
+    /// The count so far of messages that met `event`.
+    pub fn total(&self, event: MessageEvent) -> u64 {
+        self.messages.total(event)
     }
 
     /// Count `n` messages that met `event`.
@@ -292,6 +301,9 @@ impl Metrics {
     pub fn render(&self) -> String {
         for (event, counter) in &self.exported {
             counter.absolute(self.messages.total(*event));
+        }
+        for (i, counter) in self.churn_families.iter().enumerate() {
+            counter.absolute(self.churn.counts.get(i));
         }
         self.handle.render()
     }

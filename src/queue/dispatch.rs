@@ -11,7 +11,7 @@ use std::sync::Arc;
 use super::consumer::Consumer;
 use super::paging::Paged;
 use super::state::{Next, Now};
-use super::{Locked, Queue, QueuedMessage};
+use super::{ConnectionId, Locked, Queue, QueuedMessage};
 
 /// The channel side of a consumer: where a queue hands its messages.
 ///
@@ -29,6 +29,10 @@ pub trait DeliveryTarget: Send + Sync + std::fmt::Debug {
     /// The queue is gone; the consumer no longer exists and its client must
     /// be told (`basic.cancel` from the server).
     fn cancelled(&self, queue: &Arc<Queue>, consumer: &Consumer);
+
+    /// The connection and channel number the consumer belongs to, for
+    /// operators.
+    fn owner(&self) -> (ConnectionId, u16);
 }
 
 impl Queue {
@@ -49,6 +53,8 @@ impl Queue {
             match next {
                 Next::Deliver { consumer, message } => {
                     if let Some(c) = st.core.consumer(consumer) {
+                        self.stats
+                            .count_delivery(true, c.no_ack, message.redelivered);
                         c.channel.deliver(self, c, message);
                     }
                 }

@@ -9,6 +9,7 @@ use super::args::DeadLetterTarget;
 use super::expiry::now_ms;
 use super::{Deadlines, Queue, Reason};
 use crate::message::Message;
+use crate::metrics::Churn;
 use crate::store::Store;
 
 /// What a queue needs from the broker around it. Called with no queue lock
@@ -41,6 +42,9 @@ pub struct QueueEnv {
     /// A queue with consumers and more ready messages than this holds its
     /// publishers back (flow control) until it is down to half.
     pub flow_messages: usize,
+    /// Queues created and deleted (and connections, channels) for
+    /// operators.
+    pub churn: Arc<Churn>,
 }
 
 /// How big queues may grow before they page or hold publishers back.
@@ -81,6 +85,7 @@ impl QueueEnv {
             window: limits.window.max(1),
             page_batch: (limits.window / 4).clamp(1, 1024),
             flow_messages: limits.flow_messages,
+            churn: Arc::default(),
         })
     }
 

@@ -38,6 +38,7 @@ mod dispatch;
 mod env;
 mod expiry;
 mod flow;
+mod locked;
 #[cfg(test)]
 mod model_test;
 mod paging;
@@ -45,19 +46,19 @@ mod persistence;
 mod queued;
 mod ready;
 pub mod state;
+mod stats;
 
-use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
-
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use amq_protocol::types::{FieldTable, ShortString};
-use parking_lot::{Condvar, Mutex, MutexGuard};
+use parking_lot::{Condvar, Mutex};
 use tokio::sync::Notify;
 
 use crate::error::{AmqpError, AmqpResult};
 use crate::message::Message;
 use args::{QueueArgs, QueueSettings};
+use locked::Locked;
 use paging::Paged;
 use state::{Admit, ConsumeRefused, DeleteRefused, Got, Now, QueueCore};
 
@@ -67,6 +68,7 @@ pub use dispatch::DeliveryTarget;
 pub use env::{Clock, MemoryBudget, QueueEnv, QueueLimits, QueueOwner};
 pub use expiry::now_ms;
 pub use queued::{QueuedMessage, Reason, Return};
+pub use stats::{ConsumerView, QUEUE_EVENTS, QueueEvent, QueueGauges, QueueStats, QueueView};
 
 /// Identifies a connection, for exclusive queues.
 pub type ConnectionId = u64;
@@ -108,6 +110,8 @@ pub struct Queue {
     /// The settings' consumer timeout in ms (0: none), read on every
     /// delivery without the lock.
     consumer_timeout: AtomicU64,
+    /// Counts and rates for operators.
+    pub stats: QueueStats,
 }
 
 /// What the lock guards: the core, and what the shell remembers about it.
@@ -140,99 +144,6 @@ pub struct Cancelled {
     pub now_unused: bool,
 }
 
-/// The queue's lock. Dropping it carries out what the core asked for —
-/// store records, the timer, the memory budget — then releases the lock and
-/// dead-letters what died meanwhile, so no path can forget any of it.
-struct Locked<'a> {
-    queue: &'a Arc<Queue>,
-    guard: Option<MutexGuard<'a, Shell>>,
-    /// Release the lock fairly (to the longest waiter).
-    fair: bool,
-}
-
-impl Deref for Locked<'_> {
-    type Target = Shell;
-    fn deref(&self) -> &Shell {
-        self.guard.as_ref().unwrap_or_else(|| unreachable!())
-    }
-}
-
-impl DerefMut for Locked<'_> {
-    fn deref_mut(&mut self) -> &mut Shell {
-        self.guard.as_mut().unwrap_or_else(|| unreachable!())
-    }
-}
-
-impl Locked<'_> {
-    /// Run `f` (a store read) with the queue unlocked, and on a runtime
-    /// worker as blocking work, so neither this queue's other users nor the
-    /// worker's other tasks wait for the disk. What the core decided so far
-    /// goes to the store first, so nothing overtakes it.
-    fn unlocked<R>(&mut self, f: impl FnOnce() -> R) -> R {
-        if let Some(mut st) = self.guard.take() {
-            self.queue.apply_store_effects(&mut st.core);
-            drop(st);
-        }
-        let r = blocking(f);
-        self.guard = Some(self.queue.state.lock());
-        r
-    }
-
-    /// Wait, unlocked, for the page another thread is reading.
-    fn wait_for_page(&mut self) {
-        if let Some(st) = self.guard.as_mut() {
-            self.queue.apply_store_effects(&mut st.core);
-            self.queue.page_done.wait(st);
-        }
-    }
-}
-
-/// Run blocking work: off the runtime's worker when on one (the
-/// multi-threaded runtime moves its other tasks elsewhere meanwhile).
-fn blocking<R>(f: impl FnOnce() -> R) -> R {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
-        _ => f(),
-    }
-}
-
-impl Drop for Locked<'_> {
-    fn drop(&mut self) {
-        let Some(mut st) = self.guard.take() else {
-            return;
-        };
-        let queue = self.queue;
-        queue.apply_store_effects(&mut st.core);
-        if let Some(at) = st.core.next_wake()
-            && st.armed.is_none_or(|armed| at < armed)
-        {
-            st.armed = Some(at);
-            queue.env.deadlines.arm(at, queue);
-        }
-        let used = st.core.memory_bytes();
-        queue.env.budget.adjust(st.accounted, used);
-        st.accounted = used;
-        queue.release_flow(&st);
-        let dead = std::mem::take(&mut st.core.effects.dead);
-        let target = if dead.is_empty() {
-            None
-        } else {
-            st.core.settings().dead_letter.clone()
-        };
-        if self.fair {
-            MutexGuard::unlock_fair(st);
-        } else {
-            drop(st);
-        }
-        if let Some(target) = target
-            && let Some(owner) = queue.env.owner()
-        {
-            owner.dead_letter(queue, &target, dead);
-        }
-    }
-}
-
 impl Drop for Queue {
     /// The queue's memory leaves the broker's budget with it.
     fn drop(&mut self) {
@@ -262,6 +173,7 @@ impl Queue {
             flow_released: Notify::new(),
             page_done: Condvar::new(),
             consumer_timeout,
+            stats: QueueStats::default(),
         });
         // Arm x-expires from the start.
         drop(queue.lock());
@@ -415,6 +327,7 @@ impl Queue {
             Admit::Rejected => return Enqueued::Rejected,
             Admit::Gone => return Enqueued::Gone,
         };
+        self.stats.count(QueueEvent::Publish, 1);
         let (stored, paged) = self.write(&st, admitted, &message);
         st.core.enqueue(admitted, message, stored, paged);
         self.dispatch_locked(&mut st, &now);
@@ -492,6 +405,7 @@ impl Queue {
     /// Acknowledge delivered messages: they leave the queue for good.
     pub fn ack(self: &Arc<Self>, consumer: Option<ConsumerId>, messages: Vec<QueuedMessage>) {
         self.forget(&messages);
+        self.stats.count(QueueEvent::Ack, messages.len() as u64);
         let mut st = self.lock();
         st.core.settle(consumer, messages.len() as u32);
         self.dispatch_locked(&mut st, &Now::new(&self.now()));
@@ -533,6 +447,8 @@ impl Queue {
         loop {
             match st.core.get(&now, no_ack, may_page) {
                 Got::Message { message, left } => {
+                    self.stats
+                        .count_delivery(false, no_ack, message.redelivered);
                     deliver(message, left);
                     return true;
                 }

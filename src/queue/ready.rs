@@ -119,6 +119,40 @@ impl ReadyList {
         self.bytes
     }
 
+    /// Ready persistent messages: in memory by their flag, in the store
+    /// those with a durable entry.
+    pub fn persistent(&self) -> u64 {
+        self.levels
+            .iter()
+            .map(|l| {
+                l.stored.durable
+                    + l.memory
+                        .iter()
+                        .filter(|m| !m.gone && m.message.persistent)
+                        .count() as u64
+            })
+            .sum()
+    }
+
+    /// Up to `n` ready messages from the head, in delivery order, left
+    /// where they are. Only what is in memory: the walk stops where a
+    /// level continues in the store.
+    pub fn peek(&self, n: usize) -> Vec<QueuedMessage> {
+        let mut out = Vec::new();
+        for level in self.levels.iter().rev() {
+            for m in level.memory.iter().filter(|m| !m.gone) {
+                if out.len() == n {
+                    return out;
+                }
+                out.push(m.clone());
+            }
+            if level.stored.count > 0 {
+                break;
+            }
+        }
+        out
+    }
+
     pub fn in_memory(&self) -> usize {
         self.in_memory
     }

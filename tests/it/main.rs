@@ -28,6 +28,7 @@ mod fuzz_corpus;
 mod hostile_topology;
 mod layering;
 mod limits;
+mod openapi;
 mod properties;
 mod queue_features;
 mod queues;

@@ -87,3 +87,24 @@ def names(broker):
     finally:
         if c.is_open:
             c.close()
+
+
+# ------------------------------------------------ management HTTP API tests
+# (test_http_*.py and test_prometheus.py; helpers in http_support.py)
+
+pytest.register_assert_rewrite("http_support")
+
+from http_support import Api  # noqa: E402
+
+
+@pytest.fixture
+def api(broker):
+    """The management API as the broker's default user (guest, an
+    administrator). Users, vhosts, queues, exchanges, policies and
+    parameters made through its create_* helpers or registered with
+    api.track(path) are deleted after the test."""
+    if not broker.admin_port:
+        pytest.fail("the broker has no management (admin) port")
+    a = Api(broker)
+    yield a
+    a.cleanup()

@@ -10,6 +10,7 @@ use amq_protocol::protocol::{AMQPClass, basic};
 use amq_protocol::types::ShortString;
 
 use super::{Channel, REPLY_TO, server_only};
+use crate::amqp::channel_status::ChannelEvent;
 use crate::amqp::codec;
 use crate::amqp::deliveries::{ConsumerLink, Unacked};
 use crate::amqp::session::Session;
@@ -37,6 +38,10 @@ impl Channel {
                     self.poke_queues();
                 } else {
                     self.consumer_prefetch = q.prefetch_count;
+                    self.deliveries
+                        .status
+                        .prefetch_count
+                        .store(q.prefetch_count, Ordering::Relaxed);
                 }
                 s.reply(self.id, AMQPClass::Basic(M::QosOk(basic::QosOk {})));
             }
@@ -62,6 +67,7 @@ impl Channel {
                 });
                 if !found {
                     s.broker.metrics.count(MessageEvent::GetEmpty, 1);
+                    self.deliveries.status.count(ChannelEvent::GetEmpty, 1);
                     s.reply(self.id, AMQPClass::Basic(M::GetEmpty(basic::GetEmpty {})));
                 }
             }
@@ -191,6 +197,10 @@ impl Channel {
                 .map(|(_, u)| u.message.message.body_size() as u64)
                 .sum();
             self.deliveries.tx_bytes.fetch_add(bytes, Ordering::Relaxed);
+            if how == Settle::Ack {
+                let acks = &self.deliveries.status.acks_uncommitted;
+                acks.fetch_add(taken.len() as u64, Ordering::Relaxed);
+            }
             tx.settles.push((how, taken));
             self.check_transaction_size(s)?;
             return Ok(());
@@ -204,6 +214,9 @@ impl Channel {
             s.broker
                 .metrics
                 .count(MessageEvent::Acknowledged, taken.len() as u64);
+            self.deliveries
+                .status
+                .count(ChannelEvent::Ack, taken.len() as u64);
         }
         // Hand messages back to their queues in runs, one lock per run.
         let mut run: Vec<crate::queue::QueuedMessage> = Vec::new();

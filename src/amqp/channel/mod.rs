@@ -65,6 +65,8 @@ pub struct Channel {
     /// stream of publishes to one queue skips the vhost's queue table (a
     /// shared lock and a hash per message) until that queue is deleted.
     default_target: Option<Arc<Queue>>,
+    /// Publishes not yet added to their exchange's stats.
+    exchange_tally: publish::ExchangeTally,
 }
 
 /// The pseudo-queue of direct reply-to (RPC without a reply queue).
@@ -76,6 +78,7 @@ impl Channel {
             id,
             deliveries: Deliveries::new(
                 id,
+                s.connection_id,
                 s.outbox.clone(),
                 s.frame_max,
                 s.broker.clone(),
@@ -91,6 +94,7 @@ impl Channel {
             reply_queue: None,
             publish_target: None,
             default_target: None,
+            exchange_tally: Default::default(),
         }
     }
 
@@ -172,11 +176,18 @@ impl Channel {
                     ));
                 }
                 if self.confirms.is_none() {
-                    self.confirms = Some(ConfirmTracker::new(
+                    let tracker = ConfirmTracker::new(
                         self.id,
                         s.outbox.clone(),
                         s.broker.clone(),
-                    ));
+                        self.deliveries.clone(),
+                    );
+                    let _ = self
+                        .deliveries
+                        .status
+                        .confirms
+                        .set(Arc::downgrade(&tracker));
+                    self.confirms = Some(tracker);
                 }
                 if !sel.nowait {
                     s.reply(

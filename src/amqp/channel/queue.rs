@@ -11,6 +11,7 @@ use crate::amqp::session::Session;
 use crate::broker::auth::Access;
 use crate::broker::vhost::QueueDeclare;
 use crate::error::AmqpResult;
+use crate::metrics::ChurnEvent;
 
 impl Channel {
     pub(super) fn queue_method(&mut self, s: &Session, m: queue::AMQPMethod) -> AmqpResult<()> {
@@ -81,7 +82,7 @@ impl Channel {
                     declared.consumers,
                     declared.durability,
                 );
-                s.broker.metrics.queues_declared.increment(1);
+                s.broker.metrics.churn(ChurnEvent::QueueDeclared);
                 let name = queue.config.name.clone();
                 if declared.created {
                     s.audit("queue.created", || {

@@ -34,12 +34,15 @@ impl Channel {
                     ));
                 }
                 self.tx.get_or_insert_with(Transaction::default);
+                let status = &self.deliveries.status;
+                status.transactional.store(true, Ordering::Relaxed);
                 s.reply(self.id, AMQPClass::Tx(M::SelectOk(tx::SelectOk {})));
             }
             M::Commit(_) => {
                 let tx = self.tx.as_mut().ok_or_else(not_transactional)?;
                 let work = std::mem::take(tx);
                 self.deliveries.tx_bytes.store(0, Ordering::Relaxed);
+                self.deliveries.status.clear_uncommitted();
                 let mut durability = Durability::Transient;
                 for r in work.publishes {
                     match self.route_and_enqueue(s, r) {
@@ -55,6 +58,7 @@ impl Channel {
                 for (how, taken) in work.settles {
                     self.apply_settle(s, how, taken);
                 }
+                self.exchange_tally.flush();
                 // Acks of stored messages removed them from the store too;
                 // commit-ok promises all of it is durable.
                 s.reply_when_durable(
@@ -67,6 +71,7 @@ impl Channel {
                 let tx = self.tx.as_mut().ok_or_else(not_transactional)?;
                 let work = std::mem::take(tx);
                 self.deliveries.tx_bytes.store(0, Ordering::Relaxed);
+                self.deliveries.status.clear_uncommitted();
                 // Acks inside a rolled-back transaction never happened: the
                 // deliveries are outstanding again.
                 let mut ledger = self.deliveries.ledger.lock();

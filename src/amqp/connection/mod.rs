@@ -39,6 +39,7 @@ use super::session::Session;
 use crate::broker::connections::LateAck;
 use crate::broker::{Broker, ClientConnection};
 use crate::error::AmqpError;
+use crate::metrics::ChurnEvent;
 
 /// Frames handled before the reader yields to other tasks.
 const FRAMES_PER_SLICE: usize = 1024;
@@ -369,7 +370,7 @@ impl Connection {
     fn channel_gone(&self) {
         let broker = &self.session.broker;
         broker.metrics.channels.decrement(1.0);
-        broker.metrics.channels_closed.increment(1);
+        broker.metrics.churn(ChurnEvent::ChannelClosed);
         broker.close_channel(&self.session.user);
     }
 
@@ -394,7 +395,10 @@ impl Connection {
                 self.open_channels.add(&ch.deliveries);
                 self.channels.insert(id, Slot::Open(Box::new(ch)));
                 self.session.broker.metrics.channels.increment(1.0);
-                self.session.broker.metrics.channels_opened.increment(1);
+                self.session
+                    .broker
+                    .metrics
+                    .churn(ChurnEvent::ChannelCreated);
                 self.session.reply(
                     id,
                     AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),

@@ -31,6 +31,9 @@ impl DeliveryTarget for TestChannel {
         self.log.lock().unwrap().push((c.id, m));
     }
     fn cancelled(&self, _: &Arc<Queue>, _: &Consumer) {}
+    fn owner(&self) -> (crate::queue::ConnectionId, u16) {
+        (0, 1)
+    }
 }
 
 #[derive(Debug, Default)]

@@ -145,6 +145,22 @@ impl<C> QueueCore<C> {
         self.deleted
     }
 
+    /// Ready persistent messages (those paged out of a transient queue are
+    /// not told apart and count as transient).
+    pub fn persistent_ready(&self) -> u64 {
+        self.ready.persistent()
+    }
+
+    /// Up to `n` ready messages from the head, left in place (browsing).
+    pub fn peek(&self, n: usize) -> Vec<QueuedMessage> {
+        self.ready.peek(n)
+    }
+
+    /// Body bytes of the ready messages, in memory or stored.
+    pub fn ready_bytes(&self) -> u64 {
+        self.ready.bytes()
+    }
+
     pub fn in_memory(&self) -> usize {
         self.ready.in_memory()
     }

@@ -1,0 +1,68 @@
+//! Families built at scrape time (one sample per queue, channel or
+//! connection), written in the Prometheus text format with
+//! `metrics-exporter-prometheus`'s own formatting functions, so label
+//! escaping and layout match what its recorder renders for the rest.
+
+use indexmap::IndexMap;
+use metrics::{Key, Label};
+use metrics_exporter_prometheus::LabelSet;
+use metrics_exporter_prometheus::formatting::{
+    write_help_line, write_metric_line, write_type_line,
+};
+
+/// A text exposition being written.
+pub struct Exposition {
+    pub text: String,
+    no_globals: IndexMap<String, String>,
+}
+
+/// One family: its name, type and help.
+#[derive(Clone, Copy, Debug)]
+pub struct Family {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub help: &'static str,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Gauge,
+    Counter,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Gauge => "gauge",
+            Kind::Counter => "counter",
+        }
+    }
+}
+
+impl Exposition {
+    pub fn new(base: String) -> Exposition {
+        Exposition {
+            text: base,
+            no_globals: IndexMap::new(),
+        }
+    }
+
+    /// Write `family` under `prefix` (`rabbitmq_` or `rabbitmq_detailed_`)
+    /// with its samples; a family with no samples still gets its header,
+    /// as RabbitMQ's has.
+    pub fn family(&mut self, prefix: &str, family: &Family, samples: &[(Vec<Label>, f64)]) {
+        let name = format!("{prefix}{}", family.name);
+        write_help_line(&mut self.text, &name, None, None, family.help);
+        write_type_line(&mut self.text, &name, None, None, family.kind.as_str());
+        for (labels, value) in samples {
+            let key = Key::from_parts(name.clone(), labels.clone());
+            let set = LabelSet::from_key_and_global(&key, &self.no_globals);
+            write_metric_line::<&str, f64>(&mut self.text, &name, None, &set, None, *value, None);
+        }
+    }
+
+    /// A family with one unlabelled sample.
+    pub fn single(&mut self, prefix: &str, family: &Family, value: f64) {
+        self.family(prefix, family, &[(Vec::new(), value)]);
+    }
+}
