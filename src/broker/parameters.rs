@@ -264,7 +264,7 @@ const COMPONENTS: &[(&str, &[&str])] = &[
     (VHOST_LIMITS, &[]),
 ];
 
-fn check_component(component: &str) -> Result<(), AccessError> {
+pub(super) fn check_component(component: &str) -> Result<(), AccessError> {
     match component {
         "" => Err(AccessError::Invalid("component must not be empty".into())),
         "policy" | "operator_policy" => Err(AccessError::Invalid(format!(
@@ -278,7 +278,7 @@ fn check_component(component: &str) -> Result<(), AccessError> {
 }
 
 /// RabbitMQ's first check of a value: the keys its component requires.
-fn check_value(component: &str, value: &Value) -> Result<(), AccessError> {
+pub(super) fn check_value(component: &str, value: &Value) -> Result<(), AccessError> {
     let required = COMPONENTS
         .iter()
         .find(|(c, _)| *c == component)

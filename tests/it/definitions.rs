@@ -398,6 +398,21 @@ async fn a_bad_document_is_refused_whole_with_its_location_and_changes_nothing()
             "no such vhost 'wd-nowhere'",
         ),
         (
+            broken(|d| d["parameters"][1]["component"] = json!("no-such-plugin")),
+            "parameters[1].component",
+            "component no-such-plugin not found",
+        ),
+        (
+            broken(|d| {
+                d["parameters"][1]["value"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("uri");
+            }),
+            "parameters[1].value",
+            "Key \"uri\" not found in federation-upstream",
+        ),
+        (
             broken(|d| d["queues"][1]["durable"] = json!("false")),
             "queues[1].durable",
             "must be true or false",

@@ -19,6 +19,7 @@ use crate::broker::auth::TopicPermission;
 use crate::broker::bindings::{Binding, DestinationName};
 use crate::broker::equivalence::{check_exchange_equivalence, check_queue_equivalence};
 use crate::broker::limits::reached;
+use crate::broker::parameters::{check_component, check_value};
 use crate::broker::policies::{Policy, PolicyKind, regex_reason};
 use crate::broker::vhost::{ExchangeDeclare, QueueDeclare, is_predeclared};
 use crate::exchange::{Exchange, ExchangeKind};
@@ -72,6 +73,15 @@ pub(super) fn check(broker: &Broker, plan: &Plan) -> Result<Verdict> {
     verdict.queues = c.check_queues(&mut verdict.skipped)?;
     verdict.bindings = c.check_bindings(&verdict)?;
     Ok(verdict)
+}
+
+/// A refusal's reason without the "Validation failed" wrapper the HTTP
+/// API shows.
+fn reason(e: crate::broker::AccessError) -> String {
+    let text = e.to_string();
+    text.strip_prefix("Validation failed\n\n")
+        .map(|t| t.trim_end().to_string())
+        .unwrap_or(text)
 }
 
 fn bad_regex(pattern: &str, e: &regex::Error) -> String {
@@ -139,6 +149,10 @@ impl Checker<'_> {
         }
         for At { at, item } in &self.plan.parameters {
             self.vhost(at, &item.vhost)?;
+            check_component(&item.component)
+                .map_err(|e| DefinitionsError::invalid(format!("{at}.component"), reason(e)))?;
+            check_value(&item.component, &item.value)
+                .map_err(|e| DefinitionsError::invalid(format!("{at}.value"), reason(e)))?;
         }
         Ok(())
     }
