@@ -275,9 +275,7 @@ impl Checker<'_> {
             }
             seen.insert((&q.vhost, &q.name), entry);
             let vhost = self.broker.vhost(&q.vhost);
-            let current = vhost
-                .as_ref()
-                .and_then(|v| v.queues.read().get(q.name.as_str()).cloned());
+            let current = vhost.as_ref().and_then(|v| v.find_queue(&q.name));
             if let Some(current) = current {
                 if current.config.exclusive_owner.is_some() {
                     return Err(DefinitionsError::conflict(
@@ -367,9 +365,7 @@ impl Checker<'_> {
             };
             let vhost = self.broker.vhost(&b.vhost);
             let found = if b.destination_is_queue {
-                let current = vhost
-                    .as_ref()
-                    .and_then(|v| v.queues.read().get(b.destination.as_str()).cloned());
+                let current = vhost.as_ref().and_then(|v| v.find_queue(&b.destination));
                 if let Some(q) = &current
                     && q.config.exclusive_owner.is_some()
                 {

@@ -212,9 +212,8 @@ fn object(value: Value) -> Map<String, Value> {
 }
 
 fn queues_of(v: &VHost, scoped: bool) -> Vec<Value> {
-    let mut queues = v.queues();
+    let mut queues = v.queues_sorted();
     queues.retain(|q| q.config.exclusive_owner.is_none());
-    queues.sort_by(|a, b| a.name().cmp(b.name()));
     queues
         .iter()
         .map(|q| {
@@ -255,9 +254,7 @@ fn exchanges_of(v: &VHost, scoped: bool) -> Vec<Value> {
 
 fn bindings_of(v: &VHost, scoped: bool) -> Vec<Value> {
     let exclusive = |name: &str| {
-        v.queues
-            .read()
-            .get(name)
+        v.find_queue(name)
             .is_none_or(|q| q.config.exclusive_owner.is_some())
     };
     let mut bindings = v.bindings();
