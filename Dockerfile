@@ -8,8 +8,8 @@
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bin warren \
- && strip target/release/warren
+RUN cargo build --release --locked -p warren -p warrenctl --bin warren --bin warrenctl \
+ && strip target/release/warren target/release/warrenctl
 
 # debian-slim rather than distroless: container health checks run through
 # /bin/sh, which distroless images do not have.
@@ -19,6 +19,12 @@ RUN groupadd --system --gid 999 rabbitmq \
  && mkdir -p /var/lib/rabbitmq \
  && chown rabbitmq:rabbitmq /var/lib/rabbitmq
 COPY --from=build /src/target/release/warren /usr/local/bin/warren
+COPY --from=build /src/target/release/warrenctl /usr/local/bin/warrenctl
+# Health checks and seed scripts written for RabbitMQ's image call these
+# (`rabbitmq-diagnostics -q ping`, `rabbitmqctl add_user …`); warrenctl
+# answers to both names over the management API on 127.0.0.1:15672.
+RUN ln -s warrenctl /usr/local/bin/rabbitmqctl \
+ && ln -s warrenctl /usr/local/bin/rabbitmq-diagnostics
 ENV WARREN_DATA_DIR=/var/lib/rabbitmq \
     WARREN_AUTH__LOOPBACK_USERS=[]
 USER rabbitmq

@@ -305,6 +305,7 @@ async fn publish(
         body: bytes.into(),
     });
     b.metrics.count(MessageEvent::Received, 1);
+    b.metrics.message_size(message.body.len() as u64);
     let headers = RouteHeaders::decoded(props.headers().clone());
     let mut queues = Vec::new();
     v.route(&x, routing_key.as_str(), &headers, &mut queues);

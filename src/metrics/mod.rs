@@ -11,7 +11,7 @@ use metrics::{Counter, Gauge, Key, Label, Metadata, Recorder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 pub use churn::{CHURN_EVENTS, Churn, ChurnEvent};
-pub use message_counters::{MessageCounters, MessageEvent};
+pub use message_counters::{MessageCounters, MessageEvent, SIZE_BUCKETS, SizeHistogram};
 
 pub mod churn;
 mod message_counters;
@@ -244,6 +244,16 @@ impl Metrics {
     /// A connection, channel or queue came or went.
     pub fn churn(&self, event: ChurnEvent) {
         self.churn.count(event);
+    }
+
+    /// A message of `bytes` was published (the size histogram).
+    #[inline]
+    pub fn message_size(&self, bytes: u64) {
+        self.messages.size(bytes);
+    }
+
+    pub fn message_sizes(&self) -> SizeHistogram {
+        self.messages.sizes()
     }
 
     /// The count so far of messages that met `event`.

@@ -7,7 +7,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from http_support import eventually, q, unique
+from http_support import eventually, q, skip_unless_warren, unique
 
 # Family (sample name) -> Prometheus type, as RabbitMQ 3.10.8 declares them.
 # These are what the RabbitMQ-Overview dashboard (grafana.com 10991) queries.
@@ -244,3 +244,25 @@ def test_detailed_queue_coarse_metrics(broker, api):
     assert s.value("rabbitmq_detailed_queue_consumers", vhost=vhost, queue=name) == 0
     vhosts = {l["vhost"] for (l, _) in s.samples["rabbitmq_detailed_queue_messages"]}
     assert vhosts == {vhost}
+
+
+@skip_unless_warren  # RabbitMQ 4.x has it; 3.10.8 does not
+def test_message_size_histogram_counts_what_was_published(broker, api, connect):
+    before = scrape(broker)
+    ch = connect().channel()
+    ch.confirm_delivery()
+    name = api.create_queue("/")
+    for size in [10, 500, 20_000]:
+        ch.basic_publish("", name, b"m" * size)
+    after = scrape(broker)
+    assert after.types["rabbitmq_message_size_bytes_bucket"] == "histogram"
+
+    def grew(sample, **labels):
+        return (after.total(sample, protocol="amqp091", **labels)
+                - before.total(sample, protocol="amqp091", **labels))
+    assert grew("rabbitmq_message_size_bytes_count") == 3
+    assert grew("rabbitmq_message_size_bytes_sum") == 20_510
+    assert grew("rabbitmq_message_size_bytes_bucket", le="100") == 1
+    assert grew("rabbitmq_message_size_bytes_bucket", le="1000") == 2
+    assert grew("rabbitmq_message_size_bytes_bucket", le="100000") == 3
+    assert grew("rabbitmq_message_size_bytes_bucket", le="+Inf") == 3

@@ -61,6 +61,48 @@ impl Exposition {
         }
     }
 
+    /// A histogram: cumulative `_bucket{le=…}` lines for `bounds` (then
+    /// `+Inf`), `_sum` and `_count`. `counts` are per bucket, not
+    /// cumulative, with `+Inf`'s last.
+    pub fn histogram(
+        &mut self,
+        name: &str,
+        help: &str,
+        labels: Vec<Label>,
+        bounds: &[u64],
+        counts: &[u64],
+        sum: u64,
+    ) {
+        write_help_line(&mut self.text, name, None, None, help);
+        write_type_line(&mut self.text, name, None, None, "histogram");
+        let key = Key::from_parts(name.to_string(), labels);
+        let set = LabelSet::from_key_and_global(&key, &self.no_globals);
+        let mut cumulative = 0u64;
+        for (i, count) in counts.iter().enumerate() {
+            cumulative += count;
+            let le = bounds.get(i).map_or("+Inf".to_string(), |b| b.to_string());
+            write_metric_line(
+                &mut self.text,
+                name,
+                Some("bucket"),
+                &set,
+                Some(("le", le)),
+                cumulative,
+                None,
+            );
+        }
+        write_metric_line::<&str, u64>(&mut self.text, name, Some("sum"), &set, None, sum, None);
+        write_metric_line::<&str, u64>(
+            &mut self.text,
+            name,
+            Some("count"),
+            &set,
+            None,
+            cumulative,
+            None,
+        );
+    }
+
     /// A family with one unlabelled sample.
     pub fn single(&mut self, prefix: &str, family: &Family, value: f64) {
         self.family(prefix, family, &[(Vec::new(), value)]);

@@ -134,6 +134,15 @@ fn everything(broker: &Broker, shape: Shape) -> String {
         &node("global_consumers", "Current number of consumers"),
         &[(protocol(), snapshot.consumers() as f64)],
     );
+    let sizes = m.message_sizes();
+    out.histogram(
+        "rabbitmq_message_size_bytes",
+        "Size of messages received",
+        protocol(),
+        &crate::metrics::SIZE_BUCKETS,
+        &sizes.buckets,
+        sizes.sum,
+    );
     if shape == Shape::Aggregated {
         out.single(
             "",

@@ -494,11 +494,14 @@ impl Snapshot {
     }
 }
 
+/// A family and how to read its value off one object.
+type Column<T> = (Family, fn(&T) -> f64);
+
 fn emit<T>(
     out: &mut Exposition,
     prefix: &str,
     shape: Shape,
-    table: &[(Family, fn(&T) -> f64)],
+    table: &[Column<T>],
     items: &[T],
     labels: impl Fn(&T) -> Vec<Label>,
 ) {

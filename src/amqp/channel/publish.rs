@@ -75,6 +75,7 @@ impl Channel {
             body,
         } = content;
         s.broker.metrics.count(MessageEvent::Received, 1);
+        s.broker.metrics.message_size(body.len() as u64);
         self.deliveries.status.count(ChannelEvent::Publish, 1);
         let (exchange, topic_checked) = self.publish_target(s, publish.exchange.as_str())?;
         let view = properties::read(&properties).ok_or_else(|| undecodable(&properties))?;
