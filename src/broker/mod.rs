@@ -22,6 +22,7 @@ mod equivalence;
 pub mod limits;
 mod login_guard;
 pub mod parameters;
+pub mod pattern;
 pub mod policies;
 mod policy_admin;
 pub mod queue_index;

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use regex::Regex;
+use super::pattern::Pattern;
 use serde_json::{Map, Value};
 
 use crate::queue::args::{Backoff, DeliveryLimit, Overflow, QueueType, RetryType, Tunables};
@@ -113,7 +113,7 @@ impl PolicyError {
 #[derive(Clone, Debug)]
 pub struct Policy {
     pub record: PolicyRecord,
-    pattern: Regex,
+    pattern: Pattern,
     apply_to: ApplyTo,
     /// The definition's queue settings.
     pub queue: Tunables,
@@ -134,12 +134,9 @@ impl Policy {
     }
 
     pub fn of_kind(record: PolicyRecord, kind: PolicyKind) -> Result<Policy, PolicyError> {
-        let pattern = Regex::new(&record.pattern).map_err(|e| PolicyError {
+        let pattern = Pattern::new(&record.pattern).map_err(|e| PolicyError {
             field: "pattern",
-            reason: format!(
-                "pattern should be regular expression but is invalid: {}",
-                regex_reason(&e)
-            ),
+            reason: format!("pattern should be regular expression but is invalid: {e}"),
         })?;
         let apply_to = ApplyTo::parse(&record.apply_to).ok_or_else(|| PolicyError {
             field: "apply-to",
@@ -174,17 +171,6 @@ impl Policy {
     pub fn applies_to_exchange(&self, name: &str) -> bool {
         matches!(self.apply_to, ApplyTo::All | ApplyTo::Exchanges) && self.pattern.is_match(name)
     }
-}
-
-/// A regex error in one line (the crate's own message spans several, with
-/// a caret under the fault).
-pub fn regex_reason(e: &regex::Error) -> String {
-    let text = e.to_string();
-    text.lines()
-        .find_map(|l| l.strip_prefix("error: "))
-        .unwrap_or_else(|| text.lines().last().unwrap_or_default())
-        .trim()
-        .to_string()
 }
 
 /// A JSON value as RabbitMQ's messages print the Erlang term it decodes

@@ -62,6 +62,24 @@ def test_policy_applies_to_matching_queue(api, connect):
     assert [m["payload"] for m in api.get_messages(vhost, capped, count=5)] == ["m3", "m4"]
 
 
+def test_a_pcre_look_ahead_pattern_works_as_in_rabbitmq(api, connect):
+    # RabbitMQ's classic "everything but amq.*" policy pattern needs a
+    # look-ahead, which RabbitMQ's regular expressions (PCRE) have.
+    vhost = api.create_vhost()
+    prefix = unique("la")
+    pol = api.create_policy(vhost, pattern=f"^(?!{prefix}-skip){prefix}",
+                            definition={"max-length": 1}, **{"apply-to": "queues"})
+    capped = api.create_queue(vhost, prefix + "-q")
+    skipped = api.create_queue(vhost, prefix + "-skip")
+    for i in range(3):
+        api.publish(vhost, "", capped, f"m{i}")
+        api.publish(vhost, "", skipped, f"m{i}")
+    ch = connect(virtual_host=vhost).channel()
+    assert ch.queue_declare(capped, passive=True).method.message_count == 1
+    assert ch.queue_declare(skipped, passive=True).method.message_count == 3
+    assert api.queue_when(vhost, capped, policy=pol)["policy"] == pol
+
+
 def test_operator_policy_applies_to_matching_queue(api, connect):
     vhost = api.create_vhost()
     prefix = unique("op")

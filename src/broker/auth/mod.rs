@@ -143,7 +143,7 @@ impl Users {
         user: &str,
         vhost: &str,
         patterns: PermissionPatterns,
-    ) -> Result<(), regex::Error> {
+    ) -> Result<(), crate::broker::pattern::PatternError> {
         let compiled = Permission::new(&patterns.configure, &patterns.write, &patterns.read)?;
         self.tables.write().permissions.insert(
             (user.to_string(), vhost.to_string()),
@@ -199,7 +199,7 @@ impl Users {
         exchange: &str,
         write: &str,
         read: &str,
-    ) -> Result<(), regex::Error> {
+    ) -> Result<(), crate::broker::pattern::PatternError> {
         let compiled = TopicPermission::new(user, vhost, write, read)?;
         self.tables
             .write()

@@ -8,7 +8,7 @@
 //! by the user's name and the vhost before compiling, once, when the
 //! permission is set.
 
-use regex::Regex;
+use crate::broker::pattern::{Pattern, PatternError};
 
 /// One of the three access rights RabbitMQ checks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,9 +33,9 @@ impl Access {
 /// listing and storing.
 #[derive(Clone, Debug)]
 pub struct Permission {
-    pub configure: Regex,
-    pub write: Regex,
-    pub read: Regex,
+    pub configure: Pattern,
+    pub write: Pattern,
+    pub read: Pattern,
 }
 
 impl Permission {
@@ -43,7 +43,7 @@ impl Permission {
         Permission::new(".*", ".*", ".*").unwrap_or_else(|_| unreachable!())
     }
 
-    pub fn new(configure: &str, write: &str, read: &str) -> Result<Permission, regex::Error> {
+    pub fn new(configure: &str, write: &str, read: &str) -> Result<Permission, PatternError> {
         Ok(Permission {
             configure: permission_regex(configure)?,
             write: permission_regex(write)?,
@@ -64,8 +64,8 @@ impl Permission {
 /// Routing-key rules of one user on one topic exchange of one vhost.
 #[derive(Clone, Debug)]
 pub struct TopicPermission {
-    pub write: Regex,
-    pub read: Regex,
+    pub write: Pattern,
+    pub read: Pattern,
 }
 
 impl TopicPermission {
@@ -76,7 +76,7 @@ impl TopicPermission {
         vhost: &str,
         write: &str,
         read: &str,
-    ) -> Result<TopicPermission, regex::Error> {
+    ) -> Result<TopicPermission, PatternError> {
         let expand = |p: &str| {
             p.replace("{username}", &regex::escape(user))
                 .replace("{vhost}", &regex::escape(vhost))
@@ -97,11 +97,11 @@ impl TopicPermission {
 }
 
 /// RabbitMQ treats an empty pattern as "nothing", not "everything".
-fn permission_regex(pattern: &str) -> Result<Regex, regex::Error> {
+fn permission_regex(pattern: &str) -> Result<Pattern, PatternError> {
     if pattern.is_empty() {
-        Regex::new("^$")
+        Pattern::new("^$")
     } else {
-        Regex::new(pattern)
+        Pattern::new(pattern)
     }
 }
 

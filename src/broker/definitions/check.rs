@@ -20,7 +20,8 @@ use crate::broker::bindings::{Binding, DestinationName};
 use crate::broker::equivalence::{check_exchange_equivalence, check_queue_equivalence};
 use crate::broker::limits::reached;
 use crate::broker::parameters::{check_component, check_value};
-use crate::broker::policies::{Policy, PolicyKind, regex_reason};
+use crate::broker::pattern::{Pattern, PatternError};
+use crate::broker::policies::{Policy, PolicyKind};
 use crate::broker::vhost::{ExchangeDeclare, QueueDeclare, is_predeclared};
 use crate::exchange::{Exchange, ExchangeKind};
 use crate::fields::type_name;
@@ -84,11 +85,8 @@ fn reason(e: crate::broker::AccessError) -> String {
         .unwrap_or(text)
 }
 
-fn bad_regex(pattern: &str, e: &regex::Error) -> String {
-    format!(
-        "'{pattern}' is not a valid regular expression: {}",
-        regex_reason(e)
-    )
+fn bad_regex(pattern: &str, e: &PatternError) -> String {
+    format!("'{pattern}' is not a valid regular expression: {e}")
 }
 
 impl Checker<'_> {
@@ -130,7 +128,7 @@ impl Checker<'_> {
                 ("write", &p.write),
                 ("read", &p.read),
             ] {
-                regex::Regex::new(pattern).map_err(|e| {
+                Pattern::new(pattern).map_err(|e| {
                     DefinitionsError::invalid(format!("{at}.{field}"), bad_regex(pattern, &e))
                 })?;
             }
