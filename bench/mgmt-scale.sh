@@ -15,7 +15,8 @@
 #       amqp://guest:guest@127.0.0.1:5673 100000
 #   bench/mgmt-scale.sh http://127.0.0.1:15672 http://127.0.0.1:15692 \
 #       amqp://guest:guest@127.0.0.1:5672 100000
-# Needs curl and the test venv (.venv with pika and requests).
+# BROKER_PID=pid also prints the broker's RSS. Needs curl and the test venv
+# (.venv with pika and requests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,7 +31,7 @@ VH=$($PY -c "import urllib.parse,sys; print(urllib.parse.quote(sys.argv[1], safe
 curl -sf -u guest:guest -X PUT "$HTTP/api/vhosts/$VH" -H 'content-type: application/json' -d '{}' >/dev/null
 trap 'curl -s -u guest:guest -X DELETE "$HTTP/api/vhosts/$VH" >/dev/null || true' EXIT
 
-start=$(date +%s.%N)
+start=$(date +%s%N)
 $PY - "$AMQP" "$VHOST" "$N" <<'EOF'
 import sys, urllib.parse, pika
 url, vhost, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -43,7 +44,7 @@ for i in range(n):
         ch.basic_publish("", f"q-{i:07d}", b"x" * 16)
 conn.close()
 EOF
-echo "declared $N queues in $(echo "$(date +%s.%N) - $start" | bc) s"
+echo "declared $N queues in $(( ($(date +%s%N) - start) / 1000000 )) ms"
 
 # RabbitMQ's stats lag: wait until the list shows them all.
 for _ in $(seq 1 120); do
@@ -74,3 +75,6 @@ time_it "GET /api/vhosts/{vh}" "$HTTP/api/vhosts/$VH" guest:guest
 time_it "GET /api/overview" "$HTTP/api/overview" guest:guest
 time_it "GET /metrics" "$METRICS/metrics"
 time_it "GET /metrics/per-object" "$METRICS/metrics/per-object"
+if [[ -n ${BROKER_PID:-} ]]; then
+  echo "broker RSS with the queues: $(( $(ps -o rss= -p "$BROKER_PID") / 1024 )) MiB"
+fi

@@ -142,30 +142,52 @@ impl Listing {
         name_of: impl Fn(&K) -> &str,
         render: impl Fn(&K) -> Option<Value>,
     ) -> Result<Response, ApiError> {
+        self.list_by(keys, default_sort, name_of, |_, _| None, render)
+    }
+
+    /// As [`Listing::list`], with `sort_value` giving a key's value at a
+    /// sort path when it can without rendering the whole object (a queue's
+    /// depth is one lock, its JSON object many allocations); where it
+    /// gives `None`, the object is rendered to find the value. Only the
+    /// page is rendered for the answer either way.
+    pub fn list_by<K>(
+        &self,
+        keys: Vec<K>,
+        default_sort: &str,
+        name_of: impl Fn(&K) -> &str,
+        sort_value: impl Fn(&K, &[String]) -> Option<Value>,
+        render: impl Fn(&K) -> Option<Value>,
+    ) -> Result<Response, ApiError> {
         let total = keys.len();
         let keys: Vec<K> = match &self.name {
             Some(f) => keys.into_iter().filter(|k| f.matches(name_of(k))).collect(),
             None => keys,
         };
         let filtered = keys.len();
-        let items: Vec<Value> = if self.keeps_default_order(default_sort) {
-            let (skip, take) = self.window(filtered)?;
-            keys.iter()
-                .skip(skip)
-                .take(take)
-                .filter_map(&render)
-                .collect()
-        } else {
-            let mut all: Vec<Value> = keys.iter().filter_map(&render).collect();
+        let mut order: Vec<usize> = (0..keys.len()).collect();
+        if !self.keeps_default_order(default_sort) {
             if let Some(path) = &self.sort {
-                all.sort_by(|a, b| compare(pick(a, path), pick(b, path)));
+                let values: Vec<Option<Value>> = keys
+                    .iter()
+                    .map(|k| {
+                        sort_value(k, path)
+                            .or_else(|| render(k).and_then(|v| pick(&v, path).cloned()))
+                    })
+                    .collect();
+                // Stable: ties keep the default order.
+                order.sort_by(|&a, &b| compare(values[a].as_ref(), values[b].as_ref()));
             }
             if self.reverse {
-                all.reverse();
+                order.reverse();
             }
-            let (skip, take) = self.window(filtered)?;
-            all.into_iter().skip(skip).take(take).collect()
-        };
+        }
+        let (skip, take) = self.window(filtered)?;
+        let items: Vec<Value> = order
+            .into_iter()
+            .skip(skip)
+            .take(take)
+            .filter_map(|i| render(&keys[i]))
+            .collect();
         Ok(self.respond(items, total, filtered))
     }
 

@@ -207,6 +207,34 @@ fn effective_definition(v: &VHost, policy: Option<&str>, operator: Option<&str>)
     Value::Object(merged)
 }
 
+/// A queue's value at a sort path, for the fields tools sort on, read
+/// without building the queue's JSON object.
+fn sort_value(q: &Arc<Queue>, path: &[String]) -> Option<Value> {
+    let field: Vec<&str> = path.iter().map(String::as_str).collect();
+    let g = || q.gauges();
+    Some(match field.as_slice() {
+        ["name"] => q.name().into(),
+        ["vhost"] => q.config.vhost.clone().into(),
+        ["durable"] => q.config.durable.into(),
+        ["auto_delete"] => q.config.auto_delete.into(),
+        ["exclusive"] => q.config.exclusive_owner.is_some().into(),
+        ["messages"] => {
+            let g = g();
+            (g.ready + g.unacked).into()
+        }
+        ["messages_ready"] => g().ready.into(),
+        ["messages_unacknowledged"] => g().unacked.into(),
+        ["consumers"] => g().consumers.into(),
+        ["memory"] => g().memory_bytes.into(),
+        ["message_bytes"] | ["message_bytes_ready"] => g().ready_bytes.into(),
+        ["message_stats", event] => {
+            let i = QUEUE_EVENTS.iter().position(|e| e == event)?;
+            q.stats.events.get(i).into()
+        }
+        _ => return None,
+    })
+}
+
 /// The queues a list covers, by (vhost, name), in RabbitMQ's default order.
 fn list_queues(
     b: &Broker,
@@ -218,10 +246,11 @@ fn list_queues(
         .iter()
         .flat_map(|v| v.queues_sorted().into_iter().map(move |q| (v.clone(), q)))
         .collect();
-    listing.list(
+    listing.list_by(
         keys,
         default_sort,
         |(_, q)| q.name(),
+        |(_, q), path| sort_value(q, path),
         |(v, q)| Some(queue_json(b, v, q, &listing, false)),
     )
 }
