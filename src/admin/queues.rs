@@ -87,7 +87,7 @@ pub fn queue_json(
     let mut out = Map::new();
     out.insert("name".into(), q.name().into());
     out.insert("vhost".into(), q.config.vhost.clone().into());
-    out.insert("type".into(), "classic".into());
+    out.insert("type".into(), q.config.args.queue_type.as_str().into());
     out.insert("durable".into(), q.config.durable.into());
     out.insert("auto_delete".into(), q.config.auto_delete.into());
     out.insert(
@@ -102,7 +102,13 @@ pub fn queue_json(
         return Value::Object(out);
     }
     let rates = q.stats.depth.get();
-    counter(&mut out, "messages", view.ready + view.unacked, rates[0]);
+    // A stream's messages are what it holds, acknowledged or not.
+    let total = if q.stream.is_some() {
+        view.ready
+    } else {
+        view.ready + view.unacked
+    };
+    counter(&mut out, "messages", total, rates[0]);
     counter(&mut out, "messages_ready", view.ready, rates[1]);
     counter(&mut out, "messages_unacknowledged", view.unacked, rates[2]);
     if listing.disable_stats {
@@ -176,6 +182,16 @@ pub fn queue_json(
     let mut stats = message_stats(&QUEUE_EVENTS, &counts, &rates);
     add_deliver_get(&mut stats);
     out.insert("message_stats".into(), Value::Object(stats));
+    if let Some(stream) = &q.stream {
+        let info = stream.info();
+        out.insert("committed_offset".into(), info.committed_offset.into());
+        out.insert("first_offset".into(), info.first_offset.into());
+        out.insert("segments".into(), info.segments.into());
+        out.insert("stream_bytes".into(), info.bytes.into());
+        out.insert("leader".into(), b.node_name.clone().into());
+        out.insert("members".into(), json!([b.node_name]));
+        out.insert("online".into(), json!([b.node_name]));
+    }
     if details {
         let consumers: Vec<Value> = view
             .consumers

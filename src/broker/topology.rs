@@ -19,7 +19,7 @@ use super::vhost::{Durability, ExchangeDeclare, QueueDeclare, QueueDeclared, VHo
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::{Destination, Exchange, ExchangeKind};
 use crate::fields::{generated_name, type_name};
-use crate::queue::args::{DeclareFlags, QueueArgs};
+use crate::queue::args::{DeclareFlags, QueueArgs, QueueType};
 use crate::queue::{ConnectionId, Queue, QueueConfig};
 
 impl VHost {
@@ -179,17 +179,9 @@ impl VHost {
         } else {
             d.name.clone()
         };
-        let args = QueueArgs::parse(
-            name.as_str(),
-            &self.name,
-            DeclareFlags {
-                durable: d.durable,
-                exclusive: d.exclusive,
-                auto_delete: d.auto_delete,
-            },
-            &d.arguments,
-        )?;
         let _topology = self.topology.lock();
+        // As RabbitMQ: a queue that exists is compared with the request
+        // first; the arguments are validated for a new one.
         if let Some(existing) = self.queues.read().get(name.as_str()).cloned() {
             existing.check_access(connection)?;
             check_queue_equivalence(&existing, d, &self.name)?;
@@ -204,6 +196,16 @@ impl VHost {
                 created: false,
             });
         }
+        let args = QueueArgs::parse(
+            name.as_str(),
+            &self.name,
+            DeclareFlags {
+                durable: d.durable,
+                exclusive: d.exclusive,
+                auto_delete: d.auto_delete,
+            },
+            &d.arguments,
+        )?;
         check_new(name.as_str())?;
         if let Some(limit) = reached(self.limits().max_queues, self.queue_count()) {
             return Err(AmqpError::precondition_failed(format!(
@@ -223,7 +225,14 @@ impl VHost {
         };
         let stored = self.store_queue(&config)?;
         let winners = self.queue_policies(name.as_str(), config.args.queue_type);
-        let queue = Queue::new(config, self.env.clone(), winners.applied());
+        let queue = if config.args.queue_type == QueueType::Stream {
+            let log = self.store().open_log(config.uid).map_err(|e| {
+                AmqpError::internal_error(format!("cannot create the stream's log: {e}"))
+            })?;
+            Queue::new_stream(config, self.env.clone(), winners.applied(), log)
+        } else {
+            Queue::new(config, self.env.clone(), winners.applied())
+        };
         self.queues.write().create(queue.clone());
         // Every queue is bound to the default exchange by its name; that
         // binding is implicit (the default exchange resolves names directly).
@@ -342,7 +351,14 @@ impl VHost {
         connection: ConnectionId,
         name: &str,
     ) -> AmqpResult<(u32, Durability)> {
-        let (count, stored) = self.queue(connection, name)?.purge();
+        let q = self.queue(connection, name)?;
+        if q.stream.is_some() {
+            return Err(AmqpError::not_implemented(format!(
+                "queue.purge not supported by stream queues {}",
+                q.described()
+            )));
+        }
+        let (count, stored) = q.purge();
         let durability = if stored {
             Durability::Durable
         } else {

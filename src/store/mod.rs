@@ -485,8 +485,12 @@ impl Store {
     }
 
     /// Run `waiter` once everything written so far is durable.
+    /// An ephemeral store has nothing to flush, but a stream's appends
+    /// only become readable with a group-commit cycle: a publisher's
+    /// confirm waits for that, so a consumer started after it sees the
+    /// message.
     pub fn after_flush(&self, waiter: Waiter) {
-        if self.durable {
+        if self.durable || self.logs.any_open() {
             let failed = self.failed.clone();
             let hook = self.on_failure.clone();
             self.commit.after_flush(Box::new(move |r| {

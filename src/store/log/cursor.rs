@@ -42,6 +42,14 @@ impl Cursor {
         self.next
     }
 
+    /// Whether the next read goes to the segment files (not the
+    /// in-memory tail), and so may wait for the disk.
+    pub fn needs_disk(&self) -> bool {
+        self.buffered.is_empty()
+            && self.next < self.log.committed()
+            && self.log.tail_start().is_none_or(|t| self.next < t)
+    }
+
     fn accepts(&self, filter_value: Option<&[u8]>) -> bool {
         self.filter.as_ref().is_none_or(|f| f.accepts(filter_value))
     }

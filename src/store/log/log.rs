@@ -251,6 +251,15 @@ impl Log {
         self.segments.read().first().map_or(0, |s| s.first_offset)
     }
 
+    /// Where the last chunk written starts (RabbitMQ's "last").
+    pub fn last_chunk_start(&self) -> Option<u64> {
+        self.segments
+            .read()
+            .iter()
+            .rev()
+            .find_map(|s| s.chunks.last().map(|c| c.first_offset))
+    }
+
     /// Woken whenever `committed` moves.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.watch.subscribe()

@@ -112,8 +112,13 @@ pub(super) struct Logs {
     /// Remove `dir` when the store closes (an ephemeral broker's).
     temporary: bool,
     logs: RwLock<HashMap<u64, Arc<Log>>>,
-    /// Some log has something to sync; cleared by each sync.
-    pub wanted: AtomicBool,
+    /// Some log has records to sync (a cycle was asked for); cleared by
+    /// each sync.
+    pub appended: AtomicBool,
+    /// Some log has tracked offsets to write, which can wait for the next
+    /// periodic flush. Kept apart from `appended` so that noting one never
+    /// hides an append's request for a prompt cycle.
+    pub tracked: AtomicBool,
     tail_bytes: usize,
 }
 
@@ -123,7 +128,8 @@ impl Logs {
             dir,
             temporary,
             logs: RwLock::new(HashMap::new()),
-            wanted: AtomicBool::new(false),
+            appended: AtomicBool::new(false),
+            tracked: AtomicBool::new(false),
             tail_bytes,
         }
     }
@@ -149,6 +155,10 @@ impl Logs {
         Ok(log)
     }
 
+    pub fn any_open(&self) -> bool {
+        !self.logs.read().is_empty()
+    }
+
     pub fn remove(&self, uid: u64) {
         if let Some(l) = self.logs.write().remove(&uid) {
             l.destroy();
@@ -157,7 +167,9 @@ impl Logs {
 
     /// Sync every log with something pending (the group-commit thread).
     pub fn sync(&self, backend: &dyn Backend) -> StoreResult<()> {
-        if !self.wanted.swap(false, Ordering::AcqRel) {
+        let appended = self.appended.swap(false, Ordering::AcqRel);
+        let tracked = self.tracked.swap(false, Ordering::AcqRel);
+        if !appended && !tracked {
             return Ok(());
         }
         let logs: Vec<Arc<Log>> = self.logs.read().values().cloned().collect();
