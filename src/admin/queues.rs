@@ -61,7 +61,7 @@ pub fn consumer_json(b: &Broker, q: &Queue, c: &ConsumerView) -> Value {
     if let Some(m) = details.as_object_mut() {
         m.insert("node".into(), b.node_name.clone().into());
     }
-    json!({
+    let mut out = json!({
         "arguments": table_to_json(&c.arguments),
         "ack_required": c.ack_required,
         "active": c.active,
@@ -73,7 +73,14 @@ pub fn consumer_json(b: &Broker, q: &Queue, c: &ConsumerView) -> Value {
         "prefetch_count": c.prefetch_count,
         "priority": c.priority,
         "queue": {"name": q.name(), "vhost": q.config.vhost},
-    })
+    });
+    // Where a stream consumer is, as `rabbitmq-streams
+    // list_stream_consumers` names it.
+    if let (Some((offset, lag)), Some(m)) = (c.stream_position, out.as_object_mut()) {
+        m.insert("offset".into(), offset.into());
+        m.insert("offset_lag".into(), lag.into());
+    }
+    out
 }
 
 /// One queue as RabbitMQ lists it; `details` adds `consumer_details`.
@@ -186,6 +193,12 @@ pub fn queue_json(
         let info = stream.info();
         out.insert("committed_offset".into(), info.committed_offset.into());
         out.insert("first_offset".into(), info.first_offset.into());
+        // The newest offset written, if any.
+        let last = info
+            .committed_offset
+            .checked_sub(1)
+            .filter(|l| *l >= info.first_offset);
+        out.insert("last_offset".into(), last.map_or(Value::Null, Value::from));
         out.insert("segments".into(), info.segments.into());
         out.insert("stream_bytes".into(), info.bytes.into());
         out.insert("leader".into(), b.node_name.clone().into());

@@ -133,6 +133,9 @@ impl VHost {
                 arguments: b.arguments.clone(),
             };
             if topology.insert(binding) {
+                if let Destination::Queue(q) = &destination {
+                    super::super_stream::note_partition(&source, q, &b.arguments);
+                }
                 source.bind(destination, &b.routing_key, &b.arguments);
             }
         }

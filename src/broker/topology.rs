@@ -15,6 +15,7 @@ use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
 use super::bindings::{Binding, Bindings, DestinationName};
 use super::equivalence::{check_exchange_equivalence, check_queue_equivalence};
 use super::limits::reached;
+use super::super_stream;
 use super::vhost::{Durability, ExchangeDeclare, QueueDeclare, QueueDeclared, VHost};
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::{Destination, Exchange, ExchangeKind};
@@ -40,7 +41,8 @@ impl VHost {
                 .existing_exchange(name)
                 .map(|_| (Durability::Transient, false));
         }
-        let _topology = self.topology.lock();
+        let partitions = super_stream::partition_names(name, &d.kind, &d.arguments)?;
+        let topology = self.topology.lock();
         if let Some(existing) = self.exchange(name) {
             check_exchange_equivalence(&existing, d, &self.name)?;
             return Ok((Durability::Transient, false));
@@ -68,6 +70,7 @@ impl VHost {
                 type_name(ae)
             )));
         }
+        self.check_partitions(&d.arguments, &partitions)?;
         check_new()?;
         let exchange = Arc::new(Exchange::new(
             d.name.clone(),
@@ -79,7 +82,12 @@ impl VHost {
         ));
         let stored = self.store_exchange(&exchange)?;
         self.apply_exchange_policy(&exchange);
-        self.exchanges.write().insert(d.name.clone(), exchange);
+        self.exchanges
+            .write()
+            .insert(d.name.clone(), exchange.clone());
+        // Each partition's declaration and binding takes the lock itself.
+        drop(topology);
+        self.create_partitions(&exchange, &partitions)?;
         Ok((Durability::from(stored), true))
     }
 
@@ -392,6 +400,7 @@ impl VHost {
         let mut wrote = false;
         if topology.insert(binding.clone()) {
             wrote = self.record_binding(&binding)?;
+            super_stream::note_partition(&source, &q, arguments);
             source.bind(Destination::Queue(q), routing_key, arguments);
         }
         Ok(Durability::from(wrote))

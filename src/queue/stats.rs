@@ -130,6 +130,8 @@ pub struct ConsumerView {
     pub timeout_ms: Option<u64>,
     pub connection: ConnectionId,
     pub channel: u16,
+    /// A stream consumer's next offset and its lag behind the stream's end.
+    pub stream_position: Option<(u64, u64)>,
 }
 
 /// A queue's numbers at one moment, for metrics.
@@ -186,6 +188,7 @@ impl Queue {
                     timeout_ms: c.timeout_ms,
                     connection,
                     channel,
+                    stream_position: None,
                 }
             })
             .collect();
@@ -210,6 +213,7 @@ impl Queue {
     }
 
     fn stream_view(&self, stream: &super::stream::StreamQueue) -> QueueView {
+        let committed = stream.log.committed();
         let consumers = stream
             .consumers()
             .iter()
@@ -224,10 +228,14 @@ impl Queue {
                     prefetch_count: c.prefetch,
                     priority: c.priority,
                     arguments: c.arguments.clone(),
-                    active: true,
+                    active: s.is_active(),
                     timeout_ms: c.timeout_ms,
                     connection,
                     channel,
+                    stream_position: {
+                        let at = s.position();
+                        Some((at, committed.saturating_sub(at)))
+                    },
                 }
             })
             .collect();

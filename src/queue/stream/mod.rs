@@ -15,12 +15,13 @@
 //! that moves the log's durable high-water mark, by credit coming back,
 //! or by its channel draining.
 
+mod group;
 mod offsets;
 mod pump;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use amq_protocol::protocol::BasicProperties;
 use amq_protocol::types::AMQPValue;
@@ -45,6 +46,32 @@ pub struct StreamConsumer {
     wake: Notify,
     cancelled: AtomicBool,
     track: bool,
+    /// Its `x-stream-consumer-group`, if any.
+    group: Option<String>,
+    /// Whether it is given messages: always, unless it is a waiting member
+    /// of a group.
+    active: AtomicBool,
+}
+
+impl StreamConsumer {
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::Acquire)
+    }
+
+    /// The offset it reads next.
+    pub fn position(&self) -> u64 {
+        self.state.lock().cursor.position()
+    }
+
+    /// Where its acknowledgements are remembered, if anywhere: the group's
+    /// key for the active member of a group, its tag with automatic
+    /// tracking.
+    fn tracking_key(&self) -> Option<String> {
+        match &self.group {
+            Some(g) => self.is_active().then(|| group::tracking_key(g)),
+            None => self.track.then(|| self.consumer.tag.to_string()),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -61,10 +88,12 @@ struct ConsumerState {
 #[derive(Clone, Debug)]
 pub struct StreamConsumerInfo {
     pub id: ConsumerId,
+    pub tag: String,
     /// The next offset it will be given.
     pub offset: u64,
     /// Messages between it and the end of the stream.
     pub lag: u64,
+    pub active: bool,
 }
 
 /// A stream as operators see it.
@@ -82,7 +111,10 @@ pub struct StreamInfo {
 pub struct StreamQueue {
     pub log: Arc<Log>,
     store: Arc<Store>,
+    /// In the order they joined (a group's active member is chosen by it).
     consumers: Mutex<Vec<Arc<StreamConsumer>>>,
+    /// Its index among a super stream's partitions (0 for a lone stream).
+    partition: AtomicU32,
 }
 
 impl StreamQueue {
@@ -91,6 +123,7 @@ impl StreamQueue {
             log,
             store,
             consumers: Mutex::new(Vec::new()),
+            partition: AtomicU32::new(0),
         }
     }
 
@@ -173,10 +206,11 @@ impl StreamQueue {
             )));
         }
         let args = StreamConsumerArgs::parse(&consumer.arguments, now_ms(), &rs)?;
-        let tracked = args
-            .track
-            .then(|| self.log.tracked(consumer.tag.as_str()))
-            .flatten();
+        let key = match &args.group {
+            Some(g) => Some(group::tracking_key(g)),
+            None => args.track.then(|| consumer.tag.to_string()),
+        };
+        let tracked = key.and_then(|k| self.log.tracked(&k));
         let start = match tracked {
             Some(offset) => offset,
             None => self.start_offset(args.start),
@@ -191,8 +225,13 @@ impl StreamQueue {
             wake: Notify::new(),
             cancelled: AtomicBool::new(false),
             track: args.track,
+            active: AtomicBool::new(args.group.is_none()),
+            group: args.group,
         });
         self.consumers.lock().push(c.clone());
+        if let Some(g) = &c.group {
+            self.rebalance(g);
+        }
         // consume-ok goes out before the task can deliver anything.
         announce();
         pump::start(queue.clone(), c);
@@ -230,6 +269,9 @@ impl StreamQueue {
         drop(consumers);
         c.cancelled.store(true, Ordering::Release);
         c.wake.notify_one();
+        if let Some(g) = &c.group {
+            self.rebalance(g);
+        }
         true
     }
 
@@ -259,9 +301,8 @@ impl StreamQueue {
                 .copied()
                 .unwrap_or_else(|| st.cursor.position())
         };
-        if c.track {
-            self.store
-                .track_offset(&self.log, c.consumer.tag.as_str(), resume);
+        if let Some(key) = c.tracking_key() {
+            self.store.track_offset(&self.log, &key, resume);
         }
         c.wake.notify_one();
     }
@@ -295,8 +336,10 @@ impl StreamQueue {
                 let offset = c.state.lock().cursor.position();
                 StreamConsumerInfo {
                     id: c.consumer.id,
+                    tag: c.consumer.tag.to_string(),
                     offset,
                     lag: committed.saturating_sub(offset),
+                    active: c.is_active(),
                 }
             })
             .collect();

@@ -1,7 +1,8 @@
 //! A stream consumer's arguments, read as RabbitMQ reads them:
 //! `x-stream-offset` (where to start), `x-stream-filter` and
 //! `x-stream-match-unfiltered` (which messages), and Warren's
-//! `x-stream-automatic-offset-tracking` (remember where it got to).
+//! `x-stream-automatic-offset-tracking` (remember where it got to) and
+//! `x-stream-consumer-group` (one reader at a time among a group).
 
 use amq_protocol::types::{AMQPValue, FieldTable};
 use bytes::Bytes;
@@ -30,6 +31,9 @@ pub struct StreamConsumerArgs {
     pub filter: Option<Filter>,
     /// Remember the offset acked through, per consumer tag.
     pub track: bool,
+    /// Warren's `x-stream-consumer-group`: one consumer of the group reads
+    /// the stream at a time, from where the group got to.
+    pub group: Option<String>,
 }
 
 impl StreamConsumerArgs {
@@ -83,10 +87,29 @@ impl StreamConsumerArgs {
             a.get("x-stream-automatic-offset-tracking"),
             Some(AMQPValue::Boolean(true))
         );
+        let group = match a.get("x-stream-consumer-group") {
+            None => None,
+            Some(v @ (AMQPValue::LongString(_) | AMQPValue::ShortString(_))) => {
+                let name = crate::fields::value_text(v);
+                if name.is_empty() || name.len() > 255 {
+                    return Err(AmqpError::precondition_failed(format!(
+                        "invalid arg 'x-stream-consumer-group' for {queue}: a name of 1 to 255 bytes"
+                    )));
+                }
+                Some(name)
+            }
+            Some(other) => {
+                return Err(AmqpError::precondition_failed(format!(
+                    "invalid arg 'x-stream-consumer-group' for {queue}: a string, not {}",
+                    type_name(other)
+                )));
+            }
+        };
         Ok(StreamConsumerArgs {
             start,
             filter: values.map(|v| Filter::new(v, match_unfiltered)),
             track,
+            group,
         })
     }
 }

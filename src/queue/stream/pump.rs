@@ -63,7 +63,8 @@ fn deliver_some(queue: &Arc<Queue>, c: &StreamConsumer) -> Progress {
     let mut st = c.state.lock();
     let mut delivered = 0;
     while delivered < BATCH {
-        if st.credit == 0 || c.cancelled.load(Ordering::Acquire) {
+        // A waiting member of a group is woken when it becomes active.
+        if st.credit == 0 || c.cancelled.load(Ordering::Acquire) || !c.is_active() {
             return Progress::Wait;
         }
         // A channel that says no remembers the queue and pokes it (waking

@@ -37,6 +37,12 @@ impl Cursor {
         }
     }
 
+    /// Read from `offset` on.
+    pub fn seek(&mut self, offset: u64) {
+        self.next = offset;
+        self.buffered.clear();
+    }
+
     /// The offset the next record read will have (or be after).
     pub fn position(&self) -> u64 {
         self.next
