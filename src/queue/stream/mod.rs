@@ -288,23 +288,33 @@ impl StreamQueue {
         let Some(c) = consumer.and_then(|id| self.find(id)) else {
             return;
         };
-        let resume = {
+        let (resume, wake) = {
             let mut st = c.state.lock();
+            let before = st.credit;
             st.credit = st.credit.saturating_add(messages.len() as u32);
+            // The task sleeps only once out of credit: wake it when a
+            // quarter of the prefetch is back, not for every single ack,
+            // so it delivers in batches.
+            let enough = (u32::from(c.consumer.prefetch) / 4).max(1);
+            let wake = before < enough && st.credit >= enough;
             if processed {
                 for m in messages {
                     st.outstanding.remove(&m.seq);
                 }
             }
-            st.outstanding
+            let resume = st
+                .outstanding
                 .first()
                 .copied()
-                .unwrap_or_else(|| st.cursor.position())
+                .unwrap_or_else(|| st.cursor.position());
+            (resume, wake)
         };
         if let Some(key) = c.tracking_key() {
             self.store.track_offset(&self.log, &key, resume);
         }
-        c.wake.notify_one();
+        if wake {
+            c.wake.notify_one();
+        }
     }
 
     /// Wake every consumer (credit or room came back, the stream changed).

@@ -152,11 +152,7 @@ impl Cursor {
         let segments = self.log.segments.read();
         let i = segments.partition_point(|s| s.first_offset <= self.next);
         let view = segments.get(i.checked_sub(1)?)?;
-        let j = view.chunks.partition_point(|c| c.first_offset <= self.next);
-        let chunk = *view.chunks.get(j.checked_sub(1)?)?;
-        if self.next >= chunk.next_offset() {
-            return None;
-        }
+        let chunk = view.chunks.holding(self.next)?;
         Some((view.clone(), chunk))
     }
 }
@@ -187,7 +183,7 @@ fn to_tail(r: Record) -> TailRecord {
 pub fn offset_at(log: &Log, timestamp: u64) -> u64 {
     let segments = log.segments.read();
     for s in segments.iter() {
-        if let Some(c) = s.chunks.iter().find(|c| c.last_timestamp >= timestamp) {
+        if let Some(c) = s.chunks.first_since(timestamp) {
             return c.first_offset;
         }
     }

@@ -19,7 +19,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 
 use super::record::{Chunk, RecordRef, bloom_bits};
-use super::segment::{self, Segment};
+use super::segment::{self, ChunkIndex, Segment};
 use super::{Entry, Retention};
 use crate::message::Message;
 use crate::store::{Backend, StoreResult, Tree};
@@ -64,7 +64,7 @@ struct Meta {
 pub struct SegmentView {
     pub first_offset: u64,
     pub file: Arc<std::fs::File>,
-    pub chunks: Arc<Vec<Chunk>>,
+    pub chunks: ChunkIndex,
     pub bytes: u64,
 }
 
@@ -138,7 +138,7 @@ impl Log {
             views.push(SegmentView {
                 first_offset: s.first_offset,
                 file: Arc::new(s.reader()?),
-                chunks: Arc::new(s.chunks.clone()),
+                chunks: s.chunks.clone(),
                 bytes: s.bytes,
             });
         }
@@ -369,7 +369,7 @@ impl Log {
                 self.segments.write().push(SegmentView {
                     first_offset: m.offset,
                     file: Arc::new(writer.reader()?),
-                    chunks: Arc::new(Vec::new()),
+                    chunks: writer.chunks.clone(),
                     bytes: 0,
                 });
                 rolled = true;
@@ -405,7 +405,6 @@ impl Log {
         writer.append(data, chunks)?;
         let mut segments = self.segments.write();
         if let Some(v) = segments.last_mut() {
-            v.chunks = Arc::new(writer.chunks.clone());
             v.bytes = writer.bytes;
         }
         Ok(())
@@ -455,7 +454,7 @@ impl Log {
                 segments.push(SegmentView {
                     first_offset: next,
                     file: Arc::new(file),
-                    chunks: Arc::new(Vec::new()),
+                    chunks: writer.chunks.clone(),
                     bytes: 0,
                 });
                 dropped += 1;

@@ -13,7 +13,10 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
+use parking_lot::RwLock;
 
 use super::record::{CHUNK_BYTES, Chunk, Decoded, decode};
 use crate::store::{StoreError, StoreResult};
@@ -28,7 +31,7 @@ pub struct Segment {
     index_path: PathBuf,
     data: File,
     index: File,
-    pub chunks: Vec<Chunk>,
+    pub chunks: ChunkIndex,
     /// Bytes of records (the data file's length).
     pub bytes: u64,
 }
@@ -66,7 +69,7 @@ impl Segment {
             index_path,
             data,
             index,
-            chunks: Vec::new(),
+            chunks: ChunkIndex::default(),
             bytes: 0,
         })
     }
@@ -91,7 +94,7 @@ impl Segment {
             index_path,
             data,
             index,
-            chunks: Vec::new(),
+            chunks: ChunkIndex::default(),
             bytes: 0,
         };
         segment.check()?;
@@ -207,7 +210,7 @@ impl Segment {
             f.sync_all()
                 .map_err(|e| io("cannot sync", &self.index_path, e))?;
         }
-        self.chunks = chunks;
+        self.chunks = ChunkIndex::new(chunks);
         self.bytes = position;
         Ok(())
     }
@@ -216,14 +219,21 @@ impl Segment {
     pub fn next_offset(&self) -> u64 {
         self.chunks
             .last()
-            .map_or(self.first_offset, Chunk::next_offset)
+            .map_or(self.first_offset, |c| c.next_offset())
     }
 
-    /// Append records and their index entries, then make both durable.
+    /// Append records and make them durable, then their index entries.
+    /// The index is not synced: an entry on disk always describes synced
+    /// records, and entries a crash loses are rebuilt at open by scanning
+    /// the records after the last one (see `check`) — one sync per append,
+    /// not two.
     pub fn append(&mut self, data: &[u8], chunks: &[Chunk]) -> StoreResult<()> {
         self.data
             .write_all(data)
             .map_err(|e| io("cannot write", &self.data_path, e))?;
+        self.data
+            .sync_data()
+            .map_err(|e| io("cannot sync", &self.data_path, e))?;
         let mut index = BytesMut::with_capacity(chunks.len() * CHUNK_BYTES);
         for c in chunks {
             c.encode(&mut index);
@@ -231,14 +241,8 @@ impl Segment {
         self.index
             .write_all(&index)
             .map_err(|e| io("cannot write", &self.index_path, e))?;
-        self.data
-            .sync_data()
-            .map_err(|e| io("cannot sync", &self.data_path, e))?;
-        self.index
-            .sync_data()
-            .map_err(|e| io("cannot sync", &self.index_path, e))?;
         self.bytes += data.len() as u64;
-        self.chunks.extend_from_slice(chunks);
+        self.chunks.extend(chunks);
         Ok(())
     }
 
@@ -280,4 +284,39 @@ pub fn list(dir: &Path) -> StoreResult<Vec<u64>> {
     }
     out.sort_unstable();
     Ok(out)
+}
+
+/// A segment's chunk index, shared by its writer and its readers: the
+/// writer appends, readers search, nothing is copied. Chunks are in offset
+/// order, and so in timestamp order (timestamps never go back).
+#[derive(Clone, Debug, Default)]
+pub struct ChunkIndex(Arc<RwLock<Vec<Chunk>>>);
+
+impl ChunkIndex {
+    pub fn new(chunks: Vec<Chunk>) -> ChunkIndex {
+        ChunkIndex(Arc::new(RwLock::new(chunks)))
+    }
+
+    fn extend(&self, chunks: &[Chunk]) {
+        self.0.write().extend_from_slice(chunks);
+    }
+
+    pub fn last(&self) -> Option<Chunk> {
+        self.0.read().last().copied()
+    }
+
+    /// The chunk that holds `offset`, if one does.
+    pub fn holding(&self, offset: u64) -> Option<Chunk> {
+        let chunks = self.0.read();
+        let i = chunks.partition_point(|c| c.first_offset <= offset);
+        let c = *chunks.get(i.checked_sub(1)?)?;
+        (offset < c.next_offset()).then_some(c)
+    }
+
+    /// The first chunk whose newest record is at or after `timestamp`.
+    pub fn first_since(&self, timestamp: u64) -> Option<Chunk> {
+        let chunks = self.0.read();
+        let i = chunks.partition_point(|c| c.last_timestamp < timestamp);
+        chunks.get(i).copied()
+    }
 }
