@@ -9,16 +9,18 @@
 //! offset n, so bodies name their offset.
 
 mod concurrent;
+mod crash;
 mod filters;
 mod offsets;
 mod retention;
+mod tracking;
 
 use lapin::message::Delivery;
 use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 
-use crate::common::{next, quiet};
+use crate::common::{BrokerProcess, next, quiet, spawn_warren};
 
 fn args(pairs: &[(&str, AMQPValue)]) -> FieldTable {
     let mut t = FieldTable::default();
@@ -129,6 +131,35 @@ fn offset(d: &Delivery) -> u64 {
     match headers.inner().get("x-stream-offset") {
         Some(AMQPValue::LongLongInt(n)) => u64::try_from(*n).expect("non-negative offset"),
         other => panic!("x-stream-offset should be a long, got {other:?}"),
+    }
+}
+
+/// The real binary on `dir`.
+fn spawn_on(dir: &std::path::Path) -> BrokerProcess {
+    let args = ["--data-dir".to_string(), dir.display().to_string()];
+    spawn_warren(&args, &[], None)
+}
+
+/// Stop the real binary with SIGTERM (a clean shutdown) and wait for it
+/// to exit, successfully.
+async fn terminate(mut broker: BrokerProcess) {
+    let pid = broker.child.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("run kill");
+    assert!(sent.success(), "SIGTERM not sent");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        if let Some(status) = broker.child.try_wait().expect("wait for the broker") {
+            assert!(status.success(), "the broker stopped with {status}");
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the broker did not stop within 15 s of SIGTERM"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 
