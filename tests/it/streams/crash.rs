@@ -116,51 +116,58 @@ async fn check(url: &str, ledger: &mut Ledger, cycle: usize) {
     let _ = conn.close(200, "checked".into()).await;
 }
 
-/// Publish in batches of 20 until the connection dies; every message
-/// whose confirm came back is confirmed. Returns (confirmed, published).
+/// Publish until the connection dies, with up to `WINDOW` messages
+/// unconfirmed (a second task takes the confirms in order, so the broker
+/// confirms some while it reads more); every message whose confirm came
+/// back is confirmed. Returns (confirmed, published).
 async fn publish_until_killed(url: String, p: usize, mut seq: u64) -> (Vec<u64>, Vec<u64>) {
-    let (mut confirmed, mut published) = (Vec::new(), Vec::new());
+    const WINDOW: usize = 64;
+    let mut published = Vec::new();
     let Ok(conn) = Connection::connect(&url, ConnectionProperties::default()).await else {
-        return (confirmed, published);
+        return (Vec::new(), published);
     };
     let Ok(ch) = conn.create_channel().await else {
-        return (confirmed, published);
+        return (Vec::new(), published);
     };
     if ch
         .confirm_select(ConfirmSelectOptions::default())
         .await
         .is_err()
     {
-        return (confirmed, published);
+        return (Vec::new(), published);
     }
-    loop {
-        let mut pending = Vec::new();
-        for _ in 0..20 {
-            let props = BasicProperties::default().with_delivery_mode(delivery_mode(seq));
-            // Counted as published before it is sent: it may be stored.
-            published.push(seq);
-            match ch
-                .basic_publish(
-                    "".into(),
-                    Q.into(),
-                    BasicPublishOptions::default(),
-                    &body(p, seq),
-                    props,
-                )
-                .await
-            {
-                Ok(confirm) => pending.push((seq, confirm)),
-                Err(_) => return (confirmed, published),
-            }
-            seq += 1;
-        }
-        for (seq, confirm) in pending {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(u64, lapin::PublisherConfirm)>(WINDOW);
+    let confirms = tokio::spawn(async move {
+        let mut confirmed = Vec::new();
+        while let Some((seq, confirm)) = rx.recv().await {
             match tokio::time::timeout(Duration::from_secs(5), confirm).await {
                 Ok(Ok(Confirmation::Ack(_))) => confirmed.push(seq),
-                _ => return (confirmed, published),
+                _ => break,
             }
         }
+        confirmed
+    });
+    loop {
+        let props = BasicProperties::default().with_delivery_mode(delivery_mode(seq));
+        // Counted as published before it is sent: it may be stored.
+        published.push(seq);
+        let sent = ch
+            .basic_publish(
+                "".into(),
+                Q.into(),
+                BasicPublishOptions::default(),
+                &body(p, seq),
+                props,
+            )
+            .await;
+        let Ok(confirm) = sent else { break };
+        if tx.send((seq, confirm)).await.is_err() {
+            break; // the confirms stopped: the broker is gone
+        }
+        seq += 1;
     }
+    drop(tx);
+    (confirms.await.expect("confirms task"), published)
 }
 
 #[tokio::test]
