@@ -20,6 +20,8 @@ use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 
+use std::time::{Duration, Instant};
+
 use crate::common::{BrokerProcess, next, quiet, spawn_warren};
 
 fn args(pairs: &[(&str, AMQPValue)]) -> FieldTable {
@@ -149,17 +151,17 @@ async fn terminate(mut broker: BrokerProcess) {
         .status()
         .expect("run kill");
     assert!(sent.success(), "SIGTERM not sent");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         if let Some(status) = broker.child.try_wait().expect("wait for the broker") {
             assert!(status.success(), "the broker stopped with {status}");
             return;
         }
         assert!(
-            std::time::Instant::now() < deadline,
+            Instant::now() < deadline,
             "the broker did not stop within 15 s of SIGTERM"
         );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -210,9 +212,18 @@ impl Reader {
 
     /// Wait for `n` more deliveries (5 s each at most).
     async fn take(&mut self, n: usize) -> &[Delivery] {
+        use futures_lite::StreamExt;
         let from = self.got.len();
         for _ in 0..n {
-            let d = next(&mut self.consumer).await;
+            let wait = tokio::time::timeout(Duration::from_secs(5), self.consumer.next());
+            let Ok(d) = wait.await else {
+                panic!(
+                    "waited 5 s for {} more deliveries after offsets {:?}",
+                    from + n - self.got.len(),
+                    self.offsets()
+                );
+            };
+            let d = d.expect("consumer still open").expect("delivery ok");
             if self.ack {
                 d.ack(BasicAckOptions::default()).await.expect("ack");
             }

@@ -29,7 +29,7 @@ async fn check_all(readers: Vec<Check>) -> Vec<Check> {
     let checks: Vec<_> = readers
         .into_iter()
         .map(|(name, mut r, want)| {
-            tokio::spawn(async move {
+            let task = tokio::spawn(async move {
                 let missing = want.len().saturating_sub(r.got.len());
                 r.take(missing).await;
                 assert!(quiet(&mut r.consumer).await, "{name}: more than {want:?}");
@@ -40,12 +40,13 @@ async fn check_all(readers: Vec<Check>) -> Vec<Check> {
                     assert!(!d.redelivered, "{name}");
                 }
                 (name, r, want)
-            })
+            });
+            (name, task)
         })
         .collect();
     let mut out = Vec::new();
-    for c in checks {
-        out.push(c.await.expect("check"));
+    for (name, c) in checks {
+        out.push(c.await.unwrap_or_else(|e| panic!("{name}: {e}")));
     }
     out
 }
