@@ -8,6 +8,8 @@
 //! `WARREN_STREAM_CRASH_SEED` replays a run.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rand::{RngExt, SeedableRng};
@@ -120,7 +122,12 @@ async fn check(url: &str, ledger: &mut Ledger, cycle: usize) {
 /// unconfirmed (a second task takes the confirms in order, so the broker
 /// confirms some while it reads more); every message whose confirm came
 /// back is confirmed. Returns (confirmed, published).
-async fn publish_until_killed(url: String, p: usize, mut seq: u64) -> (Vec<u64>, Vec<u64>) {
+async fn publish_until_killed(
+    url: String,
+    p: usize,
+    mut seq: u64,
+    acks: Arc<AtomicUsize>,
+) -> (Vec<u64>, Vec<u64>) {
     const WINDOW: usize = 64;
     let mut published = Vec::new();
     let Ok(conn) = Connection::connect(&url, ConnectionProperties::default()).await else {
@@ -141,7 +148,10 @@ async fn publish_until_killed(url: String, p: usize, mut seq: u64) -> (Vec<u64>,
         let mut confirmed = Vec::new();
         while let Some((seq, confirm)) = rx.recv().await {
             match tokio::time::timeout(Duration::from_secs(5), confirm).await {
-                Ok(Ok(Confirmation::Ack(_))) => confirmed.push(seq),
+                Ok(Ok(Confirmation::Ack(_))) => {
+                    confirmed.push(seq);
+                    acks.fetch_add(1, Ordering::Relaxed);
+                }
                 _ => break,
             }
         }
@@ -189,10 +199,21 @@ async fn confirmed_appends_survive_sigkill() {
     for cycle in 0..cycles {
         let broker = spawn_on(dir.path());
         check(&broker.url, &mut ledger, cycle).await;
+        let acks = Arc::new(AtomicUsize::new(0));
         let publishers: Vec<_> = (0..PUBLISHERS)
-            .map(|p| tokio::spawn(publish_until_killed(broker.url.clone(), p, next_seq[p])))
+            .map(|p| {
+                let publish =
+                    publish_until_killed(broker.url.clone(), p, next_seq[p], acks.clone());
+                tokio::spawn(publish)
+            })
             .collect();
-        tokio::time::sleep(Duration::from_millis(rng.random_range(100..600))).await;
+        // The kill comes at a random moment once the broker confirms (a
+        // loaded machine may take a while to get there).
+        let ready = tokio::time::Instant::now() + Duration::from_secs(15);
+        while acks.load(Ordering::Relaxed) == 0 && tokio::time::Instant::now() < ready {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..500))).await;
         drop(broker); // SIGKILL, then reap
         for (p, handle) in publishers.into_iter().enumerate() {
             let (acked, published) = handle.await.expect("publisher task");
