@@ -1,11 +1,13 @@
 //! Publisher confirms for one channel.
 //!
-//! Sequence numbers are assigned as messages are published. A message that
-//! was only enqueued in memory is settled at once; one written to the store
-//! is held until the group commit that makes it durable completes (or
-//! fails, and is then nacked). Confirms go out in order, as one `basic.ack`
-//! with `multiple` for every contiguous run of settled messages, so a burst
-//! of publishes costs a handful of frames.
+//! Sequence numbers are assigned as messages are published, and each is
+//! held from then on: no confirm goes past it until its outcome is known.
+//! A message that was only enqueued in memory (or routed nowhere) is then
+//! released at once; one written to the store stays held until the group
+//! commit that makes it durable completes (or fails, and is then nacked).
+//! Confirms go out in order, as one `basic.ack` with `multiple` for every
+//! contiguous run of settled messages, so a burst of publishes costs a
+//! handful of frames.
 //!
 //! The tracker is shared with the group-commit thread, which settles held
 //! messages and sends their confirms itself.
@@ -36,7 +38,7 @@ pub struct ConfirmTracker {
 struct Inner {
     /// The last sequence number assigned.
     published: u64,
-    /// Held until durable.
+    /// Not yet routed, or routed and held until durable.
     pending: BTreeSet<u64>,
     /// Settled negatively, not yet sent.
     nacked: BTreeSet<u64>,
@@ -68,21 +70,30 @@ impl ConfirmTracker {
         inner.published.saturating_sub(inner.sent_through)
     }
 
-    /// Assign the next publish sequence number.
+    /// Assign the next publish sequence number, held until its outcome
+    /// is known: a message written to the store stays held until
+    /// [`settle`](Self::settle) says it is durable; any other is
+    /// [`release`](Self::release)d or [`nack`](Self::nack)ed once routed.
+    /// (Held only once routed, it could be confirmed by the group-commit
+    /// thread settling the messages before it, before it is even stored.)
     pub fn next(&self) -> u64 {
         let mut inner = self.inner.lock();
         inner.published += 1;
-        inner.published
+        let seq = inner.published;
+        inner.pending.insert(seq);
+        seq
     }
 
-    /// Hold `seq` until [`settle`](Self::settle) says it is durable.
-    pub fn hold(&self, seq: u64) {
-        self.inner.lock().pending.insert(seq);
+    /// `seq` has nothing to wait for (enqueued in memory, or unroutable).
+    pub fn release(&self, seq: u64) {
+        self.inner.lock().pending.remove(&seq);
     }
 
     /// `seq` could not be enqueued.
     pub fn nack(&self, seq: u64) {
-        self.inner.lock().nacked.insert(seq);
+        let mut inner = self.inner.lock();
+        inner.pending.remove(&seq);
+        inner.nacked.insert(seq);
     }
 
     /// Held messages became durable (`ok`) or failed to.
@@ -137,5 +148,40 @@ impl ConfirmTracker {
                 codec::encode_confirm(buf, self.channel, ack, tag, multiple);
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::Config;
+
+    fn tracker() -> Arc<ConfirmTracker> {
+        let broker = Broker::ephemeral(Config::ephemeral());
+        let outbox = Outbox::new(1 << 20, Duration::from_secs(1));
+        let deliveries = Deliveries::new(1, 1, outbox.clone(), 131_072, broker.clone(), false);
+        ConfirmTracker::new(1, outbox, broker, deliveries)
+    }
+
+    /// The group-commit thread settles and confirms the messages before
+    /// one the channel is still routing: that one is not confirmed with
+    /// them (it may not be stored yet).
+    #[test]
+    fn a_message_being_routed_is_not_confirmed_with_those_before_it() {
+        let t = tracker();
+        let stored = t.next();
+        let routing = t.next();
+        t.settle(&[stored], true);
+        t.flush();
+        assert_eq!(t.unconfirmed(), 1, "only the stored one is confirmed");
+        t.release(routing); // enqueued in memory after all
+        t.flush();
+        assert_eq!(t.unconfirmed(), 0);
+        let refused = t.next();
+        t.nack(refused);
+        t.flush();
+        assert_eq!(t.unconfirmed(), 0, "a nack settles it too");
     }
 }

@@ -34,5 +34,6 @@ mod queue_features;
 mod queues;
 mod server;
 mod smoke;
+mod streams;
 mod super_streams;
 mod tls;

@@ -254,11 +254,11 @@ impl Channel {
             metrics.count(MessageEvent::ReceivedConfirm, 1);
             match outcome {
                 Routed::Stored => {
-                    c.hold(seq);
+                    // Held since `next`, until the group commit.
                     self.awaiting_flush.push(seq);
                 }
                 Routed::Failed | Routed::Rejected => c.nack(seq),
-                Routed::InMemory | Routed::Unroutable => {}
+                Routed::InMemory | Routed::Unroutable => c.release(seq),
             }
         }
         outcome
