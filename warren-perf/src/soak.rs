@@ -593,6 +593,19 @@ async fn connect(soak: &Soak, name: &str) -> Result<Connection> {
     connect_uri(&soak.uri, name).await
 }
 
+/// The URI with query parameters added.
+fn with_query(uri: &str, query: &str) -> String {
+    let sep = if uri.contains('?') { '&' } else { '?' };
+    format!("{uri}{sep}{query}")
+}
+
+/// A churn connection: frame_max 8 KiB (its messages are small), which
+/// also keeps the client's buffers small (lapin holds 64 frames' worth per
+/// connection: 8 MiB at the default 128 KiB).
+async fn connect_churn(soak: &Soak, name: &str) -> Result<Connection> {
+    connect_uri(&with_query(&soak.uri, "frame_max=8192"), name).await
+}
+
 async fn connect_uri(uri: &str, name: &str) -> Result<Connection> {
     let props = ConnectionProperties::default().with_connection_name(LongString::from(name));
     Connection::connect(uri, props)
@@ -965,7 +978,8 @@ impl Pacer {
         }
     }
 
-    async fn wait(&self) {
+    /// Wait for the next slot; false if `stop` turned true meanwhile.
+    async fn wait(&self, stop: &AtomicBool) -> bool {
         let at = {
             let mut next = lock(&self.next);
             let now = Instant::now();
@@ -975,7 +989,14 @@ impl Pacer {
             *next = at + self.period;
             at
         };
-        tokio::time::sleep_until(at).await;
+        while Instant::now() < at {
+            if stop.load(Relaxed) {
+                return false;
+            }
+            let step = at.min(Instant::now() + Duration::from_millis(250));
+            tokio::time::sleep_until(step).await;
+        }
+        !stop.load(Relaxed)
     }
 }
 
@@ -1007,8 +1028,7 @@ async fn churn_forever(soak: Arc<Soak>, pacer: Arc<Pacer>, worker: usize) {
     let mut rng = Rng::new(worker as u64 + 1);
     let mut i = 0u64;
     while !soak.stop_churn.load(Relaxed) {
-        pacer.wait().await;
-        if soak.stop_churn.load(Relaxed) {
+        if !pacer.wait(&soak.stop_churn).await {
             break;
         }
         i += 1;
@@ -1072,7 +1092,7 @@ fn churn_props() -> BasicProperties {
 /// Declare, bind, publish, get, consume, unbind, delete.
 async fn topology(soak: &Soak, id: &str, rng: &mut Rng) -> Result<()> {
     let c = &soak.c;
-    let conn = connect(soak, &format!("soak churn {id}")).await?;
+    let conn = connect_churn(soak, &format!("soak churn {id}")).await?;
     c.churn_connections.fetch_add(1, Relaxed);
     let ch = conn.create_channel().await?;
     let pubs = conn.create_channel().await?;
@@ -1407,7 +1427,7 @@ fn expect_code<T>(r: lapin::Result<T>, code: u16, what: &str) -> Result<()> {
 /// with the right code, and the connection must carry on.
 async fn provoke_errors(soak: &Soak, id: &str) -> Result<()> {
     let c = &soak.c;
-    let conn = connect(soak, &format!("soak errors {id}")).await?;
+    let conn = connect_churn(soak, &format!("soak errors {id}")).await?;
     c.churn_connections.fetch_add(1, Relaxed);
 
     let ch = conn.create_channel().await?;
@@ -1494,8 +1514,7 @@ async fn provoke_errors(soak: &Soak, id: &str) -> Result<()> {
 /// consumer, held for `hold` while it sends itself a message a second.
 async fn linger(soak: &Soak, id: &str, hold: Duration) -> Result<()> {
     let c = &soak.c;
-    let sep = if soak.uri.contains('?') { '&' } else { '?' };
-    let uri = format!("{}{sep}heartbeat=5", soak.uri);
+    let uri = with_query(&soak.uri, "frame_max=8192&heartbeat=5");
     let conn = connect_uri(&uri, &format!("soak linger {id}")).await?;
     c.churn_connections.fetch_add(1, Relaxed);
     c.churn_lingering.fetch_add(1, Relaxed);
