@@ -29,6 +29,9 @@
 #   run;
 # - no ERROR and no `panicked` line in the broker's log (WARN lines are
 #   counted and shown, not failed).
+# The table also gives each figure's least-squares trend per hour over the
+# samples after the warm-up (for runs of 5 minutes or more; information, not
+# judged).
 #
 # Other settings: BUILD=0 skips `cargo build`; SOAK_ARGS adds warren-perf
 # flags (e.g. "--soak-rate 100 --soak-churn-rate 40"); KEEP=1 keeps the work
@@ -98,7 +101,11 @@ sample() { # seconds-since-start rss_kb fds threads
     "$(ls "/proc/$BROKER_PID/fd" 2>/dev/null | wc -l)" \
     "$(awk '/^Threads:/ {print $2}' <<<"$status")"
 }
-overview() { curl -sf -u guest:guest "$ADMIN/api/overview"; }
+overview() { # the management API's object totals (python3: no curl needed)
+  python3 -c 'import base64, sys, urllib.request as u
+r = u.Request(sys.argv[1] + "/api/overview", headers={"Authorization": "Basic " + base64.b64encode(b"guest:guest").decode()})
+print(u.urlopen(r, timeout=10).read().decode())' "$ADMIN"
+}
 
 overview >"$WORK/overview-before.json"
 sample 0 >"$WORK/idle-before.txt"
@@ -169,10 +176,17 @@ for name, i, unit, pct, slack in [
     if not ok:
         failures.append(f"{name} grew: median {z / unit:.1f} in the last third against "
                         f"{a / unit:.1f} in the first (limit {limit / unit:.1f})")
+    # Least-squares slope over the steady samples, per hour (information).
+    n = len(steady)
+    mt, mv = sum(r[0] for r in steady) / n, sum(r[i] for r in steady) / n
+    var = sum((r[0] - mt) ** 2 for r in steady)
+    slope = sum((r[0] - mt) * (r[i] - mv) for r in steady) / var * 3600 if var else 0.0
     fmt = (lambda v: f"{v / unit:.1f}") if unit > 1 else (lambda v: f"{v:.0f}")
-    rows.append((name, fmt(before[i]), fmt(a), fmt(m), fmt(z), fmt(peak), fmt(after[i]),
-                 "ok" if ok else "GREW") if limit is not None else
-                (name, fmt(before[i]), fmt(a), fmt(m), fmt(z), fmt(peak), fmt(after[i]), "-"))
+    # (Meaningless over a few minutes, when the lingering connections still ramp up.)
+    long_enough = steady[-1][0] - steady[0][0] >= 300
+    trend = f"{slope / unit:+.1f}/h" if long_enough else "-"
+    verdict = "-" if limit is None else "ok" if ok else "GREW"
+    rows.append((name, fmt(before[i]), fmt(a), fmt(m), fmt(z), fmt(peak), fmt(after[i]), trend, verdict))
 if after[2] > before[2] + fd_slack_idle:
     failures.append(f"descriptors after the run: {after[2]}, before: {before[2]}")
 
@@ -206,7 +220,7 @@ if driver_status != 0 or not s.get("pass"):
 
 print()
 print(f"soak: {s.get('duration_s', '?')} s, samples every few seconds, warm-up {warmup:.0f} s")
-hdr = ("broker", "idle before", "first third", "middle third", "last third", "peak", "idle after", "flat?")
+hdr = ("broker", "idle before", "first third", "middle third", "last third", "peak", "idle after", "trend", "flat?")
 w = [max(len(str(r[c])) for r in rows + [hdr]) for c in range(len(hdr))]
 for r in [hdr] + rows:
     print("  " + "  ".join(str(v).rjust(w[c]) if c else str(v).ljust(w[c]) for c, v in enumerate(r)))
