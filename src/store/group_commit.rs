@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use super::log::Logs;
 use super::unwritten::Unwritten;
 use super::{Backend, StoreError, StoreResult};
 
@@ -59,6 +60,7 @@ impl GroupCommit {
     pub fn start(
         backend: Arc<dyn Backend>,
         unwritten: Arc<Unwritten>,
+        logs: Arc<Logs>,
         max_batch: usize,
         max_delay: Duration,
         interval: Duration,
@@ -75,6 +77,7 @@ impl GroupCommit {
                     worker,
                     backend,
                     unwritten,
+                    logs,
                     max_batch.max(1),
                     max_delay,
                     interval,
@@ -131,6 +134,7 @@ fn run(
     shared: Arc<Shared>,
     backend: Arc<dyn Backend>,
     unwritten: Arc<Unwritten>,
+    logs: Arc<Logs>,
     max_batch: usize,
     max_delay: Duration,
     interval: Duration,
@@ -165,8 +169,11 @@ fn run(
         // What queues left unwritten goes first: every waiter taken above
         // was registered after its entries were accepted, so this flush
         // covers them.
-        let result = unwritten
-            .write(backend.as_ref(), false)
+        // Stream logs sync their own files; sled keeps their tracked
+        // offsets, flushed below with the rest.
+        let result = logs
+            .sync(backend.as_ref())
+            .and_then(|()| unwritten.write(backend.as_ref(), false))
             .and_then(|()| backend.flush());
         if let Err(e) = &result {
             tracing::error!("flush failed: {e}");
@@ -188,6 +195,7 @@ mod tests {
         let gc = GroupCommit::start(
             Arc::new(MemoryBackend::default()),
             Arc::new(Unwritten::new(b't', 0)),
+            Arc::new(Logs::new(Logs::temporary_dir(), true, 0)),
             8,
             Duration::from_millis(1),
             Duration::from_millis(50),

@@ -35,6 +35,7 @@ mod cleanup;
 mod definition_keys;
 mod definitions;
 mod group_commit;
+pub mod log;
 mod memory_backend;
 mod messages;
 #[cfg(test)]
@@ -42,6 +43,7 @@ mod race_test;
 mod ranges;
 mod records;
 mod sled_backend;
+mod streams;
 mod unwritten;
 
 use std::fmt;
@@ -68,6 +70,10 @@ use group_commit::GroupCommit;
 /// an older Warren refuses it rather than miss its records.
 pub const FORMAT_VERSION: u32 = 4;
 const READS_FORMATS: &[&[u8]] = &[b"2", b"3", b"4"];
+
+/// The newest records of each stream kept in memory for consumers at the
+/// tail, in body bytes.
+const STREAM_TAIL_BYTES: usize = 8 << 20;
 
 /// A storage failure. Cloneable so one flush error can complete many waiters.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -181,13 +187,16 @@ pub struct Store {
     failed: Arc<AtomicBool>,
     /// Called once, on the first failure (the broker raises its disk alarm).
     on_failure: Arc<std::sync::OnceLock<FailureHook>>,
+    /// Stream logs (segment files), synced by the group commit.
+    logs: Arc<log::Logs>,
 }
 
 impl Store {
     /// Open (or create) the store in `dir`.
     pub fn open(dir: &Path, options: &StoreOptions) -> StoreResult<Store> {
         let backend: Arc<dyn Backend> = Arc::new(sled_backend::SledBackend::open(dir, options)?);
-        Store::with_backend(backend, true, options, &dir.display().to_string())
+        let logs = log::Logs::new(dir.join("streams"), false, STREAM_TAIL_BYTES);
+        Store::with_backend(backend, true, options, &dir.display().to_string(), logs)
     }
 
     /// A store that keeps nothing: for `--ephemeral` brokers.
@@ -200,7 +209,8 @@ impl Store {
             flow_unwritten_bytes: 64 << 20,
         };
         let backend: Arc<dyn Backend> = Arc::new(memory_backend::MemoryBackend::default());
-        match Store::with_backend(backend, false, &options, "<memory>") {
+        let logs = log::Logs::new(log::Logs::temporary_dir(), true, STREAM_TAIL_BYTES);
+        match Store::with_backend(backend, false, &options, "<memory>", logs) {
             Ok(s) => s,
             Err(e) => unreachable!("a fresh memory store cannot fail to open: {e}"),
         }
@@ -230,7 +240,8 @@ impl Store {
 
     /// A persistent store over any backend, with these options.
     pub fn over_with(backend: Arc<dyn Backend>, options: &StoreOptions) -> StoreResult<Store> {
-        Store::with_backend(backend, true, options, "<custom backend>")
+        let logs = log::Logs::new(log::Logs::temporary_dir(), true, STREAM_TAIL_BYTES);
+        Store::with_backend(backend, true, options, "<custom backend>", logs)
     }
 
     fn with_backend(
@@ -238,7 +249,9 @@ impl Store {
         durable: bool,
         options: &StoreOptions,
         path: &str,
+        logs: log::Logs,
     ) -> StoreResult<Store> {
+        let logs = Arc::new(logs);
         let version = backend.get(Tree::Meta, b"format")?;
         let fresh = match version {
             None => {
@@ -288,6 +301,7 @@ impl Store {
         let commit = GroupCommit::start(
             backend.clone(),
             unwritten.clone(),
+            logs.clone(),
             options.group_commit_max_batch,
             options.group_commit_max_delay,
             options.flush_interval,
@@ -317,6 +331,7 @@ impl Store {
             uid_reservation: parking_lot::Mutex::new(()),
             failed: Arc::new(AtomicBool::new(false)),
             on_failure: Arc::new(std::sync::OnceLock::new()),
+            logs,
         })
     }
 
@@ -470,8 +485,12 @@ impl Store {
     }
 
     /// Run `waiter` once everything written so far is durable.
+    /// An ephemeral store has nothing to flush, but a stream's appends
+    /// only become readable with a group-commit cycle: a publisher's
+    /// confirm waits for that, so a consumer started after it sees the
+    /// message.
     pub fn after_flush(&self, waiter: Waiter) {
-        if self.durable {
+        if self.durable || self.logs.any_open() {
             let failed = self.failed.clone();
             let hook = self.on_failure.clone();
             self.commit.after_flush(Box::new(move |r| {
@@ -513,6 +532,9 @@ impl Store {
     pub fn close(&self) -> StoreResult<()> {
         self.commit.stop();
         self.cleanup.stop();
+        let synced = self.logs.sync(self.backend.as_ref());
+        self.logs.close();
+        synced?;
         if self.durable {
             self.unwritten.write(self.backend.as_ref(), true)?;
             self.backend.insert(Tree::Meta, b"clean", b"1")?;
