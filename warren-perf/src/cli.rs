@@ -13,6 +13,13 @@ SCENARIOS:
                        declare N queues pipelined on one channel, then delete them
   --idle-connections N open N connections (one channel each), hold them for
                        --idle-hold seconds, report how many succeeded
+  --soak SECONDS       a long, mixed, self-checking workload: publishers with
+                       confirms, consumers that ack, reject, requeue and
+                       reconnect, TTL and dead-lettering, and a churn of
+                       short-lived connections declaring, binding and
+                       deleting queues and exchanges; fails on any lost
+                       message, stuck lane or unprovoked error (bench/soak.sh
+                       runs it against a fresh broker and watches its memory)
   --queue-depth QUEUE  passive queue.declare: print the queue's message and
                        consumer counts, then exit (for scripts that poll)
 
@@ -41,10 +48,17 @@ JSON (--json prints one object on stdout; the human summary goes to stderr):
     first_error, open_s, opens_per_s, hold_s, still_open, broker,
     broker_bytes_per_connection
   queue-depth: mode=\"queue-depth\", uri, queue, messages, consumers
+  soak: mode=\"soak\", pass, duration_s, published, confirmed, nacked,
+    returned, acked, requeued, rejected_to_dlx, dead_letters, redelivered,
+    duplicates, missing (confirmed, never delivered), megabytes_published,
+    consumer_restarts, churn_connections, churn_abrupt, churn_lingering,
+    churn_channels, churn_messages, queues_declared, queues_deleted,
+    exchanges_declared, bindings, expected_errors, errors, error_log,
+    lanes [{queue, kind, published, confirmed, missing}]
 
 EXIT STATUS:
   0 success; 1 error (connection refused, broker closed a connection or
-  channel, bad arguments); 3 the run completed but messages were nacked or
+  channel, bad arguments; a soak that failed a check); 3 the run completed but messages were nacked or
   returned.";
 
 /// A load generator for AMQP 0-9-1 brokers (Warren, RabbitMQ, ...), in the
@@ -201,6 +215,31 @@ pub struct Args {
     /// and exit.
     #[arg(long, value_name = "QUEUE")]
     pub queue_depth: Option<String>,
+    /// Run the soak for SECONDS (see SCENARIOS in --help; the other
+    /// scenario flags are ignored).
+    #[arg(long, value_name = "SECONDS")]
+    pub soak: Option<f64>,
+    /// Soak: publishers, one lane (queue) each; lane kinds durable,
+    /// transient, mixed (dead-lettering) and ttl, round robin.
+    #[arg(long, default_value_t = 8)]
+    pub soak_publishers: usize,
+    /// Soak: messages per second per publisher.
+    #[arg(long, default_value_t = 50.0)]
+    pub soak_rate: f64,
+    /// Soak: churn connections opened per second, in all.
+    #[arg(long, default_value_t = 20.0)]
+    pub soak_churn_rate: f64,
+    /// Soak: churn workers (connections being worked at once, besides the
+    /// lingering ones).
+    #[arg(long, default_value_t = 8)]
+    pub soak_churn_workers: usize,
+    /// Soak: lingering churn connections held open at once, at most.
+    #[arg(long, default_value_t = 100)]
+    pub soak_linger: usize,
+    /// Soak: a lane with confirmed messages outstanding and no delivery for
+    /// this many seconds is stuck (an error).
+    #[arg(long, default_value_t = 30.0)]
+    pub soak_stuck_after: f64,
 }
 
 /// The value of one `--queue-args` entry.
@@ -329,6 +368,18 @@ impl ExchangeType {
 
 impl Args {
     pub fn validate(&self) -> Result<()> {
+        if self.soak.is_some() {
+            let positive = |v: f64| v.is_finite() && v > 0.0;
+            if !(positive(self.soak_rate)
+                && positive(self.soak_churn_rate)
+                && positive(self.soak_stuck_after))
+            {
+                bail!("--soak-rate, --soak-churn-rate and --soak-stuck-after must be positive");
+            }
+            if self.soak_churn_workers == 0 {
+                bail!("--soak-churn-workers must be at least 1");
+            }
+        }
         if self.size < 16 {
             bail!("--size must be at least 16 (8-byte timestamp + 8-byte sequence number)");
         }

@@ -18,6 +18,7 @@ mod pacer;
 mod procstat;
 mod producer;
 mod setup;
+mod soak;
 mod stats;
 mod transport;
 mod uri;
@@ -69,13 +70,20 @@ fn main() -> ExitCode {
         eprintln!("error: {e:#}");
         return ExitCode::from(1);
     }
-    let runtime = if args.threads <= 1 {
+    // The soak's client library runs a thread per connection that blocks
+    // on the runtime: it needs worker threads of its own.
+    let threads = if args.soak.is_some() {
+        args.threads.max(2)
+    } else {
+        args.threads
+    };
+    let runtime = if threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
     } else {
         tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(args.threads)
+            .worker_threads(threads)
             .enable_all()
             .build()
     };
@@ -101,6 +109,9 @@ async fn run(args: Args) -> Result<ExitCode> {
     if let Some(pid) = args.broker_pid {
         procstat::sample(&pid.to_string())
             .with_context(|| format!("--broker-pid {pid}: no such process?"))?;
+    }
+    if let Some(seconds) = args.soak {
+        return soak::run(&args, seconds).await;
     }
     if let Some(n) = args.queue_declare_bench {
         let s = bench::queue_declare(&args, &uri, n).await?;
