@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use super::epoch::Epochs;
 use super::unwritten::Unwritten;
 use super::{Backend, StoreError, StoreResult};
 
@@ -59,6 +60,7 @@ impl GroupCommit {
     pub fn start(
         backend: Arc<dyn Backend>,
         unwritten: Arc<Unwritten>,
+        epochs: Option<Arc<Epochs>>,
         max_batch: usize,
         max_delay: Duration,
         interval: Duration,
@@ -75,6 +77,7 @@ impl GroupCommit {
                     worker,
                     backend,
                     unwritten,
+                    epochs,
                     max_batch.max(1),
                     max_delay,
                     interval,
@@ -131,6 +134,7 @@ fn run(
     shared: Arc<Shared>,
     backend: Arc<dyn Backend>,
     unwritten: Arc<Unwritten>,
+    epochs: Option<Arc<Epochs>>,
     max_batch: usize,
     max_delay: Duration,
     interval: Duration,
@@ -165,12 +169,26 @@ fn run(
         // What queues left unwritten goes first: every waiter taken above
         // was registered after its entries were accepted, so this flush
         // covers them.
-        let result = unwritten
-            .write(backend.as_ref(), false)
-            .and_then(|()| backend.flush());
-        if let Err(e) = &result {
-            tracing::error!("flush failed: {e}");
-        }
+        // Each flush carries the next epoch, recorded outside sled once
+        // the flush has made it durable (`epoch.rs`).
+        let result = unwritten.write(backend.as_ref(), false).and_then(|()| {
+            let epoch = epochs.as_ref().map(|e| e.advance(backend.as_ref()));
+            let epoch = epoch.transpose()?;
+            backend.flush()?;
+            Ok(epoch)
+        });
+        let result = match result {
+            Ok(epoch) => {
+                if let (Some(epochs), Some(epoch)) = (&epochs, epoch) {
+                    epochs.durable(epoch, false);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!("flush failed: {e}");
+                Err(e)
+            }
+        };
         for waiter in batch {
             waiter(result.clone());
         }
@@ -188,6 +206,7 @@ mod tests {
         let gc = GroupCommit::start(
             Arc::new(MemoryBackend::default()),
             Arc::new(Unwritten::new(b't', 0)),
+            None,
             8,
             Duration::from_millis(1),
             Duration::from_millis(50),

@@ -34,6 +34,7 @@ mod batches;
 mod cleanup;
 mod definition_keys;
 mod definitions;
+mod epoch;
 mod group_commit;
 mod memory_backend;
 mod messages;
@@ -82,6 +83,16 @@ pub enum StoreError {
          version {FORMAT_VERSION}; refusing to start rather than risk the data"
     )]
     Version { path: String, found: String },
+    /// sled's files are damaged, or hold less than Warren made durable.
+    #[error("the store is damaged: {0}")]
+    Damaged(String),
+    #[error(
+        "the data directory is in use: another process holds the lock on {path} (is another \
+         Warren running on it?)"
+    )]
+    Locked { path: String },
+    #[error("the data directory is read-only: cannot write to {path}: {detail}")]
+    ReadOnly { path: String, detail: String },
 }
 
 impl StoreError {
@@ -127,6 +138,11 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn last_key(&self, tree: Tree, from: &[u8], to: &[u8]) -> StoreResult<Option<Vec<u8>>>;
     /// Make every write so far durable.
     fn flush(&self) -> StoreResult<()>;
+    /// The last flush of a clean shutdown is done: note what the next
+    /// open should check.
+    fn seal(&self) -> StoreResult<()> {
+        Ok(())
+    }
 }
 
 /// How the store behaves; from the `[storage]` config section.
@@ -181,13 +197,16 @@ pub struct Store {
     failed: Arc<AtomicBool>,
     /// Called once, on the first failure (the broker raises its disk alarm).
     on_failure: Arc<std::sync::OnceLock<FailureHook>>,
+    /// The epoch file of an on-disk store (`epoch.rs`).
+    epochs: Option<Arc<epoch::Epochs>>,
 }
 
 impl Store {
     /// Open (or create) the store in `dir`.
     pub fn open(dir: &Path, options: &StoreOptions) -> StoreResult<Store> {
         let backend: Arc<dyn Backend> = Arc::new(sled_backend::SledBackend::open(dir, options)?);
-        Store::with_backend(backend, true, options, &dir.display().to_string())
+        let epochs = epoch::Epochs::open(dir)?;
+        Store::with_backend(backend, true, options, dir, Some(epochs))
     }
 
     /// A store that keeps nothing: for `--ephemeral` brokers.
@@ -200,7 +219,7 @@ impl Store {
             flow_unwritten_bytes: 64 << 20,
         };
         let backend: Arc<dyn Backend> = Arc::new(memory_backend::MemoryBackend::default());
-        match Store::with_backend(backend, false, &options, "<memory>") {
+        match Store::with_backend(backend, false, &options, Path::new("<memory>"), None) {
             Ok(s) => s,
             Err(e) => unreachable!("a fresh memory store cannot fail to open: {e}"),
         }
@@ -230,16 +249,25 @@ impl Store {
 
     /// A persistent store over any backend, with these options.
     pub fn over_with(backend: Arc<dyn Backend>, options: &StoreOptions) -> StoreResult<Store> {
-        Store::with_backend(backend, true, options, "<custom backend>")
+        Store::with_backend(backend, true, options, Path::new("<custom backend>"), None)
     }
 
     fn with_backend(
         backend: Arc<dyn Backend>,
         durable: bool,
         options: &StoreOptions,
-        path: &str,
+        dir: &Path,
+        epochs: Option<(epoch::Epochs, Option<u64>)>,
     ) -> StoreResult<Store> {
+        let path = dir.display().to_string();
         let version = backend.get(Tree::Meta, b"format")?;
+        // Before anything is written: a store that lost writes must stay
+        // as it was found.
+        if let Some((epochs, recorded)) = &epochs {
+            let sled_path = dir.join("warren.sled").display().to_string();
+            epochs.check(*recorded, backend.as_ref(), version.is_some(), &sled_path)?;
+        }
+        let epochs = epochs.map(|(e, _)| Arc::new(e));
         let fresh = match version {
             None => {
                 backend.insert(Tree::Meta, b"format", FORMAT_VERSION.to_string().as_bytes())?;
@@ -263,7 +291,7 @@ impl Store {
             }
             Some(v) => {
                 return Err(StoreError::Version {
-                    path: path.to_string(),
+                    path,
                     found: String::from_utf8_lossy(&v).into_owned(),
                 });
             }
@@ -288,6 +316,7 @@ impl Store {
         let commit = GroupCommit::start(
             backend.clone(),
             unwritten.clone(),
+            epochs.clone(),
             options.group_commit_max_batch,
             options.group_commit_max_delay,
             options.flush_interval,
@@ -300,7 +329,14 @@ impl Store {
         if clean {
             backend.remove(Tree::Meta, b"clean")?;
         }
+        let epoch = epochs
+            .as_ref()
+            .map(|e| e.advance(backend.as_ref()))
+            .transpose()?;
         backend.flush()?;
+        if let (Some(epochs), Some(epoch)) = (&epochs, epoch) {
+            epochs.durable(epoch, false);
+        }
         Ok(Store {
             backend,
             durable,
@@ -317,6 +353,7 @@ impl Store {
             uid_reservation: parking_lot::Mutex::new(()),
             failed: Arc::new(AtomicBool::new(false)),
             on_failure: Arc::new(std::sync::OnceLock::new()),
+            epochs,
         })
     }
 
@@ -516,7 +553,16 @@ impl Store {
         if self.durable {
             self.unwritten.write(self.backend.as_ref(), true)?;
             self.backend.insert(Tree::Meta, b"clean", b"1")?;
-            self.backend.flush()
+            let epoch = self
+                .epochs
+                .as_ref()
+                .map(|e| e.advance(self.backend.as_ref()));
+            let epoch = epoch.transpose()?;
+            self.backend.flush()?;
+            if let (Some(epochs), Some(epoch)) = (&self.epochs, epoch) {
+                epochs.durable(epoch, true);
+            }
+            self.backend.seal()
         } else {
             Ok(())
         }
@@ -530,43 +576,5 @@ fn redelivered_key(uid: u64) -> [u8; 9] {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn options() -> StoreOptions {
-        StoreOptions {
-            group_commit_max_batch: 16,
-            group_commit_max_delay: Duration::ZERO,
-            cache_bytes: 1 << 20,
-            flush_interval: Duration::from_millis(50),
-            flow_unwritten_bytes: 64 << 20,
-        }
-    }
-
-    #[test]
-    fn an_unknown_format_version_refuses_to_open() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let backend = sled_backend::SledBackend::open(dir.path(), &options()).unwrap();
-            backend.insert(Tree::Meta, b"format", b"999").unwrap();
-            backend.flush().unwrap();
-        }
-        let err = Store::open(dir.path(), &options()).unwrap_err();
-        assert!(matches!(err, StoreError::Version { .. }), "{err}");
-        assert!(err.to_string().contains("format version 999"), "{err}");
-    }
-
-    #[test]
-    fn a_store_knows_its_first_boot_and_clean_shutdowns() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &options()).unwrap();
-        assert!(store.is_fresh() && store.was_clean());
-        store.close().unwrap();
-        drop(store);
-        let store = Store::open(dir.path(), &options()).unwrap();
-        assert!(!store.is_fresh() && store.was_clean());
-        drop(store); // no close: a crash
-        let store = Store::open(dir.path(), &options()).unwrap();
-        assert!(!store.was_clean());
-    }
-}
+#[path = "store_tests.rs"]
+mod tests;

@@ -34,4 +34,5 @@ mod queue_features;
 mod queues;
 mod server;
 mod smoke;
+mod store_faults;
 mod tls;
