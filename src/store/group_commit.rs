@@ -15,7 +15,8 @@
 //! `interval`, which bounds what a crash can lose of them; when too much is
 //! waiting in memory a writer asks for a cycle at once ([`GroupCommit::wake`]).
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -23,7 +24,46 @@ use parking_lot::{Condvar, Mutex};
 
 use super::epoch::Epochs;
 use super::unwritten::Unwritten;
-use super::{Backend, StoreError, StoreResult};
+use super::{Backend, FailureHook, StoreError, StoreResult};
+
+/// Whether the store can write, as the last attempt found.
+#[derive(Debug, Default)]
+pub(super) struct Health {
+    failed: AtomicBool,
+    /// Run on each change from writing to failing (the broker raises its
+    /// disk alarm; [`Health::has_failed`] clears it).
+    hook: OnceLock<FailureHook>,
+}
+
+impl Health {
+    pub fn set_hook(&self, hook: FailureHook) {
+        let _ = self.hook.set(hook);
+    }
+
+    pub fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    /// A write or flush failed.
+    pub fn fail(&self, e: &StoreError) {
+        if !self.failed.swap(true, Ordering::AcqRel) {
+            tracing::error!(
+                "the store cannot write: {e}; what is not written yet is kept in memory and \
+                 retried, publishes waiting for it are nacked"
+            );
+            if let Some(hook) = self.hook.get() {
+                (hook.0)();
+            }
+        }
+    }
+
+    /// A group commit wrote and flushed everything it had.
+    fn wrote(&self) {
+        if self.failed.swap(false, Ordering::AcqRel) {
+            tracing::info!("the store writes again");
+        }
+    }
+}
 
 /// Called once the writes made before it was registered are durable (or
 /// failed to become so).
@@ -61,6 +101,7 @@ impl GroupCommit {
         backend: Arc<dyn Backend>,
         unwritten: Arc<Unwritten>,
         epochs: Option<Arc<Epochs>>,
+        health: Arc<Health>,
         max_batch: usize,
         max_delay: Duration,
         interval: Duration,
@@ -78,6 +119,7 @@ impl GroupCommit {
                     backend,
                     unwritten,
                     epochs,
+                    health,
                     max_batch.max(1),
                     max_delay,
                     interval,
@@ -135,6 +177,7 @@ fn run(
     backend: Arc<dyn Backend>,
     unwritten: Arc<Unwritten>,
     epochs: Option<Arc<Epochs>>,
+    health: Arc<Health>,
     max_batch: usize,
     max_delay: Duration,
     interval: Duration,
@@ -182,10 +225,15 @@ fn run(
                 if let (Some(epochs), Some(epoch)) = (&epochs, epoch) {
                     epochs.durable(epoch, false);
                 }
+                health.wrote();
                 Ok(())
             }
             Err(e) => {
-                tracing::error!("flush failed: {e}");
+                // What failed stays unwritten: the next cycle, at the
+                // latest one interval away, tries again — publishers are
+                // blocked meanwhile, so nobody else would ask.
+                health.fail(&e);
+                shared.state.lock().dirty = true;
                 Err(e)
             }
         };
@@ -207,6 +255,7 @@ mod tests {
             Arc::new(MemoryBackend::default()),
             Arc::new(Unwritten::new(b't', 0)),
             None,
+            Arc::default(),
             8,
             Duration::from_millis(1),
             Duration::from_millis(50),

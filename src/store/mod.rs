@@ -48,7 +48,7 @@ mod unwritten;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 pub use definitions::{
@@ -162,7 +162,7 @@ pub struct StoreOptions {
     pub flow_unwritten_bytes: usize,
 }
 
-/// Run on the first storage failure.
+/// Run when the store stops being able to write.
 pub struct FailureHook(Box<dyn Fn() + Send + Sync>);
 
 impl fmt::Debug for FailureHook {
@@ -193,10 +193,8 @@ pub struct Store {
     /// Queue uids below this are reserved on disk.
     uids_reserved: AtomicU64,
     uid_reservation: parking_lot::Mutex<()>,
-    /// Set after a write or flush failed.
-    failed: Arc<AtomicBool>,
-    /// Called once, on the first failure (the broker raises its disk alarm).
-    on_failure: Arc<std::sync::OnceLock<FailureHook>>,
+    /// Whether the store can write (the group commit keeps it current).
+    health: Arc<group_commit::Health>,
     /// The epoch file of an on-disk store (`epoch.rs`).
     epochs: Option<Arc<epoch::Epochs>>,
 }
@@ -313,10 +311,12 @@ impl Store {
             paged_kind,
             options.flow_unwritten_bytes,
         ));
+        let health = Arc::new(group_commit::Health::default());
         let commit = GroupCommit::start(
             backend.clone(),
             unwritten.clone(),
             epochs.clone(),
+            health.clone(),
             options.group_commit_max_batch,
             options.group_commit_max_delay,
             options.flush_interval,
@@ -351,8 +351,7 @@ impl Store {
             next_queue_uid: AtomicU64::new(next_queue_uid),
             uids_reserved: AtomicU64::new(next_queue_uid),
             uid_reservation: parking_lot::Mutex::new(()),
-            failed: Arc::new(AtomicBool::new(false)),
-            on_failure: Arc::new(std::sync::OnceLock::new()),
+            health,
             epochs,
         })
     }
@@ -388,33 +387,29 @@ impl Store {
         self.clean || self.fresh
     }
 
-    /// True once a write or flush has failed.
+    /// True while the store cannot write: since a write or flush failed,
+    /// until a group commit writes and flushes everything it had.
     pub fn has_failed(&self) -> bool {
-        self.failed.load(Ordering::Acquire)
+        self.health.has_failed()
     }
 
     fn note<T>(&self, r: StoreResult<T>) -> StoreResult<T> {
-        if r.is_ok() {
-            self.commit.touch();
-        }
-        if let Err(e) = &r {
-            tracing::error!("storage failure: {e}");
-            self.failed();
+        match &r {
+            Ok(_) => self.commit.touch(),
+            Err(e) => {
+                tracing::error!("storage failure: {e}");
+                self.health.fail(e);
+                // The group commit's retry is what finds out that the
+                // store writes again.
+                self.commit.touch();
+            }
         }
         r
     }
 
-    fn failed(&self) {
-        if !self.failed.swap(true, Ordering::AcqRel)
-            && let Some(hook) = self.on_failure.get()
-        {
-            (hook.0)();
-        }
-    }
-
-    /// Run `hook` on the first storage failure.
+    /// Run `hook` each time the store stops being able to write.
     pub fn on_failure(&self, hook: Box<dyn Fn() + Send + Sync>) {
-        let _ = self.on_failure.set(FailureHook(hook));
+        self.health.set_hook(FailureHook(hook));
     }
 
     /// A uid for a new queue. Uids are reserved on disk in blocks, so after
@@ -509,19 +504,7 @@ impl Store {
     /// Run `waiter` once everything written so far is durable.
     pub fn after_flush(&self, waiter: Waiter) {
         if self.durable {
-            let failed = self.failed.clone();
-            let hook = self.on_failure.clone();
-            self.commit.after_flush(Box::new(move |r| {
-                if r.is_ok() {
-                    // The store writes again: the disk alarm may clear.
-                    failed.store(false, Ordering::Release);
-                } else if !failed.swap(true, Ordering::AcqRel)
-                    && let Some(hook) = hook.get()
-                {
-                    (hook.0)();
-                }
-                waiter(r)
-            }));
+            self.commit.after_flush(waiter);
         } else {
             waiter(Ok(()))
         }

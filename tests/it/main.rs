@@ -35,4 +35,5 @@ mod queues;
 mod server;
 mod smoke;
 mod store_faults;
+mod store_faults_runtime;
 mod tls;
