@@ -143,6 +143,11 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn seal(&self) -> StoreResult<()> {
         Ok(())
     }
+    /// Whether the files are still where they were opened (an error once
+    /// they were removed or replaced: what is written would be lost).
+    fn check(&self) -> StoreResult<()> {
+        Ok(())
+    }
 }
 
 /// How the store behaves; from the `[storage]` config section.
@@ -160,6 +165,10 @@ pub struct StoreOptions {
     /// connections publishing persistent messages are held back until it
     /// is down to half.
     pub flow_unwritten_bytes: usize,
+    /// A write and flush that takes longer counts as a failure: its
+    /// publishes are nacked and the disk alarm raised (sled can wait
+    /// forever on a write that failed).
+    pub write_stall: Duration,
 }
 
 /// Run when the store stops being able to write.
@@ -197,6 +206,8 @@ pub struct Store {
     health: Arc<group_commit::Health>,
     /// The epoch file of an on-disk store (`epoch.rs`).
     epochs: Option<Arc<epoch::Epochs>>,
+    /// How long a write may take before it counts as failed.
+    write_stall: Duration,
 }
 
 impl Store {
@@ -215,6 +226,7 @@ impl Store {
             cache_bytes: 0,
             flush_interval: Duration::from_secs(3600),
             flow_unwritten_bytes: 64 << 20,
+            write_stall: Duration::from_secs(10),
         };
         let backend: Arc<dyn Backend> = Arc::new(memory_backend::MemoryBackend::default());
         match Store::with_backend(backend, false, &options, Path::new("<memory>"), None) {
@@ -241,6 +253,7 @@ impl Store {
             cache_bytes: 0,
             flush_interval: Duration::from_millis(100),
             flow_unwritten_bytes: 64 << 20,
+            write_stall: Duration::from_secs(10),
         };
         Store::over_with(backend, &options)
     }
@@ -317,9 +330,7 @@ impl Store {
             unwritten.clone(),
             epochs.clone(),
             health.clone(),
-            options.group_commit_max_batch,
-            options.group_commit_max_delay,
-            options.flush_interval,
+            options,
         )?;
         let cleanup = cleanup::Cleanup::start()?;
         backend.insert(Tree::Meta, b"paged", &[paged_kind])?;
@@ -353,6 +364,7 @@ impl Store {
             uid_reservation: parking_lot::Mutex::new(()),
             health,
             epochs,
+            write_stall: options.write_stall,
         })
     }
 
@@ -405,6 +417,21 @@ impl Store {
             }
         }
         r
+    }
+
+    /// Look for failures nobody would report (the broker's resource watcher
+    /// calls this every second): a write that has stalled, files removed
+    /// from under the store. Either raises the failure (and with it the
+    /// disk alarm) until a group commit completes.
+    pub fn check(&self) {
+        if !self.durable {
+            return;
+        }
+        self.commit.check_stall(&self.health);
+        if let Err(e) = self.backend.check() {
+            self.health.fail(&e);
+            self.commit.touch();
+        }
     }
 
     /// Run `hook` each time the store stops being able to write.
@@ -531,25 +558,55 @@ impl Store {
 
     /// Flush, mark the shutdown clean, and stop the group-commit thread.
     pub fn close(&self) -> StoreResult<()> {
-        self.commit.stop();
-        self.cleanup.stop();
-        if self.durable {
-            self.unwritten.write(self.backend.as_ref(), true)?;
-            self.backend.insert(Tree::Meta, b"clean", b"1")?;
-            let epoch = self
-                .epochs
-                .as_ref()
-                .map(|e| e.advance(self.backend.as_ref()));
-            let epoch = epoch.transpose()?;
-            self.backend.flush()?;
-            if let (Some(epochs), Some(epoch)) = (&self.epochs, epoch) {
-                epochs.durable(epoch, true);
-            }
-            self.backend.seal()
-        } else {
-            Ok(())
+        if !self.commit.stop() {
+            // A write is stuck: the store cannot be written in order
+            // after it. The next start recovers as after a crash.
+            return Err(StoreError::Io(
+                "a write to the disk is stuck; the store was not closed cleanly".into(),
+            ));
         }
+        self.cleanup.stop();
+        if !self.durable {
+            return Ok(());
+        }
+        // On a thread of its own, waited for no longer than a write may
+        // stall: after a failed write sled can wait forever in a flush,
+        // and a shutdown must not.
+        let (backend, unwritten, epochs) = (
+            self.backend.clone(),
+            self.unwritten.clone(),
+            self.epochs.clone(),
+        );
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("warren-store-close".into())
+            .spawn(move || {
+                let _ = tx.send(final_write(backend.as_ref(), &unwritten, epochs.as_deref()));
+            })
+            .map_err(|e| StoreError::Io(format!("cannot start the final write: {e}")))?;
+        rx.recv_timeout(self.write_stall).unwrap_or_else(|_| {
+            Err(StoreError::Io(
+                "the final write to the disk is stuck; the store was not closed cleanly".into(),
+            ))
+        })
     }
+}
+
+/// A clean shutdown's last write: everything left, the clean mark and the
+/// next epoch, one flush, then what the next open checks.
+fn final_write(
+    backend: &dyn Backend,
+    unwritten: &unwritten::Unwritten,
+    epochs: Option<&epoch::Epochs>,
+) -> StoreResult<()> {
+    unwritten.write(backend, true)?;
+    backend.insert(Tree::Meta, b"clean", b"1")?;
+    let epoch = epochs.map(|e| e.advance(backend)).transpose()?;
+    backend.flush()?;
+    if let (Some(epochs), Some(epoch)) = (epochs, epoch) {
+        epochs.durable(epoch, true);
+    }
+    backend.seal()
 }
 
 fn redelivered_key(uid: u64) -> [u8; 9] {

@@ -26,6 +26,10 @@ pub struct SledBackend {
     path: PathBuf,
     /// Where a clean shutdown lists sled's blobs.
     blob_list: PathBuf,
+    /// The `db` file sled opened (device, inode): if the path no longer
+    /// leads to it, the data directory was removed or replaced, and sled
+    /// writes to a file nobody will read again.
+    identity: Option<(u64, u64)>,
 }
 
 /// The list of sled's blobs at the last clean shutdown, in the data
@@ -97,6 +101,7 @@ impl SledBackend {
         if listed {
             remove_blob_list(&blob_list)?;
         }
+        let identity = file_identity(&path.join("db"));
         let meta = db.open_tree("meta").map_err(io)?;
         let definitions = db.open_tree("definitions").map_err(io)?;
         let messages = db.open_tree("messages").map_err(io)?;
@@ -107,6 +112,7 @@ impl SledBackend {
             messages,
             path,
             blob_list,
+            identity,
         })
     }
 
@@ -175,8 +181,24 @@ impl Backend for SledBackend {
     }
 
     fn flush(&self) -> StoreResult<()> {
+        // A flush is a promise that the writes survive a restart: not if
+        // they go to a file that was removed.
+        self.check()?;
         self.db.flush().map_err(|e| self.io(e))?;
         Ok(())
+    }
+
+    fn check(&self) -> StoreResult<()> {
+        let db = self.path.join("db");
+        match (self.identity, file_identity(&db)) {
+            (Some(opened), Some(now)) if opened == now => Ok(()),
+            (None, _) => Ok(()),
+            _ => Err(StoreError::Io(format!(
+                "{} was removed or replaced while Warren was running: nothing written from \
+                 now on would survive a restart; restore the data directory and restart Warren",
+                db.display()
+            ))),
+        }
     }
 
     fn seal(&self) -> StoreResult<()> {
@@ -190,6 +212,11 @@ impl Backend for SledBackend {
         write_synced(&self.blob_list, text.as_bytes())
             .map_err(|e| StoreError::Io(format!("cannot write {}: {e}", self.blob_list.display())))
     }
+}
+
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// sled's blob files: (name, length), by name.

@@ -9,6 +9,7 @@ fn options() -> StoreOptions {
         cache_bytes: 1 << 20,
         flush_interval: Duration::from_millis(50),
         flow_unwritten_bytes: 64 << 20,
+        write_stall: Duration::from_secs(10),
     }
 }
 

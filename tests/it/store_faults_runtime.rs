@@ -16,7 +16,7 @@ use warren::store::{Store, StoreError};
 use warren::{Config, Server};
 
 use crate::common::*;
-use crate::store_faults::durable;
+use crate::store_faults::{Outcome, QUEUE, broker_on, copy_dir, durable, outcome};
 
 /// A disk that fails every write while `broken`.
 fn failing_disk(broken: &Arc<AtomicBool>) -> Arc<HookedBackend> {
@@ -217,5 +217,190 @@ async fn messages_paged_out_while_the_disk_fails_are_kept() {
             .collect::<Vec<_>>()
     });
     assert_eq!(kept, sent);
+    server.shutdown().await;
+}
+
+/// A tmpfs mounted for the length of a test (root only).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &std::path::Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(path).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("skipped: cannot mount a tmpfs (not root?)");
+        }
+        mounted.then(|| Tmpfs(path.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// A real full disk: sled's write fails with ENOSPC.
+#[tokio::test]
+async fn a_full_disk_nacks_raises_the_alarm_and_loses_nothing_confirmed() {
+    let root = tempfile::tempdir().unwrap();
+    let mnt = root.path().join("mnt");
+    let Some(_tmpfs) = Tmpfs::mount(&mnt, "8m") else {
+        return;
+    };
+    let filler = mnt.join("filler");
+    std::fs::write(&filler, vec![1u8; 5 << 20]).unwrap();
+    let data = mnt.join("data");
+    let mut config = on_disk(&data);
+    // The free-space alarm would stop publishers first: this is about the
+    // write that fails anyway.
+    config.limits.disk_free_limit = warren::config::SizeSetting::Number(0.0);
+    config.storage.write_stall_ms = 1000;
+    let server = Server::start(config.clone()).await.unwrap();
+    let conn = connect(&server).await;
+    let ch = channel(&conn).await;
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    ch.queue_declare(QUEUE.into(), durable(), FieldTable::default())
+        .await
+        .unwrap();
+    let mut acked = Vec::new();
+    let mut nacked = false;
+    for i in 0..200 {
+        let mut body = format!("{i:04}").into_bytes();
+        body.resize(32 * 1024, b'.');
+        if confirmed(&ch, QUEUE, &body, true).await {
+            acked.push(i);
+        } else {
+            nacked = true;
+            break;
+        }
+    }
+    eprintln!("acked {} before the disk filled", acked.len());
+    assert!(nacked, "the disk never filled");
+    assert!(disk_alarm(&server));
+    assert!(eventually(Duration::from_secs(3), || conn.status().blocked()).await);
+    // sled takes no write after a failed one (it keeps the error, or waits
+    // for the failed write forever): the alarm stays on until a restart,
+    // which must not hang and must find every confirmed message.
+    std::fs::remove_file(&filler).unwrap();
+    drop(conn);
+    tokio::time::timeout(Duration::from_secs(10), server.shutdown())
+        .await
+        .expect("shutdown does not hang on a failed disk");
+    // This process's stuck sled threads still hold the lock: a new
+    // process starts on a copy of what is on the disk (as after a crash).
+    // The publishes stopped at the first nack: the confirmed ones, and
+    // perhaps that one, must be there.
+    let copy = root.path().join("copy");
+    copy_dir(&data, &copy);
+    let log = root.path().join("restart.log");
+    match outcome(broker_on(&copy), &log).await {
+        Outcome::Started { messages, log } => assert!(
+            (acked.len()..=acked.len() + 1).contains(&messages),
+            "{} confirmed, {messages} found after the restart:\n{log}",
+            acked.len()
+        ),
+        Outcome::Refused { log, .. } => panic!("no restart after a full disk:\n{log}"),
+    }
+}
+
+/// A write that never returns (sled waits forever for some failed writes):
+/// its publishes are nacked after `write_stall`, the alarm goes on, and
+/// clears once the write completes.
+#[tokio::test]
+async fn a_stalled_write_is_nacked_and_raises_the_alarm() {
+    let stalled = Arc::new(AtomicBool::new(false));
+    let stall = stalled.clone();
+    let disk = Arc::new(HookedBackend::new(move || {
+        while stall.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }));
+    let options = warren::store::StoreOptions {
+        group_commit_max_batch: 64,
+        group_commit_max_delay: Duration::ZERO,
+        cache_bytes: 0,
+        flush_interval: Duration::from_millis(50),
+        flow_unwritten_bytes: 64 << 20,
+        write_stall: Duration::from_millis(300),
+    };
+    let store = Store::over_with(disk, &options).unwrap();
+    let server = Server::start_with_store(Config::ephemeral(), store)
+        .await
+        .unwrap();
+    let conn = connect(&server).await;
+    let ch = channel(&conn).await;
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    ch.queue_declare("kept".into(), durable(), FieldTable::default())
+        .await
+        .unwrap();
+    assert!(confirmed(&ch, "kept", b"before", true).await);
+    stalled.store(true, Ordering::SeqCst);
+    assert!(
+        !confirmed(&ch, "kept", b"stuck", true).await,
+        "a publish whose write never finished was confirmed"
+    );
+    assert!(disk_alarm(&server));
+    stalled.store(false, Ordering::SeqCst);
+    assert!(
+        eventually(Duration::from_secs(3), || !disk_alarm(&server)).await,
+        "the alarm stayed on after the write completed"
+    );
+    assert!(confirmed(&ch, "kept", b"after", true).await);
+    server.shutdown().await;
+}
+
+/// The data directory removed under a running broker: sled would go on
+/// writing to files nobody will read, so nothing may be confirmed.
+#[tokio::test]
+async fn a_data_directory_removed_while_running_stops_confirms_and_raises_the_alarm() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("data");
+    let server = Server::start(on_disk(&dir)).await.unwrap();
+    let conn = connect(&server).await;
+    let ch = channel(&conn).await;
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    ch.queue_declare("kept".into(), durable(), FieldTable::default())
+        .await
+        .unwrap();
+    assert!(confirmed(&ch, "kept", b"before", true).await);
+    std::fs::remove_dir_all(&dir).unwrap();
+    // Nacked, or held back by the alarm if it came first: never confirmed.
+    let publish = {
+        let ch = ch.clone();
+        tokio::spawn(async move {
+            let props = BasicProperties::default().with_delivery_mode(2);
+            let options = BasicPublishOptions::default();
+            let confirm = ch.basic_publish("".into(), "kept".into(), options, b"after", props);
+            confirm.await.unwrap().await.unwrap()
+        })
+    };
+    assert!(
+        eventually(Duration::from_secs(3), || disk_alarm(&server)).await,
+        "no alarm for a removed data directory"
+    );
+    match tokio::time::timeout(Duration::from_secs(2), publish).await {
+        Ok(confirm) => assert!(
+            !matches!(confirm.unwrap(), Confirmation::Ack(_)),
+            "a publish into a removed data directory was confirmed"
+        ),
+        Err(_) => assert!(conn.status().blocked(), "neither answered nor blocked"),
+    }
+    drop(conn);
     server.shutdown().await;
 }
