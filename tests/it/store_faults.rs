@@ -228,7 +228,10 @@ pub fn assert_clear_refusal(code: Option<i32>, log: &str, dir: &Path, says: &[&s
 /// Apply each damage to a copy of a filled data directory and start the
 /// broker on it: every outcome must be a clear refusal naming the damage,
 /// or a start with every confirmed message.
-async fn check_damage(cases: &[(&str, &dyn Fn(&Path))], refusal_says: &[&str]) {
+/// A damage: its name, and what it does to a data directory.
+type Damage<'a> = (&'a str, &'a dyn Fn(&Path));
+
+async fn check_damage(cases: &[Damage<'_>], refusal_says: &[&str]) {
     let pristine = filled().await;
     let root = tempfile::tempdir().unwrap();
     for (i, (name, damage)) in cases.iter().enumerate() {

@@ -220,26 +220,70 @@ async fn messages_paged_out_while_the_disk_fails_are_kept() {
     server.shutdown().await;
 }
 
-/// A tmpfs mounted for the length of a test (root only).
-struct Tmpfs(std::path::PathBuf);
+/// A file system mounted for the length of a test (root only).
+struct Mounted(std::path::PathBuf);
 
-impl Tmpfs {
-    fn mount(path: &std::path::Path, size: &str) -> Option<Tmpfs> {
-        std::fs::create_dir_all(path).unwrap();
-        let mounted = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(path)
+impl Mounted {
+    fn run(program: &str, args: &[&std::ffi::OsStr]) -> bool {
+        std::process::Command::new(program)
+            .args(args)
+            .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .status()
-            .is_ok_and(|s| s.success());
+            .is_ok_and(|s| s.success())
+    }
+
+    fn tmpfs(path: &std::path::Path, size: &str) -> Option<Mounted> {
+        std::fs::create_dir_all(path).unwrap();
+        let size = format!("size={size}");
+        let args = ["-t", "tmpfs", "-o", &size, "tmpfs"].map(std::ffi::OsStr::new);
+        let mounted = Mounted::run("mount", &[&args[..], &[path.as_os_str()]].concat());
         if !mounted {
             eprintln!("skipped: cannot mount a tmpfs (not root?)");
         }
-        mounted.then(|| Tmpfs(path.to_path_buf()))
+        mounted.then(|| Mounted(path.to_path_buf()))
+    }
+
+    /// A small ext4 file system on a loop device that turns read-only on
+    /// its first error, as a real one does (errors=remount-ro).
+    fn ext4(image: &std::path::Path, path: &std::path::Path) -> Option<Mounted> {
+        std::fs::create_dir_all(path).unwrap();
+        std::fs::File::create(image)
+            .unwrap()
+            .set_len(64 << 20)
+            .unwrap();
+        let os = std::ffi::OsStr::new;
+        let mounted = Mounted::run("mkfs.ext4", &[os("-q"), os("-F"), image.as_os_str()])
+            && Mounted::run(
+                "mount",
+                &[
+                    os("-o"),
+                    os("loop,errors=remount-ro"),
+                    image.as_os_str(),
+                    path.as_os_str(),
+                ],
+            );
+        if !mounted {
+            eprintln!("skipped: cannot mount an ext4 image (not root? no mkfs.ext4?)");
+        }
+        mounted.then(|| Mounted(path.to_path_buf()))
+    }
+
+    /// Make the ext4 file system fail as on an I/O error: it turns
+    /// read-only under the files open on it.
+    fn fail_ext4(&self) {
+        let source = std::process::Command::new("findmnt")
+            .args(["-n", "-o", "SOURCE"])
+            .arg(&self.0)
+            .output()
+            .unwrap();
+        let device = String::from_utf8(source.stdout).unwrap();
+        let name = device.trim().rsplit('/').next().unwrap().to_string();
+        std::fs::write(format!("/sys/fs/ext4/{name}/trigger_fs_error"), "test").unwrap();
     }
 }
 
-impl Drop for Tmpfs {
+impl Drop for Mounted {
     fn drop(&mut self) {
         let _ = std::process::Command::new("umount")
             .arg("-l")
@@ -253,7 +297,7 @@ impl Drop for Tmpfs {
 async fn a_full_disk_nacks_raises_the_alarm_and_loses_nothing_confirmed() {
     let root = tempfile::tempdir().unwrap();
     let mnt = root.path().join("mnt");
-    let Some(_tmpfs) = Tmpfs::mount(&mnt, "8m") else {
+    let Some(_tmpfs) = Mounted::tmpfs(&mnt, "8m") else {
         return;
     };
     let filler = mnt.join("filler");
@@ -403,4 +447,62 @@ async fn a_data_directory_removed_while_running_stops_confirms_and_raises_the_al
     }
     drop(conn);
     server.shutdown().await;
+}
+
+/// The file system under the data directory turns read-only (ext4 does on
+/// an I/O error): nothing more is confirmed, the alarm goes on, no panic,
+/// the shutdown ends, and what was confirmed is there after a restart.
+#[tokio::test]
+async fn a_data_directory_turned_read_only_while_running_raises_the_alarm() {
+    let root = tempfile::tempdir().unwrap();
+    let mnt = root.path().join("mnt");
+    let Some(fs) = Mounted::ext4(&root.path().join("image"), &mnt) else {
+        return;
+    };
+    let data = mnt.join("data");
+    let mut config = on_disk(&data);
+    config.limits.disk_free_limit = warren::config::SizeSetting::Number(0.0);
+    config.storage.write_stall_ms = 1000;
+    let server = Server::start(config).await.unwrap();
+    let conn = connect(&server).await;
+    let ch = channel(&conn).await;
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    ch.queue_declare(QUEUE.into(), durable(), FieldTable::default())
+        .await
+        .unwrap();
+    for i in 0..10 {
+        assert!(confirmed(&ch, QUEUE, format!("{i}").as_bytes(), true).await);
+    }
+    fs.fail_ext4();
+    let answer = {
+        let ch = ch.clone();
+        tokio::spawn(async move {
+            let props = BasicProperties::default().with_delivery_mode(2);
+            let options = BasicPublishOptions::default();
+            let confirm = ch.basic_publish("".into(), QUEUE.into(), options, b"late", props);
+            confirm.await.unwrap().await.unwrap()
+        })
+    };
+    match tokio::time::timeout(Duration::from_secs(5), answer).await {
+        Ok(confirm) => assert!(
+            !matches!(confirm.unwrap(), Confirmation::Ack(_)),
+            "confirmed on a read-only file system"
+        ),
+        Err(_) => assert!(conn.status().blocked(), "neither answered nor blocked"),
+    }
+    assert!(eventually(Duration::from_secs(3), || disk_alarm(&server)).await);
+    drop(conn);
+    tokio::time::timeout(Duration::from_secs(10), server.shutdown())
+        .await
+        .expect("shutdown does not hang on a read-only disk");
+    let copy = root.path().join("copy");
+    copy_dir(&data, &copy);
+    match outcome(broker_on(&copy), &root.path().join("restart.log")).await {
+        Outcome::Started { messages, log } => {
+            assert!((10..=11).contains(&messages), "{messages} found:\n{log}")
+        }
+        Outcome::Refused { log, .. } => panic!("no restart:\n{log}"),
+    }
 }
