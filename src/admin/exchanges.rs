@@ -21,6 +21,7 @@ use super::queues::arguments;
 use super::{ApiError, created_or_updated, durable, short_name};
 use crate::broker::auth::Access;
 use crate::broker::enqueue::{Routed, enqueue};
+use crate::broker::super_stream::partition_names;
 use crate::broker::vhost::ExchangeDeclare;
 use crate::broker::{Broker, VHost};
 use crate::exchange::{Exchange, RouteHeaders};
@@ -184,11 +185,22 @@ async fn put(
         arguments,
     };
     let (durability, created) = v.declare_exchange(&declare, || {
+        let check = |access, kind, resource: &str| {
+            b.users
+                .check(&caller.user.name, &vhost, access, kind, resource)
+        };
         if let Some(ae) = &alternate {
-            b.users
-                .check(&caller.user.name, &vhost, Access::Read, "exchange", &name)?;
-            b.users
-                .check(&caller.user.name, &vhost, Access::Write, "exchange", ae)?;
+            check(Access::Read, "exchange", &name)?;
+            check(Access::Write, "exchange", ae)?;
+        }
+        // A super stream's partitions are declared and bound with it.
+        let partitions = partition_names(&name, &declare.kind, &declare.arguments)?;
+        if !partitions.is_empty() {
+            check(Access::Read, "exchange", &name)?;
+        }
+        for p in &partitions {
+            check(Access::Configure, "queue", p)?;
+            check(Access::Write, "queue", p)?;
         }
         Ok(())
     })?;

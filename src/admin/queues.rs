@@ -61,7 +61,7 @@ pub fn consumer_json(b: &Broker, q: &Queue, c: &ConsumerView) -> Value {
     if let Some(m) = details.as_object_mut() {
         m.insert("node".into(), b.node_name.clone().into());
     }
-    json!({
+    let mut out = json!({
         "arguments": table_to_json(&c.arguments),
         "ack_required": c.ack_required,
         "active": c.active,
@@ -73,7 +73,14 @@ pub fn consumer_json(b: &Broker, q: &Queue, c: &ConsumerView) -> Value {
         "prefetch_count": c.prefetch_count,
         "priority": c.priority,
         "queue": {"name": q.name(), "vhost": q.config.vhost},
-    })
+    });
+    // Where a stream consumer is, as `rabbitmq-streams
+    // list_stream_consumers` names it.
+    if let (Some((offset, lag)), Some(m)) = (c.stream_position, out.as_object_mut()) {
+        m.insert("offset".into(), offset.into());
+        m.insert("offset_lag".into(), lag.into());
+    }
+    out
 }
 
 /// One queue as RabbitMQ lists it; `details` adds `consumer_details`.
@@ -87,7 +94,7 @@ pub fn queue_json(
     let mut out = Map::new();
     out.insert("name".into(), q.name().into());
     out.insert("vhost".into(), q.config.vhost.clone().into());
-    out.insert("type".into(), "classic".into());
+    out.insert("type".into(), q.config.args.queue_type.as_str().into());
     out.insert("durable".into(), q.config.durable.into());
     out.insert("auto_delete".into(), q.config.auto_delete.into());
     out.insert(
@@ -102,7 +109,13 @@ pub fn queue_json(
         return Value::Object(out);
     }
     let rates = q.stats.depth.get();
-    counter(&mut out, "messages", view.ready + view.unacked, rates[0]);
+    // A stream's messages are what it holds, acknowledged or not.
+    let total = if q.stream.is_some() {
+        view.ready
+    } else {
+        view.ready + view.unacked
+    };
+    counter(&mut out, "messages", total, rates[0]);
     counter(&mut out, "messages_ready", view.ready, rates[1]);
     counter(&mut out, "messages_unacknowledged", view.unacked, rates[2]);
     if listing.disable_stats {
@@ -176,6 +189,22 @@ pub fn queue_json(
     let mut stats = message_stats(&QUEUE_EVENTS, &counts, &rates);
     add_deliver_get(&mut stats);
     out.insert("message_stats".into(), Value::Object(stats));
+    if let Some(stream) = &q.stream {
+        let info = stream.info();
+        out.insert("committed_offset".into(), info.committed_offset.into());
+        out.insert("first_offset".into(), info.first_offset.into());
+        // The newest offset written, if any.
+        let last = info
+            .committed_offset
+            .checked_sub(1)
+            .filter(|l| *l >= info.first_offset);
+        out.insert("last_offset".into(), last.map_or(Value::Null, Value::from));
+        out.insert("segments".into(), info.segments.into());
+        out.insert("stream_bytes".into(), info.bytes.into());
+        out.insert("leader".into(), b.node_name.clone().into());
+        out.insert("members".into(), json!([b.node_name]));
+        out.insert("online".into(), json!([b.node_name]));
+    }
     if details {
         let consumers: Vec<Value> = view
             .consumers

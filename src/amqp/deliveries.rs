@@ -111,6 +111,18 @@ impl Ledger {
         self.unacked.contains_key(&tag)
     }
 
+    /// The stream (if any) of a delivery `tag` (and, with `multiple`, those
+    /// before it) came from: streams take no nack, reject or recover.
+    pub fn stream_among(&self, tag: u64, multiple: bool) -> Option<String> {
+        let found = |u: &Unacked| u.queue.stream.is_some().then(|| u.queue.described());
+        if multiple {
+            let through = if tag == 0 { u64::MAX } else { tag };
+            self.unacked.range(..=through).find_map(|(_, u)| found(u))
+        } else {
+            self.unacked.get(&tag).and_then(found)
+        }
+    }
+
     /// Deliveries taken out come back (a rolled-back transaction's acks).
     pub fn restore(&mut self, taken: Vec<(u64, Unacked)>) {
         for (tag, u) in taken {

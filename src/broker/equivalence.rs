@@ -30,6 +30,8 @@ const EQUIVALENCE_ARGS: &[&str] = &[
     "x-queue-version",
     "x-single-active-consumer",
     "x-queue-type",
+    "x-max-age",
+    "x-stream-max-segment-size-bytes",
     "x-queue-master-locator",
     "x-queue-leader-locator",
     "x-delivery-limit",

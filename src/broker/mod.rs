@@ -29,6 +29,7 @@ pub mod queue_index;
 mod records;
 mod restore;
 pub mod stats;
+pub mod super_stream;
 mod topology;
 mod tracking;
 pub mod vhost;

@@ -24,6 +24,7 @@ pub enum ApplyTo {
     Queues,
     ClassicQueues,
     QuorumQueues,
+    Streams,
     Exchanges,
 }
 
@@ -34,6 +35,7 @@ impl ApplyTo {
             "queues" => ApplyTo::Queues,
             "classic_queues" => ApplyTo::ClassicQueues,
             "quorum_queues" => ApplyTo::QuorumQueues,
+            "streams" => ApplyTo::Streams,
             "exchanges" => ApplyTo::Exchanges,
             _ => return None,
         })
@@ -44,6 +46,7 @@ impl ApplyTo {
             ApplyTo::All | ApplyTo::Queues => true,
             ApplyTo::ClassicQueues => kind == QueueType::Classic,
             ApplyTo::QuorumQueues => kind == QueueType::Quorum,
+            ApplyTo::Streams => kind == QueueType::Stream,
             ApplyTo::Exchanges => false,
         }
     }
@@ -64,8 +67,6 @@ const IGNORED_KEYS: &[&str] = &[
     "queue-master-locator",
     "queue-leader-locator",
     "dead-letter-strategy",
-    "max-age",
-    "stream-max-segment-size-bytes",
     "federation-upstream",
     "federation-upstream-set",
     "initial-cluster-size",
@@ -220,6 +221,8 @@ fn recognised(key: &str, kind: PolicyKind) -> bool {
                         | "delayed-retry-backoff"
                         | "consumer-timeout"
                         | "alternate-exchange"
+                        | "max-age"
+                        | "stream-max-segment-size-bytes"
                 )
         }
     }
@@ -263,6 +266,20 @@ fn parse_definition(
             "max-length" => t.max_length = Some(at_least(0, "maximum length")?),
             "max-length-bytes" => {
                 t.max_length_bytes = Some(at_least(0, "maximum length in bytes")?)
+            }
+            "max-age" => {
+                let text = value.as_str().unwrap_or_default();
+                t.max_age = Some(
+                    crate::queue::args::stream::duration_ms(text)
+                        .ok_or_else(|| invalid("max-age"))?,
+                );
+            }
+            "stream-max-segment-size-bytes" => {
+                let n = at_least(1, "stream max segment size")?;
+                if n > crate::queue::args::stream::MAX_SEGMENT_SIZE {
+                    return Err(invalid("stream max segment size"));
+                }
+                t.stream_max_segment_size = Some(n);
             }
             // Accepted for compatibility; Warren keeps no separate
             // in-memory limit.

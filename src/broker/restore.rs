@@ -14,7 +14,7 @@ use super::bindings::{Binding, DestinationName};
 use super::policies::Policy;
 use super::vhost::VHost;
 use crate::exchange::{Destination, Exchange, ExchangeKind};
-use crate::queue::args::{DeclareFlags, QueueArgs};
+use crate::queue::args::{DeclareFlags, QueueArgs, QueueType};
 use crate::queue::{Queue, QueueConfig};
 use crate::store::Definitions;
 
@@ -89,6 +89,16 @@ impl VHost {
             };
             let count = counts.get(&q.uid).map(Vec::as_slice);
             let winners = self.queue_policies(&q.name, config.args.queue_type);
+            if config.args.queue_type == QueueType::Stream {
+                match self.store().open_log(config.uid) {
+                    Ok(log) => {
+                        let q = Queue::new_stream(config, self.env.clone(), winners.applied(), log);
+                        self.queues.write().restore(q);
+                    }
+                    Err(e) => tracing::error!(queue = %q.name, "cannot open the stream's log: {e}"),
+                }
+                continue;
+            }
             let queue = Queue::recover(config, self.env.clone(), winners.applied(), count);
             if count.is_none() {
                 uncounted.push(queue.clone());
@@ -123,6 +133,9 @@ impl VHost {
                 arguments: b.arguments.clone(),
             };
             if topology.insert(binding) {
+                if let Destination::Queue(q) = &destination {
+                    super::super_stream::note_partition(&source, q, &b.arguments);
+                }
                 source.bind(destination, &b.routing_key, &b.arguments);
             }
         }

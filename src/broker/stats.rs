@@ -88,6 +88,9 @@ impl Broker {
             c.probe.sample(now);
         }
         self.metrics.churn.counts.sample(now);
+        // Streams' retention by age runs here too, so an idle stream
+        // shrinks without waiting for a segment to roll.
+        self.store.retain_logs();
         let messages = OVERVIEW_MESSAGES.map(|(_, e)| self.metrics.total(e));
         self.overview.messages.observe(now, messages);
         self.overview.queue_totals.observe(now, totals);

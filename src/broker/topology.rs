@@ -15,11 +15,12 @@ use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
 use super::bindings::{Binding, Bindings, DestinationName};
 use super::equivalence::{check_exchange_equivalence, check_queue_equivalence};
 use super::limits::reached;
+use super::super_stream;
 use super::vhost::{Durability, ExchangeDeclare, QueueDeclare, QueueDeclared, VHost};
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::{Destination, Exchange, ExchangeKind};
 use crate::fields::{generated_name, type_name};
-use crate::queue::args::{DeclareFlags, QueueArgs};
+use crate::queue::args::{DeclareFlags, QueueArgs, QueueType};
 use crate::queue::{ConnectionId, Queue, QueueConfig};
 
 impl VHost {
@@ -40,7 +41,8 @@ impl VHost {
                 .existing_exchange(name)
                 .map(|_| (Durability::Transient, false));
         }
-        let _topology = self.topology.lock();
+        let partitions = super_stream::partition_names(name, &d.kind, &d.arguments)?;
+        let topology = self.topology.lock();
         if let Some(existing) = self.exchange(name) {
             check_exchange_equivalence(&existing, d, &self.name)?;
             return Ok((Durability::Transient, false));
@@ -68,6 +70,7 @@ impl VHost {
                 type_name(ae)
             )));
         }
+        self.check_partitions(&d.arguments, &partitions)?;
         check_new()?;
         let exchange = Arc::new(Exchange::new(
             d.name.clone(),
@@ -79,7 +82,12 @@ impl VHost {
         ));
         let stored = self.store_exchange(&exchange)?;
         self.apply_exchange_policy(&exchange);
-        self.exchanges.write().insert(d.name.clone(), exchange);
+        self.exchanges
+            .write()
+            .insert(d.name.clone(), exchange.clone());
+        // Each partition's declaration and binding takes the lock itself.
+        drop(topology);
+        self.create_partitions(&exchange, &partitions)?;
         Ok((Durability::from(stored), true))
     }
 
@@ -179,17 +187,9 @@ impl VHost {
         } else {
             d.name.clone()
         };
-        let args = QueueArgs::parse(
-            name.as_str(),
-            &self.name,
-            DeclareFlags {
-                durable: d.durable,
-                exclusive: d.exclusive,
-                auto_delete: d.auto_delete,
-            },
-            &d.arguments,
-        )?;
         let _topology = self.topology.lock();
+        // As RabbitMQ: a queue that exists is compared with the request
+        // first; the arguments are validated for a new one.
         if let Some(existing) = self.queues.read().get(name.as_str()).cloned() {
             existing.check_access(connection)?;
             check_queue_equivalence(&existing, d, &self.name)?;
@@ -204,6 +204,16 @@ impl VHost {
                 created: false,
             });
         }
+        let args = QueueArgs::parse(
+            name.as_str(),
+            &self.name,
+            DeclareFlags {
+                durable: d.durable,
+                exclusive: d.exclusive,
+                auto_delete: d.auto_delete,
+            },
+            &d.arguments,
+        )?;
         check_new(name.as_str())?;
         if let Some(limit) = reached(self.limits().max_queues, self.queue_count()) {
             return Err(AmqpError::precondition_failed(format!(
@@ -223,7 +233,14 @@ impl VHost {
         };
         let stored = self.store_queue(&config)?;
         let winners = self.queue_policies(name.as_str(), config.args.queue_type);
-        let queue = Queue::new(config, self.env.clone(), winners.applied());
+        let queue = if config.args.queue_type == QueueType::Stream {
+            let log = self.store().open_log(config.uid).map_err(|e| {
+                AmqpError::internal_error(format!("cannot create the stream's log: {e}"))
+            })?;
+            Queue::new_stream(config, self.env.clone(), winners.applied(), log)
+        } else {
+            Queue::new(config, self.env.clone(), winners.applied())
+        };
         self.queues.write().create(queue.clone());
         // Every queue is bound to the default exchange by its name; that
         // binding is implicit (the default exchange resolves names directly).
@@ -342,7 +359,14 @@ impl VHost {
         connection: ConnectionId,
         name: &str,
     ) -> AmqpResult<(u32, Durability)> {
-        let (count, stored) = self.queue(connection, name)?.purge();
+        let q = self.queue(connection, name)?;
+        if q.stream.is_some() {
+            return Err(AmqpError::not_implemented(format!(
+                "queue.purge not supported by stream queues {}",
+                q.described()
+            )));
+        }
+        let (count, stored) = q.purge();
         let durability = if stored {
             Durability::Durable
         } else {
@@ -376,6 +400,7 @@ impl VHost {
         let mut wrote = false;
         if topology.insert(binding.clone()) {
             wrote = self.record_binding(&binding)?;
+            super_stream::note_partition(&source, &q, arguments);
             source.bind(Destination::Queue(q), routing_key, arguments);
         }
         Ok(Durability::from(wrote))

@@ -18,6 +18,7 @@ mod direct;
 mod fanout;
 mod headers;
 pub mod routing;
+pub mod super_stream;
 mod topic;
 
 use std::hash::{Hash, Hasher};
@@ -34,6 +35,7 @@ use crate::queue::Queue;
 pub use direct::DirectRouter;
 pub use fanout::FanoutRouter;
 pub use headers::HeadersRouter;
+pub use super_stream::SuperStreamRouter;
 pub use topic::TopicRouter;
 
 /// The exchange types Warren implements.
@@ -43,14 +45,17 @@ pub enum ExchangeKind {
     Fanout,
     Topic,
     Headers,
+    /// Warren's partitioned stream: routes by a hash of the routing key.
+    SuperStream,
 }
 
 impl ExchangeKind {
-    pub const ALL: [ExchangeKind; 4] = [
+    pub const ALL: [ExchangeKind; 5] = [
         ExchangeKind::Direct,
         ExchangeKind::Fanout,
         ExchangeKind::Headers,
         ExchangeKind::Topic,
+        ExchangeKind::SuperStream,
     ];
 
     /// RabbitMQ's description of the type (the management overview).
@@ -60,6 +65,9 @@ impl ExchangeKind {
             ExchangeKind::Fanout => "AMQP fanout exchange, as per the AMQP specification",
             ExchangeKind::Topic => "AMQP topic exchange, as per the AMQP specification",
             ExchangeKind::Headers => "AMQP headers exchange, as per the AMQP specification",
+            ExchangeKind::SuperStream => {
+                "Super stream: routes to one partition stream by a hash of the routing key"
+            }
         }
     }
 
@@ -69,6 +77,7 @@ impl ExchangeKind {
             "fanout" => Some(ExchangeKind::Fanout),
             "topic" => Some(ExchangeKind::Topic),
             "headers" => Some(ExchangeKind::Headers),
+            "x-super-stream" => Some(ExchangeKind::SuperStream),
             _ => None,
         }
     }
@@ -79,6 +88,7 @@ impl ExchangeKind {
             ExchangeKind::Fanout => "fanout",
             ExchangeKind::Topic => "topic",
             ExchangeKind::Headers => "headers",
+            ExchangeKind::SuperStream => "x-super-stream",
         }
     }
 
@@ -88,6 +98,7 @@ impl ExchangeKind {
             ExchangeKind::Fanout => Box::<FanoutRouter>::default(),
             ExchangeKind::Topic => Box::<TopicRouter>::default(),
             ExchangeKind::Headers => Box::<HeadersRouter>::default(),
+            ExchangeKind::SuperStream => Box::<SuperStreamRouter>::default(),
         }
     }
 }

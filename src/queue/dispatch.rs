@@ -39,6 +39,9 @@ impl Queue {
     /// Deliver as much as consumers can take. Channels call this when they
     /// regain capacity (acks, flow, a drained connection).
     pub fn dispatch(self: &Arc<Self>) {
+        if let Some(st) = &self.stream {
+            return st.wake_all();
+        }
         let clock = self.now();
         let mut st = self.lock();
         self.dispatch_locked(&mut st, &Now::new(&clock));

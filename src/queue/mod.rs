@@ -47,6 +47,7 @@ mod queued;
 mod ready;
 pub mod state;
 mod stats;
+pub mod stream;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -112,6 +113,8 @@ pub struct Queue {
     consumer_timeout: AtomicU64,
     /// Counts and rates for operators.
     pub stats: QueueStats,
+    /// A stream queue's log and consumers; the core then stays empty.
+    pub stream: Option<Arc<stream::StreamQueue>>,
 }
 
 /// What the lock guards: the core, and what the shell remembers about it.
@@ -158,6 +161,27 @@ impl Queue {
         env: Arc<QueueEnv>,
         policies: args::AppliedPolicies<'_>,
     ) -> Arc<Queue> {
+        Queue::build(config, env, policies, None)
+    }
+
+    /// A stream queue over its (opened) log.
+    pub fn new_stream(
+        config: QueueConfig,
+        env: Arc<QueueEnv>,
+        policies: args::AppliedPolicies<'_>,
+        log: Arc<crate::store::log::Log>,
+    ) -> Arc<Queue> {
+        let s = stream::StreamQueue::new(log, env.store.clone());
+        s.set_retention(stream::retention(&config.args, &policies));
+        Queue::build(config, env, policies, Some(Arc::new(s)))
+    }
+
+    fn build(
+        config: QueueConfig,
+        env: Arc<QueueEnv>,
+        policies: args::AppliedPolicies<'_>,
+        stream: Option<Arc<stream::StreamQueue>>,
+    ) -> Arc<Queue> {
         let settings = QueueSettings::merge(&config.args, policies);
         let consumer_timeout = AtomicU64::new(settings.consumer_timeout.unwrap_or(0));
         let core = QueueCore::new(&config.args, settings, env.page_batch, env.clock.now());
@@ -174,6 +198,7 @@ impl Queue {
             page_done: Condvar::new(),
             consumer_timeout,
             stats: QueueStats::default(),
+            stream,
         });
         // Arm x-expires from the start.
         drop(queue.lock());
@@ -224,6 +249,11 @@ impl Queue {
         ))
     }
 
+    /// `queue 'q' in vhost '/'`, as RabbitMQ names a queue in errors.
+    pub fn described(&self) -> String {
+        format!("queue '{}' in vhost '{}'", self.name(), self.config.vhost)
+    }
+
     fn not_found(&self) -> AmqpError {
         AmqpError::not_found(format!(
             "no queue '{}' in vhost '{}'",
@@ -234,15 +264,26 @@ impl Queue {
 
     /// Messages ready for delivery (what `queue.declare-ok` reports).
     pub fn message_count(&self) -> u32 {
+        if let Some(st) = &self.stream {
+            return u32::try_from(st.len()).unwrap_or(u32::MAX);
+        }
         self.state.lock().core.len() as u32
     }
 
     pub fn consumer_count(&self) -> u32 {
+        // RabbitMQ's stream declare-ok always says 0 consumers.
+        if self.stream.is_some() {
+            return 0;
+        }
         self.state.lock().core.consumer_count() as u32
     }
 
     /// Ready and unacknowledged message counts.
     pub fn counts(&self) -> (u32, u32) {
+        if let Some(st) = &self.stream {
+            let n = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+            return (n(st.len()), n(st.unacked()));
+        }
         let st = self.state.lock();
         (st.core.len() as u32, st.core.unacked())
     }
@@ -299,6 +340,9 @@ impl Queue {
     /// A policy or operator policy was set or cleared: recompute the
     /// settings.
     pub fn apply_policy(self: &Arc<Self>, policies: args::AppliedPolicies<'_>) {
+        if let Some(st) = &self.stream {
+            st.set_retention(stream::retention(&self.config.args, &policies));
+        }
         let mut st = self.lock();
         let settings = QueueSettings::merge(&self.config.args, policies);
         self.consumer_timeout
@@ -319,6 +363,17 @@ impl Queue {
     /// Enqueue a routed message and deliver what can be delivered. A
     /// persistent message for a durable queue is handed to the store first.
     pub fn publish(self: &Arc<Self>, message: Arc<Message>) -> Enqueued {
+        if let Some(st) = &self.stream {
+            if self.is_deleted() {
+                return Enqueued::Gone;
+            }
+            self.stats.count(QueueEvent::Publish, 1);
+            st.publish(&message);
+            return Enqueued::Yes {
+                stored: true,
+                flow: false,
+            };
+        }
         let clock = self.now();
         let now = Now::new(&clock);
         let mut st = self.lock();
@@ -349,6 +404,12 @@ impl Queue {
         consumer: Consumer,
         announce: impl FnOnce(),
     ) -> AmqpResult<()> {
+        if let Some(st) = &self.stream {
+            if self.is_deleted() {
+                return Err(self.not_found());
+            }
+            return st.consume(self, consumer, announce);
+        }
         let clock = self.now();
         let now = Now::new(&clock);
         let mut st = self.lock();
@@ -369,6 +430,12 @@ impl Queue {
     }
 
     pub fn cancel(self: &Arc<Self>, id: ConsumerId) -> Cancelled {
+        if let Some(st) = &self.stream {
+            return Cancelled {
+                found: st.cancel(id),
+                now_unused: false,
+            };
+        }
         let clock = self.now();
         let now = Now::new(&clock);
         let mut st = self.lock();
@@ -404,6 +471,10 @@ impl Queue {
 
     /// Acknowledge delivered messages: they leave the queue for good.
     pub fn ack(self: &Arc<Self>, consumer: Option<ConsumerId>, messages: Vec<QueuedMessage>) {
+        if let Some(st) = &self.stream {
+            self.stats.count(QueueEvent::Ack, messages.len() as u64);
+            return st.settle(consumer, &messages, true);
+        }
         self.forget(&messages);
         self.stats.count(QueueEvent::Ack, messages.len() as u64);
         let mut st = self.lock();
@@ -414,6 +485,9 @@ impl Queue {
     /// Reject delivered messages without requeueing: they are dropped, or
     /// dead-lettered with reason `rejected`.
     pub fn discard(self: &Arc<Self>, consumer: Option<ConsumerId>, messages: Vec<QueuedMessage>) {
+        if let Some(st) = &self.stream {
+            return st.settle(consumer, &messages, true);
+        }
         let mut st = self.lock();
         st.core.discard(consumer, messages);
         self.dispatch_locked(&mut st, &Now::new(&self.now()));
@@ -428,6 +502,9 @@ impl Queue {
         messages: Vec<QueuedMessage>,
         why: Return,
     ) {
+        if let Some(st) = &self.stream {
+            return st.settle(consumer, &messages, false);
+        }
         let clock = self.now();
         let now = Now::new(&clock);
         let mut st = self.lock();
@@ -480,6 +557,21 @@ impl Queue {
     /// and drop its messages. Returns the number of ready messages dropped.
     /// The vhost removes it from its index and bindings.
     pub fn delete(self: &Arc<Self>, if_unused: bool, if_empty: bool) -> AmqpResult<u32> {
+        if let Some(stream) = &self.stream {
+            // As RabbitMQ: if-unused and if-empty do not apply to a stream,
+            // and delete-ok reports no messages.
+            let count = 0;
+            let consumers = stream.take_consumers();
+            {
+                let mut st = self.lock();
+                let _ = st.core.delete(false, false);
+            }
+            for c in &consumers {
+                c.consumer.channel.cancelled(self, &c.consumer);
+            }
+            self.env.store.delete_log(self.config.uid);
+            return Ok(count);
+        }
         let mut st = self.lock();
         let deleted = match st.core.delete(if_unused, if_empty) {
             Ok(d) => d,

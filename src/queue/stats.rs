@@ -130,6 +130,8 @@ pub struct ConsumerView {
     pub timeout_ms: Option<u64>,
     pub connection: ConnectionId,
     pub channel: u16,
+    /// A stream consumer's next offset and its lag behind the stream's end.
+    pub stream_position: Option<(u64, u64)>,
 }
 
 /// A queue's numbers at one moment, for metrics.
@@ -165,6 +167,9 @@ pub struct QueueView {
 impl Queue {
     /// A snapshot for the management API (one lock).
     pub fn view(self: &Arc<Self>) -> QueueView {
+        if let Some(stream) = &self.stream {
+            return self.stream_view(stream);
+        }
         let st = self.state.lock();
         let core = &st.core;
         let consumers = core
@@ -183,6 +188,7 @@ impl Queue {
                     timeout_ms: c.timeout_ms,
                     connection,
                     channel,
+                    stream_position: None,
                 }
             })
             .collect();
@@ -206,9 +212,62 @@ impl Queue {
         self.state.lock().core.peek(n)
     }
 
+    fn stream_view(&self, stream: &super::stream::StreamQueue) -> QueueView {
+        let committed = stream.log.committed();
+        let consumers = stream
+            .consumers()
+            .iter()
+            .map(|s| {
+                let c = &s.consumer;
+                let (connection, channel) = c.channel.owner();
+                ConsumerView {
+                    id: c.id,
+                    tag: c.tag.clone(),
+                    ack_required: !c.no_ack,
+                    exclusive: c.exclusive,
+                    prefetch_count: c.prefetch,
+                    priority: c.priority,
+                    arguments: c.arguments.clone(),
+                    active: s.is_active(),
+                    timeout_ms: c.timeout_ms,
+                    connection,
+                    channel,
+                    stream_position: {
+                        let at = s.position();
+                        Some((at, committed.saturating_sub(at)))
+                    },
+                }
+            })
+            .collect();
+        let (bytes, _) = stream.log.size();
+        let settings = self.state.lock().core.settings().clone();
+        QueueView {
+            ready: stream.len(),
+            unacked: stream.unacked(),
+            ready_bytes: bytes,
+            ready_in_memory: 0,
+            memory_bytes: 0,
+            persistent: stream.len(),
+            consumers,
+            policy: settings.policy,
+            operator_policy: settings.operator_policy,
+        }
+    }
+
     /// The figures metrics export, under one lock and without copying
     /// consumers.
     pub fn gauges(&self) -> QueueGauges {
+        if let Some(stream) = &self.stream {
+            let (bytes, _) = stream.log.size();
+            return QueueGauges {
+                ready: stream.len(),
+                unacked: stream.unacked(),
+                consumers: stream.consumer_count() as u64,
+                ready_bytes: bytes,
+                ready_in_memory: 0,
+                memory_bytes: 0,
+            };
+        }
         let st = self.state.lock();
         let core = &st.core;
         QueueGauges {
@@ -224,6 +283,9 @@ impl Queue {
     /// Ready and unacknowledged counts, for aggregates (one lock, nothing
     /// copied).
     pub fn depth(&self) -> (u64, u64) {
+        if let Some(stream) = &self.stream {
+            return (stream.len(), stream.unacked());
+        }
         let st = self.state.lock();
         (st.core.len() as u64, u64::from(st.core.unacked()))
     }

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use super::epoch::Epochs;
+use super::log::Logs;
 use super::unwritten::Unwritten;
 use super::{Backend, FailureHook, StoreError, StoreOptions, StoreResult};
 
@@ -107,6 +108,7 @@ struct Worker {
     shared: Arc<Shared>,
     backend: Arc<dyn Backend>,
     unwritten: Arc<Unwritten>,
+    logs: Arc<Logs>,
     epochs: Option<Arc<Epochs>>,
     health: Arc<Health>,
     max_batch: usize,
@@ -118,6 +120,7 @@ impl GroupCommit {
     pub fn start(
         backend: Arc<dyn Backend>,
         unwritten: Arc<Unwritten>,
+        logs: Arc<Logs>,
         epochs: Option<Arc<Epochs>>,
         health: Arc<Health>,
         options: &StoreOptions,
@@ -131,6 +134,7 @@ impl GroupCommit {
             shared: shared.clone(),
             backend,
             unwritten,
+            logs,
             epochs,
             health,
             max_batch: options.group_commit_max_batch.max(1),
@@ -287,11 +291,13 @@ impl Worker {
 
     /// Write what is due and flush. What queues left unwritten goes first:
     /// every waiter of the cycle was registered after its entries were
-    /// accepted, so the flush covers them. Each flush carries the next
-    /// epoch, recorded outside sled once the flush has made it durable
-    /// (`epoch.rs`).
+    /// accepted, so the flush covers them. Stream logs sync their own
+    /// files; sled keeps their tracked offsets, flushed with the rest.
+    /// Each flush carries the next epoch, recorded outside sled once the
+    /// flush has made it durable (`epoch.rs`).
     fn cycle(&self) -> StoreResult<()> {
         let backend = self.backend.as_ref();
+        self.logs.sync(backend)?;
         self.unwritten.write(backend, false)?;
         let epoch = self.epochs.as_ref().map(|e| e.advance(backend));
         let epoch = epoch.transpose()?;
@@ -314,6 +320,7 @@ mod tests {
         let gc = GroupCommit::start(
             Arc::new(MemoryBackend::default()),
             Arc::new(Unwritten::new(b't', 0)),
+            Arc::new(Logs::new(Logs::temporary_dir(), true, 0)),
             None,
             Arc::default(),
             &StoreOptions {

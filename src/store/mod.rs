@@ -36,6 +36,7 @@ mod definition_keys;
 mod definitions;
 mod epoch;
 mod group_commit;
+pub mod log;
 mod memory_backend;
 mod messages;
 mod meta;
@@ -44,6 +45,7 @@ mod race_test;
 mod ranges;
 mod records;
 mod sled_backend;
+mod streams;
 mod unwritten;
 
 use std::fmt;
@@ -70,6 +72,10 @@ use group_commit::GroupCommit;
 /// an older Warren refuses it rather than miss its records.
 pub const FORMAT_VERSION: u32 = 4;
 const READS_FORMATS: &[&[u8]] = &[b"2", b"3", b"4"];
+
+/// The newest records of each stream kept in memory for consumers at the
+/// tail, in body bytes.
+const STREAM_TAIL_BYTES: usize = 8 << 20;
 
 /// A storage failure. Cloneable so one flush error can complete many waiters.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -209,6 +215,8 @@ pub struct Store {
     epochs: Option<Arc<epoch::Epochs>>,
     /// How long a write may take before it counts as failed.
     write_stall: Duration,
+    /// Stream logs (segment files), synced by the group commit.
+    logs: Arc<log::Logs>,
 }
 
 impl Store {
@@ -216,7 +224,8 @@ impl Store {
     pub fn open(dir: &Path, options: &StoreOptions) -> StoreResult<Store> {
         let backend: Arc<dyn Backend> = Arc::new(sled_backend::SledBackend::open(dir, options)?);
         let epochs = epoch::Epochs::open(dir)?;
-        Store::with_backend(backend, true, options, dir, Some(epochs))
+        let logs = log::Logs::new(dir.join("streams"), false, STREAM_TAIL_BYTES);
+        Store::with_backend(backend, true, options, dir, Some(epochs), logs)
     }
 
     /// A store that keeps nothing: for `--ephemeral` brokers.
@@ -230,7 +239,9 @@ impl Store {
             write_stall: Duration::from_secs(10),
         };
         let backend: Arc<dyn Backend> = Arc::new(memory_backend::MemoryBackend::default());
-        match Store::with_backend(backend, false, &options, Path::new("<memory>"), None) {
+        let logs = log::Logs::new(log::Logs::temporary_dir(), true, STREAM_TAIL_BYTES);
+        let dir = Path::new("<memory>");
+        match Store::with_backend(backend, false, &options, dir, None, logs) {
             Ok(s) => s,
             Err(e) => unreachable!("a fresh memory store cannot fail to open: {e}"),
         }
@@ -261,7 +272,9 @@ impl Store {
 
     /// A persistent store over any backend, with these options.
     pub fn over_with(backend: Arc<dyn Backend>, options: &StoreOptions) -> StoreResult<Store> {
-        Store::with_backend(backend, true, options, Path::new("<custom backend>"), None)
+        let logs = log::Logs::new(log::Logs::temporary_dir(), true, STREAM_TAIL_BYTES);
+        let dir = Path::new("<custom backend>");
+        Store::with_backend(backend, true, options, dir, None, logs)
     }
 
     fn with_backend(
@@ -270,7 +283,9 @@ impl Store {
         options: &StoreOptions,
         dir: &Path,
         epochs: Option<(epoch::Epochs, Option<u64>)>,
+        logs: log::Logs,
     ) -> StoreResult<Store> {
+        let logs = Arc::new(logs);
         let path = dir.display().to_string();
         let version = backend.get(Tree::Meta, b"format")?;
         // Before anything is written: a store that lost writes must stay
@@ -329,6 +344,7 @@ impl Store {
         let commit = GroupCommit::start(
             backend.clone(),
             unwritten.clone(),
+            logs.clone(),
             epochs.clone(),
             health.clone(),
             options,
@@ -366,6 +382,7 @@ impl Store {
             health,
             epochs,
             write_stall: options.write_stall,
+            logs,
         })
     }
 
@@ -462,8 +479,12 @@ impl Store {
     }
 
     /// Run `waiter` once everything written so far is durable.
+    /// An ephemeral store has nothing to flush, but a stream's appends
+    /// only become readable with a group-commit cycle: a publisher's
+    /// confirm waits for that, so a consumer started after it sees the
+    /// message.
     pub fn after_flush(&self, waiter: Waiter) {
-        if self.durable {
+        if self.durable || self.logs.any_open() {
             self.commit.after_flush(waiter);
         } else {
             waiter(Ok(()))
@@ -494,11 +515,15 @@ impl Store {
         if !self.commit.stop() {
             // A write is stuck: the store cannot be written in order
             // after it. The next start recovers as after a crash.
+            self.logs.close();
             return Err(StoreError::Io(
                 "a write to the disk is stuck; the store was not closed cleanly".into(),
             ));
         }
         self.cleanup.stop();
+        let synced = self.logs.sync(self.backend.as_ref());
+        self.logs.close();
+        synced?;
         if !self.durable {
             return Ok(());
         }

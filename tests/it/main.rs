@@ -36,4 +36,5 @@ mod server;
 mod smoke;
 mod store_faults;
 mod store_faults_runtime;
+mod super_streams;
 mod tls;

@@ -346,15 +346,6 @@ def test_max_priority_zero_is_refused(ch, names):
 
 
 @warren_only
-def test_stream_queues_are_refused(ch, names):
-    """RabbitMQ 3.10 declares a durable stream; Warren has no streams."""
-    with pytest.raises(ChannelClosedByBroker) as ei:
-        ch.queue_declare(names.q("stream"), durable=True,
-                         arguments={"x-queue-type": "stream"})
-    assert ei.value.reply_code == 406
-    assert ei.value.reply_text.startswith("PRECONDITION_FAILED - ")
-
-
 # ------------------------------------------------------- quorum queues
 
 def test_quorum_queue_declaration_and_type_equivalence(conn, broker, names):

@@ -116,6 +116,12 @@ pub struct Args {
     /// as a string, e.g. x-message-ttl=60000,x-max-priority=10.
     #[arg(long, value_name = "K=V,...", value_delimiter = ',', value_parser = parse_queue_arg)]
     pub queue_args: Vec<(String, ArgValue)>,
+    /// Arguments of every basic.consume, k=v[,k=v...] (PerfTest's
+    /// --consumer-args), e.g. x-stream-offset=first. With
+    /// x-queue-type=stream in --queue-args every consumer of a queue
+    /// receives every message published to it.
+    #[arg(long, value_name = "K=V,...", value_delimiter = ',', value_parser = parse_queue_arg)]
+    pub consumer_args: Vec<(String, ArgValue)>,
     /// Properties of every published message, k=v[,k=v...] (PerfTest's
     /// -mp): expiration (ms), priority, timestamp (s), content-type,
     /// content-encoding, correlation-id, reply-to, message-id, type,
@@ -375,11 +381,19 @@ impl Args {
 
     /// The `--queue-args` as a declare's argument table.
     pub fn queue_arguments(&self) -> FieldTable {
-        let mut t = FieldTable::default();
-        for (k, v) in &self.queue_args {
-            t.insert(k.as_str().into(), v.to_amqp());
-        }
-        t
+        table(&self.queue_args)
+    }
+
+    /// The `--consumer-args` as basic.consume's argument table.
+    pub fn consumer_arguments(&self) -> FieldTable {
+        table(&self.consumer_args)
+    }
+
+    /// Stream queues: every consumer reads every message.
+    pub fn streams(&self) -> bool {
+        self.queue_args
+            .iter()
+            .any(|(k, v)| k == "x-queue-type" && matches!(v, ArgValue::Str(s) if s == "stream"))
     }
 
     /// The `--message-properties` (the last one wins for a repeated key).
@@ -427,6 +441,14 @@ impl Args {
     pub fn rate_limit(&self) -> Option<f64> {
         (self.rate > 0.0).then_some(self.rate)
     }
+}
+
+fn table(pairs: &[(String, ArgValue)]) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in pairs {
+        t.insert(k.as_str().into(), v.to_amqp());
+    }
+    t
 }
 
 /// Replace `%d` in a name pattern.
@@ -571,7 +593,16 @@ impl Topology {
         let consumer_queues = (0..a.consumers)
             .map(|i| names[i % names.len()].clone())
             .collect();
-        let copies = if per_queue { 1 } else { n_queues as u64 };
+        let copies = if a.streams() {
+            // Each message reaches every consumer of its queue (consumers
+            // spread evenly over the queues).
+            let per_queue_consumers = (a.consumers / n_queues).max(1) as u64;
+            per_queue_consumers * if per_queue { 1 } else { n_queues as u64 }
+        } else if per_queue {
+            1
+        } else {
+            n_queues as u64
+        };
         Ok(Topology {
             declare_exchange: !exchange.is_empty() && !exchange.starts_with("amq."),
             exchange,

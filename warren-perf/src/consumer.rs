@@ -29,6 +29,8 @@ pub struct ConsumerCfg {
     pub auto_ack: bool,
     pub prefetch: u16,
     pub multi_ack_every: u32,
+    /// basic.consume's arguments (`--consumer-args`).
+    pub arguments: FieldTable,
 }
 
 /// basic.qos and basic.consume; once this returns the consumer is
@@ -55,7 +57,7 @@ pub async fn prepare(conn: &mut Conn, cfg: &ConsumerCfg) -> Result<()> {
                 no_ack: cfg.auto_ack,
                 exclusive: false,
                 nowait: false,
-                arguments: FieldTable::default(),
+                arguments: cfg.arguments.clone(),
             },
         )))
         .await?
@@ -290,6 +292,7 @@ mod tests {
             auto_ack,
             prefetch: 0,
             multi_ack_every: every,
+            arguments: FieldTable::default(),
         }
     }
 

@@ -272,6 +272,7 @@ async fn drive(
             auto_ack: args.auto_ack,
             prefetch: args.prefetch,
             multi_ack_every: args.multi_ack_every,
+            arguments: args.consumer_arguments(),
         };
         let (uri, shared, phase, ready) = (
             uri.clone(),

@@ -11,6 +11,7 @@
 
 mod exposition;
 mod objects;
+mod streams;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use metrics::Label;
 
 use super::exposition::{Exposition, Family, Kind};
+use super::streams::{self, StreamSample};
 use crate::broker::connections::{ChannelInfo, RECV_CNT, RECV_OCT, SEND_CNT, SEND_OCT};
 use crate::broker::{Broker, ClientConnection};
 use crate::queue::{QueueEvent, QueueGauges};
@@ -360,6 +361,7 @@ const CONNECTION_METRICS: [(Family, ConnectionValue); 4] = [
 /// What one scrape saw.
 pub struct Snapshot {
     queues: Vec<QueueSample>,
+    streams: Vec<StreamSample>,
     channels: Vec<ChannelSample>,
     connections: Vec<ConnectionSample>,
 }
@@ -369,8 +371,10 @@ impl Snapshot {
     pub fn take(b: &Broker, vhosts: Option<&[String]>) -> Snapshot {
         let wanted = |v: &str| vhosts.is_none_or(|vs| vs.iter().any(|w| w == v));
         let mut queues = Vec::new();
+        let mut streams = Vec::new();
         for v in b.vhosts().into_iter().filter(|v| wanted(&v.name)) {
             for q in v.queues_sorted() {
+                streams.extend(StreamSample::of(&v.name, &q));
                 queues.push(QueueSample {
                     vhost: v.name.clone(),
                     name: q.name().to_string(),
@@ -403,6 +407,7 @@ impl Snapshot {
         }
         Snapshot {
             queues,
+            streams,
             channels,
             connections,
         }
@@ -471,6 +476,7 @@ impl Snapshot {
                 emit(out, prefix, shape, table, &self.channels, channel_label);
             }
         }
+        streams::write(out, prefix, shape, &self.streams, wants);
         if wants("connection_coarse_metrics") {
             emit(
                 out,

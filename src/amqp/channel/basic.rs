@@ -61,6 +61,12 @@ impl Channel {
                 let name = self.queue_name(g.queue)?;
                 s.check(Access::Read, "queue", name.as_str())?;
                 let queue = s.vhost.queue(s.connection_id, name.as_str())?;
+                if queue.stream.is_some() {
+                    return Err(AmqpError::not_implemented(format!(
+                        "basic.get not supported by stream queues {}",
+                        queue.described()
+                    )));
+                }
                 let deliveries = &self.deliveries;
                 let found = queue.get(g.no_ack, |m, left| {
                     deliveries.deliver_get(&queue, m, g.no_ack, left)
@@ -190,6 +196,14 @@ impl Channel {
     }
 
     fn settle(&mut self, s: &Session, tag: u64, multiple: bool, how: Settle) -> AmqpResult<()> {
+        if how != Settle::Ack {
+            let stream = self.deliveries.ledger.lock().stream_among(tag, multiple);
+            if let Some(q) = stream {
+                return Err(AmqpError::not_implemented(format!(
+                    "basic.nack and basic.reject not supported by stream queues {q}"
+                )));
+            }
+        }
         let taken = self.take_unacked(tag, multiple)?;
         if let Some(tx) = self.tx.as_mut() {
             let bytes: u64 = taken
@@ -244,6 +258,12 @@ impl Channel {
     fn recover(&mut self, requeue: bool) -> AmqpResult<()> {
         if !requeue {
             return Err(AmqpError::not_implemented("requeue=false"));
+        }
+        let stream = self.deliveries.ledger.lock().stream_among(0, true);
+        if let Some(q) = stream {
+            return Err(AmqpError::not_implemented(format!(
+                "basic.recover not supported by stream queues {q}"
+            )));
         }
         let taken: Vec<(u64, Unacked)> = self.deliveries.ledger.lock().take_all();
         for (_, u) in taken {

@@ -9,6 +9,7 @@ use serde_json::json;
 use super::{Channel, server_only};
 use crate::amqp::session::Session;
 use crate::broker::auth::Access;
+use crate::broker::super_stream::partition_names;
 use crate::broker::vhost::{Durability, ExchangeDeclare};
 use crate::error::AmqpResult;
 
@@ -54,6 +55,16 @@ impl Channel {
                     if let Some(ae) = &alternate {
                         s.check(Access::Read, "exchange", name)?;
                         s.check(Access::Write, "exchange", ae)?;
+                    }
+                    // A super stream's partitions are declared and bound
+                    // with it: what queue.declare and queue.bind need.
+                    let partitions = partition_names(name, &declare.kind, &declare.arguments)?;
+                    if !partitions.is_empty() {
+                        s.check(Access::Read, "exchange", name)?;
+                    }
+                    for p in &partitions {
+                        s.check(Access::Configure, "queue", p)?;
+                        s.check(Access::Write, "queue", p)?;
                     }
                     Ok(())
                 })?;

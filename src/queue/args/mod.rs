@@ -15,6 +15,7 @@ use crate::error::{AmqpError, AmqpResult};
 use crate::fields::{int_value, type_name};
 
 mod settings;
+pub mod stream;
 
 pub use settings::{AppliedPolicies, DeadLetterTarget, DelayedRetry, QueueSettings};
 
@@ -31,6 +32,8 @@ pub enum QueueType {
     /// Quorum-queue rules: durable, counts deliveries, default delivery
     /// limit. Not replicated (Warren runs one node).
     Quorum,
+    /// An append-only log read by offset (`queue::stream`).
+    Stream,
 }
 
 impl QueueType {
@@ -38,6 +41,7 @@ impl QueueType {
         match self {
             QueueType::Classic => "classic",
             QueueType::Quorum => "quorum",
+            QueueType::Stream => "stream",
         }
     }
 }
@@ -141,6 +145,10 @@ pub struct Tunables {
     pub retry_backoff: Option<Backoff>,
     /// `x-consumer-timeout`: ms a delivery may stay unacknowledged.
     pub consumer_timeout: Option<u64>,
+    /// A stream's `max-age` and `stream-max-segment-size-bytes` (policy
+    /// keys; a stream's arguments are in `StreamArgs`).
+    pub max_age: Option<u64>,
+    pub stream_max_segment_size: Option<u64>,
 }
 
 /// Everything a declaration's arguments say, validated.
@@ -151,6 +159,8 @@ pub struct QueueArgs {
     pub max_priority: Option<u8>,
     pub single_active_consumer: bool,
     pub tunables: Tunables,
+    /// A stream's own arguments.
+    pub stream: stream::StreamArgs,
 }
 
 /// What `queue.declare` asks for besides the arguments, for the checks that
@@ -291,14 +301,12 @@ impl QueueArgs {
                 "quorum" => QueueType::Quorum,
                 "stream" => {
                     check_replicated_flags(queue, vhost, flags)?;
-                    return Err(p.error(
-                        "x-queue-type",
-                        Invalid::Quoted(
-                            "unsupported queue type 'stream': Warren does not support streams \
-                             yet"
-                            .into(),
-                        ),
-                    ));
+                    out.queue_type = QueueType::Stream;
+                    out.stream = stream::parse(&p, arguments)?;
+                    if let Some(v) = args.get("x-max-length-bytes") {
+                        t.max_length_bytes = Some(p.non_negative("x-max-length-bytes", v)?);
+                    }
+                    return Ok(out);
                 }
                 other => {
                     return Err(p.error(

@@ -163,7 +163,7 @@ impl QueueSettings {
             overflow: a.overflow.or(p.overflow).unwrap_or_default(),
             delivery_limit: limit.unwrap_or(match args.queue_type {
                 QueueType::Quorum => DeliveryLimit::Max(QUORUM_DEFAULT_DELIVERY_LIMIT),
-                QueueType::Classic => DeliveryLimit::Unlimited,
+                QueueType::Classic | QueueType::Stream => DeliveryLimit::Unlimited,
             }),
             delayed_retry,
             consumer_timeout: lower(a.consumer_timeout, p.consumer_timeout),
