@@ -126,12 +126,14 @@ impl Server {
         // written: blocking work. Definitions are in place before any
         // listener accepts, so no client sees the broker without them.
         let broker = tokio::task::spawn_blocking(move || {
-            let broker = Broker::open_with_audit(config, store, audit).map_err(|source| {
-                StartupError::Store {
-                    path: PathBuf::from("<recovery>"),
-                    source,
-                }
-            })?;
+            // Recovery reads what the store holds: a damaged record is the
+            // data directory's problem, so its error names the directory.
+            let path = match config.storage.ephemeral {
+                true => PathBuf::from("<memory>"),
+                false => config.storage.data_dir.clone(),
+            };
+            let broker = Broker::open_with_audit(config, store, audit)
+                .map_err(|source| StartupError::Store { path, source })?;
             if let Err(e) = broker.import_boot_definitions() {
                 broker.close();
                 return Err(e);

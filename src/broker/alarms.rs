@@ -176,6 +176,9 @@ pub async fn watch_resources(
                 .disk_free
                 .store(free.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
             let low = data_dir.is_some() && free.is_some_and(|f| f < broker.disk_free_limit);
+            // Failures no write reports: a stalled write, removed files.
+            let store = broker.clone();
+            let _ = tokio::task::spawn_blocking(move || store.store.check()).await;
             broker
                 .alarms
                 .set(Resource::Disk, low || broker.store.has_failed());

@@ -140,6 +140,7 @@ pub struct StorageConfig {
     pub cache_bytes: u64,
     pub flush_interval_ms: u64,
     pub flow_unwritten_bytes: usize,
+    pub write_stall_ms: u64,
 }
 
 impl StorageConfig {
@@ -152,6 +153,7 @@ impl StorageConfig {
             cache_bytes: self.cache_bytes,
             flush_interval: std::time::Duration::from_millis(self.flush_interval_ms.max(1)),
             flow_unwritten_bytes: self.flow_unwritten_bytes,
+            write_stall: std::time::Duration::from_millis(self.write_stall_ms.max(1)),
         }
     }
 }

@@ -34,10 +34,12 @@ mod batches;
 mod cleanup;
 mod definition_keys;
 mod definitions;
+mod epoch;
 mod group_commit;
 pub mod log;
 mod memory_backend;
 mod messages;
+mod meta;
 #[cfg(test)]
 mod race_test;
 mod ranges;
@@ -49,7 +51,7 @@ mod unwritten;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 pub use definitions::{
@@ -88,6 +90,16 @@ pub enum StoreError {
          version {FORMAT_VERSION}; refusing to start rather than risk the data"
     )]
     Version { path: String, found: String },
+    /// sled's files are damaged, or hold less than Warren made durable.
+    #[error("the store is damaged: {0}")]
+    Damaged(String),
+    #[error(
+        "the data directory is in use: another process holds the lock on {path} (is another \
+         Warren running on it?)"
+    )]
+    Locked { path: String },
+    #[error("the data directory is read-only: cannot write to {path}: {detail}")]
+    ReadOnly { path: String, detail: String },
 }
 
 impl StoreError {
@@ -133,6 +145,16 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn last_key(&self, tree: Tree, from: &[u8], to: &[u8]) -> StoreResult<Option<Vec<u8>>>;
     /// Make every write so far durable.
     fn flush(&self) -> StoreResult<()>;
+    /// The last flush of a clean shutdown is done: note what the next
+    /// open should check.
+    fn seal(&self) -> StoreResult<()> {
+        Ok(())
+    }
+    /// Whether the files are still where they were opened (an error once
+    /// they were removed or replaced: what is written would be lost).
+    fn check(&self) -> StoreResult<()> {
+        Ok(())
+    }
 }
 
 /// How the store behaves; from the `[storage]` config section.
@@ -150,9 +172,13 @@ pub struct StoreOptions {
     /// connections publishing persistent messages are held back until it
     /// is down to half.
     pub flow_unwritten_bytes: usize,
+    /// A write and flush that takes longer counts as a failure: its
+    /// publishes are nacked and the disk alarm raised (sled can wait
+    /// forever on a write that failed).
+    pub write_stall: Duration,
 }
 
-/// Run on the first storage failure.
+/// Run when the store stops being able to write.
 pub struct FailureHook(Box<dyn Fn() + Send + Sync>);
 
 impl fmt::Debug for FailureHook {
@@ -183,10 +209,12 @@ pub struct Store {
     /// Queue uids below this are reserved on disk.
     uids_reserved: AtomicU64,
     uid_reservation: parking_lot::Mutex<()>,
-    /// Set after a write or flush failed.
-    failed: Arc<AtomicBool>,
-    /// Called once, on the first failure (the broker raises its disk alarm).
-    on_failure: Arc<std::sync::OnceLock<FailureHook>>,
+    /// Whether the store can write (the group commit keeps it current).
+    health: Arc<group_commit::Health>,
+    /// The epoch file of an on-disk store (`epoch.rs`).
+    epochs: Option<Arc<epoch::Epochs>>,
+    /// How long a write may take before it counts as failed.
+    write_stall: Duration,
     /// Stream logs (segment files), synced by the group commit.
     logs: Arc<log::Logs>,
 }
@@ -195,8 +223,9 @@ impl Store {
     /// Open (or create) the store in `dir`.
     pub fn open(dir: &Path, options: &StoreOptions) -> StoreResult<Store> {
         let backend: Arc<dyn Backend> = Arc::new(sled_backend::SledBackend::open(dir, options)?);
+        let epochs = epoch::Epochs::open(dir)?;
         let logs = log::Logs::new(dir.join("streams"), false, STREAM_TAIL_BYTES);
-        Store::with_backend(backend, true, options, &dir.display().to_string(), logs)
+        Store::with_backend(backend, true, options, dir, Some(epochs), logs)
     }
 
     /// A store that keeps nothing: for `--ephemeral` brokers.
@@ -207,10 +236,12 @@ impl Store {
             cache_bytes: 0,
             flush_interval: Duration::from_secs(3600),
             flow_unwritten_bytes: 64 << 20,
+            write_stall: Duration::from_secs(10),
         };
         let backend: Arc<dyn Backend> = Arc::new(memory_backend::MemoryBackend::default());
         let logs = log::Logs::new(log::Logs::temporary_dir(), true, STREAM_TAIL_BYTES);
-        match Store::with_backend(backend, false, &options, "<memory>", logs) {
+        let dir = Path::new("<memory>");
+        match Store::with_backend(backend, false, &options, dir, None, logs) {
             Ok(s) => s,
             Err(e) => unreachable!("a fresh memory store cannot fail to open: {e}"),
         }
@@ -234,6 +265,7 @@ impl Store {
             cache_bytes: 0,
             flush_interval: Duration::from_millis(100),
             flow_unwritten_bytes: 64 << 20,
+            write_stall: Duration::from_secs(10),
         };
         Store::over_with(backend, &options)
     }
@@ -241,18 +273,28 @@ impl Store {
     /// A persistent store over any backend, with these options.
     pub fn over_with(backend: Arc<dyn Backend>, options: &StoreOptions) -> StoreResult<Store> {
         let logs = log::Logs::new(log::Logs::temporary_dir(), true, STREAM_TAIL_BYTES);
-        Store::with_backend(backend, true, options, "<custom backend>", logs)
+        let dir = Path::new("<custom backend>");
+        Store::with_backend(backend, true, options, dir, None, logs)
     }
 
     fn with_backend(
         backend: Arc<dyn Backend>,
         durable: bool,
         options: &StoreOptions,
-        path: &str,
+        dir: &Path,
+        epochs: Option<(epoch::Epochs, Option<u64>)>,
         logs: log::Logs,
     ) -> StoreResult<Store> {
         let logs = Arc::new(logs);
+        let path = dir.display().to_string();
         let version = backend.get(Tree::Meta, b"format")?;
+        // Before anything is written: a store that lost writes must stay
+        // as it was found.
+        if let Some((epochs, recorded)) = &epochs {
+            let sled_path = dir.join("warren.sled").display().to_string();
+            epochs.check(*recorded, backend.as_ref(), version.is_some(), &sled_path)?;
+        }
+        let epochs = epochs.map(|(e, _)| Arc::new(e));
         let fresh = match version {
             None => {
                 backend.insert(Tree::Meta, b"format", FORMAT_VERSION.to_string().as_bytes())?;
@@ -276,7 +318,7 @@ impl Store {
             }
             Some(v) => {
                 return Err(StoreError::Version {
-                    path: path.to_string(),
+                    path,
                     found: String::from_utf8_lossy(&v).into_owned(),
                 });
             }
@@ -298,13 +340,14 @@ impl Store {
             paged_kind,
             options.flow_unwritten_bytes,
         ));
+        let health = Arc::new(group_commit::Health::default());
         let commit = GroupCommit::start(
             backend.clone(),
             unwritten.clone(),
             logs.clone(),
-            options.group_commit_max_batch,
-            options.group_commit_max_delay,
-            options.flush_interval,
+            epochs.clone(),
+            health.clone(),
+            options,
         )?;
         let cleanup = cleanup::Cleanup::start()?;
         backend.insert(Tree::Meta, b"paged", &[paged_kind])?;
@@ -314,7 +357,14 @@ impl Store {
         if clean {
             backend.remove(Tree::Meta, b"clean")?;
         }
+        let epoch = epochs
+            .as_ref()
+            .map(|e| e.advance(backend.as_ref()))
+            .transpose()?;
         backend.flush()?;
+        if let (Some(epochs), Some(epoch)) = (&epochs, epoch) {
+            epochs.durable(epoch, false);
+        }
         Ok(Store {
             backend,
             durable,
@@ -329,8 +379,9 @@ impl Store {
             next_queue_uid: AtomicU64::new(next_queue_uid),
             uids_reserved: AtomicU64::new(next_queue_uid),
             uid_reservation: parking_lot::Mutex::new(()),
-            failed: Arc::new(AtomicBool::new(false)),
-            on_failure: Arc::new(std::sync::OnceLock::new()),
+            health,
+            epochs,
+            write_stall: options.write_stall,
             logs,
         })
     }
@@ -366,33 +417,44 @@ impl Store {
         self.clean || self.fresh
     }
 
-    /// True once a write or flush has failed.
+    /// True while the store cannot write: since a write or flush failed,
+    /// until a group commit writes and flushes everything it had.
     pub fn has_failed(&self) -> bool {
-        self.failed.load(Ordering::Acquire)
+        self.health.has_failed()
     }
 
     fn note<T>(&self, r: StoreResult<T>) -> StoreResult<T> {
-        if r.is_ok() {
-            self.commit.touch();
-        }
-        if let Err(e) = &r {
-            tracing::error!("storage failure: {e}");
-            self.failed();
+        match &r {
+            Ok(_) => self.commit.touch(),
+            Err(e) => {
+                tracing::error!("storage failure: {e}");
+                self.health.fail(e);
+                // The group commit's retry is what finds out that the
+                // store writes again.
+                self.commit.touch();
+            }
         }
         r
     }
 
-    fn failed(&self) {
-        if !self.failed.swap(true, Ordering::AcqRel)
-            && let Some(hook) = self.on_failure.get()
-        {
-            (hook.0)();
+    /// Look for failures nobody would report (the broker's resource watcher
+    /// calls this every second): a write that has stalled, files removed
+    /// from under the store. Either raises the failure (and with it the
+    /// disk alarm) until a group commit completes.
+    pub fn check(&self) {
+        if !self.durable {
+            return;
+        }
+        self.commit.check_stall(&self.health);
+        if let Err(e) = self.backend.check() {
+            self.health.fail(&e);
+            self.commit.touch();
         }
     }
 
-    /// Run `hook` on the first storage failure.
+    /// Run `hook` each time the store stops being able to write.
     pub fn on_failure(&self, hook: Box<dyn Fn() + Send + Sync>) {
-        let _ = self.on_failure.set(FailureHook(hook));
+        self.health.set_hook(FailureHook(hook));
     }
 
     /// A uid for a new queue. Uids are reserved on disk in blocks, so after
@@ -416,74 +478,6 @@ impl Store {
         uid
     }
 
-    /// Remember each queue's length per priority level at a clean
-    /// shutdown, so the next boot knows queue lengths without counting:
-    /// `(uid, level, count)`.
-    pub fn save_counts(&self, counts: &[(u64, u8, u64)]) -> StoreResult<()> {
-        if !self.durable {
-            return Ok(());
-        }
-        for (uid, level, count) in counts {
-            let mut k = b"c".to_vec();
-            k.extend_from_slice(&uid.to_be_bytes());
-            k.push(*level);
-            self.note(self.backend.insert(Tree::Meta, &k, &count.to_be_bytes()))?;
-        }
-        Ok(())
-    }
-
-    /// After a crash every recovered message of a queue up to `seq` comes
-    /// back flagged redelivered; this keeps that for the queue with `uid`
-    /// across later restarts (clean ones too) until the queue is deleted.
-    pub fn set_redelivered_through(&self, uid: u64, seq: u64) -> StoreResult<()> {
-        if !self.durable {
-            return Ok(());
-        }
-        let k = redelivered_key(uid);
-        self.note(self.backend.insert(Tree::Meta, &k, &seq.to_be_bytes()))
-    }
-
-    /// What [`set_redelivered_through`](Self::set_redelivered_through) kept.
-    pub fn redelivered_through(&self, uid: u64) -> StoreResult<Option<u64>> {
-        let v = self.backend.get(Tree::Meta, &redelivered_key(uid))?;
-        Ok(v.and_then(|v| Some(u64::from_be_bytes(v.get(..8)?.try_into().ok()?))))
-    }
-
-    /// The queue with `uid` is gone.
-    pub fn forget_redelivered_through(&self, uid: u64) -> StoreResult<()> {
-        if !self.durable {
-            return Ok(());
-        }
-        self.note(self.backend.remove(Tree::Meta, &redelivered_key(uid)))
-    }
-
-    /// Counts saved by the last clean shutdown, by queue uid: `(level,
-    /// count)` pairs. They are removed as they are read, so a later crash
-    /// cannot reuse them.
-    pub fn take_counts(&self) -> StoreResult<std::collections::HashMap<u64, Vec<(u8, u64)>>> {
-        let mut out: std::collections::HashMap<u64, Vec<(u8, u64)>> =
-            std::collections::HashMap::new();
-        for (k, v) in self.backend.scan(Tree::Meta, b"c", b"d", usize::MAX)? {
-            let uid = k
-                .get(1..9)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_be_bytes);
-            let level = k.get(9).copied();
-            let count = v
-                .get(..8)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_be_bytes);
-            if let (Some(uid), Some(level), Some(count)) = (uid, level, count) {
-                out.entry(uid).or_default().push((level, count));
-            }
-            self.note(self.backend.remove(Tree::Meta, &k))?;
-        }
-        if !out.is_empty() {
-            self.note(self.backend.flush())?;
-        }
-        Ok(out)
-    }
-
     /// Run `waiter` once everything written so far is durable.
     /// An ephemeral store has nothing to flush, but a stream's appends
     /// only become readable with a group-commit cycle: a publisher's
@@ -491,19 +485,7 @@ impl Store {
     /// message.
     pub fn after_flush(&self, waiter: Waiter) {
         if self.durable || self.logs.any_open() {
-            let failed = self.failed.clone();
-            let hook = self.on_failure.clone();
-            self.commit.after_flush(Box::new(move |r| {
-                if r.is_ok() {
-                    // The store writes again: the disk alarm may clear.
-                    failed.store(false, Ordering::Release);
-                } else if !failed.swap(true, Ordering::AcqRel)
-                    && let Some(hook) = hook.get()
-                {
-                    (hook.0)();
-                }
-                waiter(r)
-            }));
+            self.commit.after_flush(waiter);
         } else {
             waiter(Ok(()))
         }
@@ -530,65 +512,61 @@ impl Store {
 
     /// Flush, mark the shutdown clean, and stop the group-commit thread.
     pub fn close(&self) -> StoreResult<()> {
-        self.commit.stop();
+        if !self.commit.stop() {
+            // A write is stuck: the store cannot be written in order
+            // after it. The next start recovers as after a crash.
+            self.logs.close();
+            return Err(StoreError::Io(
+                "a write to the disk is stuck; the store was not closed cleanly".into(),
+            ));
+        }
         self.cleanup.stop();
         let synced = self.logs.sync(self.backend.as_ref());
         self.logs.close();
         synced?;
-        if self.durable {
-            self.unwritten.write(self.backend.as_ref(), true)?;
-            self.backend.insert(Tree::Meta, b"clean", b"1")?;
-            self.backend.flush()
-        } else {
-            Ok(())
+        if !self.durable {
+            return Ok(());
         }
+        // On a thread of its own, waited for no longer than a write may
+        // stall: after a failed write sled can wait forever in a flush,
+        // and a shutdown must not.
+        let (backend, unwritten, epochs) = (
+            self.backend.clone(),
+            self.unwritten.clone(),
+            self.epochs.clone(),
+        );
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("warren-store-close".into())
+            .spawn(move || {
+                let _ = tx.send(final_write(backend.as_ref(), &unwritten, epochs.as_deref()));
+            })
+            .map_err(|e| StoreError::Io(format!("cannot start the final write: {e}")))?;
+        rx.recv_timeout(self.write_stall).unwrap_or_else(|_| {
+            Err(StoreError::Io(
+                "the final write to the disk is stuck; the store was not closed cleanly".into(),
+            ))
+        })
     }
 }
 
-fn redelivered_key(uid: u64) -> [u8; 9] {
-    let mut k = [b'r'; 9];
-    k[1..].copy_from_slice(&uid.to_be_bytes());
-    k
+/// A clean shutdown's last write: everything left, the clean mark and the
+/// next epoch, one flush, then what the next open checks.
+fn final_write(
+    backend: &dyn Backend,
+    unwritten: &unwritten::Unwritten,
+    epochs: Option<&epoch::Epochs>,
+) -> StoreResult<()> {
+    unwritten.write(backend, true)?;
+    backend.insert(Tree::Meta, b"clean", b"1")?;
+    let epoch = epochs.map(|e| e.advance(backend)).transpose()?;
+    backend.flush()?;
+    if let (Some(epochs), Some(epoch)) = (epochs, epoch) {
+        epochs.durable(epoch, true);
+    }
+    backend.seal()
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn options() -> StoreOptions {
-        StoreOptions {
-            group_commit_max_batch: 16,
-            group_commit_max_delay: Duration::ZERO,
-            cache_bytes: 1 << 20,
-            flush_interval: Duration::from_millis(50),
-            flow_unwritten_bytes: 64 << 20,
-        }
-    }
-
-    #[test]
-    fn an_unknown_format_version_refuses_to_open() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let backend = sled_backend::SledBackend::open(dir.path(), &options()).unwrap();
-            backend.insert(Tree::Meta, b"format", b"999").unwrap();
-            backend.flush().unwrap();
-        }
-        let err = Store::open(dir.path(), &options()).unwrap_err();
-        assert!(matches!(err, StoreError::Version { .. }), "{err}");
-        assert!(err.to_string().contains("format version 999"), "{err}");
-    }
-
-    #[test]
-    fn a_store_knows_its_first_boot_and_clean_shutdowns() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &options()).unwrap();
-        assert!(store.is_fresh() && store.was_clean());
-        store.close().unwrap();
-        drop(store);
-        let store = Store::open(dir.path(), &options()).unwrap();
-        assert!(!store.is_fresh() && store.was_clean());
-        drop(store); // no close: a crash
-        let store = Store::open(dir.path(), &options()).unwrap();
-        assert!(!store.was_clean());
-    }
-}
+#[path = "store_tests.rs"]
+mod tests;

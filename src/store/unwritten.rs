@@ -109,13 +109,24 @@ impl Unwritten {
         let paged = self.paged.commit(b, everything);
         let marks = std::mem::take(&mut *self.marks.lock());
         let mut result = entries.and(paged);
+        let mut failed = Vec::new();
         for (slot, state) in marks {
             let k = key(b'd', slot);
             let r = match state {
                 Some(state) => b.insert(Tree::Messages, &k, &encode_delivery(state)),
                 None => b.remove(Tree::Messages, &k),
             };
+            if r.is_err() {
+                failed.push((slot, state));
+            }
             result = result.and(r);
+        }
+        if !failed.is_empty() {
+            // Written by the next try, unless a newer state came meanwhile.
+            let mut marks = self.marks.lock();
+            for (slot, state) in failed {
+                marks.entry(slot).or_insert(state);
+            }
         }
         self.refresh_backlog();
         result

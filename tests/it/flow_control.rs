@@ -239,6 +239,7 @@ async fn a_disk_that_cannot_keep_up_holds_back_publishers_of_persistent_messages
         cache_bytes: 0,
         flush_interval: Duration::from_millis(50),
         flow_unwritten_bytes: 256 * 1024,
+        write_stall: Duration::from_secs(10),
     };
     let store = warren::store::Store::over_with(disk, &options).unwrap();
     let mut config = Config::ephemeral();

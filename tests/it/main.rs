@@ -34,6 +34,8 @@ mod queue_features;
 mod queues;
 mod server;
 mod smoke;
+mod store_faults;
+mod store_faults_runtime;
 mod streams;
 mod super_streams;
 mod tls;

@@ -118,6 +118,7 @@ pub(super) fn store_over(backend: &Arc<dyn Backend>) -> Arc<Store> {
         cache_bytes: 0,
         flush_interval: std::time::Duration::from_secs(3600),
         flow_unwritten_bytes: 64 << 20,
+        write_stall: std::time::Duration::from_secs(10),
     };
     Arc::new(Store::over_with(backend.clone(), &options).unwrap())
 }

@@ -9,6 +9,18 @@ use super::{
     BATCH_BYTES, Batch, BatchSpace, PENDING_LIMIT, Pending, REMOVALS, entry_size, purged_key,
 };
 
+/// What a commit failed to write, to be written by the next.
+#[derive(Default)]
+struct Retry {
+    /// Written batches whose removal record failed.
+    removals: Vec<Slot>,
+    /// Purged ranges (as written: flat pairs) whose record failed.
+    purged: Vec<((u64, u8), Vec<u64>)>,
+    /// Batches with nothing left whose deletion failed (kept registered,
+    /// so they are deleted again).
+    deletions: Vec<Slot>,
+}
+
 /// What one commit writes.
 #[derive(Default)]
 struct Work {
@@ -46,32 +58,63 @@ impl BatchSpace {
             }
             note(r);
         }
+        // What fails to be written is kept and tried again by the next
+        // commit (the group commit retries while the store fails).
+        let mut retry = Retry::default();
         for (batch, seqs) in &work.removals {
-            note(b.insert(Tree::Messages, &key(REMOVALS, *batch), &encode_seqs(seqs)));
+            let r = b.insert(Tree::Messages, &key(REMOVALS, *batch), &encode_seqs(seqs));
+            if r.is_err() {
+                retry.removals.push(*batch);
+            }
+            note(r);
         }
-        for ((uid, level), ranges) in &work.purged {
-            let k = purged_key(*uid, *level);
-            note(if ranges.is_empty() {
+        for ((uid, level), ranges) in work.purged {
+            let k = purged_key(uid, level);
+            let r = if ranges.is_empty() {
                 b.remove(Tree::Messages, &k)
             } else {
-                b.insert(Tree::Messages, &k, &encode_seqs(ranges))
-            });
+                b.insert(Tree::Messages, &k, &encode_seqs(&ranges))
+            };
+            if r.is_err() {
+                retry.purged.push(((uid, level), ranges));
+            }
+            note(r);
         }
         if !work.deletions.is_empty() {
             let _deleting = self.deleting.write();
             for batch in &work.deletions {
-                note(b.remove(Tree::Messages, &self.batch_key(*batch)));
+                let mut r = b.remove(Tree::Messages, &self.batch_key(*batch));
                 if self.durable {
-                    note(b.remove(Tree::Messages, &key(REMOVALS, *batch)));
+                    r = r.and(b.remove(Tree::Messages, &key(REMOVALS, *batch)));
                 }
+                if r.is_err() {
+                    retry.deletions.push(*batch);
+                }
+                note(r);
             }
             let mut st = self.state.lock();
             for batch in &work.deletions {
-                if let Some(lv) = st.levels.get_mut(&(batch.uid, batch.level)) {
-                    lv.batches.remove(&batch.seq);
+                let known = st
+                    .levels
+                    .get_mut(&(batch.uid, batch.level))
+                    .and_then(|lv| lv.batches.get_mut(&batch.seq));
+                match known {
+                    // Still empty and registered: deleted next commit (a
+                    // read meanwhile must see its removals, not just the
+                    // record last written).
+                    Some(b) if retry.deletions.contains(batch) => b.dirty = true,
+                    Some(_) => {
+                        if let Some(lv) = st.levels.get_mut(&(batch.uid, batch.level)) {
+                            lv.batches.remove(&batch.seq);
+                        }
+                    }
+                    // An orphan (its queue is gone).
+                    None if retry.deletions.contains(batch) => st.orphans.push(*batch),
+                    None => {}
                 }
             }
         }
+        self.retry(retry);
         self.written(work.batches, written);
         match failed {
             Some(e) => Err(e),
@@ -140,11 +183,39 @@ impl BatchSpace {
         work
     }
 
+    /// Mark what failed to be written as due again.
+    fn retry(&self, retry: Retry) {
+        let mut st = self.state.lock();
+        for slot in retry.removals {
+            if let Some(batch) = st
+                .levels
+                .get_mut(&(slot.uid, slot.level))
+                .and_then(|lv| lv.batches.get_mut(&slot.seq))
+            {
+                batch.dirty = true;
+            }
+        }
+        for ((uid, level), flat) in retry.purged {
+            let lv = st.levels.entry((uid, level)).or_default();
+            // Unless the ranges changed since (then they are dirty anyway),
+            // the level holds them; a level that went idle meanwhile gets
+            // back exactly what was to be written.
+            if !lv.purged_loaded {
+                lv.purged_loaded = true;
+                lv.purged = flat.chunks_exact(2).map(|p| (p[0], p[1])).collect();
+            }
+            lv.purged_dirty = true;
+        }
+    }
+
     /// Batches are written: register them with what was removed meanwhile.
-    /// Entries whose write failed leave memory too (their confirms are
-    /// nacks).
+    /// Entries whose write failed go back to `pending`, to be written by
+    /// the next commit: they may be nowhere else (a long queue keeps them
+    /// only here, and transient ones were confirmed at once). Entries of
+    /// those removed while they were being written are gone for good.
     fn written(&self, taken: Vec<(Slot, Vec<(u64, Pending)>)>, written: Vec<(Slot, u64, usize)>) {
         let mut st = self.state.lock();
+        let landed: std::collections::HashSet<Slot> = written.iter().map(|(s, _, _)| *s).collect();
         for (slot, last, entries) in written {
             if st.dropped.contains(&slot.uid) {
                 st.orphans.push(slot);
@@ -166,21 +237,31 @@ impl BatchSpace {
             };
             lv.batches.insert(slot.seq, batch);
         }
-        st.dropped.clear();
         let done: usize = taken
             .iter()
             .flat_map(|(_, entries)| entries.iter().map(|(_, p)| entry_size(&p.message)))
             .sum();
         st.writing_bytes = st.writing_bytes.saturating_sub(done);
+        let st = &mut *st;
         for (slot, entries) in taken {
+            let failed = !landed.contains(&slot) && !st.dropped.contains(&slot.uid);
             if let Some(lv) = st.levels.get_mut(&(slot.uid, slot.level)) {
-                for (seq, _) in entries {
-                    lv.writing.remove(&seq);
+                for (seq, p) in entries {
+                    let Some(_) = lv.writing.remove(&seq) else {
+                        continue;
+                    };
+                    if failed && !lv.removed_while_writing.contains(&seq) {
+                        let size = entry_size(&p.message);
+                        lv.pending_bytes += size;
+                        st.pending_bytes += size;
+                        lv.pending.insert(seq, p);
+                    }
                 }
                 if lv.writing.is_empty() {
                     lv.removed_while_writing.clear();
                 }
             }
         }
+        st.dropped.clear();
     }
 }
