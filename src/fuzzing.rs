@@ -11,6 +11,7 @@
 //! the input as if the peer hung up. Whatever the input declared is deleted
 //! afterwards, so calls do not see each other's topology.
 
+use crate::broker::events::INTERNAL_USER;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::pin::Pin;
@@ -100,16 +101,17 @@ impl ConnectionHarness {
                     b.source.as_str(),
                     b.routing_key.as_str(),
                     &b.arguments,
+                    INTERNAL_USER,
                 );
             }
         }
         for q in vhost.queues() {
             let owner = q.config.exclusive_owner.unwrap_or_default();
-            let _ = vhost.delete_queue(owner, q.name(), false, false);
+            let _ = vhost.delete_queue(owner, q.name(), false, false, INTERNAL_USER);
         }
         for e in vhost.exchanges() {
             if !e.is_default() && !e.name.as_str().starts_with("amq.") {
-                let _ = vhost.delete_exchange(e.name.as_str(), false);
+                let _ = vhost.delete_exchange(e.name.as_str(), false, INTERNAL_USER);
             }
         }
     }

@@ -330,9 +330,9 @@ async fn bind(
         caller.check_topic(&vhost, &x, Access::Read, key.as_str())?;
     }
     let durability = if to_queue {
-        v.bind_queue(0, dest, source, key.as_str(), &args)?
+        v.bind_queue(0, dest, source, key.as_str(), &args, &caller.user.name)?
     } else {
-        v.bind_exchange(dest, source, key.as_str(), &args)?
+        v.bind_exchange(dest, source, key.as_str(), &args, &caller.user.name)?
     };
     durable(&b, durability).await?;
     let binding = Binding {
@@ -403,9 +403,9 @@ async fn unbind(
     caller.check(&vhost, Access::Read, "exchange", source)?;
     let key = found.routing_key.as_str();
     let durability = if to_queue {
-        v.unbind_queue(0, dest, source, key, &found.arguments)?
+        v.unbind_queue(0, dest, source, key, &found.arguments, &caller.user.name)?
     } else {
-        v.unbind_exchange(dest, source, key, &found.arguments)?
+        v.unbind_exchange(dest, source, key, &found.arguments, &caller.user.name)?
     };
     durable(&b, durability).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -184,26 +184,30 @@ async fn put(
         internal: body.internal,
         arguments,
     };
-    let (durability, created) = v.declare_exchange(&declare, || {
-        let check = |access, kind, resource: &str| {
-            b.users
-                .check(&caller.user.name, &vhost, access, kind, resource)
-        };
-        if let Some(ae) = &alternate {
-            check(Access::Read, "exchange", &name)?;
-            check(Access::Write, "exchange", ae)?;
-        }
-        // A super stream's partitions are declared and bound with it.
-        let partitions = partition_names(&name, &declare.kind, &declare.arguments)?;
-        if !partitions.is_empty() {
-            check(Access::Read, "exchange", &name)?;
-        }
-        for p in &partitions {
-            check(Access::Configure, "queue", p)?;
-            check(Access::Write, "queue", p)?;
-        }
-        Ok(())
-    })?;
+    let (durability, created) = v.declare_exchange(
+        &declare,
+        || {
+            let check = |access, kind, resource: &str| {
+                b.users
+                    .check(&caller.user.name, &vhost, access, kind, resource)
+            };
+            if let Some(ae) = &alternate {
+                check(Access::Read, "exchange", &name)?;
+                check(Access::Write, "exchange", ae)?;
+            }
+            // A super stream's partitions are declared and bound with it.
+            let partitions = partition_names(&name, &declare.kind, &declare.arguments)?;
+            if !partitions.is_empty() {
+                check(Access::Read, "exchange", &name)?;
+            }
+            for p in &partitions {
+                check(Access::Configure, "queue", p)?;
+                check(Access::Write, "queue", p)?;
+            }
+            Ok(())
+        },
+        &caller.user.name,
+    )?;
     if created {
         b.audit.record(
             "exchange.created",
@@ -229,7 +233,11 @@ async fn delete_exchange(
 ) -> Result<StatusCode, ApiError> {
     let (v, x) = find(&caller, &vhost, &name)?;
     caller.check(&vhost, Access::Configure, "exchange", x.name.as_str())?;
-    let durability = v.delete_exchange(x.name.as_str(), q.if_unused.as_deref() == Some("true"))?;
+    let durability = v.delete_exchange(
+        x.name.as_str(),
+        q.if_unused.as_deref() == Some("true"),
+        &caller.user.name,
+    )?;
     b.audit.record(
         "exchange.deleted",
         Some(&caller.actor()),

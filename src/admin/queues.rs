@@ -378,6 +378,7 @@ async fn put(
             }
             Ok(())
         },
+        &caller.user.name,
     )?;
     b.metrics.churn(ChurnEvent::QueueDeclared);
     if declared.created {
@@ -413,6 +414,7 @@ async fn delete_queue(
         &name,
         q.if_unused.as_deref() == Some("true"),
         q.if_empty.as_deref() == Some("true"),
+        &caller.user.name,
     )?;
     b.audit.record(
         "queue.deleted",

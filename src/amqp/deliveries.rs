@@ -18,6 +18,7 @@ use super::channel_status::{ChannelEvent, ChannelStatus};
 use super::codec;
 use super::outbox::Outbox;
 use crate::broker::Broker;
+use crate::broker::events::{INTERNAL_USER, channel_pid};
 use crate::metrics::MessageEvent;
 use crate::queue::{ConnectionId, Consumer, ConsumerId, DeliveryTarget, Queue, QueuedMessage};
 
@@ -380,12 +381,16 @@ impl DeliveryTarget for Deliveries {
         (self.connection, self.channel)
     }
 
-    fn cancelled(&self, _queue: &Arc<Queue>, consumer: &Consumer) {
+    fn cancelled(&self, queue: &Arc<Queue>, consumer: &Consumer) {
         let mut ledger = self.ledger.lock();
         if ledger.consumers.remove(&consumer.tag).is_none() {
             return;
         }
         self.broker.metrics.consumers.decrement(1.0);
+        let pid = channel_pid(&self.broker.node_name, self.connection, self.channel);
+        self.broker
+            .events
+            .consumer_deleted(queue, consumer.tag.as_str(), &pid, INTERNAL_USER);
         if self.cancel_notify && self.open.load(Ordering::Acquire) {
             if let Some(held) = ledger.held_cancels.as_mut() {
                 held.push(consumer.tag.clone());

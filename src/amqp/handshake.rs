@@ -28,6 +28,7 @@ use super::open_channels::OpenChannels;
 use super::outbox::Outbox;
 use super::reader::{End, FrameReader, Transport};
 use crate::broker::connections::ConnectionDetails;
+use crate::broker::events::Login;
 use crate::broker::{Broker, ClientConnection, RABBITMQ_VERSION, VHost};
 use crate::error::AmqpError;
 use crate::tls::TlsInfo;
@@ -42,6 +43,19 @@ pub struct Link {
     pub local: SocketAddr,
     /// Set for AMQPS.
     pub tls: Option<TlsInfo>,
+}
+
+impl Link {
+    /// A login attempt over this link, as events tell it.
+    fn login<'a>(&self, user: &'a str, mechanism: &'a str) -> Login<'a> {
+        Login {
+            user,
+            mechanism,
+            peer: self.peer,
+            local: self.local,
+            tls: self.tls.is_some(),
+        }
+    }
 }
 
 /// What the client and server agreed on.
@@ -296,6 +310,9 @@ async fn refuse_login(
 ) -> End {
     tracing::warn!(peer = %link.peer, "{mechanism} login refused: {reason}");
     broker.metrics.auth_attempt(link.peer.ip(), user, false);
+    broker
+        .events
+        .authentication(&link.login(user, mechanism), Some(reason));
     broker.audit.login(
         false,
         user,
@@ -465,6 +482,9 @@ fn login(
         });
     }
     broker.metrics.auth_attempt(link.peer.ip(), &user, true);
+    broker
+        .events
+        .authentication(&link.login(&user, start_ok.mechanism.as_str()), None);
     Ok(user)
 }
 

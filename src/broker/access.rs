@@ -124,6 +124,20 @@ impl Broker {
         };
         self.audit
             .record(event, Some(actor), json!({"name": name, "tags": tags}));
+        // As RabbitMQ's PUT /api/users: created (or a new password), then
+        // the tags.
+        let first = if existed.is_some() {
+            "user.password.changed"
+        } else {
+            "user.created"
+        };
+        self.events
+            .emit_json(first, &actor.user, || json!({"name": name}));
+        self.events.emit_json(
+            "user.tags.set",
+            &actor.user,
+            || json!({"name": name, "tags": tags}),
+        );
         Ok(())
     }
 
@@ -141,6 +155,11 @@ impl Broker {
         self.users.put_user(user);
         self.audit
             .record("user.password.changed", Some(actor), json!({"name": name}));
+        self.events.emit_json(
+            "user.password.changed",
+            &actor.user,
+            || json!({"name": name}),
+        );
         Ok(())
     }
 
@@ -159,6 +178,11 @@ impl Broker {
             "user.tags.set",
             Some(actor),
             json!({"name": name, "tags": tags}),
+        );
+        self.events.emit_json(
+            "user.tags.set",
+            &actor.user,
+            || json!({"name": name, "tags": tags}),
         );
         Ok(())
     }
@@ -186,6 +210,8 @@ impl Broker {
         self.close_connections(|c| c.user == name, &format!("user '{name}' is deleted"));
         self.audit
             .record("user.deleted", Some(actor), json!({"name": name}));
+        self.events
+            .emit_json("user.deleted", &actor.user, || json!({"name": name}));
         Ok(())
     }
 
@@ -225,6 +251,9 @@ impl Broker {
             Some(actor),
             json!({"user": user, "vhost": vhost, "configure": configure, "write": write, "read": read}),
         );
+        self.events.emit_json("permission.created", &actor.user, || {
+            json!({"user": user, "vhost": vhost, "configure": configure, "write": write, "read": read})
+        });
         Ok(())
     }
 
@@ -247,6 +276,11 @@ impl Broker {
             "permission.deleted",
             Some(actor),
             json!({"user": user, "vhost": vhost}),
+        );
+        self.events.emit_json(
+            "permission.deleted",
+            &actor.user,
+            || json!({"user": user, "vhost": vhost}),
         );
         Ok(())
     }
@@ -282,6 +316,9 @@ impl Broker {
             Some(actor),
             json!({"user": user, "vhost": vhost, "exchange": exchange, "write": write, "read": read}),
         );
+        self.events.emit_json("topic.permission.created", &actor.user, || {
+            json!({"user": user, "vhost": vhost, "exchange": exchange, "write": write, "read": read})
+        });
         Ok(())
     }
 
@@ -308,6 +345,11 @@ impl Broker {
             "topic.permission.deleted",
             Some(actor),
             json!({"user": user, "vhost": vhost, "exchanges": cleared}),
+        );
+        self.events.emit_json(
+            "topic.permission.deleted",
+            &actor.user,
+            || json!({"user": user, "vhost": vhost}),
         );
         Ok(())
     }
@@ -340,6 +382,18 @@ impl Broker {
             Some(actor),
             json!({"vhost": vhost, "limits": limits}),
         );
+        // RabbitMQ's names no vhost (only its `parameter.set` does); this
+        // one adds it.
+        let cleared = limits == VhostLimits::default();
+        self.events.emit_json(
+            if cleared {
+                "vhost.limits.cleared"
+            } else {
+                "vhost.limits.set"
+            },
+            &actor.user,
+            || limit_fields(json!({"name": "limits", "vhost": vhost}), &limits),
+        );
         Ok(())
     }
 
@@ -360,6 +414,34 @@ impl Broker {
             Some(actor),
             json!({"user": user, "limits": limits}),
         );
+        let cleared = limits == UserLimits::default();
+        self.events.emit_json(
+            if cleared {
+                "user.limits.cleared"
+            } else {
+                "user.limits.set"
+            },
+            &actor.user,
+            || limit_fields(json!({"name": "limits", "username": user}), &limits),
+        );
         Ok(())
     }
+}
+
+/// An event's fields with each limit that is set as a header of its own
+/// (`max-connections: 5`), as RabbitMQ's `*.limits.set` events carry them.
+fn limit_fields(
+    mut fields: serde_json::Value,
+    limits: &impl serde::Serialize,
+) -> serde_json::Value {
+    if let (Some(out), Ok(serde_json::Value::Object(set))) =
+        (fields.as_object_mut(), serde_json::to_value(limits))
+    {
+        for (k, v) in set {
+            if !v.is_null() {
+                out.insert(k, v);
+            }
+        }
+    }
+    fields
 }

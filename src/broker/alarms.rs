@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::Broker;
+use super::events::{self, Events};
 use crate::config::MemoryWatermark;
 
 /// What an alarm is about, as RabbitMQ names it.
@@ -55,20 +56,21 @@ impl Resource {
 #[derive(Debug)]
 pub struct Alarms {
     active: Mutex<BTreeSet<Resource>>,
+    /// Where alarms are announced (`alarm.set`, `alarm.cleared`).
+    events: Arc<Events>,
     /// The reason connections are blocked for, while any alarm is on.
     reason: watch::Sender<Option<&'static str>>,
 }
 
-impl Default for Alarms {
-    fn default() -> Self {
+impl Alarms {
+    pub fn new(events: Arc<Events>) -> Alarms {
         Alarms {
             active: Mutex::new(BTreeSet::new()),
+            events,
             reason: watch::Sender::new(None),
         }
     }
-}
 
-impl Alarms {
     /// Raise (`on`) or clear an alarm; true if that changed anything.
     pub fn set(&self, resource: Resource, on: bool) -> bool {
         let mut active = self.active.lock();
@@ -86,6 +88,13 @@ impl Alarms {
             } else {
                 tracing::info!("{} resource limit alarm cleared", resource.as_str());
             }
+            let kind = if on { "alarm.set" } else { "alarm.cleared" };
+            self.events.emit(kind, || {
+                vec![
+                    ("source", events::text(resource.as_str())),
+                    ("node", events::text(self.events.node())),
+                ]
+            });
             let reason = active.iter().next().map(|r| r.blocked_reason());
             self.reason.send_replace(reason);
         }

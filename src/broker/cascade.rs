@@ -173,7 +173,11 @@ mod tests {
 
     #[test]
     fn a_cascade_is_cut_at_its_budget() {
-        let vhost = Arc::new(VHost::new("/", crate::queue::QueueEnv::for_tests()));
+        let vhost = Arc::new(VHost::new(
+            "/",
+            crate::queue::QueueEnv::for_tests(),
+            Default::default(),
+        ));
         let m = Arc::new(published());
         let batch = |n: usize| Batch {
             vhost: vhost.clone(),

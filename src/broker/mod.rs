@@ -19,6 +19,7 @@ pub mod dead_letter;
 pub mod definitions;
 pub mod enqueue;
 mod equivalence;
+pub mod events;
 pub mod limits;
 mod login_guard;
 pub mod parameters;
@@ -44,6 +45,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::{Mutex, RwLock};
 
 use crate::config::Config;
+use crate::exchange::ExchangeKind;
 use crate::message::Message;
 use crate::metrics::Metrics;
 use crate::queue::Reason;
@@ -74,6 +76,8 @@ pub struct Broker {
     pub store: Arc<Store>,
     /// The audit trail (disabled unless `audit.enabled`).
     pub audit: AuditLog,
+    /// The event exchange's feed.
+    pub events: Arc<events::Events>,
     /// Failed logins per client address.
     pub logins: LoginGuard,
     /// Runtime and global parameters.
@@ -148,6 +152,7 @@ impl Broker {
         metrics
             .gauge("rabbitmq_disk_space_available_limit_bytes")
             .set(disk_free_limit as f64);
+        let events = Arc::new(events::Events::default());
         let broker = Arc::new(Broker {
             users: Users::default(),
             metrics,
@@ -155,6 +160,7 @@ impl Broker {
             node_name,
             store,
             audit,
+            events: events.clone(),
             logins: LoginGuard::default(),
             parameters: Default::default(),
             importing: Mutex::new(()),
@@ -163,7 +169,7 @@ impl Broker {
             connections: Mutex::new(HashMap::new()),
             user_channels: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
-            alarms: alarms::Alarms::default(),
+            alarms: alarms::Alarms::new(events),
             memory_limit,
             disk_free_limit,
             disk_free: AtomicU64::new(0),
@@ -186,6 +192,9 @@ impl Broker {
         }
         broker.ensure_cluster_id()?;
         broker.store.flush_now()?;
+        if broker.config.event_exchange.enabled {
+            broker.events.start(&broker);
+        }
         // As RabbitMQ's disk alarm: once the store cannot write, publishers
         // are blocked (those in flight are nacked) until it writes again.
         let weak = Arc::downgrade(&broker);
@@ -343,6 +352,7 @@ impl Broker {
 
     /// Clean shutdown: record queue lengths, flush, stop the store.
     pub fn close(&self) {
+        self.events.stop();
         self.queue_env.deadlines.stop();
         let counts: Vec<(u64, u8, u64)> = self
             .vhosts()
@@ -371,7 +381,14 @@ impl Broker {
         self.vhosts
             .write()
             .entry(name.to_string())
-            .or_insert_with(|| Arc::new(VHost::new(name, self.queue_env.clone())))
+            .or_insert_with(|| {
+                let vhost = VHost::new(name, self.queue_env.clone(), self.events.clone());
+                let events = &self.config.event_exchange;
+                if events.enabled && events.vhost == name {
+                    vhost.add_system_exchange(events::EXCHANGE, ExchangeKind::Topic, true);
+                }
+                Arc::new(vhost)
+            })
             .clone()
     }
 

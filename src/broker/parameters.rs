@@ -125,6 +125,11 @@ impl Broker {
             Some(actor),
             json!({"component": component, "vhost": vhost, "name": name, "value": record.value}),
         );
+        self.events.emit_json(
+            "parameter.set",
+            &actor.user,
+            || json!({"component": component, "vhost": vhost, "name": name, "value": record.value}),
+        );
         Ok(())
     }
 
@@ -157,6 +162,11 @@ impl Broker {
             "parameter.cleared",
             Some(actor),
             json!({"component": component, "vhost": vhost, "name": name}),
+        );
+        self.events.emit_json(
+            "parameter.cleared",
+            &actor.user,
+            || json!({"component": component, "vhost": vhost, "name": name}),
         );
         Ok(())
     }
@@ -203,6 +213,11 @@ impl Broker {
             Some(actor),
             json!({"name": name, "value": record.value}),
         );
+        self.events.emit_json(
+            "parameter.set",
+            &actor.user,
+            || json!({"component": "global", "name": name, "value": record.value}),
+        );
         Ok(())
     }
 
@@ -220,6 +235,11 @@ impl Broker {
             "global.parameter.cleared",
             Some(actor),
             json!({"name": name}),
+        );
+        self.events.emit_json(
+            "parameter.cleared",
+            &actor.user,
+            || json!({"component": "global", "name": name}),
         );
         Ok(())
     }

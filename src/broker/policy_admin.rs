@@ -90,6 +90,9 @@ impl Broker {
             SetPolicyError::Store(e) => AccessError::Store(e),
         })?;
         self.store.flush_now()?;
+        // RabbitMQ announces operator policies as `policy.set` too.
+        self.events
+            .emit_json("policy.set", &actor.user, || audited.clone());
         self.audit.record(&event(kind, "set"), Some(actor), audited);
         Ok(())
     }
@@ -116,6 +119,15 @@ impl Broker {
             &event(kind, "cleared"),
             Some(actor),
             json!({"vhost": vhost, "name": name}),
+        );
+        let cleared = match kind {
+            PolicyKind::User => "policy.cleared",
+            PolicyKind::Operator => "operator.policy.cleared",
+        };
+        self.events.emit_json(
+            cleared,
+            &actor.user,
+            || json!({"vhost": vhost, "name": name}),
         );
         Ok(())
     }

@@ -120,14 +120,22 @@ impl VHost {
         &self,
         exchange: &Exchange,
         partitions: &[String],
+        by: &str,
     ) -> AmqpResult<()> {
         for (i, name) in partitions.iter().enumerate() {
             let declare = partition_declare(&exchange.arguments, name);
             // Not a client's declaration: no connection owns it.
-            let _ = self.declare_queue(0, &declare, |_| Ok(()))?;
+            let _ = self.declare_queue(0, &declare, |_| Ok(()), by)?;
             let mut binding = FieldTable::default();
             binding.insert(PARTITION_ORDER.into(), AMQPValue::LongLongInt(i as i64));
-            let _ = self.bind_queue(0, name, exchange.name.as_str(), &i.to_string(), &binding)?;
+            let _ = self.bind_queue(
+                0,
+                name,
+                exchange.name.as_str(),
+                &i.to_string(),
+                &binding,
+                by,
+            )?;
         }
         Ok(())
     }

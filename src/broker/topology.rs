@@ -14,6 +14,7 @@ use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
 
 use super::bindings::{Binding, Bindings, DestinationName};
 use super::equivalence::{check_exchange_equivalence, check_queue_equivalence};
+use super::events::INTERNAL_USER;
 use super::limits::reached;
 use super::super_stream;
 use super::vhost::{Durability, ExchangeDeclare, QueueDeclare, QueueDeclared, VHost};
@@ -31,6 +32,7 @@ impl VHost {
         &self,
         d: &ExchangeDeclare,
         check_new: impl FnOnce() -> AmqpResult<()>,
+        by: &str,
     ) -> AmqpResult<(Durability, bool)> {
         let name = d.name.as_str();
         if name.is_empty() {
@@ -87,12 +89,13 @@ impl VHost {
             .insert(d.name.clone(), exchange.clone());
         // Each partition's declaration and binding takes the lock itself.
         drop(topology);
-        self.create_partitions(&exchange, &partitions)?;
+        self.events.exchange_created(&self.name, &exchange, by);
+        self.create_partitions(&exchange, &partitions, by)?;
         Ok((Durability::from(stored), true))
     }
 
     /// `exchange.delete`. Deleting a missing exchange succeeds, as in RabbitMQ.
-    pub fn delete_exchange(&self, name: &str, if_unused: bool) -> AmqpResult<Durability> {
+    pub fn delete_exchange(&self, name: &str, if_unused: bool, by: &str) -> AmqpResult<Durability> {
         if name.is_empty() {
             return Err(default_exchange_refusal());
         }
@@ -112,34 +115,44 @@ impl VHost {
                 self.name
             )));
         }
-        self.remove_exchange_locked(&mut topology, &exchange)
+        self.remove_exchange_locked(&mut topology, &exchange, by)
     }
 
     fn remove_exchange_locked(
         &self,
         topology: &mut Bindings,
         exchange: &Arc<Exchange>,
+        by: &str,
     ) -> AmqpResult<Durability> {
         let mut wrote = self.unstore_exchange(exchange)?;
         self.exchanges.write().remove(exchange.name.as_str());
         exchange.mark_deleted();
         // Outgoing bindings die with the exchange's router; incoming ones
         // (exchange-to-exchange) must be unhooked from their sources.
+        // Bindings that go with it are the broker's doing, as in RabbitMQ.
         for b in topology.remove_source(exchange.name.as_str()) {
-            wrote |= self.forget_binding(&b)?;
+            wrote |= self.binding_gone(&b, INTERNAL_USER)?;
         }
         let incoming =
             topology.remove_destination(&DestinationName::Exchange(exchange.name.clone()));
         let dest = Destination::Exchange(exchange.clone());
         for b in incoming {
-            wrote |= self.forget_binding(&b)?;
+            wrote |= self.binding_gone(&b, INTERNAL_USER)?;
             if let Some(source) = self.exchange(b.source.as_str()) {
                 source.unbind(&dest, b.routing_key.as_str(), &b.arguments);
                 wrote |=
                     self.auto_delete_exchange_locked(topology, &source)? == Durability::Durable;
             }
         }
+        self.events.exchange_deleted(&self.name, exchange, by);
         Ok(Durability::from(wrote))
+    }
+
+    /// A binding is gone: from the store, and announced.
+    fn binding_gone(&self, b: &Binding, by: &str) -> AmqpResult<bool> {
+        let wrote = self.forget_binding(b)?;
+        self.events.binding_deleted(&self.name, b, by);
+        Ok(wrote)
     }
 
     /// Auto-delete exchanges go when their last outgoing binding goes.
@@ -149,7 +162,7 @@ impl VHost {
         exchange: &Arc<Exchange>,
     ) -> AmqpResult<Durability> {
         if exchange.auto_delete && !topology.has_source(exchange.name.as_str()) {
-            self.remove_exchange_locked(topology, exchange)
+            self.remove_exchange_locked(topology, exchange, INTERNAL_USER)
         } else {
             Ok(Durability::Transient)
         }
@@ -163,6 +176,7 @@ impl VHost {
         connection: ConnectionId,
         d: &QueueDeclare,
         check_new: impl FnOnce(&str) -> AmqpResult<()>,
+        by: &str,
     ) -> AmqpResult<QueueDeclared> {
         let name = d.name.as_str();
         if d.passive {
@@ -242,6 +256,7 @@ impl VHost {
             Queue::new(config, self.env.clone(), winners.applied())
         };
         self.queues.write().create(queue.clone());
+        self.events.queue_created(&queue, by);
         // Every queue is bound to the default exchange by its name; that
         // binding is implicit (the default exchange resolves names directly).
         Ok(QueueDeclared {
@@ -286,6 +301,7 @@ impl VHost {
         name: &str,
         if_unused: bool,
         if_empty: bool,
+        by: &str,
     ) -> AmqpResult<(u32, Durability)> {
         let mut topology = self.topology.lock();
         let Some(queue) = self.queues.read().get(name).cloned() else {
@@ -293,7 +309,7 @@ impl VHost {
         };
         queue.check_access(connection)?;
         let count = queue.delete(if_unused, if_empty)?;
-        let durability = self.remove_queue_locked(&mut topology, &queue)?;
+        let durability = self.remove_queue_locked(&mut topology, &queue, by)?;
         Ok((count, durability))
     }
 
@@ -301,13 +317,14 @@ impl VHost {
         &self,
         topology: &mut Bindings,
         queue: &Arc<Queue>,
+        by: &str,
     ) -> AmqpResult<Durability> {
         let mut wrote = false;
         let bindings =
             topology.remove_destination(&DestinationName::Queue(queue.config.name.clone()));
         let dest = Destination::Queue(queue.clone());
         for b in bindings {
-            wrote |= self.forget_binding(&b)?;
+            wrote |= self.binding_gone(&b, INTERNAL_USER)?;
             if let Some(source) = self.exchange(b.source.as_str()) {
                 source.unbind(&dest, b.routing_key.as_str(), &b.arguments);
                 wrote |=
@@ -316,6 +333,7 @@ impl VHost {
         }
         wrote |= self.unstore_queue(queue)?;
         self.queues.write().remove(queue);
+        self.events.queue_deleted(queue, by);
         Ok(Durability::from(wrote))
     }
 
@@ -325,7 +343,7 @@ impl VHost {
         let mut topology = self.topology.lock();
         if queue.is_unused_auto_delete() {
             let _ = queue.delete(false, false);
-            if let Err(e) = self.remove_queue_locked(&mut topology, queue) {
+            if let Err(e) = self.remove_queue_locked(&mut topology, queue, INTERNAL_USER) {
                 tracing::error!(queue = %queue.config.name, "auto-delete: {}", e.reply_text());
             }
         }
@@ -346,7 +364,7 @@ impl VHost {
         let mut topology = self.topology.lock();
         for q in owned {
             let _ = q.delete(false, false);
-            if let Err(e) = self.remove_queue_locked(&mut topology, &q) {
+            if let Err(e) = self.remove_queue_locked(&mut topology, &q, INTERNAL_USER) {
                 tracing::error!(queue = %q.config.name, "exclusive queue cleanup: {}", e.reply_text());
             }
         }
@@ -383,6 +401,7 @@ impl VHost {
         exchange: &str,
         routing_key: &str,
         arguments: &FieldTable,
+        by: &str,
     ) -> AmqpResult<Durability> {
         if exchange.is_empty() {
             return Err(default_exchange_refusal());
@@ -400,6 +419,7 @@ impl VHost {
         let mut wrote = false;
         if topology.insert(binding.clone()) {
             wrote = self.record_binding(&binding)?;
+            self.events.binding_created(&self.name, &binding, by);
             super_stream::note_partition(&source, &q, arguments);
             source.bind(Destination::Queue(q), routing_key, arguments);
         }
@@ -414,6 +434,7 @@ impl VHost {
         exchange: &str,
         routing_key: &str,
         arguments: &FieldTable,
+        by: &str,
     ) -> AmqpResult<Durability> {
         if exchange.is_empty() {
             return Err(default_exchange_refusal());
@@ -436,7 +457,7 @@ impl VHost {
         };
         let mut wrote = false;
         if topology.remove(&binding) {
-            wrote = self.forget_binding(&binding)?;
+            wrote = self.binding_gone(&binding, by)?;
             source.unbind(&Destination::Queue(q), routing_key, arguments);
             wrote |=
                 self.auto_delete_exchange_locked(&mut topology, &source)? == Durability::Durable;
@@ -452,6 +473,7 @@ impl VHost {
         source: &str,
         routing_key: &str,
         arguments: &FieldTable,
+        by: &str,
     ) -> AmqpResult<Durability> {
         if destination.is_empty() || source.is_empty() {
             return Err(default_exchange_refusal());
@@ -469,6 +491,7 @@ impl VHost {
         let mut wrote = false;
         if topology.insert(binding.clone()) {
             wrote = self.record_binding(&binding)?;
+            self.events.binding_created(&self.name, &binding, by);
             src.bind(Destination::Exchange(dest), routing_key, arguments);
         }
         Ok(Durability::from(wrote))
@@ -480,6 +503,7 @@ impl VHost {
         source: &str,
         routing_key: &str,
         arguments: &FieldTable,
+        by: &str,
     ) -> AmqpResult<Durability> {
         if destination.is_empty() || source.is_empty() {
             return Err(default_exchange_refusal());
@@ -496,7 +520,7 @@ impl VHost {
         };
         let mut wrote = false;
         if topology.remove(&binding) {
-            wrote = self.forget_binding(&binding)?;
+            wrote = self.binding_gone(&binding, by)?;
             src.unbind(&Destination::Exchange(dest), routing_key, arguments);
             wrote |= self.auto_delete_exchange_locked(&mut topology, &src)? == Durability::Durable;
         }
@@ -507,18 +531,18 @@ impl VHost {
     /// exchanges, bindings, policies and operator policies — from memory
     /// and the store, as
     /// the vhost itself is deleted.
-    pub(super) fn delete_contents(&self) -> AmqpResult<()> {
+    pub(super) fn delete_contents(&self, by: &str) -> AmqpResult<()> {
         let mut topology = self.topology.lock();
         for q in self.queues() {
             let _ = q.delete(false, false);
-            let _ = self.remove_queue_locked(&mut topology, &q)?;
+            let _ = self.remove_queue_locked(&mut topology, &q, by)?;
         }
         for x in self.exchanges() {
             let name = x.name.as_str();
             if name.is_empty() || name.starts_with("amq.") || x.is_deleted() {
                 continue;
             }
-            let _ = self.remove_exchange_locked(&mut topology, &x)?;
+            let _ = self.remove_exchange_locked(&mut topology, &x, by)?;
         }
         let policies = std::mem::take(&mut *self.policies.write());
         for p in policies {
@@ -540,7 +564,7 @@ impl VHost {
         let mut topology = self.topology.lock();
         if queue.is_expired_unused(crate::queue::now_ms()) {
             let _ = queue.delete(false, false);
-            if let Err(e) = self.remove_queue_locked(&mut topology, queue) {
+            if let Err(e) = self.remove_queue_locked(&mut topology, queue, INTERNAL_USER) {
                 tracing::error!(queue = %queue.config.name, "x-expires: {}", e.reply_text());
             }
         }

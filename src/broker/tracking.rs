@@ -46,6 +46,7 @@ impl Broker {
                 conn.user
             )));
         }
+        self.events.connection_created(&self.node_name, &conn);
         table.insert(conn.id, conn);
         drop(table);
         self.metrics.connections.increment(1.0);
@@ -54,7 +55,9 @@ impl Broker {
     }
 
     pub fn unregister_connection(&self, id: ConnectionId) {
-        if self.connections.lock().remove(&id).is_some() {
+        let gone = self.connections.lock().remove(&id);
+        if let Some(conn) = gone {
+            self.events.connection_closed(&self.node_name, &conn);
             self.metrics.connections.decrement(1.0);
             self.metrics.churn(ChurnEvent::ConnectionClosed);
         }

@@ -28,6 +28,7 @@ use amq_protocol::types::{FieldTable, ShortString};
 use parking_lot::{Mutex, RwLock};
 
 use super::bindings::{Binding, Bindings};
+use super::events::Events;
 use super::limits::VhostLimits;
 use super::policies::Policy;
 use super::queue_index::QueueIndex;
@@ -66,6 +67,8 @@ pub struct VHost {
     pub(super) operator_policies: RwLock<Vec<Arc<Policy>>>,
     pub(super) limits: RwLock<VhostLimits>,
     pub(super) metadata: RwLock<VhostMetadata>,
+    /// Where its changes are announced (the event exchange).
+    pub(super) events: Arc<Events>,
 }
 
 /// What `exchange.declare` asks for.
@@ -123,7 +126,7 @@ impl Durability {
 }
 
 impl VHost {
-    pub fn new(name: &str, env: Arc<QueueEnv>) -> VHost {
+    pub fn new(name: &str, env: Arc<QueueEnv>, events: Arc<Events>) -> VHost {
         let vhost = VHost {
             name: name.to_string(),
             queues: RwLock::new(QueueIndex::new(env.churn.clone())),
@@ -134,6 +137,7 @@ impl VHost {
             operator_policies: RwLock::new(Vec::new()),
             limits: RwLock::new(VhostLimits::default()),
             metadata: RwLock::new(VhostMetadata::default()),
+            events,
         };
         {
             let mut exchanges = vhost.exchanges.write();
@@ -159,6 +163,20 @@ impl VHost {
             }
         }
         vhost
+    }
+
+    /// Add an exchange the broker owns (`amq.rabbitmq.event`): durable,
+    /// never stored (it is made again at every start), deletable by no one.
+    pub(super) fn add_system_exchange(&self, name: &str, kind: ExchangeKind, internal: bool) {
+        let e = Exchange::new(
+            name.into(),
+            kind,
+            true,
+            false,
+            internal,
+            FieldTable::default(),
+        );
+        self.exchanges.write().insert(name.into(), Arc::new(e));
     }
 
     pub fn limits(&self) -> VhostLimits {

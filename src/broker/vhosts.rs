@@ -115,6 +115,16 @@ impl Broker {
             Some(actor),
             json!({"vhost": name, "metadata": metadata}),
         );
+        self.events.emit_json(event, &actor.user, || {
+            json!({
+                "name": name,
+                "description": metadata.description,
+                "tags": metadata.tags,
+                "default_queue_type": metadata.default_queue_type.as_deref().unwrap_or("undefined"),
+                "tracing": false,
+                "cluster_state": {self.node_name.as_str(): "running"},
+            })
+        });
         Ok(v)
     }
 
@@ -132,7 +142,7 @@ impl Broker {
         let closed =
             self.close_connections(|c| c.vhost == name, &format!("vhost '{name}' is deleted"));
         vhost
-            .delete_contents()
+            .delete_contents(&actor.user)
             .map_err(|e| AccessError::Internal(e.detail))?;
         for (user, vhost_name, exchange, _, _) in self.users.topic_permissions() {
             if vhost_name == name {
@@ -151,6 +161,8 @@ impl Broker {
         tracing::info!(vhost = %name, connections = closed, "deleted vhost");
         self.audit
             .record("vhost.deleted", Some(actor), json!({"vhost": name}));
+        self.events
+            .emit_json("vhost.deleted", &actor.user, || json!({"name": name}));
         Ok(())
     }
 }

@@ -35,6 +35,17 @@ pub struct Config {
     pub log: LogConfig,
     pub audit: AuditConfig,
     pub definitions: DefinitionsConfig,
+    pub event_exchange: EventExchangeConfig,
+}
+
+/// The event exchange (`amq.rabbitmq.event`, RabbitMQ's event exchange
+/// plugin, built in).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventExchangeConfig {
+    pub enabled: bool,
+    /// The vhost whose `amq.rabbitmq.event` receives every vhost's events.
+    pub vhost: String,
 }
 
 /// Definitions imported at boot (RabbitMQ's `load_definitions`).

@@ -55,6 +55,22 @@ impl Consumer {
 }
 
 impl<C> Consumer<C> {
+    /// Everything about it but where it delivers (what an event tells).
+    pub fn describe(&self) -> Consumer<()> {
+        Consumer {
+            id: self.id,
+            tag: self.tag.clone(),
+            no_ack: self.no_ack,
+            exclusive: self.exclusive,
+            prefetch: self.prefetch,
+            priority: self.priority,
+            timeout_ms: self.timeout_ms,
+            arguments: self.arguments.clone(),
+            channel: (),
+            unacked: self.unacked,
+        }
+    }
+
     pub fn with_channel(
         id: ConsumerId,
         tag: ShortString,

@@ -15,6 +15,7 @@ use crate::amqp::codec;
 use crate::amqp::deliveries::{ConsumerLink, Unacked};
 use crate::amqp::session::Session;
 use crate::broker::auth::Access;
+use crate::broker::events::channel_pid;
 use crate::error::{AmqpError, AmqpResult};
 use crate::fields::generated_name;
 use crate::metrics::MessageEvent;
@@ -127,6 +128,8 @@ impl Channel {
         );
         let deliveries = &self.deliveries;
         let channel = self.id;
+        // What the event says of it, before the queue takes it.
+        let announced = s.broker.events.is_on().then(|| consumer.describe());
         queue.consume(consumer, || {
             let mut ledger = deliveries.ledger.lock();
             ledger.consumers.insert(
@@ -146,6 +149,10 @@ impl Channel {
             }
         })?;
         s.broker.metrics.consumers.increment(1.0);
+        if let Some(c) = announced {
+            let pid = channel_pid(&s.broker.node_name, s.connection_id, self.id);
+            s.broker.events.consumer_created(&queue, &c, &pid, &s.user);
+        }
         Ok(())
     }
 
@@ -170,6 +177,10 @@ impl Channel {
         let link = self.deliveries.ledger.lock().consumers.remove(tag);
         if let Some(link) = link {
             s.broker.metrics.consumers.decrement(1.0);
+            let pid = channel_pid(&s.broker.node_name, s.connection_id, self.id);
+            s.broker
+                .events
+                .consumer_deleted(&link.queue, tag.as_str(), &pid, &s.user);
             if link.queue.cancel(link.id).now_unused {
                 s.vhost.auto_delete_queue(&link.queue);
             }

@@ -51,23 +51,27 @@ impl Channel {
                     internal: d.internal,
                     arguments: d.arguments,
                 };
-                let (durability, created) = s.vhost.declare_exchange(&declare, || {
-                    if let Some(ae) = &alternate {
-                        s.check(Access::Read, "exchange", name)?;
-                        s.check(Access::Write, "exchange", ae)?;
-                    }
-                    // A super stream's partitions are declared and bound
-                    // with it: what queue.declare and queue.bind need.
-                    let partitions = partition_names(name, &declare.kind, &declare.arguments)?;
-                    if !partitions.is_empty() {
-                        s.check(Access::Read, "exchange", name)?;
-                    }
-                    for p in &partitions {
-                        s.check(Access::Configure, "queue", p)?;
-                        s.check(Access::Write, "queue", p)?;
-                    }
-                    Ok(())
-                })?;
+                let (durability, created) = s.vhost.declare_exchange(
+                    &declare,
+                    || {
+                        if let Some(ae) = &alternate {
+                            s.check(Access::Read, "exchange", name)?;
+                            s.check(Access::Write, "exchange", ae)?;
+                        }
+                        // A super stream's partitions are declared and bound
+                        // with it: what queue.declare and queue.bind need.
+                        let partitions = partition_names(name, &declare.kind, &declare.arguments)?;
+                        if !partitions.is_empty() {
+                            s.check(Access::Read, "exchange", name)?;
+                        }
+                        for p in &partitions {
+                            s.check(Access::Configure, "queue", p)?;
+                            s.check(Access::Write, "queue", p)?;
+                        }
+                        Ok(())
+                    },
+                    &s.user,
+                )?;
                 if created {
                     s.audit("exchange.created", || {
                         json!({"name": name, "type": declare.kind, "durable": declare.durable,
@@ -82,7 +86,7 @@ impl Channel {
                 let name = d.exchange.as_str();
                 s.check(Access::Configure, "exchange", name)?;
                 let existed = s.broker.audit.is_enabled() && s.vhost.exchange(name).is_some();
-                let durability = s.vhost.delete_exchange(name, d.if_unused)?;
+                let durability = s.vhost.delete_exchange(name, d.if_unused, &s.user)?;
                 if existed {
                     s.audit("exchange.deleted", || json!({"name": name}));
                 }
@@ -102,6 +106,7 @@ impl Channel {
                     b.source.as_str(),
                     b.routing_key.as_str(),
                     &b.arguments,
+                    &s.user,
                 )?;
                 s.audit("binding.created", || {
                     json!({"source": b.source.as_str(), "destination": b.destination.as_str(),
@@ -123,6 +128,7 @@ impl Channel {
                     b.source.as_str(),
                     b.routing_key.as_str(),
                     &b.arguments,
+                    &s.user,
                 )?;
                 s.audit("binding.deleted", || {
                     json!({"source": b.source.as_str(), "destination": b.destination.as_str(),

@@ -34,6 +34,7 @@ use super::assembler::Assembler;
 use super::confirms::ConfirmTracker;
 use super::deliveries::{ConsumerLink, Deliveries, Unacked};
 use super::session::Session;
+use crate::broker::events::channel_pid;
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::Exchange;
 use crate::queue::{Queue, Return};
@@ -257,8 +258,12 @@ impl Channel {
         self.apply_settle_requeue(taken);
         let links: Vec<(ShortString, ConsumerLink)> =
             self.deliveries.ledger.lock().consumers.drain().collect();
-        for (_, link) in links {
+        for (tag, link) in links {
             s.broker.metrics.consumers.decrement(1.0);
+            let pid = channel_pid(&s.broker.node_name, s.connection_id, self.id);
+            s.broker
+                .events
+                .consumer_deleted(&link.queue, tag.as_str(), &pid, &s.user);
             if link.queue.cancel(link.id).now_unused {
                 s.vhost.auto_delete_queue(&link.queue);
             }

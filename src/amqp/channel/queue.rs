@@ -75,6 +75,7 @@ impl Channel {
                         }
                         Ok(())
                     },
+                    &s.user,
                 )?;
                 let (queue, messages, consumers, durability) = (
                     declared.queue,
@@ -119,6 +120,7 @@ impl Channel {
                     b.exchange.as_str(),
                     key.as_str(),
                     &b.arguments,
+                    &s.user,
                 )?;
                 s.audit("binding.created", || {
                     json!({"source": b.exchange.as_str(), "destination": name.as_str(),
@@ -148,6 +150,7 @@ impl Channel {
                     b.exchange.as_str(),
                     key.as_str(),
                     &b.arguments,
+                    &s.user,
                 )?;
                 s.audit("binding.deleted", || {
                     json!({"source": b.exchange.as_str(), "destination": name.as_str(),
@@ -183,9 +186,13 @@ impl Channel {
                 // This channel's own consumers of the queue are told after
                 // delete-ok, as by RabbitMQ.
                 self.deliveries.hold_cancels();
-                let deleted =
-                    s.vhost
-                        .delete_queue(s.connection_id, name.as_str(), d.if_unused, d.if_empty);
+                let deleted = s.vhost.delete_queue(
+                    s.connection_id,
+                    name.as_str(),
+                    d.if_unused,
+                    d.if_empty,
+                    &s.user,
+                );
                 let cancels = self.deliveries.take_held_cancels();
                 let (count, durability) = match deleted {
                     Ok(deleted) => deleted,

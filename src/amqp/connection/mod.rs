@@ -367,8 +367,11 @@ impl Connection {
     }
 
     /// A channel of this connection is gone, however it ended.
-    fn channel_gone(&self) {
+    fn channel_gone(&self, id: u16) {
         let broker = &self.session.broker;
+        broker
+            .events
+            .channel_closed(&broker.node_name, &self.client, id);
         broker.metrics.channels.decrement(1.0);
         broker.metrics.churn(ChurnEvent::ChannelClosed);
         broker.close_channel(&self.session.user);
@@ -394,7 +397,11 @@ impl Connection {
                 let ch = Channel::new(id, &self.session);
                 self.open_channels.add(&ch.deliveries);
                 self.channels.insert(id, Slot::Open(Box::new(ch)));
-                self.session.broker.metrics.channels.increment(1.0);
+                let broker = &self.session.broker;
+                broker.metrics.channels.increment(1.0);
+                broker
+                    .events
+                    .channel_created(&broker.node_name, &self.client, id);
                 self.session
                     .broker
                     .metrics
@@ -426,7 +433,7 @@ impl Connection {
                 if let Some(Slot::Open(mut ch)) = self.channels.remove(&id) {
                     ch.flush_confirms(&self.session);
                     ch.close(&self.session);
-                    self.channel_gone();
+                    self.channel_gone(id);
                 }
                 self.session.reply(
                     id,
@@ -468,7 +475,7 @@ impl Connection {
         if let Some(Slot::Open(mut ch)) = self.channels.insert(id, Slot::Closing) {
             ch.flush_confirms(&self.session);
             ch.close(&self.session);
-            self.channel_gone();
+            self.channel_gone(id);
         }
         let close = AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
             reply_code: e.code.code(),
@@ -498,17 +505,17 @@ impl Connection {
     }
 
     fn close_channels(&mut self) {
-        let open: Vec<Box<Channel>> = self
+        let open: Vec<(u16, Box<Channel>)> = self
             .channels
             .drain()
-            .filter_map(|(_, slot)| match slot {
-                Slot::Open(ch) => Some(ch),
+            .filter_map(|(id, slot)| match slot {
+                Slot::Open(ch) => Some((id, ch)),
                 Slot::Closing => None,
             })
             .collect();
-        for mut ch in open {
+        for (id, mut ch) in open {
             ch.close(&self.session);
-            self.channel_gone();
+            self.channel_gone(id);
         }
     }
 

@@ -70,7 +70,7 @@ impl Broker {
             ..Default::default()
         };
         self.apply_access(&plan, actor, &mut summary)?;
-        self.apply_topology(&plan, &verdict, &mut summary)?;
+        self.apply_topology(&plan, &verdict, &mut summary, &actor.user)?;
         self.store
             .flush_now()
             .map_err(|e| DefinitionsError::internal("definitions", e.to_string()))?;
@@ -159,6 +159,7 @@ impl Broker {
         plan: &Plan,
         verdict: &super::check::Verdict,
         summary: &mut ImportSummary,
+        by: &str,
     ) -> Result<()> {
         let vhost = |at: &str, name: &str| {
             self.vhost(name).ok_or_else(|| {
@@ -170,7 +171,7 @@ impl Broker {
                 Fate::Create => {
                     let v = vhost(&x.at, &x.item.vhost)?;
                     let _ = v
-                        .declare_exchange(&declare_exchange(&x.item), || Ok(()))
+                        .declare_exchange(&declare_exchange(&x.item), || Ok(()), by)
                         .map_err(|e| amqp(&x.at, e))?;
                     summary.exchanges += 1;
                 }
@@ -182,7 +183,7 @@ impl Broker {
             match fate {
                 Fate::Create => {
                     let v = vhost(&q.at, &q.item.vhost)?;
-                    v.declare_queue(NO_CONNECTION, &declare_queue(&q.item), |_| Ok(()))
+                    v.declare_queue(NO_CONNECTION, &declare_queue(&q.item), |_| Ok(()), by)
                         .map_err(|e| amqp(&q.at, e))?;
                     summary.queues += 1;
                 }
@@ -202,9 +203,10 @@ impl Broker {
                             &i.source,
                             &i.routing_key,
                             &i.arguments,
+                            by,
                         )
                     } else {
-                        v.bind_exchange(&i.destination, &i.source, &i.routing_key, &i.arguments)
+                        v.bind_exchange(&i.destination, &i.source, &i.routing_key, &i.arguments, by)
                     };
                     let _ = bound.map_err(|e| amqp(&b.at, e))?;
                     summary.bindings += 1;
