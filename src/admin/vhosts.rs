@@ -54,7 +54,7 @@ pub fn vhost_json(b: &Broker, v: &VHost) -> Value {
             "default_queue_type": queue_type,
         }),
     );
-    out.insert("tracing".into(), false.into());
+    out.insert("tracing".into(), v.is_tracing().into());
     out.insert(
         "cluster_state".into(),
         json!({ b.node_name.clone(): "running" }),
@@ -125,6 +125,8 @@ struct PutVhost {
     #[serde(default)]
     tags: Tags,
     default_queue_type: Option<String>,
+    /// Firehose tracing, switched at run time.
+    tracing: Option<bool>,
 }
 
 async fn put(
@@ -147,6 +149,9 @@ async fn put(
         meta.default_queue_type = Some(t);
     }
     b.create_vhost_with(&name, meta, &caller.actor())?;
+    if let Some(on) = body.tracing {
+        b.set_tracing(&name, on, &caller.actor())?;
+    }
     if !existed {
         // As RabbitMQ: whoever creates a vhost over HTTP may use it.
         b.set_permissions(&caller.user.name, &name, ".*", ".*", ".*", &caller.actor())?;

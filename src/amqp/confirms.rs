@@ -161,7 +161,9 @@ mod tests {
     fn tracker() -> Arc<ConfirmTracker> {
         let broker = Broker::ephemeral(Config::ephemeral());
         let outbox = Outbox::new(1 << 20, Duration::from_secs(1));
-        let deliveries = Deliveries::new(1, 1, outbox.clone(), 131_072, broker.clone(), false);
+        let vhost = broker.add_vhost("/");
+        let deliveries =
+            Deliveries::new(1, 1, outbox.clone(), 131_072, broker.clone(), vhost, false);
         ConfirmTracker::new(1, outbox, broker, deliveries)
     }
 

@@ -18,7 +18,9 @@ use super::channel_status::{ChannelEvent, ChannelStatus};
 use super::codec;
 use super::outbox::Outbox;
 use crate::broker::Broker;
+use crate::broker::VHost;
 use crate::broker::events::{INTERNAL_USER, channel_pid};
+use crate::broker::firehose::Tracer;
 use crate::metrics::MessageEvent;
 use crate::queue::{ConnectionId, Consumer, ConsumerId, DeliveryTarget, Queue, QueuedMessage};
 
@@ -170,6 +172,8 @@ pub struct Deliveries {
     pub outbox: Arc<Outbox>,
     frame_max: u32,
     broker: Arc<Broker>,
+    /// The channel's vhost (is it traced?).
+    vhost: Arc<VHost>,
     /// The client understands server-sent `basic.cancel`.
     cancel_notify: bool,
     /// False once the channel is closing: nothing more is delivered.
@@ -194,6 +198,7 @@ impl Deliveries {
         outbox: Arc<Outbox>,
         frame_max: u32,
         broker: Arc<Broker>,
+        vhost: Arc<VHost>,
         cancel_notify: bool,
     ) -> Arc<Deliveries> {
         Arc::new(Deliveries {
@@ -203,6 +208,7 @@ impl Deliveries {
             outbox,
             frame_max,
             broker,
+            vhost,
             cancel_notify,
             open: AtomicBool::new(true),
             flow_active: AtomicBool::new(true),
@@ -257,8 +263,31 @@ impl Deliveries {
         queues
     }
 
+    /// A firehose copy of a delivery, while the vhost traces.
+    fn trace(&self, queue: &Queue, message: &QueuedMessage) {
+        if !self.vhost.is_tracing() {
+            return;
+        }
+        let Some(conn) = self.broker.connection(self.connection) else {
+            return;
+        };
+        let by = Tracer {
+            connection: &conn.details.name,
+            channel: self.channel,
+            user: &conn.user,
+        };
+        self.broker.events.trace_deliver(
+            &self.vhost.name,
+            queue.config.name.as_str(),
+            &message.message,
+            message.redelivered,
+            by,
+        );
+    }
+
     /// Encode a message as `basic.get-ok` and record it (unless no-ack).
     pub fn deliver_get(&self, queue: &Arc<Queue>, message: QueuedMessage, no_ack: bool, left: u32) {
+        self.trace(queue, &message);
         let mut ledger = self.ledger.lock();
         let tag = ledger.next_tag();
         let m = &message.message;
@@ -350,6 +379,7 @@ impl DeliveryTarget for Deliveries {
     }
 
     fn deliver(&self, queue: &Arc<Queue>, consumer: &Consumer, message: QueuedMessage) {
+        self.trace(queue, &message);
         let mut ledger = self.ledger.lock();
         let tag = ledger.next_tag();
         let m = &message.message;

@@ -20,6 +20,7 @@ pub mod definitions;
 pub mod enqueue;
 mod equivalence;
 pub mod events;
+pub mod firehose;
 pub mod limits;
 mod login_guard;
 pub mod parameters;
@@ -192,9 +193,9 @@ impl Broker {
         }
         broker.ensure_cluster_id()?;
         broker.store.flush_now()?;
-        if broker.config.event_exchange.enabled {
-            broker.events.start(&broker);
-        }
+        broker
+            .events
+            .start(&broker, broker.config.event_exchange.enabled);
         // As RabbitMQ's disk alarm: once the store cannot write, publishers
         // are blocked (those in flight are nacked) until it writes again.
         let weak = Arc::downgrade(&broker);

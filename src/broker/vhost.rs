@@ -23,6 +23,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use amq_protocol::types::{FieldTable, ShortString};
 use parking_lot::{Mutex, RwLock};
@@ -67,8 +68,11 @@ pub struct VHost {
     pub(super) operator_policies: RwLock<Vec<Arc<Policy>>>,
     pub(super) limits: RwLock<VhostLimits>,
     pub(super) metadata: RwLock<VhostMetadata>,
-    /// Where its changes are announced (the event exchange).
+    /// Where its changes are announced (the event exchange), and where
+    /// firehose copies go.
     pub(super) events: Arc<Events>,
+    /// Firehose tracing is on (`firehose`).
+    pub(super) tracing: AtomicBool,
 }
 
 /// What `exchange.declare` asks for.
@@ -138,6 +142,7 @@ impl VHost {
             limits: RwLock::new(VhostLimits::default()),
             metadata: RwLock::new(VhostMetadata::default()),
             events,
+            tracing: AtomicBool::new(false),
         };
         {
             let mut exchanges = vhost.exchanges.write();
@@ -162,6 +167,7 @@ impl VHost {
                 exchanges.insert((*name).into(), Arc::new(e));
             }
         }
+        vhost.add_system_exchange(super::firehose::EXCHANGE, ExchangeKind::Topic, true);
         vhost
     }
 

@@ -616,3 +616,19 @@ def test_answers_as_rabbitmq_diagnostics_and_rabbitmqctl(ctl, ctl_bin, tmp_path)
     assert r.returncode == 64 and "rabbitmq-diagnostics" in r.stderr
     assert ok(ctl("-q", "list_users", binary=str(rctl))).splitlines()[0] == "user\ttags"
     assert "Usage: rabbitmqctl" in ok(ctl("--help", binary=str(rctl)))
+
+
+def test_trace_on_and_trace_off(ctl, made, broker):
+    vhost = unique("vh")
+    made.append(f"/api/vhosts/{seg(vhost)}")
+    ok(ctl("-q", "add_vhost", vhost, "--description", "kept"))
+    assert ok(ctl("trace_on", "-p", vhost)) == f'Starting tracing for vhost "{vhost}" ...\n'
+    listed = json_list(ok(ctl("list_vhosts", "name", "tracing", "--formatter", "json")))
+    assert {"name": vhost, "tracing": True} in listed
+    assert ok(ctl("trace_off", "-p", vhost)) == f'Stopping tracing for vhost "{vhost}" ...\n'
+    listed = json_list(ok(ctl("list_vhosts", "name", "tracing", "--formatter", "json")))
+    assert {"name": vhost, "tracing": False} in listed
+    described = json_list(ok(ctl("list_vhosts", "name", "description", "--formatter", "json")))
+    assert {"name": vhost, "description": "kept"} in described
+    missing = ctl("trace_on", "-p", unique("nowhere"))
+    assert missing.returncode != 0

@@ -192,6 +192,11 @@ pub enum Command {
         #[arg(long = "default-queue-type")]
         default_queue_type: Option<String>,
     },
+    /// Start firehose tracing in the virtual host (-p): messages published
+    /// and delivered there are copied to amq.rabbitmq.trace.
+    TraceOn,
+    /// Stop firehose tracing in the virtual host (-p).
+    TraceOff,
     /// Delete a virtual host and everything in it.
     DeleteVhost {
         #[arg(value_name = "VHOST")]

@@ -83,6 +83,7 @@ impl Channel {
                 s.outbox.clone(),
                 s.frame_max,
                 s.broker.clone(),
+                s.vhost.clone(),
                 s.cancel_notify,
             ),
             assembler: Assembler::default(),

@@ -19,10 +19,12 @@ use crate::amqp::properties;
 use crate::amqp::session::Session;
 use crate::broker::auth::Access;
 use crate::broker::enqueue::{Routed, enqueue};
+use crate::broker::firehose::{self, Tracer};
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::{Exchange, ExchangeKind, RouteHeaders};
 use crate::message::{self, Message};
 use crate::metrics::MessageEvent;
+use crate::queue::Queue;
 
 /// A publish that has been validated and is ready to route.
 #[derive(Debug)]
@@ -216,6 +218,9 @@ impl Channel {
             routed.sort_unstable_by_key(|q| Arc::as_ptr(q) as usize);
             routed.dedup_by(|a, b| Arc::ptr_eq(a, b));
         }
+        if s.vhost.is_tracing() {
+            trace_publish(s, self.id, &r.message, &r.extra_keys, &routed);
+        }
         let outcome = enqueue(&r.message, &mut routed, &mut s.in_flow.borrow_mut());
         if outcome == Routed::Stored {
             s.stored.set(true);
@@ -282,6 +287,35 @@ impl Channel {
         }
         tracker.flush();
     }
+}
+
+/// A firehose copy of a publish, naming the queues it reached.
+fn trace_publish(
+    s: &Session,
+    channel: u16,
+    m: &Message,
+    extra_keys: &[ShortString],
+    routed: &[Arc<Queue>],
+) {
+    // Copies of copies would never end.
+    if m.exchange.as_str() == firehose::EXCHANGE {
+        return;
+    }
+    let keys: Vec<&str> = std::iter::once(m.routing_key.as_str())
+        .chain(extra_keys.iter().map(|k| k.as_str()))
+        .collect();
+    let Some(conn) = s.broker.connection(s.connection_id) else {
+        return;
+    };
+    let queues: Vec<&str> = routed.iter().map(|q| q.name()).collect();
+    let by = Tracer {
+        connection: &conn.details.name,
+        channel,
+        user: &s.user,
+    };
+    s.broker
+        .events
+        .trace_publish(&s.vhost.name, m, &keys, &queues, by);
 }
 
 fn undecodable(properties: &[u8]) -> AmqpError {

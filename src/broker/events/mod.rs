@@ -22,8 +22,9 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::Broker;
+use super::VHost;
 use super::enqueue::enqueue;
-use crate::exchange::RouteHeaders;
+use crate::exchange::{Exchange, RouteHeaders};
 use crate::message::{self, Message};
 
 mod sessions;
@@ -47,14 +48,36 @@ pub struct Event {
     pub at_ms: u64,
 }
 
-/// Where events go; a no-op until [`Events::start`] and when disabled.
+/// A message the broker publishes into one of its own exchanges: an event,
+/// or a firehose copy (`firehose`).
+#[derive(Debug)]
+enum Outgoing {
+    Event(Event),
+    Trace(Trace),
+}
+
+/// A firehose copy of a message published or delivered in `vhost`.
+#[derive(Debug)]
+pub struct Trace {
+    pub vhost: String,
+    /// `publish.<exchange>` or `deliver.<queue>`.
+    pub routing_key: String,
+    pub headers: FieldTable,
+    pub body: bytes::Bytes,
+}
+
+/// Where events (and firehose copies) go; a no-op until
+/// [`Events::start`], and events when the event exchange is disabled.
 #[derive(Debug)]
 pub struct Events {
+    /// Events are made (the event exchange is enabled and started).
     on: AtomicBool,
+    /// The publishing task runs (firehose copies are taken).
+    running: AtomicBool,
     /// The node name, in the process ids events carry.
     node: OnceLock<String>,
-    sender: mpsc::UnboundedSender<Event>,
-    receiver: Mutex<Option<mpsc::UnboundedReceiver<Event>>>,
+    sender: mpsc::UnboundedSender<Outgoing>,
+    receiver: Mutex<Option<mpsc::UnboundedReceiver<Outgoing>>>,
 }
 
 impl Default for Events {
@@ -62,6 +85,7 @@ impl Default for Events {
         let (sender, receiver) = mpsc::unbounded_channel();
         Events {
             on: AtomicBool::new(false),
+            running: AtomicBool::new(false),
             node: OnceLock::new(),
             sender,
             receiver: Mutex::new(Some(receiver)),
@@ -109,11 +133,19 @@ impl Events {
             props,
             at_ms: now_ms(),
         };
-        let _ = self.sender.send(event);
+        let _ = self.sender.send(Outgoing::Event(event));
     }
 
-    /// Start publishing events for `broker` (on the current runtime).
-    pub(super) fn start(&self, broker: &Arc<Broker>) {
+    /// Publish a firehose copy (after everything emitted before it).
+    pub fn trace(&self, trace: Trace) {
+        if self.running.load(Ordering::Relaxed) {
+            let _ = self.sender.send(Outgoing::Trace(trace));
+        }
+    }
+
+    /// Start publishing for `broker` (on the current runtime): firehose
+    /// copies always, events if `events` (the event exchange is enabled).
+    pub(super) fn start(&self, broker: &Arc<Broker>, events: bool) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::debug!("no runtime: the event exchange is off");
             return;
@@ -123,7 +155,8 @@ impl Events {
         };
         let _ = self.node.set(broker.node_name.clone());
         runtime.spawn(publish_events(Arc::downgrade(broker), receiver));
-        self.on.store(true, Ordering::Relaxed);
+        self.running.store(true, Ordering::Relaxed);
+        self.on.store(events, Ordering::Relaxed);
     }
 
     /// The node name events carry ("" before [`Events::start`]).
@@ -134,6 +167,7 @@ impl Events {
     /// Stop making events (the broker is closing).
     pub(super) fn stop(&self) {
         self.on.store(false, Ordering::Relaxed);
+        self.running.store(false, Ordering::Relaxed);
     }
 }
 
@@ -143,12 +177,15 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-async fn publish_events(broker: Weak<Broker>, mut events: mpsc::UnboundedReceiver<Event>) {
-    while let Some(event) = events.recv().await {
+async fn publish_events(broker: Weak<Broker>, mut outgoing: mpsc::UnboundedReceiver<Outgoing>) {
+    while let Some(next) = outgoing.recv().await {
         let Some(b) = broker.upgrade() else {
             return;
         };
-        b.publish_event(event);
+        match next {
+            Outgoing::Event(event) => b.publish_event(event),
+            Outgoing::Trace(trace) => b.publish_trace(trace),
+        }
     }
 }
 
@@ -175,20 +212,45 @@ impl Broker {
             .with_delivery_mode(2)
             .with_headers(headers.clone())
             .with_timestamp(event.at_ms / 1000);
-        let msg = Arc::new(Message {
-            exchange: exchange.name.clone(),
-            routing_key: event.kind.into(),
-            persistent: true,
-            priority: 0,
-            expiration_ms: None,
-            properties: message::encode(&props),
-            body: Default::default(),
-        });
-        let route_headers = RouteHeaders::decoded(Some(headers));
-        let mut queues = Vec::new();
-        vhost.route(&exchange, event.kind, &route_headers, &mut queues);
-        enqueue(&msg, &mut queues, &mut Vec::new());
+        publish_internal(&vhost, &exchange, event.kind, props, Default::default());
     }
+
+    /// Route one firehose copy into its vhost's `amq.rabbitmq.trace`, as
+    /// RabbitMQ's tracer publishes it: the original body, only headers.
+    fn publish_trace(&self, trace: Trace) {
+        let Some(vhost) = self.vhost(&trace.vhost) else {
+            return;
+        };
+        let Some(exchange) = vhost.exchange(super::firehose::EXCHANGE) else {
+            return;
+        };
+        let props = BasicProperties::default().with_headers(trace.headers);
+        publish_internal(&vhost, &exchange, &trace.routing_key, props, trace.body);
+    }
+}
+
+/// Route a message the broker makes itself through `exchange` and enqueue
+/// it where it goes (publishers are not held back: there is none).
+fn publish_internal(
+    vhost: &VHost,
+    exchange: &Arc<Exchange>,
+    routing_key: &str,
+    props: BasicProperties,
+    body: bytes::Bytes,
+) {
+    let msg = Arc::new(Message {
+        exchange: exchange.name.clone(),
+        routing_key: message::short(routing_key),
+        persistent: *props.delivery_mode() == Some(2),
+        priority: 0,
+        expiration_ms: None,
+        properties: message::encode(&props),
+        body,
+    });
+    let route_headers = RouteHeaders::decoded(props.headers().clone());
+    let mut queues = Vec::new();
+    vhost.route(exchange, routing_key, &route_headers, &mut queues);
+    enqueue(&msg, &mut queues, &mut Vec::new());
 }
 
 /// A JSON value as a header value: RabbitMQ's types for what its events

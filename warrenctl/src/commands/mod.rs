@@ -201,6 +201,8 @@ pub fn run(command: Command, ctx: &mut Ctx) -> Result<(), Failure> {
             default_queue_type,
         } => objects::add_vhost(ctx, &name, description, tags, default_queue_type),
         Command::DeleteVhost { name } => objects::delete_vhost(ctx, &name),
+        Command::TraceOn => objects::trace(ctx, true),
+        Command::TraceOff => objects::trace(ctx, false),
         Command::SetPolicy {
             name,
             pattern,

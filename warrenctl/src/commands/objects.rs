@@ -36,6 +36,22 @@ pub fn add_vhost(
     ctx.done()
 }
 
+/// `trace_on` / `trace_off` in the `-p` vhost, as rabbitmqctl words them.
+pub fn trace(ctx: &mut Ctx, on: bool) -> Result<(), Failure> {
+    let vhost = ctx.vhost.clone();
+    let verb = if on { "Starting" } else { "Stopping" };
+    ctx.out
+        .banner(&format!("{verb} tracing for vhost \"{vhost}\" ..."))?;
+    let path = format!("/api/vhosts/{}", seg(&vhost));
+    if ctx.api.get(&path)?.status == 404 {
+        return Err(no_such_vhost(&vhost));
+    }
+    ctx.api
+        .put(&path, &serde_json::json!({ "tracing": on }))?
+        .ok(&ctx.api)?;
+    ctx.done()
+}
+
 pub fn delete_vhost(ctx: &mut Ctx, name: &str) -> Result<(), Failure> {
     ctx.out.banner(&format!("Deleting vhost \"{name}\" ..."))?;
     let reply = ctx.api.delete(&format!("/api/vhosts/{}", seg(name)))?;
