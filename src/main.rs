@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use tracing_subscriber::EnvFilter;
-use warren::config::{Config, Overrides};
+use warren::config::{Config, LogFormat, Overrides};
 
 // mimalloc returns freed memory to the OS far more readily than glibc's
 // allocator, whose arenas keep a drained queue's pages (see BENCHMARKS.md).
@@ -70,6 +70,9 @@ struct Cli {
     /// Log filter, RUST_LOG syntax (RUST_LOG itself wins when set).
     #[arg(long, env = "WARREN_LOG_LEVEL")]
     log_level: Option<String>,
+    /// Log format: text, or json (one object per line).
+    #[arg(long, env = "WARREN_LOG_FORMAT", value_parser = ["text", "json"])]
+    log_format: Option<String>,
     /// Memory alarm threshold: a fraction of memory (0.6) or a size (512MiB).
     #[arg(long, env = "WARREN_MEMORY_HIGH_WATERMARK")]
     memory_high_watermark: Option<String>,
@@ -110,6 +113,7 @@ fn main() -> ExitCode {
         data_dir: cli.data_dir,
         ephemeral: cli.ephemeral,
         log_level: cli.log_level,
+        log_format: cli.log_format,
         memory_high_watermark: cli.memory_high_watermark,
         disk_free_limit: cli.disk_free_limit,
     };
@@ -123,7 +127,11 @@ fn main() -> ExitCode {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match config.log.format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).with_span_list(false).init(),
+    }
     warren::server::raise_fd_limit();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()

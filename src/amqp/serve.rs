@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::closing::{
     CLOSE_GRACE, closed_linger, discard_until_hangup, linger_for_close_ok, send_close_ok,
@@ -19,6 +20,7 @@ use super::handshake::{self, Link};
 use super::outbox::Outbox;
 use super::reader::{End, FrameReader, TlsRead, Transport};
 use crate::broker::Broker;
+use crate::broker::connections::ConnectionDetails;
 use crate::tls::TlsInfo;
 
 /// Serve one accepted TCP connection until it ends.
@@ -83,14 +85,40 @@ pub async fn serve_tls(
 
 /// Serve one connection over any transport until it ends: a socket, a TLS
 /// stream, or the fuzz targets' in-memory input (`fuzzing::ConnectionHarness`).
+///
+/// Everything logged meanwhile is inside the connection's span, which names
+/// it as RabbitMQ does (`127.0.0.1:45912 -> 127.0.0.1:5672`) and, once the
+/// client has logged in, its vhost and user.
 pub async fn serve<R: Transport, W: tokio::io::AsyncWrite + Unpin + Send + 'static>(
-    mut reader: FrameReader<R>,
+    reader: FrameReader<R>,
     wr: W,
     link: Link,
     broker: Arc<Broker>,
     shutdown: CancellationToken,
 ) {
+    let name = ConnectionDetails::name_of(link.peer, link.local);
+    let span = tracing::info_span!(
+        "connection",
+        connection = %name,
+        vhost = tracing::field::Empty,
+        user = tracing::field::Empty,
+    );
+    serve_in(reader, wr, link, broker, shutdown, name, span.clone())
+        .instrument(span)
+        .await
+}
+
+async fn serve_in<R: Transport, W: tokio::io::AsyncWrite + Unpin + Send + 'static>(
+    mut reader: FrameReader<R>,
+    wr: W,
+    link: Link,
+    broker: Arc<Broker>,
+    shutdown: CancellationToken,
+    name: String,
+    span: tracing::Span,
+) {
     let peer = link.peer;
+    tracing::info!("accepting AMQP connection {name}");
     let write_timeout = Duration::from_millis(broker.config.limits.write_timeout_ms);
     let outbox = Outbox::new(broker.config.limits.connection_buffer_bytes, write_timeout);
     reader.traffic = outbox.traffic.clone();
@@ -122,11 +150,17 @@ pub async fn serve<R: Transport, W: tokio::io::AsyncWrite + Unpin + Send + 'stat
     };
     if let Some(negotiated) = negotiated {
         let mut conn = Connection::new(broker.clone(), peer, outbox.clone(), negotiated);
-        tracing::info!(%peer, user = %conn.session.user, vhost = %conn.session.vhost.name, tls = link.tls.is_some(), "connection opened");
+        let (user, vhost) = (conn.session.user.clone(), conn.session.vhost.name.clone());
+        span.record("vhost", vhost.as_str());
+        span.record("user", user.as_str());
+        tracing::info!(
+            tls = link.tls.is_some(),
+            "connection {name}: user '{user}' authenticated and granted access to vhost '{vhost}'"
+        );
         let closed_by_peer = conn.run(&mut reader, &shutdown).await;
         conn.teardown();
         broker.unregister_connection(conn.client.id);
-        tracing::info!(%peer, "connection closed");
+        tracing::info!("closing AMQP connection ({name}, vhost: '{vhost}', user: '{user}')");
         if closed_by_peer {
             // As RabbitMQ: close-ok once the connection's channels and
             // exclusive queues are gone, then the client closes the socket.

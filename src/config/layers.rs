@@ -26,6 +26,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub ephemeral: bool,
     pub log_level: Option<String>,
+    /// `text` or `json`.
+    pub log_format: Option<String>,
     pub memory_high_watermark: Option<String>,
     pub disk_free_limit: Option<String>,
 }
@@ -74,6 +76,9 @@ impl Overrides {
         }
         if let Some(l) = &self.log_level {
             set("log", "level", Value::String(l.clone()));
+        }
+        if let Some(f) = &self.log_format {
+            set("log", "format", Value::String(f.clone()));
         }
         if let Some(w) = &self.memory_high_watermark {
             set("limits", "memory_high_watermark", Value::String(w.clone()));

@@ -107,7 +107,7 @@ def test_external_logs_in_the_user_named_by_the_certificate(tls_broker, pki):
         conn.channel().queue_declare("", exclusive=True)
     finally:
         conn.close()
-    assert any(re.search(rf"connection opened.*user={USER}.*tls=true", line)
+    assert any(re.search(rf"user '{USER}' authenticated and granted access.*tls=true", line)
                for line in tls_broker.log), "\n".join(tls_broker.log[-20:])
 
 
