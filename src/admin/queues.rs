@@ -74,6 +74,13 @@ pub fn consumer_json(b: &Broker, q: &Queue, c: &ConsumerView) -> Value {
         "priority": c.priority,
         "queue": {"name": q.name(), "vhost": q.config.vhost},
     });
+    // Beyond RabbitMQ: how far behind on acknowledgements it is.
+    if let Some(m) = out.as_object_mut() {
+        m.insert("messages_unacknowledged".into(), c.unacked.into());
+        let since = (c.last_settled_ms != 0)
+            .then(|| crate::queue::now_ms().saturating_sub(c.last_settled_ms));
+        m.insert("ms_since_last_ack".into(), since.into());
+    }
     // Where a stream consumer is, as `rabbitmq-streams
     // list_stream_consumers` names it.
     if let (Some((offset, lag)), Some(m)) = (c.stream_position, out.as_object_mut()) {

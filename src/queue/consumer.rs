@@ -37,6 +37,9 @@ pub struct Consumer<C = Arc<dyn DeliveryTarget>> {
     pub channel: C,
     /// Deliveries to this consumer not yet acknowledged.
     pub(super) unacked: u32,
+    /// When it last acknowledged (or rejected) a delivery, ms since the
+    /// epoch; 0 if it never did.
+    pub(super) last_settled_ms: u64,
 }
 
 impl Consumer {
@@ -68,6 +71,7 @@ impl<C> Consumer<C> {
             arguments: self.arguments.clone(),
             channel: (),
             unacked: self.unacked,
+            last_settled_ms: self.last_settled_ms,
         }
     }
 
@@ -102,6 +106,7 @@ impl<C> Consumer<C> {
             arguments,
             channel,
             unacked: 0,
+            last_settled_ms: 0,
         }
     }
 

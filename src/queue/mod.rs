@@ -477,9 +477,11 @@ impl Queue {
         }
         self.forget(&messages);
         self.stats.count(QueueEvent::Ack, messages.len() as u64);
+        let clock = self.now();
+        let now = Now::new(&clock);
         let mut st = self.lock();
-        st.core.settle(consumer, messages.len() as u32);
-        self.dispatch_locked(&mut st, &Now::new(&self.now()));
+        st.core.settle(consumer, messages.len() as u32, &now);
+        self.dispatch_locked(&mut st, &now);
     }
 
     /// Reject delivered messages without requeueing: they are dropped, or
@@ -488,9 +490,11 @@ impl Queue {
         if let Some(st) = &self.stream {
             return st.settle(consumer, &messages, true);
         }
+        let clock = self.now();
+        let now = Now::new(&clock);
         let mut st = self.lock();
-        st.core.discard(consumer, messages);
-        self.dispatch_locked(&mut st, &Now::new(&self.now()));
+        st.core.discard(consumer, messages, &now);
+        self.dispatch_locked(&mut st, &now);
     }
 
     /// Put delivered messages back at their original positions, marked

@@ -132,6 +132,11 @@ pub struct ConsumerView {
     pub channel: u16,
     /// A stream consumer's next offset and its lag behind the stream's end.
     pub stream_position: Option<(u64, u64)>,
+    /// Deliveries it holds unacknowledged.
+    pub unacked: u32,
+    /// When it last acknowledged or rejected one (ms since the epoch; 0 if
+    /// never, and for stream consumers, whose acks are credit).
+    pub last_settled_ms: u64,
 }
 
 /// A queue's numbers at one moment, for metrics.
@@ -189,6 +194,8 @@ impl Queue {
                     connection,
                     channel,
                     stream_position: None,
+                    unacked: c.unacked,
+                    last_settled_ms: c.last_settled_ms,
                 }
             })
             .collect();
@@ -236,6 +243,8 @@ impl Queue {
                         let at = s.position();
                         Some((at, committed.saturating_sub(at)))
                     },
+                    unacked: s.outstanding(),
+                    last_settled_ms: 0,
                 }
             })
             .collect();

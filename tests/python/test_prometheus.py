@@ -266,3 +266,47 @@ def test_message_size_histogram_counts_what_was_published(broker, api, connect):
     assert grew("rabbitmq_message_size_bytes_bucket", le="1000") == 2
     assert grew("rabbitmq_message_size_bytes_bucket", le="100000") == 3
     assert grew("rabbitmq_message_size_bytes_bucket", le="+Inf") == 3
+
+
+@skip_unless_warren
+def test_a_slow_consumers_ack_lag_moves(broker, api, connect):
+    """A consumer holding deliveries without acking: its unacked count and
+    the time since its last ack grow, in /metrics/per-object, the detailed
+    endpoint and the management API; an ack brings the time back down."""
+    queue = unique("slow")
+    conn = connect()
+    ch = conn.channel()
+    ch.queue_declare(queue)
+    for i in range(5):
+        ch.basic_publish("", queue, f"m{i}".encode())
+    ch.basic_qos(prefetch_count=3)
+    held = []
+    ch.basic_consume(queue, lambda c, m, p, b: held.append(m.delivery_tag),
+                     consumer_tag="slow-one")
+    conn.sleep(0.5)
+    assert len(held) == 3
+    labels = {"queue": queue, "consumer_tag": "slow-one"}
+
+    s = scrape(broker, "/metrics/per-object")
+    assert s.value("rabbitmq_consumer_unacked_messages", **labels) == 3
+    # Never acked yet: no sample for the time since.
+    assert not [l for l, _ in s.samples.get("rabbitmq_consumer_seconds_since_last_ack", [])
+                if l.get("queue") == queue]
+
+    ch.basic_ack(held[0])
+    conn.sleep(1.2)  # the fourth arrives; then nothing is acked
+    s = scrape(broker, "/metrics/detailed", family="consumer_ack_metrics")
+    assert s.value("rabbitmq_detailed_consumer_unacked_messages", **labels) == 3
+    since = s.value("rabbitmq_detailed_consumer_seconds_since_last_ack", **labels)
+    assert 1.0 <= since < 30, since
+
+    [c] = [c for c in api.json("/api/consumers/%2F") if c["queue"]["name"] == queue]
+    assert c["messages_unacknowledged"] == 3
+    assert c["ms_since_last_ack"] >= 1000
+    assert " -> " in c["channel_details"]["name"]
+
+    ch.basic_ack(0, multiple=True)
+    conn.sleep(0.2)
+    s = scrape(broker, "/metrics/per-object")
+    assert s.value("rabbitmq_consumer_seconds_since_last_ack", **labels) < 1.0
+    ch.queue_delete(queue)

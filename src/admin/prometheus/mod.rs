@@ -9,6 +9,7 @@
 //! - `/metrics/detailed?family=…&vhost=…`: only the groups asked for, one
 //!   sample per object, under `rabbitmq_detailed_`.
 
+mod consumers;
 mod exposition;
 mod objects;
 mod streams;
@@ -64,7 +65,7 @@ async fn detailed(
     }
     let text = tokio::task::spawn_blocking(move || {
         let vhosts = (!vhosts.is_empty()).then_some(vhosts.as_slice());
-        let snapshot = Snapshot::take(&broker, vhosts);
+        let snapshot = Snapshot::take(&broker, vhosts, true);
         let mut out = Exposition::new(String::new());
         identity(&broker, &mut out, "detailed");
         snapshot.write(
@@ -84,7 +85,7 @@ async fn detailed(
 /// `shape`.
 fn everything(broker: &Broker, shape: Shape) -> String {
     let m = &broker.metrics;
-    let snapshot = Snapshot::take(broker, None);
+    let snapshot = Snapshot::take(broker, None, shape == Shape::PerObject);
     let queues: usize = broker.vhosts().iter().map(|v| v.queue_count()).sum();
     m.queues.set(queues as f64);
     let rss = super::process::resident_memory_bytes().unwrap_or(0);

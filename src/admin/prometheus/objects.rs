@@ -12,11 +12,12 @@ use std::sync::Arc;
 
 use metrics::Label;
 
+use super::consumers::{self, ConsumerSample};
 use super::exposition::{Exposition, Family, Kind};
 use super::streams::{self, StreamSample};
 use crate::broker::connections::{ChannelInfo, RECV_CNT, RECV_OCT, SEND_CNT, SEND_OCT};
 use crate::broker::{Broker, ClientConnection};
-use crate::queue::{QueueEvent, QueueGauges};
+use crate::queue::{ConsumerView, QueueEvent, QueueGauges};
 
 /// How samples are labelled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -362,19 +363,29 @@ const CONNECTION_METRICS: [(Family, ConnectionValue); 4] = [
 pub struct Snapshot {
     queues: Vec<QueueSample>,
     streams: Vec<StreamSample>,
+    consumers: Vec<ConsumerSample>,
     channels: Vec<ChannelSample>,
     connections: Vec<ConnectionSample>,
 }
 
 impl Snapshot {
-    /// Read every queue (of `vhosts`, if given), channel and connection once.
-    pub fn take(b: &Broker, vhosts: Option<&[String]>) -> Snapshot {
+    /// Read every queue (of `vhosts`, if given), channel and connection
+    /// once; each consumer too if `consumers` (per-object endpoints).
+    pub fn take(b: &Broker, vhosts: Option<&[String]>, consumers: bool) -> Snapshot {
         let wanted = |v: &str| vhosts.is_none_or(|vs| vs.iter().any(|w| w == v));
         let mut queues = Vec::new();
         let mut streams = Vec::new();
+        let mut consumer_samples = Vec::new();
+        let channel_name = |c: &ConsumerView| match b.connection(c.connection) {
+            Some(conn) => format!("{} ({})", conn.details.name, c.channel),
+            None => String::new(),
+        };
         for v in b.vhosts().into_iter().filter(|v| wanted(&v.name)) {
             for q in v.queues_sorted() {
                 streams.extend(StreamSample::of(&v.name, &q));
+                if consumers {
+                    consumer_samples.extend(ConsumerSample::of(&v.name, &q, channel_name));
+                }
                 queues.push(QueueSample {
                     vhost: v.name.clone(),
                     name: q.name().to_string(),
@@ -408,6 +419,7 @@ impl Snapshot {
         Snapshot {
             queues,
             streams,
+            consumers: consumer_samples,
             channels,
             connections,
         }
@@ -477,6 +489,7 @@ impl Snapshot {
             }
         }
         streams::write(out, prefix, shape, &self.streams, wants);
+        consumers::write(out, prefix, shape, &self.consumers, wants);
         if wants("connection_coarse_metrics") {
             emit(
                 out,

@@ -171,19 +171,26 @@ impl<C> QueueCore<C> {
 
     // --- Settling ---------------------------------------------------------
 
-    /// Delivered messages were settled: free their consumer's credit.
-    pub fn settle(&mut self, consumer: Option<ConsumerId>, n: u32) {
+    /// Delivered messages were settled: free their consumer's credit, and
+    /// note when it last settled (what operators see as its ack lag).
+    pub fn settle(&mut self, consumer: Option<ConsumerId>, n: u32, now: &Now) {
         self.unacked = self.unacked.saturating_sub(n);
         if let Some(id) = consumer
             && let Some(c) = self.consumers.find_mut(id)
         {
             c.unacked = c.unacked.saturating_sub(n);
+            c.last_settled_ms = now.get();
         }
     }
 
     /// Rejected without requeueing: dropped, or dead-lettered `rejected`.
-    pub fn discard(&mut self, consumer: Option<ConsumerId>, messages: Vec<QueuedMessage>) {
-        self.settle(consumer, messages.len() as u32);
+    pub fn discard(
+        &mut self,
+        consumer: Option<ConsumerId>,
+        messages: Vec<QueuedMessage>,
+        now: &Now,
+    ) {
+        self.settle(consumer, messages.len() as u32, now);
         for m in messages {
             self.die(m, Reason::Rejected);
         }
@@ -199,7 +206,7 @@ impl<C> QueueCore<C> {
         why: Return,
         now: &Now,
     ) {
-        self.settle(consumer, messages.len() as u32);
+        self.settle(consumer, messages.len() as u32, now);
         if self.deleted {
             return;
         }

@@ -63,6 +63,11 @@ impl StreamConsumer {
         self.state.lock().cursor.position()
     }
 
+    /// Deliveries it holds unacknowledged.
+    pub fn outstanding(&self) -> u32 {
+        self.state.lock().outstanding.len() as u32
+    }
+
     /// Where its acknowledgements are remembered, if anywhere: the group's
     /// key for the active member of a group, its tag with automatic
     /// tracking.
