@@ -58,6 +58,11 @@ impl StreamConsumer {
         self.active.load(Ordering::Acquire)
     }
 
+    /// Credit worth waking up for at once: a quarter of the prefetch.
+    pub(super) fn batch_credit(&self) -> u32 {
+        (u32::from(self.consumer.prefetch) / 4).max(1)
+    }
+
     /// The offset it reads next.
     pub fn position(&self) -> u64 {
         self.state.lock().cursor.position()
@@ -297,11 +302,14 @@ impl StreamQueue {
             let mut st = c.state.lock();
             let before = st.credit;
             st.credit = st.credit.saturating_add(messages.len() as u32);
-            // The task sleeps only once out of credit: wake it when a
-            // quarter of the prefetch is back, not for every single ack,
-            // so it delivers in batches.
-            let enough = (u32::from(c.consumer.prefetch) / 4).max(1);
-            let wake = before < enough && st.credit >= enough;
+            // A task out of credit sleeps: wake it as credit comes back,
+            // and again once a quarter of the prefetch is back — it waits
+            // a moment for that quarter (`pump`), so it delivers in
+            // batches, but never waits for more than the consumer returns
+            // (one that holds the rest unacked must still get what it has
+            // room for).
+            let enough = c.batch_credit();
+            let wake = (before == 0 && st.credit > 0) || (before < enough && st.credit >= enough);
             if processed {
                 for m in messages {
                     st.outstanding.remove(&m.seq);

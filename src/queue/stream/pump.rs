@@ -17,6 +17,10 @@ use crate::store::Stored;
 /// Deliveries made before the task yields to others.
 const BATCH: usize = 256;
 
+/// How long a task with less than a batch's credit waits for more before
+/// delivering what it has.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(1);
+
 pub(super) fn start(queue: Arc<Queue>, consumer: Arc<StreamConsumer>) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         tracing::error!("a stream consumer needs the runtime; it gets nothing");
@@ -47,6 +51,15 @@ async fn run(queue: Arc<Queue>, c: Arc<StreamConsumer>) {
                 if changed.is_err() {
                     return;
                 }
+            }
+        }
+        // Woken with a little credit: give the rest of a batch a moment to
+        // come back (its arrival wakes us at once) before delivering.
+        let credit = c.state.lock().credit;
+        if credit > 0 && credit < c.batch_credit() {
+            tokio::select! {
+                _ = c.wake.notified() => {}
+                _ = tokio::time::sleep(GATHER) => {}
             }
         }
     }

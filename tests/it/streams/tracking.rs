@@ -131,3 +131,27 @@ async fn tracked_offsets_resume_at_the_first_unacked_after_a_restart_and_a_crash
     // The ones that looked did not move "t" (they acked nothing).
     assert_eq!(resumes_at(&conn, q, "t", text("next"), true).await, t_at);
 }
+
+/// Credit is credit however little comes back: a consumer (prefetch 10)
+/// that holds nine deliveries and acks one still gets the next. The task
+/// used to sleep until a quarter of the prefetch was back, so this one
+/// waited for ever.
+#[tokio::test]
+async fn a_consumer_holding_most_of_its_prefetch_gets_what_it_has_room_for() {
+    let server = crate::common::start().await;
+    let conn = open(&server.amqp_url()).await;
+    let ch = conn.create_channel().await.unwrap();
+    let q = "held";
+    declare_stream(&ch, q, &[]).await;
+    publish_burst(&confirming(&conn).await, q, 0..20).await;
+    let mut r = Reader::open(&conn, q, Some(text("first")), 10, "held", &[])
+        .await
+        .manual();
+    r.take(10).await;
+    ack_offsets(&r, &[0]).await;
+    r.take(1).await;
+    assert_eq!(r.offsets(), (0..11).collect::<Vec<_>>());
+    ack_offsets(&r, &[1]).await;
+    r.take(1).await;
+    assert_eq!(r.offsets(), (0..12).collect::<Vec<_>>());
+}
