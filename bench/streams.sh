@@ -15,12 +15,13 @@
 #     during both and the stream's size on disk. With the defaults the
 #     stream holds about 10 GB: it needs that much free disk per broker.
 #
+# WARREN=path/to/warren benchmarks another build (default target/release/warren).
 # Needs jq, a release build (cargo build --release -p warren -p warren-perf)
 # and, for RabbitMQ, a running rabbitmq-server (guest/guest on 5672).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PERF=target/release/warren-perf
-WARREN=target/release/warren
+WARREN=${WARREN:-target/release/warren}
 PORT=${PORT:-5673}
 DURATION=${DURATION:-30}
 RABBIT_URI=amqp://guest:guest@127.0.0.1:5672/%2f

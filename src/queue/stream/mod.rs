@@ -302,14 +302,13 @@ impl StreamQueue {
             let mut st = c.state.lock();
             let before = st.credit;
             st.credit = st.credit.saturating_add(messages.len() as u32);
-            // A task out of credit sleeps: wake it as credit comes back,
-            // and again once a quarter of the prefetch is back — it waits
-            // a moment for that quarter (`pump`), so it delivers in
-            // batches, but never waits for more than the consumer returns
-            // (one that holds the rest unacked must still get what it has
-            // room for).
+            // A task out of credit sleeps: wake it once a quarter of the
+            // prefetch is back, not for every single ack, so it delivers in
+            // batches. Less than that is picked up by the task's own
+            // timeout (`pump`): a consumer that holds the rest unacked
+            // still gets what it has room for.
             let enough = c.batch_credit();
-            let wake = (before == 0 && st.credit > 0) || (before < enough && st.credit >= enough);
+            let wake = before < enough && st.credit >= enough;
             if processed {
                 for m in messages {
                     st.outstanding.remove(&m.seq);

@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use super::StreamConsumer;
 use crate::queue::locked::blocking;
@@ -17,9 +18,13 @@ use crate::store::Stored;
 /// Deliveries made before the task yields to others.
 const BATCH: usize = 256;
 
-/// How long a task with less than a batch's credit waits for more before
-/// delivering what it has.
-const GATHER: std::time::Duration = std::time::Duration::from_millis(1);
+/// How long a task out of credit sleeps before looking again, at first:
+/// acks that bring back less than a batch's credit do not wake it (see
+/// `StreamQueue::settle`). Doubled while nothing comes back, up to
+/// `CREDIT_CHECK_MAX`, so a consumer that holds its whole prefetch for an
+/// hour costs a wake-up a second, not a thousand.
+const CREDIT_CHECK: Duration = Duration::from_millis(2);
+const CREDIT_CHECK_MAX: Duration = Duration::from_secs(1);
 
 pub(super) fn start(queue: Arc<Queue>, consumer: Arc<StreamConsumer>) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -34,33 +39,36 @@ async fn run(queue: Arc<Queue>, c: Arc<StreamConsumer>) {
         return;
     };
     let mut synced = stream.log.subscribe();
+    let mut credit_check = CREDIT_CHECK;
     loop {
         if c.cancelled.load(Ordering::Acquire) {
             return;
         }
-        match deliver_some(&queue, &c) {
+        let no_credit = match deliver_some(&queue, &c) {
             Progress::More => {
+                credit_check = CREDIT_CHECK;
                 tokio::task::yield_now().await;
                 continue;
             }
-            Progress::Wait => {}
-        }
+            Progress::Wait => false,
+            Progress::NoCredit => true,
+        };
+        // Out of credit, look again after a while whatever happens.
+        let check = async {
+            if no_credit {
+                tokio::time::sleep(credit_check).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
         tokio::select! {
-            _ = c.wake.notified() => {}
+            _ = c.wake.notified() => credit_check = CREDIT_CHECK,
             changed = synced.changed() => {
                 if changed.is_err() {
                     return;
                 }
             }
-        }
-        // Woken with a little credit: give the rest of a batch a moment to
-        // come back (its arrival wakes us at once) before delivering.
-        let credit = c.state.lock().credit;
-        if credit > 0 && credit < c.batch_credit() {
-            tokio::select! {
-                _ = c.wake.notified() => {}
-                _ = tokio::time::sleep(GATHER) => {}
-            }
+            () = check => credit_check = (credit_check * 2).min(CREDIT_CHECK_MAX),
         }
     }
 }
@@ -68,7 +76,9 @@ async fn run(queue: Arc<Queue>, c: Arc<StreamConsumer>) {
 enum Progress {
     /// It delivered a batch and may deliver more.
     More,
-    /// Out of credit, room or records.
+    /// Out of credit.
+    NoCredit,
+    /// Out of room (the channel) or records.
     Wait,
 }
 
@@ -77,7 +87,10 @@ fn deliver_some(queue: &Arc<Queue>, c: &StreamConsumer) -> Progress {
     let mut delivered = 0;
     while delivered < BATCH {
         // A waiting member of a group is woken when it becomes active.
-        if st.credit == 0 || c.cancelled.load(Ordering::Acquire) || !c.is_active() {
+        if st.credit == 0 {
+            return Progress::NoCredit;
+        }
+        if c.cancelled.load(Ordering::Acquire) || !c.is_active() {
             return Progress::Wait;
         }
         // A channel that says no remembers the queue and pokes it (waking
