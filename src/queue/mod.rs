@@ -6,7 +6,7 @@
 //! passed in and everything that must happen comes back as a value. [`Queue`]
 //! is the shell around it: one short-held lock, and the modules that carry
 //! out what the core asks — `dispatch` hands messages to consumers'
-//! channels, `paging` reads the parts of long queues that live in the store,
+//! channels, `settle` takes their acks and rejections, `paging` reads the parts of long queues that live in the store,
 //! `persistence` writes and removes store records and recovers queues at
 //! boot, and the broker-wide timer ([`Deadlines`]) wakes queues when
 //! something is due.
@@ -45,6 +45,7 @@ mod paging;
 mod persistence;
 mod queued;
 mod ready;
+mod settle;
 pub mod state;
 mod stats;
 pub mod stream;
@@ -467,55 +468,6 @@ impl Queue {
     pub fn is_expired_unused(&self, now: u64) -> bool {
         let st = self.state.lock();
         !st.core.is_deleted() && st.core.expires_deadline().is_some_and(|at| now >= at)
-    }
-
-    /// Acknowledge delivered messages: they leave the queue for good.
-    pub fn ack(self: &Arc<Self>, consumer: Option<ConsumerId>, messages: Vec<QueuedMessage>) {
-        if let Some(st) = &self.stream {
-            self.stats.count(QueueEvent::Ack, messages.len() as u64);
-            return st.settle(consumer, &messages, true);
-        }
-        self.forget(&messages);
-        self.stats.count(QueueEvent::Ack, messages.len() as u64);
-        let clock = self.now();
-        let now = Now::new(&clock);
-        let mut st = self.lock();
-        st.core.settle(consumer, messages.len() as u32, &now);
-        self.dispatch_locked(&mut st, &now);
-    }
-
-    /// Reject delivered messages without requeueing: they are dropped, or
-    /// dead-lettered with reason `rejected`.
-    pub fn discard(self: &Arc<Self>, consumer: Option<ConsumerId>, messages: Vec<QueuedMessage>) {
-        if let Some(st) = &self.stream {
-            return st.settle(consumer, &messages, true);
-        }
-        let clock = self.now();
-        let now = Now::new(&clock);
-        let mut st = self.lock();
-        st.core.discard(consumer, messages, &now);
-        self.dispatch_locked(&mut st, &now);
-    }
-
-    /// Put delivered messages back at their original positions, marked
-    /// redelivered — unless they are past the delivery limit (then they are
-    /// dead-lettered) or must wait out a retry delay first.
-    pub fn requeue(
-        self: &Arc<Self>,
-        consumer: Option<ConsumerId>,
-        messages: Vec<QueuedMessage>,
-        why: Return,
-    ) {
-        if let Some(st) = &self.stream {
-            return st.settle(consumer, &messages, false);
-        }
-        let clock = self.now();
-        let now = Now::new(&clock);
-        let mut st = self.lock();
-        st.core.requeue(consumer, messages, why, &now);
-        if !st.core.is_deleted() {
-            self.dispatch_locked(&mut st, &now);
-        }
     }
 
     /// `basic.get`: take the head message. `deliver` runs under the queue lock
