@@ -169,6 +169,30 @@ pub struct QueueView {
     pub operator_policy: Option<String>,
 }
 
+impl ConsumerView {
+    /// What a queue's consumer record says of it; a stream's caller adds
+    /// its position and outstanding deliveries.
+    fn of(c: &super::Consumer, active: bool) -> ConsumerView {
+        let (connection, channel) = c.channel.owner();
+        ConsumerView {
+            id: c.id,
+            tag: c.tag.clone(),
+            ack_required: !c.no_ack,
+            exclusive: c.exclusive,
+            prefetch_count: c.prefetch,
+            priority: c.priority,
+            arguments: c.arguments.clone(),
+            active,
+            timeout_ms: c.timeout_ms,
+            connection,
+            channel,
+            stream_position: None,
+            unacked: c.unacked,
+            last_settled_ms: c.last_settled_ms,
+        }
+    }
+}
+
 impl Queue {
     /// A snapshot for the management API (one lock).
     pub fn view(self: &Arc<Self>) -> QueueView {
@@ -179,25 +203,7 @@ impl Queue {
         let core = &st.core;
         let consumers = core
             .consumers()
-            .map(|c| {
-                let (connection, channel) = c.channel.owner();
-                ConsumerView {
-                    id: c.id,
-                    tag: c.tag.clone(),
-                    ack_required: !c.no_ack,
-                    exclusive: c.exclusive,
-                    prefetch_count: c.prefetch,
-                    priority: c.priority,
-                    arguments: c.arguments.clone(),
-                    active: core.is_active_consumer(c.id),
-                    timeout_ms: c.timeout_ms,
-                    connection,
-                    channel,
-                    stream_position: None,
-                    unacked: c.unacked,
-                    last_settled_ms: c.last_settled_ms,
-                }
-            })
+            .map(|c| ConsumerView::of(c, core.is_active_consumer(c.id)))
             .collect();
         QueueView {
             ready: core.len() as u64,
@@ -225,27 +231,11 @@ impl Queue {
             .consumers()
             .iter()
             .map(|s| {
-                let c = &s.consumer;
-                let (connection, channel) = c.channel.owner();
-                ConsumerView {
-                    id: c.id,
-                    tag: c.tag.clone(),
-                    ack_required: !c.no_ack,
-                    exclusive: c.exclusive,
-                    prefetch_count: c.prefetch,
-                    priority: c.priority,
-                    arguments: c.arguments.clone(),
-                    active: s.is_active(),
-                    timeout_ms: c.timeout_ms,
-                    connection,
-                    channel,
-                    stream_position: {
-                        let at = s.position();
-                        Some((at, committed.saturating_sub(at)))
-                    },
-                    unacked: s.outstanding(),
-                    last_settled_ms: 0,
-                }
+                let mut view = ConsumerView::of(&s.consumer, s.is_active());
+                let at = s.position();
+                view.stream_position = Some((at, committed.saturating_sub(at)));
+                view.unacked = s.outstanding();
+                view
             })
             .collect();
         let (bytes, _) = stream.log.size();

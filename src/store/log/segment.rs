@@ -51,17 +51,8 @@ impl Segment {
     /// A new, empty segment starting at `first_offset`.
     pub fn create(dir: &Path, first_offset: u64) -> StoreResult<Segment> {
         let (data_path, index_path) = Segment::names(dir, first_offset);
-        let open = |p: &Path| {
-            OpenOptions::new()
-                .read(true)
-                .append(true)
-                .create(true)
-                .truncate(false)
-                .open(p)
-                .map_err(|e| io("cannot create", p, e))
-        };
-        let data = open(&data_path)?;
-        let index = open(&index_path)?;
+        let data = open_file(&data_path, "cannot create")?;
+        let index = open_file(&index_path, "cannot create")?;
         sync_dir(dir)?;
         Ok(Segment {
             first_offset,
@@ -77,17 +68,8 @@ impl Segment {
     /// Open and check an existing segment (see the module's comment).
     pub fn open(dir: &Path, first_offset: u64) -> StoreResult<Segment> {
         let (data_path, index_path) = Segment::names(dir, first_offset);
-        let open = |p: &Path| {
-            OpenOptions::new()
-                .read(true)
-                .append(true)
-                .create(true)
-                .truncate(false)
-                .open(p)
-                .map_err(|e| io("cannot open", p, e))
-        };
-        let data = open(&data_path)?;
-        let index = open(&index_path)?;
+        let data = open_file(&data_path, "cannot open")?;
+        let index = open_file(&index_path, "cannot open")?;
         let mut segment = Segment {
             first_offset,
             data_path,
@@ -319,4 +301,16 @@ impl ChunkIndex {
         let i = chunks.partition_point(|c| c.last_timestamp < timestamp);
         chunks.get(i).copied()
     }
+}
+
+/// A segment's data or index file, for appending and positioned reads;
+/// made if missing, never truncated.
+fn open_file(p: &Path, what: &str) -> StoreResult<File> {
+    OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .truncate(false)
+        .open(p)
+        .map_err(|e| io(what, p, e))
 }
