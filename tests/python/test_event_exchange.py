@@ -105,10 +105,10 @@ def test_queue_created_and_deleted(feed, ch, names):
     # Declaring it again, actively or passively, announces nothing.
     ch.queue_declare(name, durable=True, arguments={"x-message-ttl": 60000})
     ch.queue_declare(name, passive=True)
+    assert feed.kinds_about("name", name).count("queue.created") == 0
     ch.queue_delete(name)
     props, _ = feed.expect("queue.deleted", name=name)
     assert props.headers["user_who_performed_action"] == "guest"
-    assert feed.kinds_about("name", name).count("queue.created") == 0
 
 
 @warren_only
@@ -152,10 +152,10 @@ def test_exchange_created_and_deleted(feed, ch, names):
     assert h["vhost"] == "/" and h["policy"] == ""
     assert h["user_who_performed_action"] == "guest"
     ch.exchange_declare(name, exchange_type="headers", durable=False)
+    assert feed.kinds_about("name", name).count("exchange.created") == 0
     ch.exchange_delete(name)
     props, _ = feed.expect("exchange.deleted", name=name)
     assert props.headers["vhost"] == "/"
-    assert feed.kinds_about("name", name).count("exchange.created") == 0
 
 
 def test_bindings_created_and_deleted(feed, ch, names):
