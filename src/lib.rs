@@ -62,6 +62,7 @@ pub mod queue;
 pub mod server;
 pub mod startup;
 pub mod store;
+pub mod telemetry;
 pub mod tls;
 
 pub use config::Config;

@@ -124,14 +124,21 @@ fn main() -> ExitCode {
             return ExitCode::from(78); // EX_CONFIG
         }
     };
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&config.log.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter);
-    match config.log.format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs.json().flatten_event(true).with_span_list(false).init(),
-    }
+    let env: std::collections::HashMap<String, String> = std::env::vars().collect();
+    let otel = match warren::telemetry::Settings::resolve(&config.opentelemetry, &env) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("warren: {e}");
+            return ExitCode::from(78); // EX_CONFIG
+        }
+    };
+    let exporter = match init_logs(&config, otel.as_ref()) {
+        Ok(exporter) => exporter,
+        Err(e) => {
+            eprintln!("warren: {e}");
+            return ExitCode::from(78);
+        }
+    };
     warren::server::raise_fd_limit();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -161,8 +168,61 @@ fn main() -> ExitCode {
             Ok(server) => server.shutdown().await,
             Err(_) => tracing::error!("cannot shut down cleanly: the server is still in use"),
         }
+        if let Some(exporter) = exporter {
+            // The batch exporter blocks on its last export.
+            let _ = tokio::task::spawn_blocking(move || exporter.shutdown()).await;
+        }
         ExitCode::SUCCESS
     })
+}
+
+/// Logs as text or JSON lines, and message spans to OTLP when an endpoint
+/// is configured (their own target, never logged).
+fn init_logs(
+    config: &Config,
+    otel: Option<&warren::telemetry::Settings>,
+) -> Result<Option<warren::telemetry::Exporter>, String> {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let quiet_spans = format!("{}=off", warren::telemetry::TARGET);
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = match quiet_spans.parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
+    let logs = tracing_subscriber::fmt::layer();
+    let logs = match config.log.format {
+        LogFormat::Text => logs.with_filter(filter).boxed(),
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_span_list(false)
+            .with_filter(filter)
+            .boxed(),
+    };
+    let (spans, exporter) = match otel {
+        Some(settings) => {
+            let (layer, exporter) = warren::telemetry::install(settings)?;
+            (Some(layer), Some(exporter))
+        }
+        None => (None, None),
+    };
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(spans)
+        .try_init()
+        .map_err(|e| format!("cannot start logging: {e}"))?;
+    if let Some(settings) = otel {
+        tracing::info!(
+            "exporting message spans over OTLP to {} ({} of messages without trace context start a trace)",
+            settings.endpoint.traces_url(),
+            settings.root_ratio
+        );
+    }
+    Ok(exporter)
 }
 
 /// SIGHUP reloads the TLS certificates (connections stay up) and starts a

@@ -27,6 +27,9 @@ pub struct Message {
     pub priority: u8,
     /// The `expiration` property (a per-message TTL in ms), parsed.
     pub expiration_ms: Option<u64>,
+    /// When the broker took it in (ms since the epoch; 0: not known), for
+    /// a queue's oldest-message age and publish-to-deliver latency.
+    pub received_ms: u64,
 }
 
 impl Message {
@@ -40,6 +43,7 @@ impl Message {
             persistent: false,
             priority: 0,
             expiration_ms: None,
+            received_ms: 0,
         }
     }
 

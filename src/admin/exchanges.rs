@@ -321,6 +321,7 @@ async fn publish(
         persistent: *props.delivery_mode() == Some(2),
         priority: props.priority().unwrap_or(0),
         expiration_ms: expiration.and_then(|e| message::expiration_ms(&e).ok()),
+        received_ms: crate::queue::now_ms(),
         properties: message::encode(&props),
         body: bytes.into(),
     });

@@ -23,6 +23,7 @@ use crate::broker::events::{INTERNAL_USER, channel_pid};
 use crate::broker::firehose::Tracer;
 use crate::metrics::MessageEvent;
 use crate::queue::{ConnectionId, Consumer, ConsumerId, DeliveryTarget, Queue, QueuedMessage};
+use crate::telemetry::{self, spans};
 
 /// A delivery awaiting acknowledgement.
 #[derive(Debug)]
@@ -285,11 +286,38 @@ impl Deliveries {
         );
     }
 
+    /// A span for the delivery of a traced message.
+    fn record_span(
+        &self,
+        queue: &Queue,
+        message: &QueuedMessage,
+        tag: u64,
+        consumer: Option<&str>,
+    ) {
+        let m = &message.message;
+        spans::deliver(
+            &m.properties,
+            &spans::Delivery {
+                operation: if consumer.is_some() { "deliver" } else { "get" },
+                queue: queue.name(),
+                routing_key: m.routing_key.as_str(),
+                delivery_tag: tag,
+                consumer_tag: consumer,
+                redelivered: message.redelivered,
+                received_ms: m.received_ms,
+                body_size: m.body.len(),
+            },
+        );
+    }
+
     /// Encode a message as `basic.get-ok` and record it (unless no-ack).
     pub fn deliver_get(&self, queue: &Arc<Queue>, message: QueuedMessage, no_ack: bool, left: u32) {
         self.trace(queue, &message);
         let mut ledger = self.ledger.lock();
         let tag = ledger.next_tag();
+        if telemetry::enabled() {
+            self.record_span(queue, &message, tag, None);
+        }
         let m = &message.message;
         self.outbox.append(|buf| {
             codec::encode_get_ok(
@@ -382,6 +410,9 @@ impl DeliveryTarget for Deliveries {
         self.trace(queue, &message);
         let mut ledger = self.ledger.lock();
         let tag = ledger.next_tag();
+        if telemetry::enabled() {
+            self.record_span(queue, &message, tag, Some(consumer.tag.as_str()));
+        }
         let m = &message.message;
         self.outbox.send(|buf| {
             codec::encode_deliver(

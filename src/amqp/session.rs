@@ -49,9 +49,25 @@ pub struct Session {
     /// This connection handed persistent messages to the store since the
     /// last check: it is held back too while the store is backlogged.
     pub stored: std::cell::Cell<bool>,
+    /// The time messages of the current read batch arrived (ms since the
+    /// epoch), read once per batch when the first message needs it; 0:
+    /// not read yet.
+    pub received_ms: std::cell::Cell<u64>,
 }
 
 impl Session {
+    /// When the messages of this read batch arrived.
+    pub fn received_ms(&self) -> u64 {
+        match self.received_ms.get() {
+            0 => {
+                let now = crate::queue::now_ms();
+                self.received_ms.set(now);
+                now
+            }
+            then => then,
+        }
+    }
+
     /// Check the user's permission on a resource of this vhost.
     pub fn check(&self, access: Access, kind: &str, name: &str) -> AmqpResult<()> {
         self.broker

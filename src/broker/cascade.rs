@@ -161,6 +161,7 @@ mod tests {
             persistent: false,
             priority: 0,
             expiration_ms: None,
+            received_ms: 0,
         }
     }
 

@@ -191,6 +191,8 @@ pub fn rewrite(
             persistent: message.persistent,
             priority: message.priority,
             expiration_ms: None,
+            // It waits in its new queues from now.
+            received_ms: now_ms,
         }),
         exchange: target.exchange.clone(),
         routing_keys,
@@ -334,6 +336,7 @@ mod tests {
             persistent: true,
             priority: 0,
             expiration_ms: None,
+            received_ms: 0,
         }
     }
 

@@ -28,6 +28,17 @@ impl Routed {
         matches!(self, Routed::Rejected | Routed::Failed)
     }
 
+    /// A word for what happened, for spans.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Routed::Unroutable => "gone",
+            Routed::InMemory => "enqueued",
+            Routed::Stored => "stored",
+            Routed::Rejected => "rejected",
+            Routed::Failed => "failed",
+        }
+    }
+
     /// Combine the outcome so far with one queue's: any refusal wins (the
     /// publisher is nacked if one queue refused), then storage.
     fn and(self, next: Routed) -> Routed {
@@ -51,12 +62,23 @@ pub fn enqueue(
     queues: &mut Vec<Arc<Queue>>,
     in_flow: &mut Vec<Arc<Queue>>,
 ) -> Routed {
+    enqueue_each(message, queues, in_flow, |_, _| {})
+}
+
+/// [`enqueue`], telling `each` what each queue did (traced messages record
+/// a span per queue).
+pub fn enqueue_each(
+    message: &Arc<Message>,
+    queues: &mut Vec<Arc<Queue>>,
+    in_flow: &mut Vec<Arc<Queue>>,
+    mut each: impl FnMut(&Queue, Routed),
+) -> Routed {
     let mut outcome = Routed::Unroutable;
     for q in queues.drain(..) {
         let this = match q.publish(message.clone()) {
             Enqueued::Yes { stored, flow } => {
                 if flow && !in_flow.iter().any(|f| Arc::ptr_eq(f, &q)) {
-                    in_flow.push(q);
+                    in_flow.push(q.clone());
                 }
                 if stored {
                     Routed::Stored
@@ -67,6 +89,7 @@ pub fn enqueue(
             Enqueued::Gone => Routed::Unroutable,
             Enqueued::Rejected => Routed::Rejected,
         };
+        each(&q, this);
         outcome = outcome.and(this);
     }
     outcome

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use parking_lot::MutexGuard;
 
 use super::{Queue, Shell};
+use crate::telemetry::spans;
 
 /// The queue's lock. Dropping it carries out what the core asked for —
 /// store records, the timer, the memory budget — then releases the lock and
@@ -94,6 +95,13 @@ impl Drop for Locked<'_> {
             MutexGuard::unlock_fair(st);
         } else {
             drop(st);
+        }
+        if crate::telemetry::enabled() {
+            let exchange = target.as_ref().map(|t| t.exchange.as_str());
+            for (message, reason) in &dead {
+                let properties = &message.properties;
+                spans::died(properties, queue.name(), reason.as_str(), exchange);
+            }
         }
         if let Some(target) = target
             && let Some(owner) = queue.env.owner()

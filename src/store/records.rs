@@ -58,7 +58,17 @@ impl DeliveryState {
     }
 }
 
-const RECORD_VERSION: u8 = 1;
+/// A message record: version, persistent, priority, then (from version 2)
+/// the time it was received (8 bytes, ms since the epoch), then exchange
+/// and routing key (length-prefixed), properties (u32 length) and body.
+/// Version 1 records, without the time, are still read.
+const RECORD_VERSION: u8 = 2;
+const RECORD_VERSION_1: u8 = 1;
+
+/// The bytes before a record's exchange name.
+fn record_head_len(version: u8) -> usize {
+    if version == RECORD_VERSION_1 { 3 } else { 11 }
+}
 
 pub(super) type Key = [u8; 18];
 
@@ -132,7 +142,7 @@ pub(super) fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
 
 pub(super) fn encode_record(m: &Message, out: &mut Vec<u8>) {
     out.reserve(
-        16 + m.exchange.as_str().len()
+        24 + m.exchange.as_str().len()
             + m.routing_key.as_str().len()
             + m.properties.len()
             + m.body.len(),
@@ -140,6 +150,7 @@ pub(super) fn encode_record(m: &Message, out: &mut Vec<u8>) {
     out.push(RECORD_VERSION);
     out.push(m.persistent as u8);
     out.push(m.priority);
+    out.extend_from_slice(&m.received_ms.to_be_bytes());
     for s in [m.exchange.as_str(), m.routing_key.as_str()] {
         let b = &s.as_bytes()[..s.len().min(255)];
         out.push(b.len() as u8);
@@ -152,7 +163,7 @@ pub(super) fn encode_record(m: &Message, out: &mut Vec<u8>) {
 
 /// A record's body size, from its header alone.
 pub(super) fn record_body_len(r: &[u8]) -> Option<u64> {
-    let mut pos = 3;
+    let mut pos = record_head_len(*r.first()?);
     pos += 1 + usize::from(*r.get(pos)?);
     pos += 1 + usize::from(*r.get(pos)?);
     let plen = u32::from_be_bytes(r.get(pos..pos + 4)?.try_into().ok()?) as usize;
@@ -173,10 +184,16 @@ pub(super) fn decode_record(bytes: &[u8]) -> StoreResult<Message> {
         Ok(s)
     };
     let head = take(3)?;
-    if head[0] != RECORD_VERSION {
-        return Err(bad(&format!("unknown record version {}", head[0])));
+    let version = head[0];
+    if version != RECORD_VERSION && version != RECORD_VERSION_1 {
+        return Err(bad(&format!("unknown record version {version}")));
     }
     let (persistent, priority) = (head[1] & 1 == 1, head[2]);
+    let received_ms = if version == RECORD_VERSION_1 {
+        0
+    } else {
+        u64::from_be_bytes(take(8)?.try_into().map_err(|_| bad("length"))?)
+    };
     let mut shortstr = || -> StoreResult<String> {
         let len = take(1)?[0] as usize;
         String::from_utf8(take(len)?.to_vec()).map_err(|_| bad("non-UTF-8 name"))
@@ -194,6 +211,7 @@ pub(super) fn decode_record(bytes: &[u8]) -> StoreResult<Message> {
         body,
         persistent,
         priority,
+        received_ms,
     })
 }
 
@@ -324,6 +342,7 @@ pub(super) mod fixtures {
             persistent: true,
             priority: 3,
             expiration_ms: None,
+            received_ms: 0,
         }
     }
 
@@ -349,7 +368,10 @@ mod tests {
 
     #[test]
     fn records_round_trip() {
-        let m = msg("hello");
+        let m = Message {
+            received_ms: 1_764_000_000_123,
+            ..msg("hello")
+        };
         let mut buf = Vec::new();
         encode_record(&m, &mut buf);
         let back = decode_record(&buf).unwrap();
@@ -359,8 +381,21 @@ mod tests {
         assert_eq!(back.body, m.body);
         assert!(back.persistent);
         assert_eq!(back.priority, 3);
+        assert_eq!(back.received_ms, 1_764_000_000_123);
         assert_eq!(record_body_len(&buf), Some(5));
         assert!(decode_record(&buf[..5]).is_err());
         assert_eq!(record_body_len(&buf[..5]), None);
+    }
+
+    #[test]
+    fn version_1_records_are_still_read() {
+        // v1, persistent, priority 3, "x", "rk", 3 bytes of properties, body.
+        let mut v1 = vec![1, 1, 3, 1, b'x', 2, b'r', b'k', 0, 0, 0, 3, 0x10, 0x00, 2];
+        v1.extend_from_slice(b"old");
+        let back = decode_record(&v1).unwrap();
+        assert_eq!(back.routing_key.as_str(), "rk");
+        assert_eq!(back.body.as_ref(), b"old");
+        assert_eq!(back.received_ms, 0);
+        assert_eq!(record_body_len(&v1), Some(3));
     }
 }

@@ -20,6 +20,7 @@ use crate::error::{AmqpError, AmqpResult};
 use crate::fields::generated_name;
 use crate::metrics::MessageEvent;
 use crate::queue::{Consumer, ConsumerId, Queue, Return};
+use crate::telemetry::{self, spans};
 
 /// What to do with deliveries being settled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,11 +79,15 @@ impl Channel {
                     s.reply(self.id, AMQPClass::Basic(M::GetEmpty(basic::GetEmpty {})));
                 }
             }
-            M::Ack(a) => self.settle(s, a.delivery_tag, a.multiple, Settle::Ack)?,
+            M::Ack(a) => self.settle(s, a.delivery_tag, a.multiple, Settle::Ack, "ack")?,
             M::Nack(n) => {
-                self.settle(s, n.delivery_tag, n.multiple, requeue_or_discard(n.requeue))?
+                let how = requeue_or_discard(n.requeue);
+                self.settle(s, n.delivery_tag, n.multiple, how, "nack")?
             }
-            M::Reject(r) => self.settle(s, r.delivery_tag, false, requeue_or_discard(r.requeue))?,
+            M::Reject(r) => {
+                let how = requeue_or_discard(r.requeue);
+                self.settle(s, r.delivery_tag, false, how, "reject")?
+            }
             M::Recover(r) => {
                 if !r.requeue {
                     return Err(AmqpError::not_implemented("requeue=false"));
@@ -206,7 +211,15 @@ impl Channel {
         }
     }
 
-    fn settle(&mut self, s: &Session, tag: u64, multiple: bool, how: Settle) -> AmqpResult<()> {
+    /// `basic.ack`, `basic.nack` or `basic.reject` (`method`).
+    fn settle(
+        &mut self,
+        s: &Session,
+        tag: u64,
+        multiple: bool,
+        how: Settle,
+        method: &'static str,
+    ) -> AmqpResult<()> {
         if how != Settle::Ack {
             let stream = self.deliveries.ledger.lock().stream_among(tag, multiple);
             if let Some(q) = stream {
@@ -216,6 +229,13 @@ impl Channel {
             }
         }
         let taken = self.take_unacked(tag, multiple)?;
+        if telemetry::enabled() {
+            let requeue = (how != Settle::Ack).then_some(how == Settle::Requeue);
+            for (tag, u) in &taken {
+                let properties = &u.message.message.properties;
+                spans::settle(properties, method, u.queue.name(), *tag, requeue);
+            }
+        }
         if let Some(tx) = self.tx.as_mut() {
             let bytes: u64 = taken
                 .iter()

@@ -50,6 +50,9 @@ pub struct Channel {
     /// Confirm sequence numbers published in this read batch that wait for
     /// the store's next flush.
     awaiting_flush: Vec<u64>,
+    /// The enqueue spans of traced messages among them, ended with their
+    /// confirm.
+    awaiting_flush_spans: Vec<tracing::Span>,
     tx: Option<Transaction>,
     /// The last queue declared on this channel: empty queue names refer to it.
     last_queue: Option<ShortString>,
@@ -90,6 +93,7 @@ impl Channel {
             consumer_prefetch: 0,
             confirms: None,
             awaiting_flush: Vec::new(),
+            awaiting_flush_spans: Vec::new(),
             tx: None,
             last_queue: None,
             routed: Vec::new(),

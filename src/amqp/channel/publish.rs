@@ -18,13 +18,14 @@ use crate::amqp::codec;
 use crate::amqp::properties;
 use crate::amqp::session::Session;
 use crate::broker::auth::Access;
-use crate::broker::enqueue::{Routed, enqueue};
+use crate::broker::enqueue::{Routed, enqueue, enqueue_each};
 use crate::broker::firehose::{self, Tracer};
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::{Exchange, ExchangeKind, RouteHeaders};
 use crate::message::{self, Message};
 use crate::metrics::MessageEvent;
 use crate::queue::Queue;
+use crate::telemetry::{self, spans};
 
 /// A publish that has been validated and is ready to route.
 #[derive(Debug)]
@@ -38,6 +39,8 @@ pub(super) struct Routable {
     /// asks.
     decoded_headers: Option<Option<FieldTable>>,
     mandatory: bool,
+    /// The receive span, if the message is traced.
+    trace: Option<spans::Receive>,
 }
 
 impl Channel {
@@ -80,6 +83,18 @@ impl Channel {
         s.broker.metrics.message_size(body.len() as u64);
         self.deliveries.status.count(ChannelEvent::Publish, 1);
         let (exchange, topic_checked) = self.publish_target(s, publish.exchange.as_str())?;
+        let trace = if telemetry::enabled() {
+            spans::receive(
+                &mut properties,
+                publish.exchange.as_str(),
+                publish.routing_key.as_str(),
+                &s.vhost.name,
+                body.len(),
+                s.peer,
+            )
+        } else {
+            None
+        };
         let view = properties::read(&properties).ok_or_else(|| undecodable(&properties))?;
         if let Some(user_id) = view.user_id
             && user_id != s.user
@@ -114,6 +129,7 @@ impl Channel {
             persistent,
             priority,
             expiration_ms,
+            received_ms: s.received_ms(),
             properties,
             body,
         });
@@ -123,6 +139,7 @@ impl Channel {
             extra_keys,
             decoded_headers,
             mandatory: publish.mandatory,
+            trace,
         };
         match self.tx.as_mut() {
             Some(tx) => {
@@ -221,7 +238,10 @@ impl Channel {
         if s.vhost.is_tracing() {
             trace_publish(s, self.id, &r.message, &r.extra_keys, &routed);
         }
-        let outcome = enqueue(&r.message, &mut routed, &mut s.in_flow.borrow_mut());
+        let outcome = match &r.trace {
+            None => enqueue(&r.message, &mut routed, &mut s.in_flow.borrow_mut()),
+            Some(trace) => self.enqueue_traced(s, trace, &r.message, &mut routed, seq.is_some()),
+        };
         if outcome == Routed::Stored {
             s.stored.set(true);
         }
@@ -269,6 +289,35 @@ impl Channel {
         outcome
     }
 
+    /// Enqueue a traced message: a span per queue, and the queues on the
+    /// receive span. The spans of persisted messages under confirms end
+    /// when their confirm goes out.
+    fn enqueue_traced(
+        &mut self,
+        s: &Session,
+        trace: &spans::Receive,
+        message: &Arc<Message>,
+        routed: &mut Vec<Arc<Queue>>,
+        confirming: bool,
+    ) -> Routed {
+        let names: Vec<String> = routed.iter().map(|q| q.name().to_string()).collect();
+        let mut in_flow = s.in_flow.borrow_mut();
+        let outcome = enqueue_each(message, routed, &mut in_flow, |q, this| {
+            let span = trace.enqueue(q.name(), this == Routed::Stored, this.as_str());
+            if confirming && this == Routed::Stored {
+                self.awaiting_flush_spans.push(span);
+            }
+        });
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let refused = match outcome {
+            Routed::Rejected => Some("a full queue rejected the message (reject-publish)"),
+            Routed::Failed => Some("the store could not write the message"),
+            _ => None,
+        };
+        trace.routed(&names, refused);
+        outcome
+    }
+
     /// Send the publisher confirms accumulated during a read batch: those
     /// settled now go out at once (coalesced), those waiting for the store
     /// go out when the group commit that covers them completes.
@@ -279,10 +328,12 @@ impl Channel {
         };
         if !self.awaiting_flush.is_empty() {
             let seqs = std::mem::take(&mut self.awaiting_flush);
+            let spans = std::mem::take(&mut self.awaiting_flush_spans);
             let t = tracker.clone();
             s.store().after_flush(Box::new(move |result| {
                 t.settle(&seqs, result.is_ok());
                 t.flush();
+                spans::confirmed(spans, result.is_ok());
             }));
         }
         tracker.flush();

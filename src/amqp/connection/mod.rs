@@ -105,6 +105,7 @@ impl Connection {
                 deferred: Default::default(),
                 in_flow: Default::default(),
                 stored: Default::default(),
+                received_ms: Default::default(),
             },
             client,
             channels: FxHashMap::default(),
@@ -258,6 +259,7 @@ impl Connection {
     /// is deferred, then flush.
     fn process<R: Transport>(&mut self, reader: &mut FrameReader<R>) -> Result<Processed, End> {
         let mut budget = FRAMES_PER_SLICE;
+        self.session.received_ms.set(0);
         let result = loop {
             if budget == 0 {
                 break Ok(Processed::Some);

@@ -244,6 +244,7 @@ fn publish_internal(
         persistent: *props.delivery_mode() == Some(2),
         priority: 0,
         expiration_ms: None,
+        received_ms: crate::queue::now_ms(),
         properties: message::encode(&props),
         body,
     });

@@ -132,6 +132,7 @@ fn message(id: u64, priority: u8, ttl: Option<u64>, persistent: bool) -> Arc<Mes
         persistent,
         priority,
         expiration_ms: ttl,
+        received_ms: 0,
     })
 }
 

@@ -488,9 +488,9 @@ impl<C> QueueCore<C> {
     }
 
     /// Keep a dead message for dead-lettering, if the queue has somewhere
-    /// to send it.
+    /// to send it (or for its span, while messages are traced).
     fn bury(&mut self, message: Arc<Message>, reason: Reason) {
-        if self.settings.dead_letter.is_some() {
+        if self.settings.dead_letter.is_some() || crate::telemetry::enabled() {
             self.effects.dead.push((message, reason));
         }
     }

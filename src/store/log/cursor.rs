@@ -174,6 +174,7 @@ fn to_tail(r: Record) -> TailRecord {
             persistent: true,
             priority: 0,
             expiration_ms: None,
+            received_ms: r.timestamp,
         }),
     }
 }
