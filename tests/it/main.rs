@@ -38,4 +38,5 @@ mod store_faults;
 mod store_faults_runtime;
 mod streams;
 mod super_streams;
+mod telemetry;
 mod tls;
