@@ -173,6 +173,21 @@ pub fn queue_json(
             .map_or(Value::Null, |t| iso8601(t).into()),
     );
     out.insert("head_message_timestamp".into(), Value::Null);
+    if q.stream.is_none() {
+        // Warren's: how old the oldest ready message is, and how long
+        // messages waited for their first delivery.
+        let age = view
+            .oldest_ready_ms
+            .map(|t| crate::queue::now_ms().saturating_sub(t));
+        out.insert(
+            "oldest_ready_message_age_ms".into(),
+            age.map_or(Value::Null, Value::from),
+        );
+        out.insert(
+            "delivery_latency".into(),
+            latency_json(&q.stats.latency.snapshot()),
+        );
+    }
     out.insert("memory".into(), view.memory_bytes.into());
     let paged_out = view.ready - view.ready_in_memory.min(view.ready);
     for (name, value) in [
@@ -223,6 +238,29 @@ pub fn queue_json(
         out.insert("incoming".into(), json!([]));
     }
     Value::Object(out)
+}
+
+/// A queue's publish-to-first-delivery latency: count, sum, the bucket
+/// bounds the median and the 99th percentile fall under, and the
+/// cumulative buckets (ms, as Prometheus's `le`).
+fn latency_json(h: &crate::queue::LatencyHistogram) -> Value {
+    let mut buckets = Map::new();
+    let mut cumulative = 0;
+    for (i, n) in h.buckets.iter().enumerate() {
+        cumulative += n;
+        let le = crate::queue::LATENCY_BUCKETS_MS
+            .get(i)
+            .map_or("+Inf".to_string(), u64::to_string);
+        buckets.insert(le, cumulative.into());
+    }
+    let bound = |q| h.quantile_bound_ms(q).map_or(Value::Null, Value::from);
+    json!({
+        "count": h.count(),
+        "sum_ms": h.sum_ms,
+        "p50_ms_at_most": bound(0.5),
+        "p99_ms_at_most": bound(0.99),
+        "buckets_ms": buckets,
+    })
 }
 
 /// The policy and operator policy merged as they apply: the operator's

@@ -36,26 +36,7 @@ pub struct Config {
     pub audit: AuditConfig,
     pub definitions: DefinitionsConfig,
     pub event_exchange: EventExchangeConfig,
-    pub opentelemetry: OpenTelemetryConfig,
-}
-
-/// OTLP export of message spans; the standard `OTEL_*` variables win over
-/// these keys (`crate::telemetry` reads both).
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OpenTelemetryConfig {
-    /// Base URL of an OTLP/HTTP receiver; empty: not set.
-    pub endpoint: String,
-    /// The full traces URL; empty: not set.
-    pub traces_endpoint: String,
-    pub protocol: String,
-    pub service_name: String,
-    pub sampler: String,
-    pub sampler_arg: f64,
-    pub bsp_schedule_delay_ms: u64,
-    pub bsp_max_queue_size: usize,
-    pub bsp_max_export_batch_size: usize,
-    pub bsp_export_timeout_ms: u64,
+    pub opentelemetry: crate::telemetry::OpenTelemetryConfig,
 }
 
 /// The event exchange (`amq.rabbitmq.event`, RabbitMQ's event exchange

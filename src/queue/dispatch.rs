@@ -47,6 +47,16 @@ impl Queue {
         self.dispatch_locked(&mut st, &Now::new(&clock));
     }
 
+    /// A first delivery: how long the message waited since it arrived.
+    pub(super) fn record_latency(&self, message: &QueuedMessage, now: &Now) {
+        let received = message.message.received_ms;
+        if !message.redelivered && received != 0 {
+            self.stats
+                .latency
+                .record(now.get().saturating_sub(received));
+        }
+    }
+
     pub(super) fn dispatch_locked(self: &Arc<Self>, st: &mut Locked, now: &Now) {
         let mut may_page = true;
         loop {
@@ -58,6 +68,7 @@ impl Queue {
                     if let Some(c) = st.core.consumer(consumer) {
                         self.stats
                             .count_delivery(true, c.no_ack, message.redelivered);
+                        self.record_latency(&message, now);
                         c.channel.deliver(self, c, message);
                     }
                 }

@@ -118,6 +118,15 @@ pub enum Clock {
 }
 
 impl Clock {
+    /// A reading already taken on the system clock (`system_ms`), if this
+    /// is the system clock; else 0 (not read).
+    pub fn known(&self, system_ms: u64) -> u64 {
+        match self {
+            Clock::System => system_ms,
+            Clock::Manual(_) => 0,
+        }
+    }
+
     pub fn now(&self) -> u64 {
         match self {
             Clock::System => now_ms(),

@@ -70,7 +70,10 @@ pub use dispatch::DeliveryTarget;
 pub use env::{Clock, MemoryBudget, QueueEnv, QueueLimits, QueueOwner};
 pub use expiry::now_ms;
 pub use queued::{QueuedMessage, Reason, Return};
-pub use stats::{ConsumerView, QUEUE_EVENTS, QueueEvent, QueueGauges, QueueStats, QueueView};
+pub use stats::{
+    ConsumerView, LATENCY_BUCKETS_MS, LatencyHistogram, QUEUE_EVENTS, QueueEvent, QueueGauges,
+    QueueStats, QueueView,
+};
 
 /// Identifies a connection, for exclusive queues.
 pub type ConnectionId = u64;
@@ -376,7 +379,9 @@ impl Queue {
             };
         }
         let clock = self.now();
-        let now = Now::new(&clock);
+        // The time its read batch arrived, already read: a message taken
+        // by a waiting consumer costs no clock read.
+        let now = Now::starting_at(self.env.clock.known(message.received_ms), &clock);
         let mut st = self.lock();
         let admitted = match st.core.admit(&message, &now) {
             Admit::Accepted(a) => a,
@@ -482,6 +487,7 @@ impl Queue {
                 Got::Message { message, left } => {
                     self.stats
                         .count_delivery(false, no_ack, message.redelivered);
+                    self.record_latency(&message, &now);
                     deliver(message, left);
                     return true;
                 }

@@ -157,6 +157,19 @@ impl ReadyList {
         self.in_memory
     }
 
+    /// When the oldest ready message in memory was received (ms since the
+    /// epoch), over every level's head. A level whose head is paged out
+    /// does not count (its time is in the store); neither do messages whose
+    /// time is not known.
+    pub fn oldest_received_ms(&self) -> Option<u64> {
+        self.levels
+            .iter()
+            .filter_map(|l| l.memory.iter().find(|m| !m.gone))
+            .map(|m| m.message.received_ms)
+            .filter(|&t| t != 0)
+            .min()
+    }
+
     pub fn memory_bytes(&self) -> u64 {
         self.memory_bytes
     }

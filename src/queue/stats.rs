@@ -7,6 +7,7 @@
 //! clock on the message path.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime};
 
 use amq_protocol::types::{FieldTable, ShortString};
@@ -39,10 +40,74 @@ pub const QUEUE_EVENTS: [&str; 7] = [
     "redeliver",
 ];
 
+/// Upper bounds (ms) of the publish-to-deliver latency buckets.
+pub const LATENCY_BUCKETS_MS: [u64; 10] = [1, 5, 10, 50, 100, 500, 1_000, 5_000, 10_000, 60_000];
+
+/// How long messages waited between arriving at the broker and their first
+/// delivery from this queue: counts per bucket (`+Inf` last) and the sum.
+#[derive(Debug, Default)]
+pub struct DeliveryLatency {
+    buckets: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],
+    sum_ms: AtomicU64,
+}
+
+/// [`DeliveryLatency`] at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LatencyHistogram {
+    /// Per bucket, not cumulative; `+Inf` last.
+    pub buckets: [u64; LATENCY_BUCKETS_MS.len() + 1],
+    pub sum_ms: u64,
+}
+
+impl DeliveryLatency {
+    #[inline]
+    pub fn record(&self, ms: u64) {
+        let bucket = LATENCY_BUCKETS_MS
+            .iter()
+            .position(|&b| ms <= b)
+            .unwrap_or(LATENCY_BUCKETS_MS.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_ms.fetch_add(ms, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> LatencyHistogram {
+        LatencyHistogram {
+            buckets: std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed)),
+            sum_ms: self.sum_ms.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl LatencyHistogram {
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+
+    /// The upper bound (ms) of the bucket holding quantile `q`; `None`
+    /// with no deliveries, or when it falls past the last bound.
+    pub fn quantile_bound_ms(&self, q: f64) -> Option<u64> {
+        let count = self.count();
+        if count == 0 {
+            return None;
+        }
+        let rank = ((q * count as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return LATENCY_BUCKETS_MS.get(i).copied();
+            }
+        }
+        None
+    }
+}
+
 /// Counts, depth rates and idleness of one queue.
 #[derive(Debug)]
 pub struct QueueStats {
     pub events: EventCounts<7>,
+    /// Publish-to-first-delivery latency.
+    pub latency: DeliveryLatency,
     /// Rates of `messages`, `messages_ready`, `messages_unacknowledged`.
     pub depth: Rates<3>,
     /// Since when nothing happened, as the sampler last saw it.
@@ -54,6 +119,7 @@ impl Default for QueueStats {
     fn default() -> Self {
         QueueStats {
             events: EventCounts::default(),
+            latency: DeliveryLatency::default(),
             depth: Rates::default(),
             idle: Mutex::new(Idle {
                 last_events: None,
@@ -148,6 +214,8 @@ pub struct QueueGauges {
     pub ready_bytes: u64,
     pub ready_in_memory: u64,
     pub memory_bytes: u64,
+    /// When the oldest ready message was received (ms since the epoch).
+    pub oldest_ready_ms: Option<u64>,
 }
 
 /// A queue's state at one moment.
@@ -167,6 +235,8 @@ pub struct QueueView {
     /// The policy that applies, if any.
     pub policy: Option<String>,
     pub operator_policy: Option<String>,
+    /// When the oldest ready message was received (ms since the epoch).
+    pub oldest_ready_ms: Option<u64>,
 }
 
 impl ConsumerView {
@@ -215,6 +285,7 @@ impl Queue {
             consumers,
             policy: core.settings().policy.clone(),
             operator_policy: core.settings().operator_policy.clone(),
+            oldest_ready_ms: core.oldest_ready_received_ms(),
         }
     }
 
@@ -250,6 +321,7 @@ impl Queue {
             consumers,
             policy: settings.policy,
             operator_policy: settings.operator_policy,
+            oldest_ready_ms: None,
         }
     }
 
@@ -265,6 +337,7 @@ impl Queue {
                 ready_bytes: bytes,
                 ready_in_memory: 0,
                 memory_bytes: 0,
+                oldest_ready_ms: None,
             };
         }
         let st = self.state.lock();
@@ -276,6 +349,7 @@ impl Queue {
             ready_bytes: core.ready_bytes(),
             ready_in_memory: core.in_memory() as u64,
             memory_bytes: core.memory_bytes(),
+            oldest_ready_ms: core.oldest_ready_received_ms(),
         }
     }
 

@@ -30,7 +30,26 @@ use tracing::Subscriber;
 use tracing_subscriber::Layer;
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::config::OpenTelemetryConfig;
+use serde::Deserialize;
+
+/// OTLP export of message spans; the standard `OTEL_*` variables win over
+/// these keys (`Settings::resolve` reads both).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenTelemetryConfig {
+    /// Base URL of an OTLP/HTTP receiver; empty: not set.
+    pub endpoint: String,
+    /// The full traces URL; empty: not set.
+    pub traces_endpoint: String,
+    pub protocol: String,
+    pub service_name: String,
+    pub sampler: String,
+    pub sampler_arg: f64,
+    pub bsp_schedule_delay_ms: u64,
+    pub bsp_max_queue_size: usize,
+    pub bsp_max_export_batch_size: usize,
+    pub bsp_export_timeout_ms: u64,
+}
 
 /// The `tracing` target of message spans: exported, never logged.
 pub const TARGET: &str = "warren::otel";
@@ -251,10 +270,20 @@ where
 mod tests {
     use super::*;
 
+    /// The shipped config.toml's values.
     fn config() -> OpenTelemetryConfig {
-        crate::config::Config::load(&Default::default(), std::iter::empty())
-            .map(|c| c.opentelemetry)
-            .unwrap_or_else(|e| panic!("{e}"))
+        OpenTelemetryConfig {
+            endpoint: String::new(),
+            traces_endpoint: String::new(),
+            protocol: "http/protobuf".into(),
+            service_name: "warren".into(),
+            sampler: "parentbased_always_off".into(),
+            sampler_arg: 1.0,
+            bsp_schedule_delay_ms: 5000,
+            bsp_max_queue_size: 2048,
+            bsp_max_export_batch_size: 512,
+            bsp_export_timeout_ms: 30000,
+        }
     }
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {

@@ -34,6 +34,12 @@ use crate::message;
 
 const TRACEPARENT: &str = "traceparent";
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// The sampled trace context a message's headers carry, if any. Only
 /// properties that contain the bytes `traceparent` are decoded.
 pub fn context_of(properties: &[u8]) -> Option<Context> {
@@ -199,7 +205,7 @@ pub fn deliver(properties: &[u8], d: &Delivery<'_>) {
     };
     let waited_ms = match d.received_ms {
         0 => 0,
-        then => crate::queue::now_ms().saturating_sub(then),
+        then => now_ms().saturating_sub(then),
     };
     let span = tracing::info_span!(
         target: TARGET,

@@ -3,7 +3,7 @@
 //!
 //! Layers, top to bottom (a module may import only from modules ranked
 //! below it): `server` → `listeners` → `admin`, `amqp` → `broker` → `tls` → `config` → `startup`
-//! → `exchange` → `queue` → `store` → `metrics` → `message` → `error` →
+//! → `exchange` → `queue` → `telemetry` → `store` → `metrics` → `message` → `error` →
 //! `fields`, with `fuzzing` (the fuzz targets' hooks) above them all. The
 //! ranks live in [`RANKS`]; a new top-level module must be given one.
 
@@ -26,6 +26,8 @@ const RANKS: &[(&str, u32)] = &[
     ("startup", 72),
     ("exchange", 70),
     ("queue", 60),
+    // Message spans: used from the connection down to the queues.
+    ("telemetry", 55),
     ("store", 50),
     ("metrics", 45),
     ("message", 40),

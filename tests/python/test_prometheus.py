@@ -310,3 +310,55 @@ def test_a_slow_consumers_ack_lag_moves(broker, api, connect):
     s = scrape(broker, "/metrics/per-object")
     assert s.value("rabbitmq_consumer_seconds_since_last_ack", **labels) < 1.0
     ch.queue_delete(queue)
+
+
+@skip_unless_warren
+def test_queue_health_the_oldest_message_ages_and_delivery_latency_is_counted(
+        broker, api, connect):
+    """Messages left ready: the queue's oldest-message age grows, in
+    /metrics/per-object, the detailed endpoint and the management API; once
+    they are consumed it is gone, and their wait is in the latency
+    histogram (a slow queue's messages fall in the slow buckets)."""
+    queue = unique("health")
+    conn = connect()
+    ch = conn.channel()
+    ch.queue_declare(queue)
+    for i in range(3):
+        ch.basic_publish("", queue, f"m{i}".encode())
+    conn.sleep(1.2)
+    labels = {"queue": queue}
+    s = scrape(broker, "/metrics/per-object")
+    age = s.value("rabbitmq_queue_oldest_ready_message_age_seconds", **labels)
+    assert 1.0 <= age < 30, age
+    info = api.json(f"/api/queues/%2F/{queue}")
+    assert info["oldest_ready_message_age_ms"] >= 1000
+    assert info["delivery_latency"]["count"] == 0
+
+    for _ in range(3):
+        method, _, _ = ch.basic_get(queue)
+        ch.basic_ack(method.delivery_tag)
+    ch.basic_publish("", queue, b"quick")
+    ch.basic_get(queue, auto_ack=True)
+
+    s = scrape(broker, "/metrics/detailed", family="queue_health_metrics")
+    assert not [l for l, _ in s.samples.get(
+        "rabbitmq_detailed_queue_oldest_ready_message_age_seconds", [])
+        if l.get("queue") == queue]
+    bucket = lambda le: s.value(  # noqa: E731
+        "rabbitmq_detailed_queue_delivery_latency_seconds_bucket", queue=queue, le=le)
+    assert bucket("0.5") == 1  # the quick one
+    assert bucket("5.0") == 4  # the three that waited over a second
+    assert s.value("rabbitmq_detailed_queue_delivery_latency_seconds_count", queue=queue) == 4
+    assert s.value("rabbitmq_detailed_queue_delivery_latency_seconds_sum", queue=queue) >= 3.0
+
+    info = api.json(f"/api/queues/%2F/{queue}")
+    assert info["oldest_ready_message_age_ms"] is None
+    latency = info["delivery_latency"]
+    assert latency["count"] == 4
+    assert latency["buckets_ms"]["500"] == 1
+    assert latency["buckets_ms"]["+Inf"] == 4
+    assert latency["p99_ms_at_most"] == 5000
+    # The broker-wide histogram on /metrics sums every queue's.
+    total = scrape(broker).value("rabbitmq_queue_delivery_latency_seconds_count")
+    assert total >= 4
+    ch.queue_delete(queue)

@@ -73,34 +73,58 @@ impl Exposition {
         counts: &[u64],
         sum: u64,
     ) {
+        let bounds: Vec<String> = bounds.iter().map(u64::to_string).collect();
+        self.histograms(name, help, &bounds, &[(labels, counts, sum as f64)]);
+    }
+
+    /// A histogram family with a series per label set: `bounds` written as
+    /// given in `le`, each series' counts per bucket (`+Inf`'s last) and
+    /// its sum.
+    pub fn histograms(
+        &mut self,
+        name: &str,
+        help: &str,
+        bounds: &[String],
+        series: &[(Vec<Label>, &[u64], f64)],
+    ) {
         write_help_line(&mut self.text, name, None, None, help);
         write_type_line(&mut self.text, name, None, None, "histogram");
-        let key = Key::from_parts(name.to_string(), labels);
-        let set = LabelSet::from_key_and_global(&key, &self.no_globals);
-        let mut cumulative = 0u64;
-        for (i, count) in counts.iter().enumerate() {
-            cumulative += count;
-            let le = bounds.get(i).map_or("+Inf".to_string(), |b| b.to_string());
-            write_metric_line(
+        for (labels, counts, sum) in series {
+            let key = Key::from_parts(name.to_string(), labels.clone());
+            let set = LabelSet::from_key_and_global(&key, &self.no_globals);
+            let mut cumulative = 0u64;
+            for (i, count) in counts.iter().enumerate() {
+                cumulative += count;
+                let le = bounds.get(i).map_or("+Inf", String::as_str);
+                write_metric_line(
+                    &mut self.text,
+                    name,
+                    Some("bucket"),
+                    &set,
+                    Some(("le", le)),
+                    cumulative,
+                    None,
+                );
+            }
+            write_metric_line::<&str, f64>(
                 &mut self.text,
                 name,
-                Some("bucket"),
+                Some("sum"),
                 &set,
-                Some(("le", le)),
+                None,
+                *sum,
+                None,
+            );
+            write_metric_line::<&str, u64>(
+                &mut self.text,
+                name,
+                Some("count"),
+                &set,
+                None,
                 cumulative,
                 None,
             );
         }
-        write_metric_line::<&str, u64>(&mut self.text, name, Some("sum"), &set, None, sum, None);
-        write_metric_line::<&str, u64>(
-            &mut self.text,
-            name,
-            Some("count"),
-            &set,
-            None,
-            cumulative,
-            None,
-        );
     }
 
     /// A family with one unlabelled sample.

@@ -12,6 +12,7 @@
 mod consumers;
 mod exposition;
 mod objects;
+mod queue_health;
 mod streams;
 
 use std::sync::Arc;

@@ -14,6 +14,7 @@ use metrics::Label;
 
 use super::consumers::{self, ConsumerSample};
 use super::exposition::{Exposition, Family, Kind};
+use super::queue_health::{self, HealthSample};
 use super::streams::{self, StreamSample};
 use crate::broker::connections::{ChannelInfo, RECV_CNT, RECV_OCT, SEND_CNT, SEND_OCT};
 use crate::broker::{Broker, ClientConnection};
@@ -362,6 +363,7 @@ const CONNECTION_METRICS: [(Family, ConnectionValue); 4] = [
 /// What one scrape saw.
 pub struct Snapshot {
     queues: Vec<QueueSample>,
+    health: Vec<HealthSample>,
     streams: Vec<StreamSample>,
     consumers: Vec<ConsumerSample>,
     channels: Vec<ChannelSample>,
@@ -374,6 +376,7 @@ impl Snapshot {
     pub fn take(b: &Broker, vhosts: Option<&[String]>, consumers: bool) -> Snapshot {
         let wanted = |v: &str| vhosts.is_none_or(|vs| vs.iter().any(|w| w == v));
         let mut queues = Vec::new();
+        let mut health = Vec::new();
         let mut streams = Vec::new();
         let mut consumer_samples = Vec::new();
         let channel_name = |c: &ConsumerView| match b.connection(c.connection) {
@@ -386,10 +389,19 @@ impl Snapshot {
                 if consumers {
                     consumer_samples.extend(ConsumerSample::of(&v.name, &q, channel_name));
                 }
+                let g = q.gauges();
+                health.push(HealthSample {
+                    labels: vec![
+                        Label::new("vhost", v.name.clone()),
+                        Label::new("queue", q.name().to_string()),
+                    ],
+                    oldest_ready_ms: g.oldest_ready_ms,
+                    latency: q.stats.latency.snapshot(),
+                });
                 queues.push(QueueSample {
                     vhost: v.name.clone(),
                     name: q.name().to_string(),
-                    g: q.gauges(),
+                    g,
                     published: q.stats.events.get(QueueEvent::Publish as usize),
                 });
             }
@@ -418,6 +430,7 @@ impl Snapshot {
         }
         Snapshot {
             queues,
+            health,
             streams,
             consumers: consumer_samples,
             channels,
@@ -488,6 +501,7 @@ impl Snapshot {
                 emit(out, prefix, shape, table, &self.channels, channel_label);
             }
         }
+        queue_health::write(out, prefix, shape, &self.health, wants);
         streams::write(out, prefix, shape, &self.streams, wants);
         consumers::write(out, prefix, shape, &self.consumers, wants);
         if wants("connection_coarse_metrics") {

@@ -156,6 +156,11 @@ impl<C> QueueCore<C> {
         self.ready.peek(n)
     }
 
+    /// When the oldest ready message was received, if known.
+    pub fn oldest_ready_received_ms(&self) -> Option<u64> {
+        self.ready.oldest_received_ms()
+    }
+
     /// Body bytes of the ready messages, in memory or stored.
     pub fn ready_bytes(&self) -> u64 {
         self.ready.bytes()

@@ -24,6 +24,14 @@ impl<'a> Now<'a> {
         }
     }
 
+    /// A reading already taken (`value`; 0 if none was).
+    pub fn starting_at(value: u64, clock: &'a dyn Fn() -> u64) -> Now<'a> {
+        Now {
+            clock,
+            value: Cell::new(value),
+        }
+    }
+
     pub fn get(&self) -> u64 {
         let v = self.value.get();
         if v != 0 {
