@@ -194,7 +194,7 @@ fn headers(c: &mut Criterion) {
             let color = format!("c{i}");
             table(&[("x-match", "any"), ("color", &color), ("size", &region)])
         };
-        ex.validate_binding(&arguments).unwrap();
+        ex.validate_binding("", &arguments).unwrap();
         ex.bind(queue(&env, format!("q{i}")), "", &arguments);
     }
     // Matches binding 42 (all: region r2, type t42) and 421 (any: color c421).

@@ -72,6 +72,8 @@ impl VHost {
                 type_name(ae)
             )));
         }
+        kind.check_arguments(&d.arguments)
+            .map_err(AmqpError::precondition_failed)?;
         self.check_partitions(&d.arguments, &partitions)?;
         check_new()?;
         let exchange = Arc::new(Exchange::new(
@@ -409,7 +411,7 @@ impl VHost {
         let mut topology = self.topology.lock();
         let q = self.queue(connection, queue)?;
         let source = self.existing_exchange(exchange)?;
-        source.validate_binding(arguments)?;
+        source.validate_binding(routing_key, arguments)?;
         let binding = Binding {
             source: source.name.clone(),
             destination: DestinationName::Queue(q.config.name.clone()),
@@ -481,7 +483,7 @@ impl VHost {
         let mut topology = self.topology.lock();
         let dest = self.existing_exchange(destination)?;
         let src = self.existing_exchange(source)?;
-        src.validate_binding(arguments)?;
+        src.validate_binding(routing_key, arguments)?;
         let binding = Binding {
             source: src.name.clone(),
             destination: DestinationName::Exchange(dest.name.clone()),

@@ -14,9 +14,11 @@
 //! module sits below `broker` and never imports it: what routing needs of
 //! a vhost (lookups by name) is passed in.
 
+pub mod consistent_hash;
 mod direct;
 mod fanout;
 mod headers;
+mod modulus_hash;
 pub mod routing;
 pub mod super_stream;
 mod topic;
@@ -32,9 +34,11 @@ use crate::error::AmqpResult;
 use crate::metrics::rates::EventCounts;
 use crate::queue::Queue;
 
+pub use consistent_hash::ConsistentHashRouter;
 pub use direct::DirectRouter;
 pub use fanout::FanoutRouter;
 pub use headers::HeadersRouter;
+pub use modulus_hash::ModulusHashRouter;
 pub use super_stream::SuperStreamRouter;
 pub use topic::TopicRouter;
 
@@ -47,15 +51,21 @@ pub enum ExchangeKind {
     Headers,
     /// Warren's partitioned stream: routes by a hash of the routing key.
     SuperStream,
+    /// RabbitMQ's consistent-hash plugin: one destination by weighted hash.
+    ConsistentHash,
+    /// RabbitMQ 4.3's modulus hash: one destination by hash modulo N.
+    ModulusHash,
 }
 
 impl ExchangeKind {
-    pub const ALL: [ExchangeKind; 5] = [
+    pub const ALL: [ExchangeKind; 7] = [
         ExchangeKind::Direct,
         ExchangeKind::Fanout,
         ExchangeKind::Headers,
         ExchangeKind::Topic,
         ExchangeKind::SuperStream,
+        ExchangeKind::ConsistentHash,
+        ExchangeKind::ModulusHash,
     ];
 
     /// RabbitMQ's description of the type (the management overview).
@@ -68,6 +78,8 @@ impl ExchangeKind {
             ExchangeKind::SuperStream => {
                 "Super stream: routes to one partition stream by a hash of the routing key"
             }
+            ExchangeKind::ConsistentHash => "Consistent Hashing Exchange",
+            ExchangeKind::ModulusHash => "Modulus Hashing Exchange",
         }
     }
 
@@ -78,6 +90,8 @@ impl ExchangeKind {
             "topic" => Some(ExchangeKind::Topic),
             "headers" => Some(ExchangeKind::Headers),
             "x-super-stream" => Some(ExchangeKind::SuperStream),
+            "x-consistent-hash" => Some(ExchangeKind::ConsistentHash),
+            "x-modulus-hash" => Some(ExchangeKind::ModulusHash),
             _ => None,
         }
     }
@@ -89,6 +103,8 @@ impl ExchangeKind {
             ExchangeKind::Topic => "topic",
             ExchangeKind::Headers => "headers",
             ExchangeKind::SuperStream => "x-super-stream",
+            ExchangeKind::ConsistentHash => "x-consistent-hash",
+            ExchangeKind::ModulusHash => "x-modulus-hash",
         }
     }
 
@@ -99,6 +115,27 @@ impl ExchangeKind {
             ExchangeKind::Topic => Box::<TopicRouter>::default(),
             ExchangeKind::Headers => Box::<HeadersRouter>::default(),
             ExchangeKind::SuperStream => Box::<SuperStreamRouter>::default(),
+            ExchangeKind::ConsistentHash => Box::<ConsistentHashRouter>::default(),
+            ExchangeKind::ModulusHash => Box::<ModulusHashRouter>::default(),
+        }
+    }
+
+    /// RabbitMQ's refusal (a 406) of exchange arguments this type cannot
+    /// use.
+    pub fn check_arguments(self, arguments: &FieldTable) -> Result<(), String> {
+        match self {
+            ExchangeKind::ConsistentHash => {
+                consistent_hash::HashOn::of_arguments(arguments).map(drop)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// RabbitMQ's refusal (a 406) of a binding key this type cannot use.
+    pub fn check_binding_key(self, routing_key: &str) -> Result<(), String> {
+        match self {
+            ExchangeKind::ConsistentHash => consistent_hash::weight_of(routing_key).map(drop),
+            _ => Ok(()),
         }
     }
 }
@@ -112,6 +149,22 @@ pub enum Destination {
 }
 
 impl Destination {
+    /// What hashing routers seed a binding with: kind and name.
+    fn identity(&self) -> String {
+        match self {
+            Destination::Queue(q) => format!("q:{}", q.name()),
+            Destination::Exchange(e) => format!("e:{}", e.name),
+        }
+    }
+
+    /// Exchanges before queues, then by name (RabbitMQ's resource order).
+    fn sort_key(&self) -> (bool, String) {
+        match self {
+            Destination::Queue(q) => (true, q.name().to_string()),
+            Destination::Exchange(e) => (false, e.name.to_string()),
+        }
+    }
+
     fn addr(&self) -> usize {
         match self {
             Destination::Queue(q) => Arc::as_ptr(q) as *const () as usize,
@@ -154,6 +207,8 @@ pub struct Exchange {
     pub auto_delete: bool,
     pub internal: bool,
     pub arguments: FieldTable,
+    /// What a consistent-hash exchange hashes.
+    hash_on: consistent_hash::HashOn,
     /// The `alternate-exchange` argument: where unroutable messages go.
     pub alternate: Option<ShortString>,
     /// The `alternate-exchange` of the policy that applies, and the
@@ -188,6 +243,8 @@ impl Exchange {
             Some(AMQPValue::ShortString(s)) => Some(s.clone()),
             _ => None,
         };
+        // Refused on declare; a stored exchange with bad ones hashes keys.
+        let hash_on = consistent_hash::HashOn::of_arguments(&arguments).unwrap_or_default();
         Exchange {
             name,
             kind,
@@ -195,6 +252,7 @@ impl Exchange {
             auto_delete,
             internal,
             arguments,
+            hash_on,
             alternate,
             policy: RwLock::new(None),
             router: RwLock::new(kind.new_router()),
@@ -234,7 +292,10 @@ impl Exchange {
         self.name.as_str().is_empty()
     }
 
-    pub fn validate_binding(&self, arguments: &FieldTable) -> AmqpResult<()> {
+    pub fn validate_binding(&self, routing_key: &str, arguments: &FieldTable) -> AmqpResult<()> {
+        self.kind
+            .check_binding_key(routing_key)
+            .map_err(crate::error::AmqpError::precondition_failed)?;
         self.router.read().validate(arguments)
     }
 
@@ -250,12 +311,16 @@ impl Exchange {
             .unbind(destination, routing_key, arguments)
     }
 
-    pub fn route(&self, routing_key: &str, headers: &RouteHeaders<'_>, out: &mut Vec<Destination>) {
-        let headers = match self.kind {
-            ExchangeKind::Headers => headers.get(),
-            _ => None,
-        };
-        self.router.read().route(routing_key, headers, out)
+    pub fn route(&self, routing_key: &str, message: &RouteHeaders<'_>, out: &mut Vec<Destination>) {
+        let router = self.router.read();
+        match self.kind {
+            ExchangeKind::Headers => router.route(routing_key, message.get(), out),
+            ExchangeKind::ConsistentHash => {
+                let key = self.hash_on.key_of(routing_key, message);
+                router.route(&key, None, out)
+            }
+            _ => router.route(routing_key, None, out),
+        }
     }
 }
 
@@ -283,6 +348,22 @@ impl<'a> RouteHeaders<'a> {
             properties: None,
             table: std::cell::OnceCell::from(table),
         }
+    }
+
+    /// Raw properties too, for routers that hash a property.
+    pub fn with_properties<'b>(self, properties: &'b [u8]) -> RouteHeaders<'b>
+    where
+        'a: 'b,
+    {
+        RouteHeaders {
+            properties: Some(properties),
+            table: self.table,
+        }
+    }
+
+    /// All the properties, decoded (consistent hashing on a property).
+    pub fn properties(&self) -> Option<amq_protocol::protocol::BasicProperties> {
+        self.properties.and_then(crate::message::parse)
     }
 
     pub fn get(&self) -> Option<&FieldTable> {

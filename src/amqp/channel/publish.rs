@@ -207,7 +207,7 @@ impl Channel {
         let mut routed = std::mem::take(&mut self.routed);
         routed.clear();
         let headers = match r.decoded_headers {
-            Some(decoded) => RouteHeaders::decoded(decoded),
+            Some(decoded) => RouteHeaders::decoded(decoded).with_properties(&r.message.properties),
             None => RouteHeaders::of_properties(&r.message.properties),
         };
         let key = r.message.routing_key.as_str();

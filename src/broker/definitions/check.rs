@@ -185,12 +185,14 @@ impl Checker<'_> {
                 fates.push(Fate::Skip);
                 continue;
             }
-            if ExchangeKind::parse(&x.kind).is_none() {
+            let Some(kind) = ExchangeKind::parse(&x.kind) else {
                 return Err(DefinitionsError::invalid(
                     format!("{at}.type"),
                     format!("invalid exchange type '{}'", x.kind),
                 ));
-            }
+            };
+            kind.check_arguments(&x.arguments)
+                .map_err(|e| DefinitionsError::invalid(format!("{at}.arguments"), e))?;
             if let Some(ae) = x.arguments.inner().get("alternate-exchange")
                 && !matches!(ae, AMQPValue::LongString(_) | AMQPValue::ShortString(_))
             {
@@ -397,9 +399,13 @@ impl Checker<'_> {
                 false,
                 Default::default(),
             );
-            probe.validate_binding(&b.arguments).map_err(|e| {
-                DefinitionsError::invalid(format!("{at}.arguments"), e.reply_text())
-            })?;
+            kind.check_binding_key(&b.routing_key)
+                .map_err(|e| DefinitionsError::invalid(format!("{at}.routing_key"), e))?;
+            probe
+                .validate_binding(&b.routing_key, &b.arguments)
+                .map_err(|e| {
+                    DefinitionsError::invalid(format!("{at}.arguments"), e.reply_text())
+                })?;
             let bound = vhost
                 .as_ref()
                 .is_some_and(|v| v.topology.lock().contains(&binding(b)));
