@@ -24,6 +24,7 @@ mod permissions;
 mod policies;
 mod process;
 mod prometheus;
+mod queue_control;
 mod queue_messages;
 mod queues;
 mod ui;
@@ -58,6 +59,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .merge(limits::routes())
         .merge(queues::routes())
         .merge(queue_messages::routes())
+        .merge(queue_control::routes())
         .merge(exchanges::routes())
         .merge(bindings::routes())
         .merge(connections::routes())

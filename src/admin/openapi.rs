@@ -128,6 +128,8 @@ pub const ROUTES: &[Route] = &[
     Route { path: "/api/queues/{vhost}/{name}/get", methods: &["POST"], summary: "Take messages as basic.get does, then ack, requeue or reject them (ackmode)", access: Access::Management },
     Route { path: "/api/queues/{vhost}/{name}/messages", methods: &["GET"], summary: "Warren: browse the first ?count=N ready messages without taking them (no redelivery, order unchanged)", access: Access::Management },
     Route { path: "/api/queues/{vhost}/{name}/move", methods: &["POST"], summary: "Warren: move messages to another queue of the vhost ({\"destination\", \"count\"}; dead-letter redrive)", access: Access::Management },
+    Route { path: "/api/queues/{vhost}/{name}/pause", methods: &["PUT"], summary: "Warren: pause deliveries from the queue (204; kept across restarts; basic.get finds it empty)", access: Access::Management },
+    Route { path: "/api/queues/{vhost}/{name}/resume", methods: &["PUT"], summary: "Warren: resume deliveries from a paused queue (204)", access: Access::Management },
     Route { path: "/api/topic-permissions", methods: &["GET"], summary: "All topic permissions", access: Access::Administrator },
     Route { path: "/api/topic-permissions/", methods: &["GET"], summary: "All topic permissions", access: Access::Administrator },
     Route { path: "/api/topic-permissions/{vhost}/{user}", methods: &["DELETE", "GET", "PUT"], summary: "A user's topic permissions in a vhost; PUT sets one exchange's, DELETE clears all", access: Access::Administrator },

@@ -110,7 +110,10 @@ pub fn queue_json(
     );
     out.insert("arguments".into(), table_to_json(&q.config.arguments));
     out.insert("node".into(), b.node_name.clone().into());
-    out.insert("state".into(), "running".into());
+    out.insert(
+        "state".into(),
+        if q.is_paused() { "paused" } else { "running" }.into(),
+    );
     let view = q.view();
     if listing.disable_stats && !listing.queue_totals {
         return Value::Object(out);

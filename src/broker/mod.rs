@@ -27,6 +27,7 @@ pub mod parameters;
 pub mod pattern;
 pub mod policies;
 mod policy_admin;
+mod queue_control;
 pub mod queue_index;
 mod records;
 mod restore;

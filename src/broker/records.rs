@@ -65,6 +65,11 @@ impl VHost {
     /// written. The record carries the queue's uid, which keys its
     /// messages.
     pub(super) fn store_queue(&self, config: &QueueConfig) -> AmqpResult<bool> {
+        self.store_queue_state(config, false)
+    }
+
+    /// Write a queue's record with its paused flag; true if written.
+    pub(super) fn store_queue_state(&self, config: &QueueConfig, paused: bool) -> AmqpResult<bool> {
         if !config.survives_restart() {
             return Ok(false);
         }
@@ -75,6 +80,7 @@ impl VHost {
                 uid: config.uid,
                 auto_delete: config.auto_delete,
                 arguments: config.arguments.clone(),
+                paused,
             })
             .map_err(store_failed)?;
         Ok(true)

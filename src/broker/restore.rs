@@ -100,6 +100,9 @@ impl VHost {
                 continue;
             }
             let queue = Queue::recover(config, self.env.clone(), winners.applied(), count);
+            if q.paused {
+                queue.set_paused(true);
+            }
             if count.is_none() {
                 uncounted.push(queue.clone());
             }

@@ -7,6 +7,7 @@
 //! `paging` read it and carries on.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use super::consumer::Consumer;
 use super::paging::Paged;
@@ -57,7 +58,26 @@ impl Queue {
         }
     }
 
+    /// Pause or resume deliveries to consumers (an operator's switch,
+    /// Warren's: RabbitMQ has none). A paused queue takes messages in as
+    /// usual and keeps them; `basic.get` finds it empty (the channel asks
+    /// [`Queue::is_paused`]); the management API's get and move still
+    /// work. Resuming delivers what waits.
+    pub fn set_paused(self: &Arc<Self>, paused: bool) {
+        self.paused.store(paused, Ordering::Release);
+        if !paused {
+            self.dispatch();
+        }
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire)
+    }
+
     pub(super) fn dispatch_locked(self: &Arc<Self>, st: &mut Locked, now: &Now) {
+        if self.is_paused() {
+            return;
+        }
         let mut may_page = true;
         loop {
             let next = st

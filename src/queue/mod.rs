@@ -115,6 +115,8 @@ pub struct Queue {
     /// The settings' consumer timeout in ms (0: none), read on every
     /// delivery without the lock.
     consumer_timeout: AtomicU64,
+    /// An operator paused deliveries (see `dispatch`).
+    paused: AtomicBool,
     /// Counts and rates for operators.
     pub stats: QueueStats,
     /// A stream queue's log and consumers; the core then stays empty.
@@ -201,6 +203,7 @@ impl Queue {
             flow_released: Notify::new(),
             page_done: Condvar::new(),
             consumer_timeout,
+            paused: AtomicBool::new(false),
             stats: QueueStats::default(),
             stream,
         });

@@ -166,6 +166,9 @@ pub struct QueueRecord {
     pub uid: u64,
     pub auto_delete: bool,
     pub arguments: FieldTable,
+    /// Deliveries paused by an operator (kept across restarts).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -383,6 +386,7 @@ mod tests {
                 uid: 7,
                 auto_delete: false,
                 arguments: args.clone(),
+                paused: false,
             })
             .unwrap();
         let binding = BindingRecord {

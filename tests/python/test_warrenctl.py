@@ -632,3 +632,32 @@ def test_trace_on_and_trace_off(ctl, made, broker):
     assert {"name": vhost, "description": "kept"} in described
     missing = ctl("trace_on", "-p", unique("nowhere"))
     assert missing.returncode != 0
+
+
+def test_pause_resume_and_move_messages(ctl, broker):
+    conn = pika.BlockingConnection(broker.params())
+    ch = conn.channel()
+    dlq, work = unique("dlq"), unique("work")
+    for q in (dlq, work):
+        ch.queue_declare(q)
+    for i in range(5):
+        ch.basic_publish("", dlq, f"d{i}".encode(),
+                         pika.BasicProperties(headers={"x-death": [{"count": 1}]}))
+    assert ok(ctl("pause_queue", work)) == f"Pausing deliveries from queue '{work}' in vhost '/' ...\n"
+    listed = json_list(ok(ctl("list_queues", "name", "state", "--formatter", "json")))
+    assert {"name": work, "state": "paused"} in listed
+    out = ok(ctl("move_messages", dlq, work, "--count", "3"))
+    assert out.endswith("Moved 3 messages\n"), out
+    assert ch.basic_get(work)[0] is None  # paused: basic.get finds nothing
+    ok(ctl("resume_queue", work))
+    bodies = []
+    for _ in range(3):
+        _, props, body = ch.basic_get(work, auto_ack=True)
+        bodies.append(body)
+        assert props.headers["x-death"] == [{"count": 1}]
+    assert bodies == [b"d0", b"d1", b"d2"]
+    assert ch.queue_declare(dlq, passive=True).method.message_count == 2
+    assert ctl("pause_queue", unique("missing")).returncode != 0
+    for q in (dlq, work):
+        ch.queue_delete(q)
+    conn.close()

@@ -238,6 +238,27 @@ pub enum Command {
         #[arg(value_name = "QUEUE")]
         queue: String,
     },
+    /// Pause deliveries from a queue (kept across restarts; Warren's).
+    PauseQueue {
+        #[arg(value_name = "QUEUE")]
+        queue: String,
+    },
+    /// Resume deliveries from a paused queue.
+    ResumeQueue {
+        #[arg(value_name = "QUEUE")]
+        queue: String,
+    },
+    /// Move messages from one queue to another of the vhost, keeping their
+    /// properties and x-death (a dead-letter queue redrive; Warren's).
+    MoveMessages {
+        #[arg(value_name = "QUEUE")]
+        queue: String,
+        #[arg(value_name = "DESTINATION")]
+        destination: String,
+        /// How many (default: all).
+        #[arg(long)]
+        count: Option<u64>,
+    },
     /// Delete a queue.
     DeleteQueue {
         #[arg(value_name = "QUEUE")]

@@ -70,9 +70,11 @@ impl Channel {
                     )));
                 }
                 let deliveries = &self.deliveries;
-                let found = queue.get(g.no_ack, |m, left| {
-                    deliveries.deliver_get(&queue, m, g.no_ack, left)
-                });
+                // A paused queue delivers nothing, to consumers or to get.
+                let found = !queue.is_paused()
+                    && queue.get(g.no_ack, |m, left| {
+                        deliveries.deliver_get(&queue, m, g.no_ack, left)
+                    });
                 if !found {
                     s.broker.metrics.count(MessageEvent::GetEmpty, 1);
                     self.deliveries.status.count(ChannelEvent::GetEmpty, 1);

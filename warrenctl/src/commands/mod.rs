@@ -212,6 +212,13 @@ pub fn run(command: Command, ctx: &mut Ctx) -> Result<(), Failure> {
         } => objects::set_policy(ctx, &name, &pattern, &definition, priority, &apply_to),
         Command::ClearPolicy { name } => objects::clear_policy(ctx, &name),
         Command::PurgeQueue { queue } => objects::purge_queue(ctx, &queue),
+        Command::PauseQueue { queue } => objects::pause_queue(ctx, &queue, true),
+        Command::ResumeQueue { queue } => objects::pause_queue(ctx, &queue, false),
+        Command::MoveMessages {
+            queue,
+            destination,
+            count,
+        } => objects::move_messages(ctx, &queue, &destination, count),
         Command::DeleteQueue {
             queue,
             if_empty,

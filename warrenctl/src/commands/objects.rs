@@ -134,6 +134,57 @@ pub fn purge_queue(ctx: &mut Ctx, queue: &str) -> Result<(), Failure> {
     ctx.done()
 }
 
+pub fn pause_queue(ctx: &mut Ctx, queue: &str, pause: bool) -> Result<(), Failure> {
+    let vh = ctx.vhost.clone();
+    let (verb, what) = if pause {
+        ("Pausing", "pause")
+    } else {
+        ("Resuming", "resume")
+    };
+    ctx.out.banner(&format!(
+        "{verb} deliveries from queue '{queue}' in vhost '{vh}' ..."
+    ))?;
+    let path = format!("{}/{what}", queue_path(&vh, queue));
+    let reply = ctx.api.put(&path, &serde_json::json!({}))?;
+    if reply.status == 404 {
+        return Err(no_such_queue(&vh, queue));
+    }
+    reply.ok(&ctx.api)?;
+    ctx.done()
+}
+
+pub fn move_messages(
+    ctx: &mut Ctx,
+    queue: &str,
+    destination: &str,
+    count: Option<u64>,
+) -> Result<(), Failure> {
+    let vh = ctx.vhost.clone();
+    ctx.out.banner(&format!(
+        "Moving messages from queue '{queue}' to '{destination}' in vhost '{vh}' ..."
+    ))?;
+    let mut body = serde_json::json!({ "destination": destination });
+    if let Some(n) = count {
+        body["count"] = n.into();
+    }
+    let reply = ctx.api.post_raw(
+        &format!("{}/move", queue_path(&vh, queue)),
+        body.to_string(),
+    )?;
+    if reply.status == 404 {
+        return Err(Failure::data(format!(
+            "Queue '{queue}' or '{destination}' in vhost '{vh}' not found"
+        )));
+    }
+    let moved = reply.ok(&ctx.api)?.json()?["moved"].as_u64().unwrap_or(0);
+    if ctx.out.json() {
+        ctx.out.json_value(&serde_json::json!({ "moved": moved }))?;
+        return Ok(());
+    }
+    ctx.out.line(&format!("Moved {moved} messages"))?;
+    Ok(())
+}
+
 /// rabbitmqctl's delete_queue banner, conditions joined with "and".
 fn delete_banner(queue: &str, vh: &str, if_empty: bool, if_unused: bool) -> String {
     let mut conditions = Vec::new();
