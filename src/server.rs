@@ -160,6 +160,10 @@ impl Server {
             broker.clone(),
             shutdown.clone(),
         ));
+        tasks.spawn(crate::broker::delayed::route_delayed(
+            broker.clone(),
+            shutdown.clone(),
+        ));
         let mut amqp_addrs = Vec::new();
         for listener in amqp {
             let addr = local_addr(&listener);

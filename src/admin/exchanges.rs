@@ -62,6 +62,10 @@ pub fn exchange_json(x: &Exchange, vhost: &str, listing: &Listing) -> Value {
         "policy".into(),
         x.policy_name().map_or(Value::Null, Value::from),
     );
+    if let Some(held) = x.delayed.get() {
+        // Warren's: messages waiting for their x-delay.
+        out.insert("messages_delayed".into(), held.len().into());
+    }
     if !listing.disable_stats {
         let (counts, rates) = x.stats.snapshot();
         out.insert(
@@ -328,9 +332,14 @@ async fn publish(
     b.metrics.count(MessageEvent::Received, 1);
     b.metrics.message_size(message.body.len() as u64);
     let headers = RouteHeaders::decoded(props.headers().clone());
-    let mut queues = Vec::new();
-    v.route(&x, routing_key.as_str(), &headers, &mut queues);
-    let outcome = enqueue(&message, &mut queues, &mut Vec::new());
+    let outcome = match b.hold_delayed(&x, &message, &headers, message.received_ms, || None) {
+        Some(held) => held,
+        None => {
+            let mut queues = Vec::new();
+            v.route(&x, routing_key.as_str(), &headers, &mut queues);
+            enqueue(&message, &mut queues, &mut Vec::new())
+        }
+    };
     // Published with confirms: a refused message is an error.
     if outcome.is_refused() {
         return Err(ApiError::BadRequest(

@@ -343,6 +343,29 @@ impl Deliveries {
         }
     }
 
+    /// A mandatory message that routed nowhere, later than its publish (a
+    /// delayed message): `basic.return` it, unless the channel closed.
+    pub fn return_unroutable(&self, m: &crate::message::Message) {
+        if !self.open.load(Ordering::Acquire) {
+            return;
+        }
+        self.broker
+            .metrics
+            .count(MessageEvent::UnroutableReturned, 1);
+        self.status.count(ChannelEvent::ReturnUnroutable, 1);
+        self.outbox.send(|buf| {
+            codec::encode_return(
+                buf,
+                self.channel,
+                312,
+                "NO_ROUTE",
+                m.exchange.as_str(),
+                m.routing_key.as_str(),
+            );
+            codec::encode_content(buf, self.channel, &m.properties, &m.body, self.frame_max);
+        });
+    }
+
     /// The deadline of a delivery made now: the consumer's or the queue's
     /// timeout, else the server's (`limits.consumer_timeout_ms`, 0: none).
     fn deadline(&self, timeout_ms: Option<u64>) -> Option<AckDeadline> {

@@ -17,6 +17,7 @@ mod cascade;
 pub mod connections;
 pub mod dead_letter;
 pub mod definitions;
+pub mod delayed;
 pub mod enqueue;
 mod equivalence;
 pub mod events;
@@ -109,6 +110,9 @@ pub struct Broker {
     listeners: Mutex<Vec<stats::ListenerInfo>>,
     /// When the broker started.
     pub started: std::time::Instant,
+    /// A publish held a message due earlier than any before: the delayed
+    /// messages' timer looks again.
+    pub delayed_wake: tokio::sync::Notify,
 }
 
 impl Broker {
@@ -179,6 +183,7 @@ impl Broker {
             overview: Default::default(),
             listeners: Mutex::new(Vec::new()),
             started: std::time::Instant::now(),
+            delayed_wake: tokio::sync::Notify::new(),
             config,
         });
         let owner: Arc<dyn QueueOwner> = broker.clone();
@@ -315,11 +320,16 @@ impl Broker {
         );
         // What earlier runs left — paged-out transient messages, keys of
         // queues deleted just before a crash — goes in the background.
-        let live = self
-            .vhosts()
+        let vhosts = self.vhosts();
+        let delayed = vhosts
+            .iter()
+            .flat_map(|v| v.exchanges())
+            .filter_map(|e| e.delayed.get().map(|d| d.uid()));
+        let live = vhosts
             .iter()
             .flat_map(|v| v.queues())
             .map(|q| q.config.uid)
+            .chain(delayed)
             .collect();
         self.store.sweep(live);
         self.recover_in_background(uncounted);

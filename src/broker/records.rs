@@ -45,6 +45,7 @@ impl VHost {
                 auto_delete: exchange.auto_delete,
                 internal: exchange.internal,
                 arguments: exchange.arguments.clone(),
+                delay_uid: exchange.delayed.get().map(|d| d.uid()),
             })
             .map_err(store_failed)?;
         Ok(true)

@@ -72,8 +72,7 @@ impl VHost {
                 type_name(ae)
             )));
         }
-        kind.check_arguments(&d.arguments)
-            .map_err(AmqpError::precondition_failed)?;
+        kind.check_arguments(&d.arguments)?;
         self.check_partitions(&d.arguments, &partitions)?;
         check_new()?;
         let exchange = Arc::new(Exchange::new(
@@ -84,6 +83,7 @@ impl VHost {
             d.internal,
             d.arguments.clone(),
         ));
+        self.attach_delay_buffer(&exchange, None);
         let stored = self.store_exchange(&exchange)?;
         self.apply_exchange_policy(&exchange);
         self.exchanges
@@ -129,6 +129,9 @@ impl VHost {
         let mut wrote = self.unstore_exchange(exchange)?;
         self.exchanges.write().remove(exchange.name.as_str());
         exchange.mark_deleted();
+        if let Some(held) = exchange.delayed.get() {
+            held.drop_all();
+        }
         // Outgoing bindings die with the exchange's router; incoming ones
         // (exchange-to-exchange) must be unhooked from their sources.
         // Bindings that go with it are the broker's doing, as in RabbitMQ.

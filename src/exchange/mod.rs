@@ -15,6 +15,7 @@
 //! a vhost (lookups by name) is passed in.
 
 pub mod consistent_hash;
+pub mod delayed;
 mod direct;
 mod fanout;
 mod headers;
@@ -55,10 +56,12 @@ pub enum ExchangeKind {
     ConsistentHash,
     /// RabbitMQ 4.3's modulus hash: one destination by hash modulo N.
     ModulusHash,
+    /// The delayed-message plugin's: routes as its `x-delayed-type`, later.
+    DelayedMessage,
 }
 
 impl ExchangeKind {
-    pub const ALL: [ExchangeKind; 7] = [
+    pub const ALL: [ExchangeKind; 8] = [
         ExchangeKind::Direct,
         ExchangeKind::Fanout,
         ExchangeKind::Headers,
@@ -66,6 +69,7 @@ impl ExchangeKind {
         ExchangeKind::SuperStream,
         ExchangeKind::ConsistentHash,
         ExchangeKind::ModulusHash,
+        ExchangeKind::DelayedMessage,
     ];
 
     /// RabbitMQ's description of the type (the management overview).
@@ -80,6 +84,7 @@ impl ExchangeKind {
             }
             ExchangeKind::ConsistentHash => "Consistent Hashing Exchange",
             ExchangeKind::ModulusHash => "Modulus Hashing Exchange",
+            ExchangeKind::DelayedMessage => "Delayed Message Exchange.",
         }
     }
 
@@ -92,6 +97,7 @@ impl ExchangeKind {
             "x-super-stream" => Some(ExchangeKind::SuperStream),
             "x-consistent-hash" => Some(ExchangeKind::ConsistentHash),
             "x-modulus-hash" => Some(ExchangeKind::ModulusHash),
+            "x-delayed-message" => Some(ExchangeKind::DelayedMessage),
             _ => None,
         }
     }
@@ -105,6 +111,7 @@ impl ExchangeKind {
             ExchangeKind::SuperStream => "x-super-stream",
             ExchangeKind::ConsistentHash => "x-consistent-hash",
             ExchangeKind::ModulusHash => "x-modulus-hash",
+            ExchangeKind::DelayedMessage => "x-delayed-message",
         }
     }
 
@@ -117,15 +124,21 @@ impl ExchangeKind {
             ExchangeKind::SuperStream => Box::<SuperStreamRouter>::default(),
             ExchangeKind::ConsistentHash => Box::<ConsistentHashRouter>::default(),
             ExchangeKind::ModulusHash => Box::<ModulusHashRouter>::default(),
+            // Built by the type it routes as (`Exchange::new`).
+            ExchangeKind::DelayedMessage => Box::<DirectRouter>::default(),
         }
     }
 
     /// RabbitMQ's refusal (a 406) of exchange arguments this type cannot
     /// use.
-    pub fn check_arguments(self, arguments: &FieldTable) -> Result<(), String> {
+    pub fn check_arguments(self, arguments: &FieldTable) -> AmqpResult<()> {
         match self {
-            ExchangeKind::ConsistentHash => {
-                consistent_hash::HashOn::of_arguments(arguments).map(drop)
+            ExchangeKind::ConsistentHash => consistent_hash::HashOn::of_arguments(arguments)
+                .map(drop)
+                .map_err(crate::error::AmqpError::precondition_failed),
+            ExchangeKind::DelayedMessage => {
+                let inner = delayed::delayed_type(arguments)?;
+                inner.check_arguments(arguments)
             }
             _ => Ok(()),
         }
@@ -209,6 +222,11 @@ pub struct Exchange {
     pub arguments: FieldTable,
     /// What a consistent-hash exchange hashes.
     hash_on: consistent_hash::HashOn,
+    /// How it routes: its kind, or a delayed-message exchange's
+    /// `x-delayed-type`.
+    pub routes_as: ExchangeKind,
+    /// A delayed-message exchange's held messages (set by its vhost).
+    pub delayed: std::sync::OnceLock<Arc<delayed::DelayBuffer>>,
     /// The `alternate-exchange` argument: where unroutable messages go.
     pub alternate: Option<ShortString>,
     /// The `alternate-exchange` of the policy that applies, and the
@@ -245,6 +263,12 @@ impl Exchange {
         };
         // Refused on declare; a stored exchange with bad ones hashes keys.
         let hash_on = consistent_hash::HashOn::of_arguments(&arguments).unwrap_or_default();
+        let routes_as = match kind {
+            ExchangeKind::DelayedMessage => {
+                delayed::delayed_type(&arguments).unwrap_or(ExchangeKind::Direct)
+            }
+            kind => kind,
+        };
         Exchange {
             name,
             kind,
@@ -253,9 +277,11 @@ impl Exchange {
             internal,
             arguments,
             hash_on,
+            routes_as,
+            delayed: std::sync::OnceLock::new(),
             alternate,
             policy: RwLock::new(None),
-            router: RwLock::new(kind.new_router()),
+            router: RwLock::new(routes_as.new_router()),
             deleted: AtomicBool::new(false),
             stats: EventCounts::default(),
         }
@@ -293,7 +319,7 @@ impl Exchange {
     }
 
     pub fn validate_binding(&self, routing_key: &str, arguments: &FieldTable) -> AmqpResult<()> {
-        self.kind
+        self.routes_as
             .check_binding_key(routing_key)
             .map_err(crate::error::AmqpError::precondition_failed)?;
         self.router.read().validate(arguments)
@@ -313,7 +339,7 @@ impl Exchange {
 
     pub fn route(&self, routing_key: &str, message: &RouteHeaders<'_>, out: &mut Vec<Destination>) {
         let router = self.router.read();
-        match self.kind {
+        match self.routes_as {
             ExchangeKind::Headers => router.route(routing_key, message.get(), out),
             ExchangeKind::ConsistentHash => {
                 let key = self.hash_on.key_of(routing_key, message);

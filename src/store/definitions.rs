@@ -156,6 +156,9 @@ pub struct ExchangeRecord {
     pub auto_delete: bool,
     pub internal: bool,
     pub arguments: FieldTable,
+    /// A delayed-message exchange's store uid for its held messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_uid: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -68,6 +68,29 @@ impl Store {
         }
     }
 
+    /// The uids in `[from, to)` that have durable entries written (one
+    /// key read per uid): how a delayed-message exchange finds its time
+    /// buckets after a restart.
+    pub fn uids_with_entries(&self, from: u64, to: u64) -> StoreResult<Vec<u64>> {
+        let b = self.backend.as_ref();
+        let mut uids = Vec::new();
+        for kind in [b'b', b'q'] {
+            let end = queue_range(kind, to).0;
+            let mut start = queue_range(kind, from).0.to_vec();
+            while let Some((k, _)) = b.scan(Tree::Messages, &start, &end, 1)?.pop() {
+                let Some(uid) = u64_at(&k, 1) else { break };
+                uids.push(uid);
+                let Some(next) = uid.checked_add(1) else {
+                    break;
+                };
+                start = queue_range(kind, next).0.to_vec();
+            }
+        }
+        uids.sort_unstable();
+        uids.dedup();
+        Ok(uids)
+    }
+
     /// A deleted queue: forget what it has in memory and have its keys
     /// removed in the background.
     pub fn drop_queue(&self, uid: u64) {

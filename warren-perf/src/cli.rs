@@ -215,6 +215,14 @@ pub struct Args {
     /// and exit.
     #[arg(long, value_name = "QUEUE")]
     pub queue_depth: Option<String>,
+    /// Schedule N messages through an x-delayed-message exchange, due over
+    /// --delayed-over seconds, and measure how late they are routed (-f:
+    /// persistent; -s: body size).
+    #[arg(long, value_name = "N")]
+    pub delayed: Option<u64>,
+    /// --delayed: the seconds the due times spread over (from 1 s on).
+    #[arg(long, default_value_t = 60.0)]
+    pub delayed_over: f64,
     /// Run the soak for SECONDS (see SCENARIOS in --help; the other
     /// scenario flags are ignored).
     #[arg(long, value_name = "SECONDS")]

@@ -14,6 +14,7 @@ mod cli;
 mod clock;
 mod conn;
 mod consumer;
+mod delayed;
 mod pacer;
 mod procstat;
 mod producer;
@@ -112,6 +113,15 @@ async fn run(args: Args) -> Result<ExitCode> {
     }
     if let Some(seconds) = args.soak {
         return soak::run(&args, seconds).await;
+    }
+    if let Some(n) = args.delayed {
+        let s = delayed::run(&args, &args.uri, n).await?;
+        print_summary(&args, &s.render(), &s)?;
+        return Ok(if s.delivered == n && s.early == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(3)
+        });
     }
     if let Some(n) = args.queue_declare_bench {
         let s = bench::queue_declare(&args, &uri, n).await?;

@@ -21,6 +21,7 @@ use crate::broker::auth::Access;
 use crate::broker::enqueue::{Routed, enqueue, enqueue_each};
 use crate::broker::firehose::{self, Tracer};
 use crate::error::{AmqpError, AmqpResult};
+use crate::exchange::delayed::OnUnroutable;
 use crate::exchange::{Exchange, ExchangeKind, RouteHeaders};
 use crate::message::{self, Message};
 use crate::metrics::MessageEvent;
@@ -210,37 +211,58 @@ impl Channel {
             Some(decoded) => RouteHeaders::decoded(decoded).with_properties(&r.message.properties),
             None => RouteHeaders::of_properties(&r.message.properties),
         };
-        let key = r.message.routing_key.as_str();
-        match (
-            r.exchange.is_default(),
-            r.extra_keys.is_empty(),
-            &self.default_target,
-        ) {
-            (true, true, Some(q)) if same_name(q.name(), key) && !q.is_deleted() => {
-                routed.push(q.clone());
-            }
-            (true, true, _) => {
-                s.vhost.route(&r.exchange, key, &headers, &mut routed);
-                self.default_target = routed.first().cloned();
-            }
-            _ => {
-                s.vhost.route(&r.exchange, key, &headers, &mut routed);
-                for key in &r.extra_keys {
-                    s.vhost
-                        .route(&r.exchange, key.as_str(), &headers, &mut routed);
+        // A delayed-message exchange holds a message with an x-delay.
+        // A mandatory one that routes nowhere at its time is returned then,
+        // if its channel is still open.
+        let held =
+            s.broker
+                .hold_delayed(&r.exchange, &r.message, &headers, s.received_ms(), || {
+                    r.mandatory.then(|| {
+                        let channel = Arc::downgrade(&self.deliveries);
+                        Box::new(move |m: &Arc<Message>| {
+                            if let Some(d) = channel.upgrade() {
+                                d.return_unroutable(m);
+                            }
+                        }) as OnUnroutable
+                    })
+                });
+        let outcome = if let Some(outcome) = held {
+            outcome
+        } else {
+            let key = r.message.routing_key.as_str();
+            match (
+                r.exchange.is_default(),
+                r.extra_keys.is_empty(),
+                &self.default_target,
+            ) {
+                (true, true, Some(q)) if same_name(q.name(), key) && !q.is_deleted() => {
+                    routed.push(q.clone());
+                }
+                (true, true, _) => {
+                    s.vhost.route(&r.exchange, key, &headers, &mut routed);
+                    self.default_target = routed.first().cloned();
+                }
+                _ => {
+                    s.vhost.route(&r.exchange, key, &headers, &mut routed);
+                    for key in &r.extra_keys {
+                        s.vhost
+                            .route(&r.exchange, key.as_str(), &headers, &mut routed);
+                    }
                 }
             }
-        }
-        if !r.extra_keys.is_empty() {
-            routed.sort_unstable_by_key(|q| Arc::as_ptr(q) as usize);
-            routed.dedup_by(|a, b| Arc::ptr_eq(a, b));
-        }
-        if s.vhost.is_tracing() {
-            trace_publish(s, self.id, &r.message, &r.extra_keys, &routed);
-        }
-        let outcome = match &r.trace {
-            None => enqueue(&r.message, &mut routed, &mut s.in_flow.borrow_mut()),
-            Some(trace) => self.enqueue_traced(s, trace, &r.message, &mut routed, seq.is_some()),
+            if !r.extra_keys.is_empty() {
+                routed.sort_unstable_by_key(|q| Arc::as_ptr(q) as usize);
+                routed.dedup_by(|a, b| Arc::ptr_eq(a, b));
+            }
+            if s.vhost.is_tracing() {
+                trace_publish(s, self.id, &r.message, &r.extra_keys, &routed);
+            }
+            match &r.trace {
+                None => enqueue(&r.message, &mut routed, &mut s.in_flow.borrow_mut()),
+                Some(trace) => {
+                    self.enqueue_traced(s, trace, &r.message, &mut routed, seq.is_some())
+                }
+            }
         };
         if outcome == Routed::Stored {
             s.stored.set(true);

@@ -191,8 +191,9 @@ impl Checker<'_> {
                     format!("invalid exchange type '{}'", x.kind),
                 ));
             };
-            kind.check_arguments(&x.arguments)
-                .map_err(|e| DefinitionsError::invalid(format!("{at}.arguments"), e))?;
+            kind.check_arguments(&x.arguments).map_err(|e| {
+                DefinitionsError::invalid(format!("{at}.arguments"), e.reply_text())
+            })?;
             if let Some(ae) = x.arguments.inner().get("alternate-exchange")
                 && !matches!(ae, AMQPValue::LongString(_) | AMQPValue::ShortString(_))
             {
