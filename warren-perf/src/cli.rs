@@ -220,9 +220,13 @@ pub struct Args {
     /// persistent; -s: body size).
     #[arg(long, value_name = "N")]
     pub delayed: Option<u64>,
-    /// --delayed: the seconds the due times spread over (from 1 s on).
+    /// --delayed: the seconds the due times spread over.
     #[arg(long, default_value_t = 60.0)]
     pub delayed_over: f64,
+    /// --delayed: seconds from the start to the first due time (room to
+    /// publish them all first).
+    #[arg(long, default_value_t = 1.0)]
+    pub delayed_lead: f64,
     /// Run the soak for SECONDS (see SCENARIOS in --help; the other
     /// scenario flags are ignored).
     #[arg(long, value_name = "SECONDS")]

@@ -1,6 +1,6 @@
 //! `--delayed N`: schedule N messages through an `x-delayed-message`
-//! exchange, due at random times over the next `--delayed-over` seconds
-//! (from 1 s on), and consume them: how late each is routed (receive time
+//! exchange, due at random times over `--delayed-over` seconds (starting
+//! `--delayed-lead` seconds after the run starts), and consume them: how late each is routed (receive time
 //! minus due time; negative would be early), and what the broker spends
 //! meanwhile (CPU, peak RSS). Publishes with confirms, persistent with
 //! `-f`; every body carries its due time.
@@ -68,6 +68,7 @@ impl DelayedSummary {
 pub async fn run(args: &Args, uri: &str, n: u64) -> Result<DelayedSummary> {
     let persistent = args.persistent;
     let over_ms = (args.delayed_over * 1000.0) as u64;
+    let lead_ms = (args.delayed_lead * 1000.0) as u64;
     let conn = Connection::connect(uri, ConnectionProperties::default())
         .await
         .context("connect")?;
@@ -166,11 +167,11 @@ pub async fn run(args: &Args, uri: &str, n: u64) -> Result<DelayedSummary> {
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
     let mut pending = Vec::with_capacity(1000);
     for _ in 0..n {
-        // xorshift: a due time uniform over [1 s, 1 s + over).
+        // xorshift: a due time uniform over [lead, lead + over).
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        let due = base + 1000 + rng % over_ms.max(1);
+        let due = base + lead_ms + rng % over_ms.max(1);
         let now = now_ms();
         let delay = due.saturating_sub(now).max(1);
         let mut headers = FieldTable::default();
