@@ -28,6 +28,7 @@ impl Queue {
     /// full.
     pub(super) fn should_page(&self, st: &Shell, level: u8) -> bool {
         self.env.can_page()
+            && !st.core.is_last_value()
             && (st.core.is_paging(level)
                 || st.core.in_memory() >= self.env.window
                 || self.env.budget.exhausted())

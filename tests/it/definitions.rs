@@ -378,9 +378,9 @@ async fn a_bad_document_is_refused_whole_with_its_location_and_changes_nothing()
             "-1 is not a valid maximum length",
         ),
         (
-            broken(|d| d["exchanges"][2]["type"] = json!("x-consistent-hash")),
+            broken(|d| d["exchanges"][2]["type"] = json!("x-no-such-type")),
             "exchanges[2].type",
-            "invalid exchange type 'x-consistent-hash'",
+            "invalid exchange type 'x-no-such-type'",
         ),
         (
             broken(|d| d["queues"][4]["arguments"]["x-max-priority"] = json!("five")),

@@ -158,6 +158,9 @@ pub struct QueueArgs {
     /// Highest priority level; `None` for a queue without priorities.
     pub max_priority: Option<u8>,
     pub single_active_consumer: bool,
+    /// A last-value queue's key header (`x-last-value-key`, or Qpid's
+    /// `qpid.last_value_queue_key`).
+    pub last_value_key: Option<String>,
     pub tunables: Tunables,
     /// A stream's own arguments.
     pub stream: stream::StreamArgs,
@@ -361,6 +364,9 @@ impl QueueArgs {
                         ));
                     }
                 },
+                "x-last-value-key" | "qpid.last_value_queue_key" => {
+                    out.last_value_key = Some(p.string(key, value)?.into_owned());
+                }
                 "x-delivery-limit" => {
                     let n = p.integer(key, value)?;
                     t.delivery_limit = Some(if n < 0 {

@@ -134,6 +134,8 @@ impl<C> QueueCore<C> {
         let through = self.redelivered_through;
         let counts = self.counts_deliveries();
         let mut delayed = Vec::new();
+        let mut read = Vec::new();
+        let last_value = self.is_last_value();
         let QueueCore { ready, expiry, .. } = self;
         ready.extend_from_store(
             level,
@@ -149,6 +151,9 @@ impl<C> QueueCore<C> {
                 if delivery.not_before_ms > 0 && delivery.not_before_ms > now.get() {
                     delayed.push(r.seq);
                 }
+                if last_value {
+                    read.push((message.clone(), r.seq));
+                }
                 QueuedMessage {
                     redelivered: r.delivery.is_some() || through.is_some_and(|t| r.seq <= t),
                     delivery,
@@ -161,6 +166,11 @@ impl<C> QueueCore<C> {
             if let Found::Memory(m) = self.ready.remove(level, seq) {
                 self.delayed.insert((m.delivery.not_before_ms, seq), m);
             }
+        }
+        // Read back in order, each replaces an older one with its value
+        // (a last-value queue restored from the store).
+        for (message, seq) in read {
+            self.replace_last_value(&message, level, seq);
         }
         if !full {
             // The store holds nothing more: any remaining count was an

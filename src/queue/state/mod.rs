@@ -28,6 +28,7 @@
 //! `delivery` how they go out and come back.
 
 mod delivery;
+mod last_value;
 mod outputs;
 mod publish;
 
@@ -80,6 +81,8 @@ pub struct QueueCore<C> {
     /// Stored messages that expired while their level's page was being
     /// read: expired once it is in.
     expire_later: Vec<(u8, u64)>,
+    /// A last-value queue's index (see `last_value`).
+    last_values: Option<last_value::LastValues>,
     pub effects: Effects,
 }
 
@@ -102,6 +105,7 @@ impl<C> QueueCore<C> {
             paging: None,
             generation: 0,
             expire_later: Vec::new(),
+            last_values: args.last_value_key.clone().map(last_value::LastValues::new),
             effects: Effects::default(),
         }
     }

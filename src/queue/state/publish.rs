@@ -48,8 +48,9 @@ impl<C> QueueCore<C> {
             self.ready
                 .push_stored(a.level, a.seq, bytes, stored != Stored::No);
         } else {
-            let m = QueuedMessage::new(a.seq, a.level, message, stored, a.expires_at);
+            let m = QueuedMessage::new(a.seq, a.level, message.clone(), stored, a.expires_at);
             self.ready.push_back(m);
+            self.replace_last_value(&message, a.level, a.seq);
         }
     }
 
