@@ -332,7 +332,16 @@ async fn publish(
     b.metrics.count(MessageEvent::Received, 1);
     b.metrics.message_size(message.body.len() as u64);
     let headers = RouteHeaders::decoded(props.headers().clone());
-    let outcome = match b.hold_delayed(&x, &message, &headers, message.received_ms, || None) {
+    let duplicate = x
+        .dedup
+        .as_ref()
+        .is_some_and(|d| d.is_duplicate(&message, message.received_ms));
+    let held = if duplicate {
+        Some(Routed::InMemory)
+    } else {
+        b.hold_delayed(&x, &message, &headers, message.received_ms, || None)
+    };
+    let outcome = match held {
         Some(held) => held,
         None => {
             let mut queues = Vec::new();

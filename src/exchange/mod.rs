@@ -132,6 +132,8 @@ impl ExchangeKind {
     /// RabbitMQ's refusal (a 406) of exchange arguments this type cannot
     /// use.
     pub fn check_arguments(self, arguments: &FieldTable) -> AmqpResult<()> {
+        crate::queue::dedup::DedupArgs::parse(arguments)
+            .map_err(crate::error::AmqpError::precondition_failed)?;
         match self {
             ExchangeKind::ConsistentHash => consistent_hash::HashOn::of_arguments(arguments)
                 .map(drop)
@@ -225,6 +227,8 @@ pub struct Exchange {
     /// How it routes: its kind, or a delayed-message exchange's
     /// `x-delayed-type`.
     pub routes_as: ExchangeKind,
+    /// Ids of messages seen, with `x-message-deduplication` (in memory).
+    pub dedup: Option<crate::queue::dedup::DedupCache>,
     /// A delayed-message exchange's held messages (set by its vhost).
     pub delayed: std::sync::OnceLock<Arc<delayed::DelayBuffer>>,
     /// The `alternate-exchange` argument: where unroutable messages go.
@@ -263,6 +267,10 @@ impl Exchange {
         };
         // Refused on declare; a stored exchange with bad ones hashes keys.
         let hash_on = consistent_hash::HashOn::of_arguments(&arguments).unwrap_or_default();
+        let dedup = crate::queue::dedup::DedupArgs::parse(&arguments)
+            .ok()
+            .flatten()
+            .map(crate::queue::dedup::DedupCache::new);
         let routes_as = match kind {
             ExchangeKind::DelayedMessage => {
                 delayed::delayed_type(&arguments).unwrap_or(ExchangeKind::Direct)
@@ -278,6 +286,7 @@ impl Exchange {
             arguments,
             hash_on,
             routes_as,
+            dedup,
             delayed: std::sync::OnceLock::new(),
             alternate,
             policy: RwLock::new(None),

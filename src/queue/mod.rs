@@ -34,6 +34,7 @@
 pub mod args;
 mod consumer;
 mod deadlines;
+pub mod dedup;
 mod dispatch;
 mod env;
 mod expiry;
@@ -117,6 +118,8 @@ pub struct Queue {
     consumer_timeout: AtomicU64,
     /// An operator paused deliveries (see `dispatch`).
     paused: AtomicBool,
+    /// Ids of messages seen, with `x-message-deduplication`.
+    pub dedup: Option<dedup::DedupCache>,
     /// Counts and rates for operators.
     pub stats: QueueStats,
     /// A stream queue's log and consumers; the core then stays empty.
@@ -190,6 +193,13 @@ impl Queue {
     ) -> Arc<Queue> {
         let settings = QueueSettings::merge(&config.args, policies);
         let consumer_timeout = AtomicU64::new(settings.consumer_timeout.unwrap_or(0));
+        let dedup = config.args.dedup.clone().map(|args| {
+            if config.survives_restart() && env.store.is_durable() {
+                dedup::DedupCache::kept(args, env.store.clone(), config.uid, env.clock.now())
+            } else {
+                dedup::DedupCache::new(args)
+            }
+        });
         let core = QueueCore::new(&config.args, settings, env.page_batch, env.clock.now());
         let queue = Arc::new(Queue {
             config,
@@ -204,6 +214,7 @@ impl Queue {
             page_done: Condvar::new(),
             consumer_timeout,
             paused: AtomicBool::new(false),
+            dedup,
             stats: QueueStats::default(),
             stream,
         });
@@ -386,11 +397,27 @@ impl Queue {
         // by a waiting consumer costs no clock read.
         let now = Now::starting_at(self.env.clock.known(message.received_ms), &clock);
         let mut st = self.lock();
+        // Checked and remembered under the queue's lock: two publishers of
+        // one id cannot both get in.
+        let seen = match &self.dedup {
+            Some(d) => d.check(&message, now.get()),
+            None => dedup::Seen::NoId,
+        };
+        if seen == dedup::Seen::Duplicate {
+            // Dropped, and still confirmed: the publisher's retry is done.
+            return Enqueued::Yes {
+                stored: false,
+                flow: false,
+            };
+        }
         let admitted = match st.core.admit(&message, &now) {
             Admit::Accepted(a) => a,
             Admit::Rejected => return Enqueued::Rejected,
             Admit::Gone => return Enqueued::Gone,
         };
+        if let (Some(d), dedup::Seen::New(id)) = (&self.dedup, seen) {
+            d.remember(id, now.get());
+        }
         self.stats.count(QueueEvent::Publish, 1);
         let (stored, paged) = self.write(&st, admitted, &message);
         st.core.enqueue(admitted, message, stored, paged);

@@ -155,6 +155,9 @@ impl Queue {
     pub(super) fn forget_everything(&self) {
         let store = &self.env.store;
         store.drop_queue(self.config.uid);
+        if let Some(d) = &self.dedup {
+            d.drop_kept();
+        }
         if let Err(e) = store.forget_redelivered_through(self.config.uid) {
             tracing::error!(queue = %self.config.name, "cannot remove the redelivery mark: {e}");
         }

@@ -211,10 +211,19 @@ impl Channel {
             Some(decoded) => RouteHeaders::decoded(decoded).with_properties(&r.message.properties),
             None => RouteHeaders::of_properties(&r.message.properties),
         };
+        // An exchange with x-message-deduplication drops a duplicate (it is
+        // still confirmed).
+        let duplicate = r
+            .exchange
+            .dedup
+            .as_ref()
+            .is_some_and(|d| d.is_duplicate(&r.message, s.received_ms()));
         // A delayed-message exchange holds a message with an x-delay.
         // A mandatory one that routes nowhere at its time is returned then,
         // if its channel is still open.
-        let held =
+        let held = if duplicate {
+            Some(Routed::InMemory)
+        } else {
             s.broker
                 .hold_delayed(&r.exchange, &r.message, &headers, s.received_ms(), || {
                     r.mandatory.then(|| {
@@ -225,7 +234,8 @@ impl Channel {
                             }
                         }) as OnUnroutable
                     })
-                });
+                })
+        };
         let outcome = if let Some(outcome) = held {
             outcome
         } else {

@@ -161,6 +161,8 @@ pub struct QueueArgs {
     /// A last-value queue's key header (`x-last-value-key`, or Qpid's
     /// `qpid.last_value_queue_key`).
     pub last_value_key: Option<String>,
+    /// Message deduplication (`x-message-deduplication` and companions).
+    pub dedup: Option<super::dedup::DedupArgs>,
     pub tunables: Tunables,
     /// A stream's own arguments.
     pub stream: stream::StreamArgs,
@@ -413,6 +415,11 @@ impl QueueArgs {
                 _ => {}
             }
         }
+        out.dedup = super::dedup::DedupArgs::parse(arguments).map_err(|why| {
+            AmqpError::precondition_failed(format!(
+                "invalid arg for queue '{queue}' in vhost '{vhost}': {why}"
+            ))
+        })?;
         if t.dead_letter_routing_key.is_some() && t.dead_letter_exchange.is_none() {
             return Err(p.error(
                 "x-dead-letter-routing-key",
