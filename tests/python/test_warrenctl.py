@@ -644,6 +644,9 @@ def test_pause_resume_and_move_messages(ctl, broker):
         ch.basic_publish("", dlq, f"d{i}".encode(),
                          pika.BasicProperties(headers={"x-death": [{"count": 1}]}))
     assert ok(ctl("pause_queue", work)) == f"Pausing deliveries from queue '{work}' in vhost '/' ...\n"
+    browsed = rows(ok(ctl("-s", "browse_queue", dlq, "--count", "2")))
+    assert browsed == [[dlq, "false", "d0"], [dlq, "false", "d1"]]
+    assert ch.queue_declare(dlq, passive=True).method.message_count == 5  # untouched
     listed = json_list(ok(ctl("list_queues", "name", "state", "--formatter", "json")))
     assert {"name": work, "state": "paused"} in listed
     out = ok(ctl("move_messages", dlq, work, "--count", "3"))

@@ -248,6 +248,15 @@ pub enum Command {
         #[arg(value_name = "QUEUE")]
         queue: String,
     },
+    /// Show the first messages of a queue without taking them (nothing is
+    /// marked redelivered, the order stays; Warren's).
+    BrowseQueue {
+        #[arg(value_name = "QUEUE")]
+        queue: String,
+        /// How many (default 10).
+        #[arg(long, default_value_t = 10)]
+        count: u64,
+    },
     /// Move messages from one queue to another of the vhost, keeping their
     /// properties and x-death (a dead-letter queue redrive; Warren's).
     MoveMessages {

@@ -214,6 +214,7 @@ pub fn run(command: Command, ctx: &mut Ctx) -> Result<(), Failure> {
         Command::PurgeQueue { queue } => objects::purge_queue(ctx, &queue),
         Command::PauseQueue { queue } => objects::pause_queue(ctx, &queue, true),
         Command::ResumeQueue { queue } => objects::pause_queue(ctx, &queue, false),
+        Command::BrowseQueue { queue, count } => objects::browse_queue(ctx, &queue, count),
         Command::MoveMessages {
             queue,
             destination,

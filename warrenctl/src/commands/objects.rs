@@ -153,6 +153,38 @@ pub fn pause_queue(ctx: &mut Ctx, queue: &str, pause: bool) -> Result<(), Failur
     ctx.done()
 }
 
+pub fn browse_queue(ctx: &mut Ctx, queue: &str, count: u64) -> Result<(), Failure> {
+    let vh = ctx.vhost.clone();
+    ctx.out.banner(&format!(
+        "Browsing the first {count} messages of queue '{queue}' in vhost '{vh}' ..."
+    ))?;
+    let reply = ctx.api.get(&format!(
+        "{}/messages?count={count}",
+        queue_path(&vh, queue)
+    ))?;
+    if reply.status == 404 {
+        return Err(no_such_queue(&vh, queue));
+    }
+    let items = reply.ok(&ctx.api)?.json()?;
+    let columns = ["routing_key", "redelivered", "payload"];
+    let mut text_rows = Vec::new();
+    let mut json_rows = Vec::new();
+    for m in items.as_array().into_iter().flatten() {
+        let row: Vec<serde_json::Value> = columns.iter().map(|c| m[*c].clone()).collect();
+        text_rows.push(
+            row.iter()
+                .map(|v| match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect(),
+        );
+        json_rows.push(row);
+    }
+    ctx.out.list(&columns, &text_rows, &json_rows)?;
+    Ok(())
+}
+
 pub fn move_messages(
     ctx: &mut Ctx,
     queue: &str,
