@@ -425,3 +425,34 @@ def test_refresh_keeps_form_input(page, base_url, ch, ui_queue):
     assert page.input_value("#publish-payload") == "half-typed"
     assert page.input_value("#get-count") == "7"
     assert page.evaluate("document.activeElement.id") == "publish-payload"
+
+
+def test_pause_browse_and_move_from_the_page(page, base_url, http, ch, names, ui_queue):
+    ui_queue.fill(3)
+    other = names.q("moved-here")
+    ch.queue_declare(other)
+    logged_in(page, base_url)
+    open_queue(page, base_url, ui_queue.name, 3)
+
+    page.click("#pause-button")
+    sync_api.expect(page.locator("#pause-result")).to_have_text("Deliveries paused.")
+    assert http.get(f"/queues/%2F/{seg(ui_queue.name)}").json()["state"] == "paused"
+    sync_api.expect(page.locator("#pause-button")).to_have_text("Resume deliveries")
+
+    page.fill("#browse-count", "2")
+    page.click("#browse-button")
+    rows = page.locator("#browse-table tr[data-testid=browsed-row]")
+    sync_api.expect(rows).to_have_count(2)
+    sync_api.expect(rows.first).to_contain_text("msg-0")
+    wait_depth(http, ui_queue.name, 3)  # browsing took nothing
+
+    page.fill("#move-to", other)
+    page.fill("#move-count", "2")
+    page.click("#move-button")
+    sync_api.expect(page.locator("#move-result")).to_have_text("Moved 2 messages.")
+    wait_depth(http, other, 2)
+    wait_depth(http, ui_queue.name, 1)
+
+    page.click("#pause-button")
+    sync_api.expect(page.locator("#pause-result")).to_have_text("Deliveries resumed.")
+    assert http.get(f"/queues/%2F/{seg(ui_queue.name)}").json()["state"] == "running"

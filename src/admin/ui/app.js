@@ -595,6 +595,51 @@
       });
     });
 
+    // Warren's queue control: pause / resume, browse, move.
+    let paused = false;
+    const pauseResult = resultLine('pause-result');
+    const pauseButton = h('button', { id: 'pause-button', type: 'button' }, 'Pause deliveries');
+    pauseButton.addEventListener('click', () => {
+      pauseResult.clear();
+      busyWhile(pauseButton, async () => {
+        try {
+          await api('PUT', qPath + (paused ? '/resume' : '/pause'), {});
+          pauseResult.ok(paused ? 'Deliveries resumed.' : 'Deliveries paused.');
+          refreshSoon();
+        } catch (err) { pauseResult.fail(err); }
+      });
+    });
+    const browseCount = h('input', { type: 'number', min: 1, value: '10', inputmode: 'numeric' });
+    const browseButton = h('button', { id: 'browse-button', type: 'button' }, 'Browse');
+    const browseResult = resultLine('browse-result');
+    const browsed = dataTable({ id: 'browse-table', caption: 'First messages', columns: ['Routing key', 'Redelivered', 'Payload'] });
+    browseButton.addEventListener('click', () => {
+      browseResult.clear();
+      busyWhile(browseButton, async () => {
+        try {
+          const n = Math.max(1, parseInt(browseCount.value, 10) || 1);
+          const msgs = await api('GET', qPath + '/messages?count=' + n);
+          browsed.set(msgs.map(m => ({ attrs: { 'data-testid': 'browsed-row' }, cells: [m.routing_key, yesNo(m.redelivered), m.payload] })), 'No ready messages');
+        } catch (err) { browseResult.fail(err); }
+      });
+    });
+    const moveTo = h('input', { id: 'move-destination', autocomplete: 'off' });
+    const moveCount = h('input', { type: 'number', min: 1, inputmode: 'numeric', placeholder: 'all' });
+    const moveButton = h('button', { id: 'move-button', type: 'button' }, 'Move messages');
+    const moveResult = resultLine('move-result');
+    moveButton.addEventListener('click', () => {
+      moveResult.clear();
+      busyWhile(moveButton, async () => {
+        try {
+          const body = { destination: moveTo.value };
+          if (moveCount.value !== '') body.count = Math.max(1, parseInt(moveCount.value, 10) || 1);
+          const r = await api('POST', qPath + '/move', body);
+          moveResult.ok('Moved ' + r.moved + ' messages.');
+          refreshSoon();
+        } catch (err) { moveResult.fail(err); }
+      });
+    });
+
     const deleteResult = resultLine('delete-result');
     const ifEmpty = h('input', { type: 'checkbox', id: 'delete-if-empty' });
     const ifUnused = h('input', { type: 'checkbox', id: 'delete-if-unused' });
@@ -623,6 +668,12 @@
         section('Publish message', h('p', { class: 'muted' }, 'Published through the default exchange with routing key ', h('code', null, name), '.'), publish),
         section('Get messages', h('p', { class: 'muted' }, 'Getting messages is destructive unless they are requeued.'), get)),
       h('div', { class: 'grid' },
+        section('Pause', h('p', null, 'A paused queue keeps its messages and delivers none (kept across restarts).'), pauseButton, pauseResult.el),
+        section('Browse', h('p', { class: 'muted' }, 'The first messages, left in place.'),
+          field('browse-count', 'Messages', browseCount), browseButton, browseResult.el, browsed.el)),
+      section('Move messages', h('p', { class: 'muted' }, 'To another queue of this virtual host, keeping properties and x-death (dead-letter redrive).'),
+        field('move-to', 'Destination queue', moveTo), field('move-count', 'How many', moveCount, 'optional'), moveButton, moveResult.el),
+      h('div', { class: 'grid' },
         section('Purge', h('p', null, 'Remove every ready message from this queue.'), purgeButton, purgeResult.el),
         section('Delete', h('div', { class: 'checks' },
           h('label', null, ifEmpty, ' only if empty'), h('label', null, ifUnused, ' only if unused')),
@@ -634,6 +685,8 @@
       body,
       async update() {
         const [q, bs] = await Promise.all([api('GET', qPath), api('GET', qPath + '/bindings')]);
+        paused = q.state === 'paused';
+        pauseButton.textContent = paused ? 'Resume deliveries' : 'Pause deliveries';
         details.set([
           ['Virtual host', q.vhost, 'vhost'],
           ['Type', q.type, 'type'],
