@@ -142,6 +142,14 @@ pub fn expiration_ms(raw: &str) -> Result<u64, String> {
     Ok(value as u64)
 }
 
+/// The value of header `name` in raw properties, as text (`None` if the
+/// properties have no such header, or cannot be decoded).
+pub fn header_text(properties: &[u8], name: &str) -> Option<String> {
+    let props = parse(properties)?;
+    let value = props.headers().as_ref()?.inner().get(name)?;
+    Some(fields::value_text(value))
+}
+
 /// Short-string constructor for names Warren builds itself.
 pub fn short(s: impl Into<String>) -> ShortString {
     ShortString::from(s.into())

@@ -349,21 +349,29 @@ impl Deliveries {
         if !self.open.load(Ordering::Acquire) {
             return;
         }
+        self.count_return();
+        self.outbox.send(|buf| self.encode_return(buf, m));
+    }
+
+    /// Count a `basic.return` of an unroutable message.
+    pub fn count_return(&self) {
         self.broker
             .metrics
             .count(MessageEvent::UnroutableReturned, 1);
         self.status.count(ChannelEvent::ReturnUnroutable, 1);
-        self.outbox.send(|buf| {
-            codec::encode_return(
-                buf,
-                self.channel,
-                312,
-                "NO_ROUTE",
-                m.exchange.as_str(),
-                m.routing_key.as_str(),
-            );
-            codec::encode_content(buf, self.channel, &m.properties, &m.body, self.frame_max);
-        });
+    }
+
+    /// `basic.return` 312 NO_ROUTE with the message.
+    pub fn encode_return(&self, buf: &mut bytes::BytesMut, m: &crate::message::Message) {
+        codec::encode_return(
+            buf,
+            self.channel,
+            312,
+            "NO_ROUTE",
+            m.exchange.as_str(),
+            m.routing_key.as_str(),
+        );
+        codec::encode_content(buf, self.channel, &m.properties, &m.body, self.frame_max);
     }
 
     /// The deadline of a delivery made now: the consumer's or the queue's

@@ -163,13 +163,7 @@ impl DedupCache {
 
     /// The deduplication id a message carries, if any.
     fn id_of(&self, m: &Message) -> Option<Vec<u8>> {
-        let props = message::parse(&m.properties)?;
-        let value = props
-            .headers()
-            .as_ref()?
-            .inner()
-            .get(self.args.header.as_str())?;
-        Some(fields::value_text(value).into_bytes())
+        message::header_text(&m.properties, &self.args.header).map(String::into_bytes)
     }
 
     /// Whether `m` is a duplicate within the window (nothing is

@@ -2,6 +2,7 @@
 small helpers for driving a pika BlockingConnection."""
 
 import datetime
+import contextlib
 import os
 import queue
 import re
@@ -129,6 +130,17 @@ def start_warren(extra_env=None, store_args=("--ephemeral",), extra_args=()):
     starting.clear()
     return Broker(host, port, ports.get("admin"), ports.get("metrics"),
                   process=proc, log=lines, amqps_port=ports.get("amqps"))
+
+
+@contextlib.contextmanager
+def warren_on(data_dir, extra_env=None):
+    """A Warren keeping its data in `data_dir`, stopped (SIGTERM, exit 0)
+    when the block ends: run it twice for a restart."""
+    broker = start_warren(extra_env, store_args=("--data-dir", str(data_dir)))
+    try:
+        yield broker
+    finally:
+        stop_warren(broker)
 
 
 def stop_warren(broker, signalled=False):

@@ -9,7 +9,7 @@ import time
 import pika
 import pytest
 
-from amqp_support import depth, get_all, start_warren, stop_warren, warren_only
+from amqp_support import depth, get_all, warren_on, warren_only
 
 pytestmark = warren_only
 
@@ -79,8 +79,7 @@ def test_bad_arguments_are_refused(connect, names):
 
 
 def test_a_durable_queues_window_survives_a_restart(tmp_path):
-    broker = start_warren(store_args=("--data-dir", str(tmp_path)))
-    try:
+    with warren_on(tmp_path) as broker:
         conn = pika.BlockingConnection(broker.params())
         ch = conn.channel()
         ch.queue_declare("orders", durable=True, arguments={"x-message-deduplication": True})
@@ -90,10 +89,7 @@ def test_a_durable_queues_window_survives_a_restart(tmp_path):
         # Consumed before the restart: the ids stay in the window.
         assert [b for _, _, b in get_all(ch, "orders")] == [b"order-1", b"order-2"]
         conn.close()
-    finally:
-        stop_warren(broker)
-    broker = start_warren(store_args=("--data-dir", str(tmp_path)))
-    try:
+    with warren_on(tmp_path) as broker:
         conn = pika.BlockingConnection(broker.params())
         ch = conn.channel()
         ch.confirm_delivery()
@@ -101,5 +97,3 @@ def test_a_durable_queues_window_survives_a_restart(tmp_path):
         publish(ch, "", "orders", b"order-3", "o-3")
         assert [b for _, _, b in get_all(ch, "orders")] == [b"order-3"]
         conn.close()
-    finally:
-        stop_warren(broker)

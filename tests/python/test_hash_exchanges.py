@@ -9,7 +9,7 @@ import collections
 import pika
 import pytest
 
-from amqp_support import channel_error, depth, get_all, start_warren, stop_warren, warren_only
+from amqp_support import depth, get_all, warren_on, warren_only
 
 KEYS = [f"key-{i}" for i in range(4000)]
 
@@ -174,8 +174,7 @@ def test_modulus_hash_is_stable_and_spreads(ch, names):
 
 @warren_only
 def test_placement_survives_a_restart(tmp_path):
-    broker = start_warren(store_args=("--data-dir", str(tmp_path)))
-    try:
+    with warren_on(tmp_path) as broker:
         conn = pika.BlockingConnection(broker.params())
         ch = conn.channel()
         qs = [f"restart-h{i}" for i in range(3)]
@@ -191,15 +190,10 @@ def test_placement_survives_a_restart(tmp_path):
             publish_keys(ch, kind, keys)
             before[kind] = placement(ch, qs, len(keys))
         conn.close()
-    finally:
-        stop_warren(broker)
-    broker = start_warren(store_args=("--data-dir", str(tmp_path)))
-    try:
+    with warren_on(tmp_path) as broker:
         conn = pika.BlockingConnection(broker.params())
         ch = conn.channel()
         for kind in ("x-consistent-hash", "x-modulus-hash"):
             publish_keys(ch, kind, keys)
             assert placement(ch, qs, len(keys)) == before[kind], kind
         conn.close()
-    finally:
-        stop_warren(broker)

@@ -5,7 +5,7 @@ the newest ready message per value of it."""
 import pika
 import pytest
 
-from amqp_support import depth, get_all, start_warren, stop_warren, warren_only
+from amqp_support import depth, get_all, warren_on, warren_only
 
 pytestmark = warren_only
 
@@ -45,8 +45,7 @@ def test_a_key_that_is_not_a_string_is_refused(connect, names):
 
 
 def test_a_durable_last_value_queue_keeps_the_newest_across_a_restart(tmp_path):
-    broker = start_warren(store_args=("--data-dir", str(tmp_path)))
-    try:
+    with warren_on(tmp_path) as broker:
         conn = pika.BlockingConnection(broker.params())
         ch = conn.channel()
         ch.queue_declare("prices", durable=True, arguments={"x-last-value-key": "symbol"})
@@ -55,13 +54,8 @@ def test_a_durable_last_value_queue_keeps_the_newest_across_a_restart(tmp_path):
             ch.basic_publish("", "prices", f"ACME={price}".encode(), pika.BasicProperties(
                 delivery_mode=2, headers={"symbol": "ACME"}))
         conn.close()
-    finally:
-        stop_warren(broker)
-    broker = start_warren(store_args=("--data-dir", str(tmp_path)))
-    try:
+    with warren_on(tmp_path) as broker:
         conn = pika.BlockingConnection(broker.params())
         ch = conn.channel()
         assert [b for _, _, b in get_all(ch, "prices")] == [b"ACME=4"]
         conn.close()
-    finally:
-        stop_warren(broker)

@@ -5,7 +5,7 @@ import pika
 import pytest
 import requests
 
-from amqp_support import Deliveries, depth, start_warren, stop_warren, warren_only
+from amqp_support import Deliveries, depth, warren_on, warren_only
 
 pytestmark = warren_only
 
@@ -58,8 +58,7 @@ def test_pausing_a_missing_queue_or_a_stream_is_refused(broker, conn, names):
 
 
 def test_a_paused_durable_queue_stays_paused_across_a_restart(tmp_path):
-    broker = start_warren(store_args=("--data-dir", str(tmp_path)))
-    try:
+    with warren_on(tmp_path) as broker:
         conn = pika.BlockingConnection(broker.params())
         ch = conn.channel()
         ch.queue_declare("held", durable=True)
@@ -67,10 +66,7 @@ def test_a_paused_durable_queue_stays_paused_across_a_restart(tmp_path):
         ch.basic_publish("", "held", b"kept", pika.BasicProperties(delivery_mode=2))
         assert http(broker, "PUT", "/api/queues/%2F/held/pause").status_code == 204
         conn.close()
-    finally:
-        stop_warren(broker)
-    broker = start_warren(store_args=("--data-dir", str(tmp_path)))
-    try:
+    with warren_on(tmp_path) as broker:
         assert state(broker, "held") == "paused"
         conn = pika.BlockingConnection(broker.params())
         ch = conn.channel()
@@ -80,11 +76,6 @@ def test_a_paused_durable_queue_stays_paused_across_a_restart(tmp_path):
         consumer.wait(1)
         assert consumer.bodies() == [b"kept"]
         conn.close()
-    finally:
-        stop_warren(broker)
     # Resumed is kept too.
-    broker = start_warren(store_args=("--data-dir", str(tmp_path)))
-    try:
+    with warren_on(tmp_path) as broker:
         assert state(broker, "held") == "running"
-    finally:
-        stop_warren(broker)

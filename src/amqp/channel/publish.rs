@@ -282,22 +282,10 @@ impl Channel {
             .note(&r.exchange, !matches!(outcome, Routed::Unroutable));
         match outcome {
             Routed::Unroutable if r.mandatory => {
-                metrics.count(MessageEvent::UnroutableReturned, 1);
-                self.deliveries
-                    .status
-                    .count(ChannelEvent::ReturnUnroutable, 1);
-                let m = &r.message;
-                s.outbox.append(|buf| {
-                    codec::encode_return(
-                        buf,
-                        self.id,
-                        312,
-                        "NO_ROUTE",
-                        m.exchange.as_str(),
-                        m.routing_key.as_str(),
-                    );
-                    codec::encode_content(buf, self.id, &m.properties, &m.body, s.frame_max);
-                });
+                // Written with the batch's other replies (flushed after it).
+                self.deliveries.count_return();
+                s.outbox
+                    .append(|buf| self.deliveries.encode_return(buf, &r.message));
             }
             Routed::Unroutable => {
                 metrics.count(MessageEvent::UnroutableDropped, 1);

@@ -11,7 +11,6 @@ use rustc_hash::FxHashMap;
 
 use super::super::ready::Found;
 use super::QueueCore;
-use crate::fields;
 use crate::message::{self, Message};
 
 /// The header a last-value queue is keyed by, and where its newest
@@ -34,13 +33,7 @@ impl LastValues {
 
     /// The message's value of the key header, if it has one.
     fn value_of(&self, m: &Message) -> Option<Vec<u8>> {
-        let props = message::parse(&m.properties)?;
-        let value = props
-            .headers()
-            .as_ref()?
-            .inner()
-            .get(self.header.as_str())?;
-        Some(fields::value_text(value).into_bytes())
+        message::header_text(&m.properties, &self.header).map(String::into_bytes)
     }
 }
 
