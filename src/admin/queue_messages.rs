@@ -217,7 +217,12 @@ async fn move_messages(
         let mut got = None;
         source.get(false, |m, _| got = Some(m));
         let Some(m) = got else { break };
-        match destination.publish(m.message.clone()) {
+        // Arrived in the destination now: its TTL and wait count from here.
+        let moved_message = Arc::new(crate::message::Message {
+            received_ms: crate::queue::now_ms(),
+            ..m.message.as_ref().clone()
+        });
+        match destination.publish(moved_message) {
             Enqueued::Yes { stored: s, .. } => {
                 stored |= s;
                 source.ack(None, vec![m]);

@@ -67,7 +67,7 @@ impl VHost {
                 continue;
             };
             for due in buffer.take_due(now) {
-                let m = delayed::swap_delay_header(&due.message, due.delay_ms);
+                let m = delayed::swap_delay_header(&due.message, due.delay_ms, now);
                 let headers = RouteHeaders::of_properties(&m.properties);
                 routed.clear();
                 self.route(&exchange, m.routing_key.as_str(), &headers, &mut routed);

@@ -84,11 +84,16 @@ pub fn delayed_type(arguments: &FieldTable) -> Result<ExchangeKind, AmqpError> {
     }
 }
 
-/// The message as the plugin routes it when its time comes: `x-delay` set
-/// to minus the delay, so it is not delayed again downstream.
-pub fn swap_delay_header(m: &Arc<Message>, delay_ms: u64) -> Arc<Message> {
+/// The message as the plugin routes it when its time comes (`now_ms`):
+/// `x-delay` set to minus the delay, so it is not delayed again
+/// downstream, and received now — its queues count TTLs and waits from
+/// here, as for a message published now.
+pub fn swap_delay_header(m: &Arc<Message>, delay_ms: u64, now_ms: u64) -> Arc<Message> {
     let Some(props) = message::parse(&m.properties) else {
-        return m.clone();
+        return Arc::new(Message {
+            received_ms: now_ms,
+            ..m.as_ref().clone()
+        });
     };
     let mut headers = props.headers().clone().unwrap_or_default();
     headers.insert(
@@ -97,6 +102,7 @@ pub fn swap_delay_header(m: &Arc<Message>, delay_ms: u64) -> Arc<Message> {
     );
     Arc::new(Message {
         properties: message::encode(&props.with_headers(headers)),
+        received_ms: now_ms,
         ..m.as_ref().clone()
     })
 }

@@ -278,3 +278,16 @@ def test_the_plugin_readme_java_example_runs_unchanged(broker, conn, tmp_path):
     assert [b for _, b, _ in got] == [b"more delayed payload", b"delayed payload"]
     assert got[0][0] >= 900 and got[1][0] >= got[0][0] + 3900
     ch.exchange_delete("my-exchange")
+
+
+def test_a_queues_ttl_counts_from_when_the_message_is_routed(conn, names):
+    """Delayed longer than the queue's TTL: it still arrives (routed late
+    is published late, as the plugin republishes it)."""
+    ch = conn.channel()
+    x = delayed_exchange(ch, names)
+    q = names.q()
+    ch.queue_declare(q, arguments={"x-message-ttl": 300})
+    ch.queue_bind(q, x, "k")
+    ch.basic_publish(x, "k", b"late", pika.BasicProperties(headers={"x-delay": 600}))
+    got = collect(conn, ch, q, 1, timeout=5)
+    assert [b for _, b, _ in got] == [b"late"]

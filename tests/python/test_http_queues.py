@@ -316,6 +316,22 @@ def test_move_messages_between_queues(api, ch):
     assert set(r.json()) == {"error", "reason"}
 
 
+@skip_unless_warren
+def test_a_moved_message_starts_its_ttl_in_the_destination(api, ch):
+    """A dead letter older than the destination's TTL is moved, not expired
+    on arrival: it arrives now, as a republished message would."""
+    import time
+    src = api.create_queue("/")
+    dst = unique("ttl-dst")
+    ch.queue_declare(dst, arguments={"x-message-ttl": 500})
+    api.track(f"/api/queues/%2F/{q(dst)}")
+    api.publish("/", "", src, "old")
+    time.sleep(0.7)
+    r = api.post(f"/api/queues/%2F/{q(src)}/move", {"destination": dst})
+    assert r.json() == {"moved": 1}
+    assert [b for (_, _, b) in get_all(ch, dst)] == [b"old"]
+
+
 def test_queue_in_vhost_with_slash_in_its_name(api, connect):
     vhost = api.create_vhost(unique("a/b c"))
     name = api.create_queue(vhost, unique("q/with slash"))
