@@ -286,8 +286,9 @@ def test_a_queues_ttl_counts_from_when_the_message_is_routed(conn, names):
     ch = conn.channel()
     x = delayed_exchange(ch, names)
     q = names.q()
-    ch.queue_declare(q, arguments={"x-message-ttl": 300})
+    ch.queue_declare(q, arguments={"x-message-ttl": 1000})
     ch.queue_bind(q, x, "k")
-    ch.basic_publish(x, "k", b"late", pika.BasicProperties(headers={"x-delay": 600}))
-    got = collect(conn, ch, q, 1, timeout=5)
-    assert [b for _, b, _ in got] == [b"late"]
+    ch.basic_publish(x, "k", b"late", pika.BasicProperties(headers={"x-delay": 1200}))
+    # Routed at 1.2 s, so it lives until 2.2 s: still there at 1.7 s.
+    conn.sleep(1.7)
+    assert [b for _, _, b in get_all(ch, q)] == [b"late"]
