@@ -118,13 +118,15 @@ pub async fn run(args: &Args, uri: &str, n: u64) -> Result<DelayedSummary> {
             FieldTable::default(),
         )
         .await?;
+    // Everything is due by lead + over; a message not there 30 s after that
+    // is lost (or the publishing took longer than the lead: then later).
+    let last_due = Instant::now() + Duration::from_millis(lead_ms + over_ms);
     let consume = tokio::spawn(async move {
         let mut lateness = hdrhistogram::Histogram::<u64>::new(3).ok();
         let (mut delivered, mut early) = (0u64, 0u64);
         while delivered < n {
-            let Ok(Some(Ok(d))) =
-                tokio::time::timeout(Duration::from_secs(30), consumer.next()).await
-            else {
+            let wait = last_due.saturating_duration_since(Instant::now()) + Duration::from_secs(30);
+            let Ok(Some(Ok(d))) = tokio::time::timeout(wait, consumer.next()).await else {
                 break;
             };
             let got = now_ms();
