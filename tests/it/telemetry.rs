@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
-    QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
@@ -17,7 +16,7 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message as _;
 
-use crate::common::{eventually, next, spawn_warren};
+use crate::common::{declare, eventually, next, spawn_warren};
 
 type Received = Arc<Mutex<Vec<Span>>>;
 
@@ -96,13 +95,7 @@ async fn a_traced_message_has_the_brokers_spans_and_keeps_its_traceparent() {
         .await
         .unwrap();
     let q = "lapin-traced";
-    ch.queue_declare(
-        q.into(),
-        QueueDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    declare(&ch, q).await;
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let parent = "00f067aa0ba902b7";
     let traceparent = format!("00-{trace_id}-{parent}-01");
