@@ -28,7 +28,10 @@ pub struct Message {
     /// The `expiration` property (a per-message TTL in ms), parsed.
     pub expiration_ms: Option<u64>,
     /// When the broker took it in (ms since the epoch; 0: not known), for
-    /// a queue's oldest-message age and publish-to-deliver latency.
+    /// a queue's oldest-message age and publish-to-deliver latency. A queue
+    /// enqueueing it takes this as "now" (TTLs count from it), so whatever
+    /// hands a message to a queue again later (a move, a delayed route, a
+    /// dead letter) gives it a fresh one.
     pub received_ms: u64,
 }
 

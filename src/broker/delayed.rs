@@ -24,7 +24,7 @@ impl VHost {
     /// Give a delayed-message exchange its buffer: under `uid` if it was
     /// stored with one (a restored exchange: its messages are counted in
     /// the background, start-up does not wait), else under a fresh one.
-    pub(super) fn attach_delay_buffer(&self, exchange: &Exchange, restored: Option<u64>) {
+    pub(super) fn attach_delay_buffer(&self, exchange: &Arc<Exchange>, restored: Option<u64>) {
         if exchange.kind != ExchangeKind::DelayedMessage {
             return;
         }
@@ -48,18 +48,21 @@ impl VHost {
             )),
         };
         let _ = exchange.delayed.set(buffer);
+        self.delayed_exchanges.lock().push(Arc::downgrade(exchange));
     }
 
     /// Route every held message that is due; the next due time over this
     /// vhost's delayed-message exchanges.
     fn route_due(&self, now: u64) -> Option<u64> {
-        let exchanges: Vec<Arc<Exchange>> = self
-            .exchanges
-            .read()
-            .values()
-            .filter(|e| e.delayed.get().is_some_and(|d| !d.is_empty()))
-            .cloned()
-            .collect();
+        let exchanges: Vec<Arc<Exchange>> = {
+            let mut registered = self.delayed_exchanges.lock();
+            registered.retain(|e| e.upgrade().is_some_and(|e| !e.is_deleted()));
+            registered
+                .iter()
+                .filter_map(std::sync::Weak::upgrade)
+                .filter(|e| e.delayed.get().is_some_and(|d| !d.is_empty()))
+                .collect()
+        };
         let mut next: Option<u64> = None;
         let mut routed = Vec::new();
         for exchange in exchanges {

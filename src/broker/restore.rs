@@ -59,8 +59,8 @@ impl VHost {
                 e.internal,
                 e.arguments.clone(),
             );
-            self.attach_delay_buffer(&exchange, e.delay_uid);
             let exchange = Arc::new(exchange);
+            self.attach_delay_buffer(&exchange, e.delay_uid);
             self.apply_exchange_policy(&exchange);
             self.exchanges
                 .write()

@@ -73,6 +73,9 @@ pub struct VHost {
     pub(super) events: Arc<Events>,
     /// Firehose tracing is on (`firehose`).
     pub(super) tracing: AtomicBool,
+    /// Its delayed-message exchanges, for the timer (which then looks at
+    /// these, not at every exchange).
+    pub(super) delayed_exchanges: Mutex<Vec<std::sync::Weak<Exchange>>>,
 }
 
 /// What `exchange.declare` asks for.
@@ -143,6 +146,7 @@ impl VHost {
             metadata: RwLock::new(VhostMetadata::default()),
             events,
             tracing: AtomicBool::new(false),
+            delayed_exchanges: Mutex::new(Vec::new()),
         };
         {
             let mut exchanges = vhost.exchanges.write();

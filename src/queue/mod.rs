@@ -6,10 +6,10 @@
 //! passed in and everything that must happen comes back as a value. [`Queue`]
 //! is the shell around it: one short-held lock, and the modules that carry
 //! out what the core asks — `dispatch` hands messages to consumers'
-//! channels, `settle` takes their acks and rejections, `paging` reads the parts of long queues that live in the store,
-//! `persistence` writes and removes store records and recovers queues at
-//! boot, and the broker-wide timer ([`Deadlines`]) wakes queues when
-//! something is due.
+//! channels, `settle` takes their acks and rejections, `paging` reads the
+//! parts of long queues that live in the store, `persistence` writes and
+//! removes store records and recovers queues at boot, and the broker-wide
+//! timer ([`Deadlines`]) wakes queues when something is due.
 //!
 //! Whoever changes a queue — a publisher's connection enqueueing, a
 //! consumer's connection acking, the timer expiring messages — runs its

@@ -141,8 +141,8 @@ fn start_trace(properties: &mut Bytes, span: &Span) {
 impl Receive {
     /// Routing is done: the queues the message reached, and whether it was
     /// refused (a full queue with `reject-publish`, a failed write).
-    pub fn routed(&self, queues: &[&str], refused: Option<&str>) {
-        let names: Vec<StringValue> = queues.iter().map(|q| q.to_string().into()).collect();
+    pub fn routed(&self, queues: &[String], refused: Option<&str>) {
+        let names: Vec<StringValue> = queues.iter().map(|q| q.clone().into()).collect();
         self.span
             .set_attribute("warren.routed_queues", Value::Array(Array::String(names)));
         self.span

@@ -51,10 +51,7 @@ pub fn write(
     let name = format!("{prefix}{LATENCY}");
     match shape {
         Shape::Aggregated => {
-            let oldest = queues
-                .iter()
-                .filter_map(age)
-                .fold(None, |m: Option<f64>, a| Some(m.map_or(a, |m| m.max(a))));
+            let oldest = queues.iter().filter_map(age).max_by(f64::total_cmp);
             let samples: Vec<(Vec<Label>, f64)> =
                 oldest.map(|a| (Vec::new(), a)).into_iter().collect();
             out.family(prefix, &OLDEST, &samples);

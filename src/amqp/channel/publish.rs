@@ -320,15 +320,15 @@ impl Channel {
         routed: &mut Vec<Arc<Queue>>,
         confirming: bool,
     ) -> Routed {
-        let names: Vec<String> = routed.iter().map(|q| q.name().to_string()).collect();
+        let mut names = Vec::with_capacity(routed.len());
         let mut in_flow = s.in_flow.borrow_mut();
         let outcome = enqueue_each(message, routed, &mut in_flow, |q, this| {
+            names.push(q.name().to_string());
             let span = trace.enqueue(q.name(), this == Routed::Stored, this.as_str());
             if confirming && this == Routed::Stored {
                 self.awaiting_flush_spans.push(span);
             }
         });
-        let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let refused = match outcome {
             Routed::Rejected => Some("a full queue rejected the message (reject-publish)"),
             Routed::Failed => Some("the store could not write the message"),
