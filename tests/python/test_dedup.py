@@ -97,3 +97,19 @@ def test_a_durable_queues_window_survives_a_restart(tmp_path):
         publish(ch, "", "orders", b"order-3", "o-3")
         assert [b for _, _, b in get_all(ch, "orders")] == [b"order-3"]
         conn.close()
+
+
+def test_the_management_api_publish_is_deduplicated_too(broker, ch, names):
+    import requests
+    x = names.x("dedup-http")
+    ch.exchange_declare(x, "fanout", arguments={"x-message-deduplication": True})
+    q = names.q("dedup-http")
+    ch.queue_declare(q)
+    ch.queue_bind(q, x)
+    url = f"http://{broker.host}:{broker.admin_port}/api/exchanges/%2F/{x}/publish"
+    for payload in ["first", "again"]:
+        r = requests.post(url, auth=(broker.user, broker.password), timeout=10, json={
+            "routing_key": "", "payload": payload, "payload_encoding": "string",
+            "properties": {"headers": {"x-deduplication-header": "h-1"}}})
+        assert r.status_code == 200, r.text
+    assert [b for _, _, b in get_all(ch, q)] == [b"first"]

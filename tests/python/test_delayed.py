@@ -310,3 +310,21 @@ def test_a_queues_ttl_counts_from_when_the_message_is_routed(conn, names):
     # Routed at 1.2 s, so it lives until 2.2 s: still there at 1.7 s.
     conn.sleep(1.7)
     assert [b for _, _, b in get_all(ch, q)] == [b"late"]
+
+
+def test_the_management_api_publish_is_delayed_too(broker, conn, names):
+    ch = conn.channel()
+    x = delayed_exchange(ch, names)
+    q = names.q()
+    ch.queue_declare(q)
+    ch.queue_bind(q, x, "k")
+    auth = (broker.user, broker.password)
+    base = f"http://{broker.host}:{broker.admin_port}/api/exchanges/%2F/{x}"
+    r = requests.post(base + "/publish", auth=auth, timeout=10, json={
+        "routing_key": "k", "payload": "via http", "payload_encoding": "string",
+        "properties": {"headers": {"x-delay": 400}}})
+    assert r.status_code == 200, r.text
+    assert requests.get(base, auth=auth, timeout=10).json()["messages_delayed"] == 1
+    assert ch.basic_get(q)[0] is None
+    got = collect(conn, ch, q, 1)
+    assert [b for _, b, _ in got] == [b"via http"]
