@@ -55,6 +55,7 @@ pub mod exchange;
 pub mod fields;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod links;
 pub mod listeners;
 pub mod message;
 pub mod metrics;

@@ -164,6 +164,7 @@ impl Server {
             broker.clone(),
             shutdown.clone(),
         ));
+        tasks.spawn(crate::links::supervise(broker.clone(), shutdown.clone()));
         let mut amqp_addrs = Vec::new();
         for listener in amqp {
             let addr = local_addr(&listener);

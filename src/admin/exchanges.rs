@@ -20,14 +20,13 @@ use super::message_json::{payload, properties_from_json};
 use super::queues::arguments;
 use super::{ApiError, created_or_updated, durable, short_name};
 use crate::broker::auth::Access;
-use crate::broker::enqueue::{Routed, enqueue};
+use crate::broker::enqueue::Routed;
 use crate::broker::super_stream::partition_names;
 use crate::broker::vhost::ExchangeDeclare;
 use crate::broker::{Broker, VHost};
 use crate::exchange::{Exchange, RouteHeaders};
 use crate::fields::json::table_to_json;
 use crate::message::{self, Message};
-use crate::metrics::MessageEvent;
 
 pub fn routes() -> Router<Arc<Broker>> {
     Router::new()
@@ -329,26 +328,8 @@ async fn publish(
         properties: message::encode(&props),
         body: bytes.into(),
     });
-    b.metrics.count(MessageEvent::Received, 1);
-    b.metrics.message_size(message.body.len() as u64);
     let headers = RouteHeaders::decoded(props.headers().clone());
-    let duplicate = x
-        .dedup
-        .as_ref()
-        .is_some_and(|d| d.is_duplicate(&message, message.received_ms));
-    let held = if duplicate {
-        Some(Routed::InMemory)
-    } else {
-        b.hold_delayed(&x, &message, &headers, message.received_ms, || None)
-    };
-    let outcome = match held {
-        Some(held) => held,
-        None => {
-            let mut queues = Vec::new();
-            v.route(&x, routing_key.as_str(), &headers, &mut queues);
-            enqueue(&message, &mut queues, &mut Vec::new())
-        }
-    };
+    let outcome = b.publish_local(&v, &x, &message, &headers);
     // Published with confirms: a refused message is an error.
     if outcome.is_refused() {
         return Err(ApiError::BadRequest(
@@ -356,13 +337,6 @@ async fn publish(
         ));
     }
     let routed = !matches!(outcome, Routed::Unroutable);
-    x.stats.add(crate::exchange::PUBLISH_IN, 1);
-    if routed {
-        x.stats.add(crate::exchange::PUBLISH_OUT, 1);
-        b.metrics.count(MessageEvent::Routed, 1);
-    } else {
-        b.metrics.count(MessageEvent::UnroutableDropped, 1);
-    }
     if outcome == Routed::Stored {
         b.store
             .synced()

@@ -15,6 +15,7 @@ mod exchanges;
 mod format;
 mod health;
 mod limits;
+mod links;
 mod listing;
 mod message_json;
 mod openapi;
@@ -54,6 +55,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .merge(vhosts::routes())
         .merge(policies::routes())
         .merge(parameters::routes())
+        .merge(links::routes())
         .merge(definitions::routes())
         .merge(permissions::routes())
         .merge(limits::routes())

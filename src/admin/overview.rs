@@ -23,7 +23,7 @@ use crate::metrics::CHURN_EVENTS;
 pub fn routes() -> Router<Arc<Broker>> {
     Router::new()
         .route("/api/overview", get(overview))
-        .route("/api/cluster-name", get(cluster_name))
+        .route("/api/cluster-name", get(cluster_name).put(set_cluster_name))
         .route("/api/whoami", get(whoami))
         .route("/api/version", get(version))
         .route("/api/extensions", get(extensions))
@@ -105,7 +105,7 @@ async fn overview(caller: Caller, State(b): State<Arc<Broker>>) -> Json<Value> {
         "product_version": env!("CARGO_PKG_VERSION"),
         "product_name": "Warren",
         "rabbitmq_version": RABBITMQ_VERSION,
-        "cluster_name": b.cluster_name,
+        "cluster_name": b.cluster_name(),
         "erlang_version": "n/a",
         "erlang_full_version": format!("Warren {} (Rust)", env!("CARGO_PKG_VERSION")),
         "release_series_support_status": "supported",
@@ -160,7 +160,32 @@ fn contexts(b: &Broker) -> Vec<Value> {
 }
 
 async fn cluster_name(_caller: Caller, State(b): State<Arc<Broker>>) -> Json<Value> {
-    Json(json!({ "name": b.cluster_name }))
+    Json(json!({ "name": b.cluster_name() }))
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ClusterName {
+    name: String,
+}
+
+/// Names the cluster (the `cluster_name` global parameter), as RabbitMQ.
+async fn set_cluster_name(
+    caller: Caller,
+    State(b): State<Arc<Broker>>,
+    crate::admin::body::JsonBody(body): crate::admin::body::JsonBody<ClusterName>,
+) -> Result<axum::http::StatusCode, crate::admin::error::ApiError> {
+    caller.admin()?;
+    if body.name.is_empty() {
+        return Err(crate::admin::error::ApiError::BadRequest(
+            "cluster name must not be empty".into(),
+        ));
+    }
+    b.set_global_parameter(
+        crate::broker::parameters::CLUSTER_NAME,
+        Value::String(body.name),
+        &caller.actor(),
+    )?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
 async fn whoami(caller: Caller) -> Json<Value> {

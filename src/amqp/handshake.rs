@@ -542,7 +542,7 @@ fn start(broker: &Broker, mechanisms: &[&str]) -> AMQPClass {
     let text = |s: &str| AMQPValue::LongString(LongString::from(s));
     let mut props = FieldTable::default();
     props.insert("capabilities".into(), AMQPValue::FieldTable(caps));
-    props.insert("cluster_name".into(), text(&broker.cluster_name));
+    props.insert("cluster_name".into(), text(&broker.cluster_name()));
     props.insert("copyright".into(), text("Copyright (c) the Warren authors"));
     props.insert(
         "information".into(),

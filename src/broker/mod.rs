@@ -23,6 +23,9 @@ mod equivalence;
 pub mod events;
 pub mod firehose;
 pub mod limits;
+pub mod link_specs;
+pub mod link_status;
+mod local_publish;
 mod login_guard;
 pub mod parameters;
 pub mod pattern;
@@ -75,7 +78,9 @@ pub struct Broker {
     pub users: Users,
     pub metrics: Metrics,
     pub node_name: String,
-    pub cluster_name: String,
+    /// The cluster name until one is set (the `cluster_name` global
+    /// parameter): the node's name, as RabbitMQ's.
+    default_cluster_name: String,
     pub store: Arc<Store>,
     /// The audit trail (disabled unless `audit.enabled`).
     pub audit: AuditLog,
@@ -113,6 +118,8 @@ pub struct Broker {
     /// A publish held a message due earlier than any before: the delayed
     /// messages' timer looks again.
     pub delayed_wake: tokio::sync::Notify,
+    /// Shovels and federation links, as they are doing.
+    pub links: link_status::LinkRegistry,
 }
 
 impl Broker {
@@ -162,7 +169,7 @@ impl Broker {
         let broker = Arc::new(Broker {
             users: Users::default(),
             metrics,
-            cluster_name: node_name.clone(),
+            default_cluster_name: node_name.clone(),
             node_name,
             store,
             audit,
@@ -184,6 +191,7 @@ impl Broker {
             listeners: Mutex::new(Vec::new()),
             started: std::time::Instant::now(),
             delayed_wake: tokio::sync::Notify::new(),
+            links: Default::default(),
             config,
         });
         let owner: Arc<dyn QueueOwner> = broker.clone();

@@ -23,6 +23,9 @@ use crate::store::{GlobalParameterRecord, ParameterRecord};
 /// The global parameter that names the cluster to tools.
 pub const CLUSTER_ID: &str = "internal_cluster_id";
 
+/// The global parameter that holds the cluster's name.
+pub const CLUSTER_NAME: &str = "cluster_name";
+
 /// The component whose parameter holds a vhost's limits.
 pub const VHOST_LIMITS: &str = "vhost-limits";
 
@@ -84,6 +87,16 @@ pub fn new_cluster_id() -> String {
 }
 
 impl Broker {
+    /// The cluster's name: the `cluster_name` global parameter (`PUT
+    /// /api/cluster-name`), or the node's name. Federation tells brokers
+    /// apart by it.
+    pub fn cluster_name(&self) -> String {
+        match self.parameters.global(CLUSTER_NAME) {
+            Some(Value::String(name)) if !name.is_empty() => name,
+            _ => self.default_cluster_name.clone(),
+        }
+    }
+
     /// Set a runtime parameter. `component` may be anything but `policy`
     /// and `operator_policy`; `vhost-limits` (name `limits`) sets the
     /// vhost's limits.
@@ -107,7 +120,7 @@ impl Broker {
         if component == VHOST_LIMITS {
             return self.set_vhost_limits(vhost, vhost_limits(name, &value)?, actor);
         }
-        check_value(component, &value)?;
+        check_value(component, name, &value)?;
         let record = ParameterRecord {
             component: component.into(),
             vhost: vhost.into(),
@@ -276,12 +289,12 @@ impl Broker {
     }
 }
 
-/// The components Warren knows, with the keys a value must have.
-const COMPONENTS: &[(&str, &[&str])] = &[
-    ("federation-upstream", &["uri"]),
-    ("federation-upstream-set", &[]),
-    ("shovel", &["src-uri", "dest-uri"]),
-    (VHOST_LIMITS, &[]),
+/// The components Warren knows.
+const COMPONENTS: &[&str] = &[
+    "federation-upstream",
+    "federation-upstream-set",
+    "shovel",
+    VHOST_LIMITS,
 ];
 
 pub(super) fn check_component(component: &str) -> Result<(), AccessError> {
@@ -290,35 +303,24 @@ pub(super) fn check_component(component: &str) -> Result<(), AccessError> {
         "policy" | "operator_policy" => Err(AccessError::Invalid(format!(
             "component '{component}' is set with the policy calls, not as a parameter"
         ))),
-        c if COMPONENTS.iter().any(|(known, _)| *known == c) => Ok(()),
+        c if COMPONENTS.contains(&c) => Ok(()),
         c => Err(AccessError::Invalid(format!(
             "Validation failed\n\ncomponent {c} not found\n"
         ))),
     }
 }
 
-/// RabbitMQ's first check of a value: the keys its component requires.
-pub(super) fn check_value(component: &str, value: &Value) -> Result<(), AccessError> {
-    let required = COMPONENTS
-        .iter()
-        .find(|(c, _)| *c == component)
-        .map_or(&[][..], |(_, keys)| *keys);
-    if required.is_empty() {
-        return Ok(());
-    }
-    let Some(map) = value.as_object() else {
-        return Err(AccessError::Invalid(format!(
-            "Validation failed\n\n{value} must be a JSON object\n"
-        )));
+/// RabbitMQ's check of a value: the shovel and federation components
+/// parse it as their plugins do; others take any value.
+pub(super) fn check_value(component: &str, name: &str, value: &Value) -> Result<(), AccessError> {
+    use super::link_specs::{ShovelSpec, UpstreamSpec, parse_upstream_set_named};
+    let checked = match component {
+        "shovel" => ShovelSpec::parse_named(name, value).map(drop),
+        "federation-upstream" => UpstreamSpec::parse_named(name, value).map(drop),
+        "federation-upstream-set" => parse_upstream_set_named(name, value).map(drop),
+        _ => Ok(()),
     };
-    for key in required {
-        if !map.contains_key(*key) {
-            return Err(AccessError::Invalid(format!(
-                "Validation failed\n\nKey \"{key}\" not found in {component}\n"
-            )));
-        }
-    }
-    Ok(())
+    checked.map_err(|reason| AccessError::Invalid(format!("Validation failed\n\n{reason}\n")))
 }
 
 fn no_parameter(component: &str, vhost: &str, name: &str) -> AccessError {

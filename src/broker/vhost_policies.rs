@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use amq_protocol::types::ShortString;
 use parking_lot::RwLock;
+use serde_json::{Map, Value};
 
 use super::policies::{self, Policy, PolicyError, PolicyKind};
 use super::vhost::{Durability, VHost};
@@ -55,6 +56,25 @@ impl VHost {
             policy: pick(&self.policies),
             operator: pick(&self.operator_policies),
         }
+    }
+
+    /// The name and definition of the policy that applies to exchange
+    /// `name`, if one does (federation links read their keys from it).
+    pub fn exchange_policy_definition(&self, name: &str) -> Option<(String, Map<String, Value>)> {
+        let set = self.policies.read();
+        policies::winner(set.iter().filter(|p| p.applies_to_exchange(name)))
+            .map(|p| (p.name().to_string(), p.record.definition.clone()))
+    }
+
+    /// The name and definition of the policy that applies to queue `name`.
+    pub fn queue_policy_definition(
+        &self,
+        name: &str,
+        kind: QueueType,
+    ) -> Option<(String, Map<String, Value>)> {
+        self.queue_policies(name, kind)
+            .policy
+            .map(|p| (p.name().to_string(), p.record.definition.clone()))
     }
 
     fn set_of(&self, kind: PolicyKind) -> &RwLock<Vec<Arc<Policy>>> {

@@ -18,6 +18,7 @@ pub mod consistent_hash;
 pub mod delayed;
 mod direct;
 mod fanout;
+pub mod federation;
 mod headers;
 mod modulus_hash;
 pub mod routing;
@@ -58,10 +59,13 @@ pub enum ExchangeKind {
     ModulusHash,
     /// The delayed-message plugin's: routes as its `x-delayed-type`, later.
     DelayedMessage,
+    /// The upstream end of a federation link: a fanout that stops messages
+    /// going round a cycle (`federation`).
+    FederationUpstream,
 }
 
 impl ExchangeKind {
-    pub const ALL: [ExchangeKind; 8] = [
+    pub const ALL: [ExchangeKind; 9] = [
         ExchangeKind::Direct,
         ExchangeKind::Fanout,
         ExchangeKind::Headers,
@@ -70,6 +74,7 @@ impl ExchangeKind {
         ExchangeKind::ConsistentHash,
         ExchangeKind::ModulusHash,
         ExchangeKind::DelayedMessage,
+        ExchangeKind::FederationUpstream,
     ];
 
     /// RabbitMQ's description of the type (the management overview).
@@ -85,6 +90,7 @@ impl ExchangeKind {
             ExchangeKind::ConsistentHash => "Consistent Hashing Exchange",
             ExchangeKind::ModulusHash => "Modulus Hashing Exchange",
             ExchangeKind::DelayedMessage => "Delayed Message Exchange.",
+            ExchangeKind::FederationUpstream => "Federation upstream helper exchange",
         }
     }
 
@@ -98,6 +104,7 @@ impl ExchangeKind {
             "x-consistent-hash" => Some(ExchangeKind::ConsistentHash),
             "x-modulus-hash" => Some(ExchangeKind::ModulusHash),
             "x-delayed-message" => Some(ExchangeKind::DelayedMessage),
+            "x-federation-upstream" => Some(ExchangeKind::FederationUpstream),
             _ => None,
         }
     }
@@ -112,13 +119,16 @@ impl ExchangeKind {
             ExchangeKind::ConsistentHash => "x-consistent-hash",
             ExchangeKind::ModulusHash => "x-modulus-hash",
             ExchangeKind::DelayedMessage => "x-delayed-message",
+            ExchangeKind::FederationUpstream => "x-federation-upstream",
         }
     }
 
     fn new_router(self) -> Box<dyn Router> {
         match self {
             ExchangeKind::Direct => Box::<DirectRouter>::default(),
-            ExchangeKind::Fanout => Box::<FanoutRouter>::default(),
+            ExchangeKind::Fanout | ExchangeKind::FederationUpstream => {
+                Box::<FanoutRouter>::default()
+            }
             ExchangeKind::Topic => Box::<TopicRouter>::default(),
             ExchangeKind::Headers => Box::<HeadersRouter>::default(),
             ExchangeKind::SuperStream => Box::<SuperStreamRouter>::default(),
@@ -142,6 +152,9 @@ impl ExchangeKind {
                 let inner = delayed::delayed_type(arguments)?;
                 inner.check_arguments(arguments)
             }
+            ExchangeKind::FederationUpstream => federation::HopFilter::of_arguments(arguments)
+                .map(drop)
+                .map_err(crate::error::AmqpError::precondition_failed),
             _ => Ok(()),
         }
     }
@@ -224,6 +237,8 @@ pub struct Exchange {
     pub arguments: FieldTable,
     /// What a consistent-hash exchange hashes.
     hash_on: consistent_hash::HashOn,
+    /// What an `x-federation-upstream` exchange lets through.
+    hops: Option<federation::HopFilter>,
     /// How it routes: its kind, or a delayed-message exchange's
     /// `x-delayed-type`.
     pub routes_as: ExchangeKind,
@@ -267,6 +282,9 @@ impl Exchange {
         };
         // Refused on declare; a stored exchange with bad ones hashes keys.
         let hash_on = consistent_hash::HashOn::of_arguments(&arguments).unwrap_or_default();
+        let hops = (kind == ExchangeKind::FederationUpstream)
+            .then(|| federation::HopFilter::of_arguments(&arguments).ok())
+            .flatten();
         let dedup = crate::queue::dedup::DedupArgs::parse(&arguments)
             .ok()
             .flatten()
@@ -285,6 +303,7 @@ impl Exchange {
             internal,
             arguments,
             hash_on,
+            hops,
             routes_as,
             dedup,
             delayed: std::sync::OnceLock::new(),
@@ -353,6 +372,15 @@ impl Exchange {
             ExchangeKind::ConsistentHash => {
                 let key = self.hash_on.key_of(routing_key, message);
                 router.route(&key, None, out)
+            }
+            ExchangeKind::FederationUpstream => {
+                if self
+                    .hops
+                    .as_ref()
+                    .is_none_or(|f| f.should_forward(message.get()))
+                {
+                    router.route(routing_key, None, out)
+                }
             }
             _ => router.route(routing_key, None, out),
         }

@@ -20,6 +20,8 @@ const RANKS: &[(&str, u32)] = &[
     ("listeners", 95),
     ("admin", 90),
     ("amqp", 90),
+    // Shovels and federation: clients of other brokers, publishing here.
+    ("links", 85),
     ("broker", 80),
     ("tls", 77),
     ("config", 75),

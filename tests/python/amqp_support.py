@@ -74,8 +74,10 @@ def _drain(stream, lines, found, starting):
     found.put(None)
 
 
-def start_warren(extra_env=None, store_args=("--ephemeral",), extra_args=()):
-    """Start $WARREN_BIN on ephemeral ports (keeping nothing on disk unless
+def start_warren(extra_env=None, store_args=("--ephemeral",), extra_args=(),
+                 amqp_port=0, admin_port=0):
+    """Start $WARREN_BIN on ephemeral ports (or the given ones, to restart
+    a broker where its peers expect it; keeping nothing on disk unless
     `store_args` says otherwise, e.g. ("--data-dir", path); `extra_args`
     such as TLS flags); return a Broker once it logged 'Server startup
     complete'."""
@@ -89,7 +91,7 @@ def start_warren(extra_env=None, store_args=("--ephemeral",), extra_args=()):
     if extra_env:
         env.update(extra_env)
     proc = subprocess.Popen(
-        [binary, *store_args, "--amqp-port", "0", "--admin-port", "0",
+        [binary, *store_args, "--amqp-port", str(amqp_port), "--admin-port", str(admin_port),
          "--metrics-port", "0", *extra_args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         env=env)

@@ -11,6 +11,7 @@
 
 mod consumers;
 mod exposition;
+mod links;
 mod objects;
 mod queue_health;
 mod streams;
@@ -157,6 +158,7 @@ fn everything(broker: &Broker, shape: Shape) -> String {
         );
     }
     snapshot.write(&mut out, "rabbitmq_", shape, None);
+    links::write(broker, &mut out, "rabbitmq_");
     out.text
 }
 
@@ -181,8 +183,8 @@ fn identity(broker: &Broker, out: &mut Exposition, endpoint: &str) {
         &[(
             vec![
                 Label::new("rabbitmq_node", broker.node_name.clone()),
-                Label::new("rabbitmq_cluster", broker.cluster_name.clone()),
-                Label::new("rabbitmq_cluster_permanent_id", broker.cluster_name.clone()),
+                Label::new("rabbitmq_cluster", broker.cluster_name()),
+                Label::new("rabbitmq_cluster_permanent_id", broker.cluster_name()),
                 Label::new("rabbitmq_endpoint", endpoint.to_string()),
             ],
             1.0,

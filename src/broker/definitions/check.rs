@@ -149,7 +149,7 @@ impl Checker<'_> {
             self.vhost(at, &item.vhost)?;
             check_component(&item.component)
                 .map_err(|e| DefinitionsError::invalid(format!("{at}.component"), reason(e)))?;
-            check_value(&item.component, &item.value)
+            check_value(&item.component, &item.name, &item.value)
                 .map_err(|e| DefinitionsError::invalid(format!("{at}.value"), reason(e)))?;
         }
         Ok(())

@@ -78,6 +78,10 @@ pub struct Events {
     node: OnceLock<String>,
     sender: mpsc::UnboundedSender<Outgoing>,
     receiver: Mutex<Option<mpsc::UnboundedReceiver<Outgoing>>>,
+    /// Counts changes to definitions (exchanges, queues, bindings,
+    /// policies, parameters, vhosts), events on or off: federation links
+    /// and shovels watch it to follow what they mirror.
+    definitions_changed: tokio::sync::watch::Sender<u64>,
 }
 
 impl Default for Events {
@@ -89,6 +93,7 @@ impl Default for Events {
             node: OnceLock::new(),
             sender,
             receiver: Mutex::new(Some(receiver)),
+            definitions_changed: tokio::sync::watch::Sender::new(0),
         }
     }
 }
@@ -100,8 +105,28 @@ impl Events {
         self.on.load(Ordering::Relaxed)
     }
 
+    /// A receiver that sees a new value after each change to definitions.
+    pub fn definitions_changed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.definitions_changed.subscribe()
+    }
+
+    fn note_change(&self, kind: &str) {
+        const DEFINITIONS: [&str; 6] = [
+            "exchange.",
+            "binding.",
+            "queue.",
+            "policy.",
+            "parameter.",
+            "vhost.",
+        ];
+        if DEFINITIONS.iter().any(|p| kind.starts_with(p)) {
+            self.definitions_changed.send_modify(|n| *n += 1);
+        }
+    }
+
     /// Emit a `kind` event; `props` runs only if events are on.
     pub fn emit(&self, kind: &'static str, props: impl FnOnce() -> Vec<(&'static str, AMQPValue)>) {
+        self.note_change(kind);
         if !self.is_on() {
             return;
         }
@@ -116,6 +141,7 @@ impl Events {
     /// (strings, booleans, integers, objects as tables, arrays), with
     /// `user_who_performed_action: by`.
     pub fn emit_json(&self, kind: &'static str, by: &str, props: impl FnOnce() -> Value) {
+        self.note_change(kind);
         if !self.is_on() {
             return;
         }

@@ -1,0 +1,254 @@
+//! Carrying messages across a link: deliveries from a source consumer are
+//! rewritten, handed to a sink (another broker over a channel in confirm
+//! mode, or this broker), and acknowledged at the source as the ack mode
+//! says — with `on-confirm`, only once the sink has the message safe, in
+//! delivery order, so a failure anywhere leaves every unconfirmed message
+//! unacknowledged at the source, to be delivered again (at least once).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_lite::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions};
+use lapin::{Acker, BasicProperties, Channel, Consumer};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::Broker;
+use crate::broker::enqueue::Routed;
+use crate::broker::link_specs::AckMode;
+use crate::broker::link_status::LinkStatus;
+use crate::exchange::RouteHeaders;
+use crate::message::{self, Message};
+
+/// One message on its way to the sink.
+#[derive(Debug)]
+pub struct Outgoing {
+    pub exchange: String,
+    pub routing_key: String,
+    pub properties: BasicProperties,
+    pub body: Vec<u8>,
+}
+
+/// Resolves to whether the sink took the message (false: refused, e.g. a
+/// full queue), once it is safe there.
+type Pending = Pin<Box<dyn Future<Output = Result<bool, String>> + Send>>;
+
+/// Where forwarded messages go.
+pub enum Sink {
+    /// Another broker, over a channel (in confirm mode for `on-confirm`).
+    Remote(Channel),
+    /// This broker's `vhost`: published as the management API publishes.
+    Local { broker: Arc<Broker>, vhost: String },
+}
+
+impl Sink {
+    async fn send(&self, out: Outgoing) -> Result<Pending, String> {
+        match self {
+            Sink::Remote(channel) => {
+                let confirm = channel
+                    .basic_publish(
+                        out.exchange.into(),
+                        out.routing_key.into(),
+                        BasicPublishOptions::default(),
+                        &out.body,
+                        out.properties,
+                    )
+                    .await
+                    .map_err(|e| format!("publishing to the destination: {e}"))?;
+                Ok(Box::pin(async move {
+                    let confirmation = confirm
+                        .await
+                        .map_err(|e| format!("waiting for the destination's confirm: {e}"))?;
+                    Ok(!confirmation.is_nack())
+                }))
+            }
+            Sink::Local { broker, vhost } => publish_here(broker, vhost, out),
+        }
+    }
+}
+
+fn publish_here(broker: &Arc<Broker>, vhost: &str, out: Outgoing) -> Result<Pending, String> {
+    let v = broker
+        .vhost(vhost)
+        .ok_or_else(|| format!("no vhost '{vhost}'"))?;
+    let exchange = v
+        .exchange(&out.exchange)
+        .ok_or_else(|| format!("no exchange '{}' in vhost '{vhost}'", out.exchange))?;
+    let props = out.properties;
+    let expiration = props.expiration().as_ref().map(|e| e.as_str().to_string());
+    let message = Arc::new(Message {
+        exchange: exchange.name.clone(),
+        routing_key: out.routing_key.into(),
+        persistent: *props.delivery_mode() == Some(2),
+        priority: props.priority().unwrap_or(0),
+        expiration_ms: expiration.and_then(|e| message::expiration_ms(&e).ok()),
+        received_ms: crate::queue::now_ms(),
+        properties: message::encode(&props),
+        body: out.body.into(),
+    });
+    let headers = RouteHeaders::decoded(props.headers().clone());
+    let outcome = broker.publish_local(&v, &exchange, &message, &headers);
+    if outcome.is_refused() {
+        return Ok(Box::pin(async { Ok(false) }));
+    }
+    if outcome != Routed::Stored {
+        return Ok(Box::pin(async { Ok(true) }));
+    }
+    let synced = broker.store.synced();
+    Ok(Box::pin(async move {
+        match synced.await {
+            Ok(Ok(())) => Ok(true),
+            Ok(Err(e)) => Err(format!("cannot store a forwarded message: {e}")),
+            Err(_) => Err("the store stopped".into()),
+        }
+    }))
+}
+
+/// Whether to take the next delivery.
+pub enum Gate {
+    Go,
+    /// Not yet: look again shortly.
+    Wait,
+    /// Stop forwarding (the link returns).
+    Stop,
+}
+
+/// How a pump ended without an error.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// It took as many messages as it was asked to.
+    Limit,
+    /// The gate or the cancellation stopped it.
+    Stopped,
+}
+
+/// What rewriting a delivery decided.
+pub enum Rewritten {
+    Forward(Box<Outgoing>),
+    /// Acknowledge it and forward nothing (federation's hop limit).
+    Drop,
+}
+
+/// What a link forwards to and how.
+pub struct Forwarding<'a> {
+    pub sink: &'a Sink,
+    pub ack_mode: AckMode,
+    /// Counts what was moved.
+    pub status: &'a LinkStatus,
+    /// Stop after this many deliveries.
+    pub limit: Option<u64>,
+    pub cancel: &'a CancellationToken,
+}
+
+/// Forward deliveries from `consumer` until an error (the link
+/// reconnects), the limit, the gate says stop, or cancellation.
+pub async fn pump(
+    mut consumer: Consumer,
+    how: Forwarding<'_>,
+    gate: impl Fn() -> Gate,
+    mut rewrite: impl FnMut(&Delivery) -> Rewritten,
+) -> Result<Ended, String> {
+    let Forwarding {
+        sink,
+        ack_mode,
+        status,
+        limit,
+        cancel,
+    } = how;
+    // Bounded by the source's prefetch: one entry per unacked delivery.
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Acker, Option<Pending>)>();
+    let acking = async move {
+        while let Some((acker, pending)) = rx.recv().await {
+            let taken = match pending {
+                None => true,
+                Some(pending) => pending.await?,
+            };
+            let acked = if taken {
+                acker.ack(BasicAckOptions::default()).await
+            } else {
+                // Refused by the destination: back to the source's queue.
+                acker
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await
+            };
+            acked.map_err(|e| format!("acknowledging at the source: {e}"))?;
+            if taken {
+                status.count_forwarded(1);
+            }
+        }
+        Ok::<(), String>(())
+    };
+    let taking = async move {
+        let mut taken = 0u64;
+        let ended = loop {
+            if limit.is_some_and(|l| taken >= l) {
+                break Ended::Limit;
+            }
+            match gate() {
+                Gate::Go => {}
+                Gate::Wait => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(20)) => continue,
+                        _ = cancel.cancelled() => break Ended::Stopped,
+                    }
+                }
+                Gate::Stop => break Ended::Stopped,
+            }
+            let next = tokio::select! {
+                next = consumer.next() => next,
+                _ = cancel.cancelled() => break Ended::Stopped,
+            };
+            let delivery = match next {
+                Some(Ok(d)) => d,
+                Some(Err(e)) => return Err(format!("consuming from the source: {e}")),
+                None => return Err("the source cancelled the link's consumer".into()),
+            };
+            taken += 1;
+            let out = match rewrite(&delivery) {
+                Rewritten::Forward(out) => *out,
+                Rewritten::Drop => {
+                    if ack_mode != AckMode::NoAck {
+                        let _ = tx.send((delivery.acker, None));
+                    }
+                    continue;
+                }
+            };
+            let pending = sink.send(out).await?;
+            match ack_mode {
+                AckMode::OnConfirm => {
+                    let _ = tx.send((delivery.acker, Some(pending)));
+                }
+                AckMode::OnPublish => {
+                    delivery
+                        .acker
+                        .ack(BasicAckOptions::default())
+                        .await
+                        .map_err(|e| format!("acknowledging at the source: {e}"))?;
+                    status.count_forwarded(1);
+                }
+                AckMode::NoAck => status.count_forwarded(1),
+            }
+        };
+        // Every delivery taken is settled before the pump returns.
+        drop(tx);
+        Ok(ended)
+    };
+    tokio::pin!(acking, taking);
+    let mut ended = None;
+    loop {
+        tokio::select! {
+            r = &mut taking, if ended.is_none() => ended = Some(r?),
+            r = &mut acking => {
+                r?;
+                return ended.ok_or_else(|| "the acknowledgements stopped".to_string());
+            }
+        }
+    }
+}
