@@ -1,7 +1,7 @@
 //! What a `shovel`, `federation-upstream` or `federation-upstream-set`
 //! runtime parameter says, checked as RabbitMQ's shovel and federation
 //! plugins check them (same keys, defaults and refusals). The links that
-//! carry messages (`crate::links`) read these; the broker refuses a value
+//! carry messages (the `links` module) read these; the broker refuses a value
 //! that does not parse before storing it.
 
 use std::time::Duration;

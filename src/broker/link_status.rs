@@ -1,6 +1,6 @@
 //! How each shovel and federation link is doing, for the management API
 //! (`/api/shovels`, `/api/federation-links`), Prometheus and the event
-//! exchange. The links (`crate::links`) write here; operators read.
+//! exchange. The links (the `links` module) write here; operators read.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
