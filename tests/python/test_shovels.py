@@ -95,8 +95,8 @@ def test_delete_after_queue_length_moves_what_was_there_then_deletes_itself():
             "dest-uri": b.uri(), "dest-queue": "batch-copy",
             "src-delete-after": "queue-length",
         })
-        wait_for(lambda: a.get("/parameters/shovel") == [], "the shovel to delete itself")
-        assert a.get("/shovels") == []
+        wait_for(lambda: a.get("/parameters/shovel") == [] and a.get("/shovels") == [],
+                 "the shovel to delete itself")
         assert message_count(b, "/", "batch-copy") == 7
         # A number moves that many.
         fill(a, "batch", 5)
