@@ -229,3 +229,72 @@ def test_nothing_confirmed_is_lost_across_a_kill_of_the_destination_and_the_sour
         for n in (a, b):
             if n.broker.process.poll() is None:
                 stop_warren(n.broker)
+
+
+def test_a_shovel_reaches_its_destination_over_amqps_with_a_ca_file(tmp_path):
+    import trustme
+    from amqp_support import start_warren
+    from link_support import Node
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    server.cert_chain_pems[0].write_to_path(tmp_path / "server.pem")
+    server.private_key_pem.write_to_path(tmp_path / "server.key")
+    ca.cert_pem.write_to_path(tmp_path / "ca.pem")
+    tls = start_warren(
+        extra_env={"WARREN_AMQPS__BIND": "127.0.0.1"},
+        extra_args=["--amqps-port", "0", "--tls-cert", str(tmp_path / "server.pem"),
+                    "--tls-key", str(tmp_path / "server.key")])
+    b = Node(tls, "tls-dst")
+    try:
+        with warren_nodes("src") as (a,):
+            fill(a, "plain", 3)
+            dest = (f"amqps://guest:guest@localhost:{tls.amqps_port}/%2F"
+                    f"?cacertfile={tmp_path / 'ca.pem'}")
+            a.parameter("shovel", "/", "secure", {
+                "src-uri": a.uri(), "src-queue": "plain",
+                "dest-uri": dest, "dest-queue": "arrived-over-tls",
+            })
+            status = link_running(a, "/shovels", name="secure")
+            assert status["dest_uri"] == f"amqps://localhost:{tls.amqps_port}/%2F"
+            conn = b.connect()
+            assert len(drain(conn, "arrived-over-tls", 3)) == 3
+            conn.close()
+            # Without the CA file the server's certificate is not trusted.
+            a.parameter("shovel", "/", "untrusted", {
+                "src-uri": a.uri(), "src-queue": "plain",
+                "dest-uri": dest.split("?")[0], "dest-queue": "never",
+                "reconnect-delay": 0.2,
+            })
+            wait_for(lambda: any(s["name"] == "untrusted" and s["reconnects"] >= 1
+                                 for s in a.get("/shovels")), "a failed attempt")
+            [s] = [s for s in a.get("/shovels") if s["name"] == "untrusted"]
+            assert s["state"] == "starting"
+    finally:
+        stop_warren(tls)
+
+
+def test_shovel_status_changes_are_events():
+    with warren_nodes("src", "dst") as (a, b):
+        conn = a.connect()
+        ch = conn.channel()
+        q = ch.queue_declare("", exclusive=True).method.queue
+        ch.queue_bind(q, "amq.rabbitmq.event", "shovel.#")
+        fill(a, "evq", 1)
+        a.parameter("shovel", "/", "ev", {
+            "src-uri": a.uri(), "src-queue": "evq",
+            "dest-uri": b.uri(), "dest-queue": "evq2",
+        })
+        link_running(a, "/shovels", name="ev")
+        assert a.delete("/parameters/shovel/%2F/ev").status_code == 204
+        events = []
+        ch.basic_consume(q, lambda c, m, p, body: events.append(
+            (m.routing_key, p.headers)), auto_ack=True)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any(
+                k == "shovel.worker.removed" for k, _ in events):
+            conn.process_data_events(0.05)
+        statuses = [h["status"] for k, h in events if k == "shovel.worker.status"]
+        assert "running" in statuses
+        [removed] = [h for k, h in events if k == "shovel.worker.removed"]
+        assert (removed["name"], removed["vhost"]) == ("ev", "/")
+        conn.close()
