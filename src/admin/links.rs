@@ -115,6 +115,11 @@ fn shovel_json(b: &Broker, link: &LinkStatus) -> Value {
             o.insert("dest_exchange_key".into(), json!(k));
         }
     }
+    with_counts(o, link)
+}
+
+/// Warren's counts, after RabbitMQ's fields.
+fn with_counts(mut o: Map<String, Value>, link: &LinkStatus) -> Value {
     o.insert(
         "forwarded".into(),
         json!(link.forwarded.load(Ordering::Relaxed)),
@@ -126,11 +131,19 @@ fn shovel_json(b: &Broker, link: &LinkStatus) -> Value {
     Value::Object(o)
 }
 
+/// The shovels (or federation links) the caller sees, in `vhost` or all.
+fn list(caller: &Caller, b: &Broker, vhost: Option<&str>, shovels: bool) -> Json<Value> {
+    let render = if shovels {
+        shovel_json
+    } else {
+        federation_json
+    };
+    let items = visible(caller, b, vhost, shovels);
+    Json(Value::Array(items.iter().map(|l| render(b, l)).collect()))
+}
+
 async fn all_shovels(caller: Caller, State(b): State<Arc<Broker>>) -> Json<Value> {
-    let items = visible(&caller, &b, None, true);
-    Json(Value::Array(
-        items.iter().map(|l| shovel_json(&b, l)).collect(),
-    ))
+    list(&caller, &b, None, true)
 }
 
 async fn vhost_shovels(
@@ -139,10 +152,7 @@ async fn vhost_shovels(
     Path(vhost): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     caller.vhost(&vhost)?;
-    let items = visible(&caller, &b, Some(&vhost), true);
-    Ok(Json(Value::Array(
-        items.iter().map(|l| shovel_json(&b, l)).collect(),
-    )))
+    Ok(list(&caller, &b, Some(&vhost), true))
 }
 
 fn find_shovel(
@@ -167,10 +177,7 @@ async fn one_shovel(
     Path((vhost, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     find_shovel(&caller, &b, &vhost, &name)?;
-    let items = visible(&caller, &b, Some(&vhost), true);
-    Ok(Json(Value::Array(
-        items.iter().map(|l| shovel_json(&b, l)).collect(),
-    )))
+    Ok(list(&caller, &b, Some(&vhost), true))
 }
 
 /// Deletes the shovel's parameter (it stops).
@@ -238,22 +245,11 @@ fn federation_json(b: &Broker, link: &LinkStatus) -> Value {
     }
     o.insert("uri".into(), json!(uri));
     o.insert("timestamp".into(), json!(timestamp(state.since)));
-    o.insert(
-        "forwarded".into(),
-        json!(link.forwarded.load(Ordering::Relaxed)),
-    );
-    o.insert(
-        "reconnects".into(),
-        json!(link.reconnects.load(Ordering::Relaxed)),
-    );
-    Value::Object(o)
+    with_counts(o, link)
 }
 
 async fn all_federation_links(caller: Caller, State(b): State<Arc<Broker>>) -> Json<Value> {
-    let items = visible(&caller, &b, None, false);
-    Json(Value::Array(
-        items.iter().map(|l| federation_json(&b, l)).collect(),
-    ))
+    list(&caller, &b, None, false)
 }
 
 async fn vhost_federation_links(
@@ -262,10 +258,7 @@ async fn vhost_federation_links(
     Path(vhost): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     caller.vhost(&vhost)?;
-    let items = visible(&caller, &b, Some(&vhost), false);
-    Ok(Json(Value::Array(
-        items.iter().map(|l| federation_json(&b, l)).collect(),
-    )))
+    Ok(list(&caller, &b, Some(&vhost), false))
 }
 
 /// Links neither running nor starting.

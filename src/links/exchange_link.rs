@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicConsumeOptions, BasicQosOptions, ExchangeBindOptions, ExchangeDeclareOptions,
-    ExchangeDeleteOptions, ExchangeUnbindOptions, QueueBindOptions, QueueDeclareOptions,
+    ExchangeBindOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, ExchangeUnbindOptions,
+    QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use lapin::{Channel, Connection, ExchangeKind};
@@ -20,9 +20,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::Linked;
 use super::federation::{self, Plan};
-use super::forward::{Ended, Forwarding, Gate, Outgoing, Rewritten, Sink, pump};
+use super::forward::{Ended, Forwarding, Gate, Outgoing, Rewritten, Sink, consume, pump};
 use crate::broker::Broker;
-use crate::broker::link_specs::AckMode;
 use crate::broker::link_status::LinkStatus;
 use crate::exchange::federation::{
     BOUND_FROM, DOWNSTREAM_NAME_ARG, DOWNSTREAM_VHOST_ARG, MAX_HOPS_ARG, already_seen,
@@ -134,23 +133,15 @@ pub async fn link(
     let _ = commands
         .exchange_delete(old.as_str().into(), ExchangeDeleteOptions::default())
         .await;
-    if spec.ack_mode != AckMode::NoAck {
-        ch.basic_qos(spec.prefetch_count, BasicQosOptions::default())
-            .await
-            .map_err(failed("basic.qos"))?;
-    }
-    let consumer = ch
-        .basic_consume(
-            queue.as_str().into(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: spec.ack_mode == AckMode::NoAck,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map_err(failed("consuming the upstream queue"))?;
+    let consumer = consume(
+        &ch,
+        &queue,
+        "",
+        FieldTable::default(),
+        spec.ack_mode,
+        spec.prefetch_count,
+    )
+    .await?;
     super::set_state(broker, status, "running", None);
     let sink = Sink::Local {
         broker: broker.clone(),

@@ -108,6 +108,37 @@ fn publish_here(broker: &Arc<Broker>, vhost: &str, out: Outgoing) -> Result<Pend
     }))
 }
 
+/// Start consuming `queue` as a link does: with `prefetch` unless the
+/// ack mode is `no-ack`, which consumes without acknowledgements.
+pub async fn consume(
+    channel: &Channel,
+    queue: &str,
+    consumer_tag: &str,
+    arguments: lapin::types::FieldTable,
+    ack_mode: AckMode,
+    prefetch: u16,
+) -> Result<Consumer, String> {
+    let no_ack = ack_mode == AckMode::NoAck;
+    if !no_ack {
+        channel
+            .basic_qos(prefetch, lapin::options::BasicQosOptions::default())
+            .await
+            .map_err(|e| format!("basic.qos: {e}"))?;
+    }
+    channel
+        .basic_consume(
+            queue.into(),
+            consumer_tag.into(),
+            lapin::options::BasicConsumeOptions {
+                no_ack,
+                ..Default::default()
+            },
+            arguments,
+        )
+        .await
+        .map_err(|e| format!("consuming queue '{queue}': {e}"))
+}
+
 /// Whether to take the next delivery.
 pub enum Gate {
     Go,

@@ -9,16 +9,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::message::Delivery;
-use lapin::options::{BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
+use lapin::options::QueueDeclareOptions;
 use lapin::types::{AMQPValue, FieldArray, FieldTable};
 use tokio_util::sync::CancellationToken;
 
 use super::client::Linked;
 use super::federation::{self, Plan};
-use super::forward::{Ended, Forwarding, Gate, Outgoing, Rewritten, Sink, pump};
+use super::forward::{Ended, Forwarding, Gate, Outgoing, Rewritten, Sink, consume, pump};
 use super::marks;
 use crate::broker::Broker;
-use crate::broker::link_specs::AckMode;
 use crate::broker::link_status::LinkStatus;
 use crate::exchange::federation::RECEIVED_FROM;
 use crate::fields;
@@ -84,23 +83,15 @@ pub async fn link(
             .create_channel()
             .await
             .map_err(|e| e.to_string())?;
-        if plan.spec.ack_mode != AckMode::NoAck {
-            ch.basic_qos(plan.spec.prefetch_count, BasicQosOptions::default())
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-        let consumer = ch
-            .basic_consume(
-                upstream_queue.as_str().into(),
-                consumer_tag.as_str().into(),
-                BasicConsumeOptions {
-                    no_ack: plan.spec.ack_mode == AckMode::NoAck,
-                    ..Default::default()
-                },
-                consumer_args.clone(),
-            )
-            .await
-            .map_err(|e| format!("consuming upstream queue '{upstream_queue}': {e}"))?;
+        let consumer = consume(
+            &ch,
+            &upstream_queue,
+            &consumer_tag,
+            consumer_args.clone(),
+            plan.spec.ack_mode,
+            plan.spec.prefetch_count,
+        )
+        .await?;
         let ended = pump(
             consumer,
             Forwarding {

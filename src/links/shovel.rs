@@ -7,16 +7,13 @@
 use std::sync::Arc;
 
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions, QueueBindOptions,
-    QueueDeclareOptions,
-};
+use lapin::options::{ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection};
 use tokio_util::sync::CancellationToken;
 
 use super::client::{self, Linked};
-use super::forward::{Ended, Forwarding, Gate, Outgoing, Rewritten, Sink, pump};
+use super::forward::{Ended, Forwarding, Gate, Outgoing, Rewritten, Sink, consume, pump};
 use super::marks;
 use crate::broker::Broker;
 use crate::broker::audit::Actor;
@@ -216,23 +213,16 @@ async fn forward(
     if limit == Some(0) {
         return Ok(Ended::Limit);
     }
-    if spec.ack_mode != AckMode::NoAck {
-        ch.basic_qos(spec.prefetch_count, BasicQosOptions::default())
-            .await
-            .map_err(failed("basic.qos at the source"))?;
-    }
-    let consumer = ch
-        .basic_consume(
-            queue.as_str().into(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: spec.ack_mode == AckMode::NoAck,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map_err(failed("consuming from the source"))?;
+    let consumer = consume(
+        &ch,
+        &queue,
+        "",
+        FieldTable::default(),
+        spec.ack_mode,
+        spec.prefetch_count,
+    )
+    .await
+    .map_err(|e| format!("at the source: {e}"))?;
     super::set_state(broker, status, "running", None);
     let fields = forward_mark(broker, vhost, name, spec, src, dest);
     let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
