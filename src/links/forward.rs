@@ -164,6 +164,18 @@ pub enum Rewritten {
     Drop,
 }
 
+/// At most this many deliveries are settled with one acknowledgement.
+const ACK_BATCH: usize = 256;
+
+/// Acknowledge a delivery and every one before it on its channel.
+async fn ack_through(acker: &Acker) -> Result<(), String> {
+    acker
+        .ack(BasicAckOptions { multiple: true })
+        .await
+        .map(drop)
+        .map_err(|e| format!("acknowledging at the source: {e}"))
+}
+
 /// What a link forwards to and how.
 pub struct Forwarding<'a> {
     pub sink: &'a Sink,
@@ -193,26 +205,40 @@ pub async fn pump(
     // Bounded by the source's prefetch: one entry per unacked delivery.
     let (tx, mut rx) = mpsc::unbounded_channel::<(Acker, Option<Pending>)>();
     let acking = async move {
-        while let Some((acker, pending)) = rx.recv().await {
-            let taken = match pending {
-                None => true,
-                Some(pending) => pending.await?,
-            };
-            let acked = if taken {
-                acker.ack(BasicAckOptions::default()).await
-            } else {
-                // Refused by the destination: back to the source's queue.
+        let mut batch = Vec::with_capacity(ACK_BATCH);
+        while rx.recv_many(&mut batch, ACK_BATCH).await > 0 {
+            // In delivery order: a run of messages the sink took is one
+            // `multiple` acknowledgement; a refused one goes back alone.
+            let mut last_taken: Option<Acker> = None;
+            let mut forwarded = 0;
+            for (acker, pending) in batch.drain(..) {
+                let taken = match pending {
+                    None => true,
+                    Some(pending) => {
+                        let taken = pending.await?;
+                        forwarded += u64::from(taken);
+                        taken
+                    }
+                };
+                if taken {
+                    last_taken = Some(acker);
+                    continue;
+                }
+                if let Some(run) = last_taken.take() {
+                    ack_through(&run).await?;
+                }
                 acker
                     .nack(BasicNackOptions {
                         requeue: true,
                         ..Default::default()
                     })
                     .await
-            };
-            acked.map_err(|e| format!("acknowledging at the source: {e}"))?;
-            if taken {
-                status.count_forwarded(1);
+                    .map_err(|e| format!("returning a refused message to the source: {e}"))?;
             }
+            if let Some(run) = last_taken.take() {
+                ack_through(&run).await?;
+            }
+            status.count_forwarded(forwarded);
         }
         Ok::<(), String>(())
     };
