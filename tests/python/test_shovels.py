@@ -298,3 +298,27 @@ def test_shovel_status_changes_are_events():
         [removed] = [h for k, h in events if k == "shovel.worker.removed"]
         assert (removed["name"], removed["vhost"]) == ("ev", "/")
         conn.close()
+
+
+def test_what_the_destination_refuses_stays_at_the_source():
+    with warren_nodes("src", "dst") as (a, b):
+        conn = b.connect()
+        conn.channel().queue_declare("small", durable=True, arguments={
+            "x-max-length": 5, "x-overflow": "reject-publish"})
+        fill(a, "big", 12)
+        a.parameter("shovel", "/", "into-small", {
+            "src-uri": a.uri(), "src-queue": "big",
+            "dest-uri": b.uri(), "dest-queue": "small",
+            "dest-queue-args": {"x-max-length": 5, "x-overflow": "reject-publish"},
+        })
+        link_running(a, "/shovels", name="into-small")
+        wait_for(lambda: message_count(b, "/", "small") == 5, "the destination to fill")
+        time.sleep(0.5)
+        # Refused messages went back to the source (and keep being offered).
+        assert message_count(b, "/", "small") == 5
+        # Consuming makes room: every message arrives, none twice.
+        got = drain(conn, "small", 12)
+        conn.close()
+        assert sorted(body for _, body in got) == sorted(f"m{i}".encode() for i in range(12))
+        assert message_count(a, "/", "big") == 0
+        assert a.get("/shovels")[0]["state"] == "running"
