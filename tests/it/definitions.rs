@@ -410,7 +410,8 @@ async fn a_bad_document_is_refused_whole_with_its_location_and_changes_nothing()
                     .remove("uri");
             }),
             "parameters[1].value",
-            "Key \"uri\" not found in federation-upstream",
+            // RabbitMQ names the parameter, not its component.
+            "Key \"uri\" not found in wd-upstream",
         ),
         (
             broken(|d| d["queues"][1]["durable"] = json!("false")),
