@@ -60,6 +60,7 @@ pub mod listeners;
 pub mod message;
 pub mod metrics;
 pub mod queue;
+pub mod schema;
 pub mod server;
 pub mod startup;
 pub mod store;

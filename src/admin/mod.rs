@@ -28,6 +28,7 @@ mod prometheus;
 mod queue_control;
 mod queue_messages;
 mod queues;
+mod schemas;
 mod ui;
 mod users;
 mod vhosts;
@@ -56,6 +57,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .merge(policies::routes())
         .merge(parameters::routes())
         .merge(links::routes())
+        .merge(schemas::routes())
         .merge(definitions::routes())
         .merge(permissions::routes())
         .merge(limits::routes())

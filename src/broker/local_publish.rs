@@ -23,6 +23,17 @@ impl Broker {
     ) -> Routed {
         self.metrics.count(MessageEvent::Received, 1);
         self.metrics.message_size(message.body.len() as u64);
+        if let Some(rule) = exchange.schema_rule()
+            && !self.enforce_schema(
+                &vhost.name,
+                super::schemas::SchemaSite::Exchange(exchange.name.as_str()),
+                &rule,
+                message,
+            )
+        {
+            exchange.stats.add(crate::exchange::PUBLISH_IN, 1);
+            return Routed::Rejected;
+        }
         let duplicate = exchange
             .dedup
             .as_ref()

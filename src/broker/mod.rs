@@ -35,6 +35,7 @@ mod queue_control;
 pub mod queue_index;
 mod records;
 mod restore;
+pub mod schemas;
 pub mod stats;
 pub mod super_stream;
 mod topology;
@@ -120,6 +121,8 @@ pub struct Broker {
     pub delayed_wake: tokio::sync::Notify,
     /// Shovels and federation links, as they are doing.
     pub links: link_status::LinkRegistry,
+    /// Schema subjects, compiled.
+    pub schemas: crate::schema::Registry,
 }
 
 impl Broker {
@@ -192,6 +195,7 @@ impl Broker {
             started: std::time::Instant::now(),
             delayed_wake: tokio::sync::Notify::new(),
             links: Default::default(),
+            schemas: Default::default(),
             config,
         });
         let owner: Arc<dyn QueueOwner> = broker.clone();
@@ -306,6 +310,16 @@ impl Broker {
         }
         self.parameters
             .restore(&defs.parameters, &defs.global_parameters);
+        // Schemas come before queues and exchanges that are bound to them.
+        for p in defs
+            .parameters
+            .iter()
+            .filter(|p| p.component == crate::schema::COMPONENT)
+        {
+            if let Err(e) = self.schemas.load(&p.vhost, &p.name, &p.value) {
+                tracing::warn!(vhost = %p.vhost, subject = %p.name, "skipping a stored schema subject: {e}");
+            }
+        }
         let mut uncounted: Vec<Arc<Queue>> = Vec::new();
         for record in &defs.vhosts {
             let name = &record.name;
@@ -463,6 +477,20 @@ impl QueueOwner for Broker {
         if let Some(v) = self.vhost(&queue.config.vhost) {
             v.expire_queue(queue);
         }
+    }
+
+    fn admit_schema(
+        &self,
+        queue: &Queue,
+        rule: &crate::schema::Rule,
+        message: &Arc<Message>,
+    ) -> bool {
+        self.enforce_schema(
+            &queue.config.vhost,
+            schemas::SchemaSite::Queue(queue.name()),
+            rule,
+            message,
+        )
     }
 }
 

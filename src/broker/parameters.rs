@@ -129,6 +129,10 @@ impl Broker {
         };
         self.store.put_parameter(&record)?;
         self.store.flush_now()?;
+        if component == crate::schema::COMPONENT {
+            // Checked by `check_value`: it parses.
+            let _ = self.schemas.load(vhost, name, &record.value);
+        }
         self.parameters.vhost.write().insert(
             (component.into(), vhost.into(), name.into()),
             record.value.clone(),
@@ -171,6 +175,9 @@ impl Broker {
         self.store.delete_parameter(component, vhost, name)?;
         self.store.flush_now()?;
         self.parameters.vhost.write().remove(&key);
+        if component == crate::schema::COMPONENT {
+            self.schemas.remove(vhost, name);
+        }
         self.audit.record(
             "parameter.cleared",
             Some(actor),
@@ -291,6 +298,7 @@ impl Broker {
 
 /// The components Warren knows.
 const COMPONENTS: &[&str] = &[
+    crate::schema::COMPONENT,
     "federation-upstream",
     "federation-upstream-set",
     "shovel",
@@ -318,6 +326,7 @@ pub(super) fn check_value(component: &str, name: &str, value: &Value) -> Result<
         "shovel" => ShovelSpec::parse_named(name, value).map(drop),
         "federation-upstream" => UpstreamSpec::parse_named(name, value).map(drop),
         "federation-upstream-set" => parse_upstream_set_named(name, value).map(drop),
+        crate::schema::COMPONENT => crate::schema::Subject::parse(value).map(drop),
         _ => Ok(()),
     };
     checked.map_err(|reason| AccessError::Invalid(format!("Validation failed\n\n{reason}\n")))

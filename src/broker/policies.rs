@@ -223,6 +223,9 @@ fn recognised(key: &str, kind: PolicyKind) -> bool {
                         | "alternate-exchange"
                         | "max-age"
                         | "stream-max-segment-size-bytes"
+                        | "schema-subject"
+                        | "schema-version"
+                        | "schema-invalid-exchange"
                 )
         }
     }
@@ -244,7 +247,10 @@ fn parse_definition(
             unknown.join(",")
         ));
     }
-    let mut t = Tunables::default();
+    let mut t = Tunables {
+        schema: crate::schema::Rule::from_policy(def)?,
+        ..Default::default()
+    };
     let mut alternate = None;
     for (key, value) in def {
         let invalid = |what: &str| format!("{} is not a valid {what}", erlang_term(value));

@@ -182,5 +182,6 @@ impl VHost {
             let ae = p.alternate_exchange.as_ref()?;
             Some((p.name().to_string(), ShortString::from(ae.clone())))
         }));
+        exchange.set_policy_schema(policy.and_then(|p| p.queue.schema.clone()));
     }
 }

@@ -153,6 +153,9 @@ impl Broker {
             self.store.delete_permission(&user, name)?;
         }
         for p in self.parameters.forget_vhost(name) {
+            if p.component == crate::schema::COMPONENT {
+                self.schemas.remove(name, &p.name);
+            }
             self.store.delete_parameter(&p.component, name, &p.name)?;
         }
         self.store.delete_vhost_limits(name)?;

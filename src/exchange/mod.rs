@@ -144,6 +144,8 @@ impl ExchangeKind {
     pub fn check_arguments(self, arguments: &FieldTable) -> AmqpResult<()> {
         crate::queue::dedup::DedupArgs::parse(arguments)
             .map_err(crate::error::AmqpError::precondition_failed)?;
+        crate::schema::Rule::from_arguments(arguments)
+            .map_err(crate::error::AmqpError::precondition_failed)?;
         match self {
             ExchangeKind::ConsistentHash => consistent_hash::HashOn::of_arguments(arguments)
                 .map(drop)
@@ -251,6 +253,13 @@ pub struct Exchange {
     /// The `alternate-exchange` of the policy that applies, and the
     /// policy's name; the argument wins over it.
     policy: RwLock<Option<(String, ShortString)>>,
+    /// The schema its messages must match: `x-schema-subject` in its
+    /// arguments, else the policy's `schema-subject`.
+    schema_arg: Option<Arc<crate::schema::Rule>>,
+    schema: RwLock<Option<Arc<crate::schema::Rule>>>,
+    /// Whether `schema` is set: publishes to other exchanges look no
+    /// further than this load.
+    has_schema: AtomicBool,
     router: RwLock<Box<dyn Router>>,
     /// Set when the exchange leaves its vhost, so holders of the `Arc` (a
     /// channel's last publish target) know to look the name up again.
@@ -282,6 +291,11 @@ impl Exchange {
         };
         // Refused on declare; a stored exchange with bad ones hashes keys.
         let hash_on = consistent_hash::HashOn::of_arguments(&arguments).unwrap_or_default();
+        // Refused on declare; a stored exchange with bad ones has none.
+        let schema_arg = crate::schema::Rule::from_arguments(&arguments)
+            .ok()
+            .flatten()
+            .map(Arc::new);
         let hops = (kind == ExchangeKind::FederationUpstream)
             .then(|| federation::HopFilter::of_arguments(&arguments).ok())
             .flatten();
@@ -309,6 +323,9 @@ impl Exchange {
             delayed: std::sync::OnceLock::new(),
             alternate,
             policy: RwLock::new(None),
+            has_schema: AtomicBool::new(schema_arg.is_some()),
+            schema: RwLock::new(schema_arg.clone()),
+            schema_arg,
             router: RwLock::new(routes_as.new_router()),
             deleted: AtomicBool::new(false),
             stats: EventCounts::default(),
@@ -338,6 +355,21 @@ impl Exchange {
 
     pub fn set_policy_alternate(&self, policy: Option<(String, ShortString)>) {
         *self.policy.write() = policy;
+    }
+
+    /// The schema its messages must match, if any.
+    pub fn schema_rule(&self) -> Option<Arc<crate::schema::Rule>> {
+        if !self.has_schema.load(Ordering::Acquire) {
+            return None;
+        }
+        self.schema.read().clone()
+    }
+
+    /// The policy's schema rule (its argument's wins).
+    pub fn set_policy_schema(&self, rule: Option<crate::schema::Rule>) {
+        let rule = self.schema_arg.clone().or(rule.map(Arc::new));
+        self.has_schema.store(rule.is_some(), Ordering::Release);
+        *self.schema.write() = rule;
     }
 
     /// The nameless default exchange routes by queue name and has no router

@@ -318,6 +318,21 @@ impl Metrics {
         self.handle.render()
     }
 
+    /// A message refused for not matching the schema of `subject`.
+    pub fn schema_refused(&self, vhost: &str, subject: &str) {
+        let meta = Metadata::new(module_path!(), metrics::Level::INFO, None);
+        let labels = vec![
+            Label::new("vhost", vhost.to_string()),
+            Label::new("subject", subject.to_string()),
+        ];
+        self.recorder
+            .register_counter(
+                &Key::from_parts("rabbitmq_schema_messages_refused_total", labels),
+                &meta,
+            )
+            .increment(1);
+    }
+
     /// Register an extra gauge (e.g. process figures sampled at scrape time).
     pub fn gauge(&self, name: &'static str) -> Gauge {
         let meta = Metadata::new(module_path!(), metrics::Level::INFO, None);

@@ -25,6 +25,16 @@ pub trait QueueOwner: Send + Sync + std::fmt::Debug {
 
     /// A queue's `x-expires` ran out while it was unused: delete it.
     fn expire(&self, queue: &Arc<Queue>);
+
+    /// Whether `message` matches the schema `queue` is bound to; a refused
+    /// one has been counted, announced and sent on to the rule's
+    /// invalid-message exchange.
+    fn admit_schema(
+        &self,
+        queue: &Queue,
+        rule: &crate::schema::Rule,
+        message: &Arc<Message>,
+    ) -> bool;
 }
 
 #[derive(Debug)]

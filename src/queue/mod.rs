@@ -116,6 +116,10 @@ pub struct Queue {
     /// The settings' consumer timeout in ms (0: none), read on every
     /// delivery without the lock.
     consumer_timeout: AtomicU64,
+    /// The schema its messages must match (from its settings), read
+    /// without the queue's lock: a body is checked before it is taken.
+    schema: parking_lot::RwLock<Option<Arc<crate::schema::Rule>>>,
+    has_schema: AtomicBool,
     /// An operator paused deliveries (see `dispatch`).
     paused: AtomicBool,
     /// Ids of messages seen, with `x-message-deduplication`.
@@ -193,6 +197,8 @@ impl Queue {
     ) -> Arc<Queue> {
         let settings = QueueSettings::merge(&config.args, policies);
         let consumer_timeout = AtomicU64::new(settings.consumer_timeout.unwrap_or(0));
+        let settings_schema = settings.schema.is_some();
+        let schema = parking_lot::RwLock::new(settings.schema.clone());
         let dedup = config.args.dedup.clone().map(|args| {
             if config.survives_restart() && env.store.is_durable() {
                 dedup::DedupCache::kept(args, env.store.clone(), config.uid, env.clock.now())
@@ -213,6 +219,8 @@ impl Queue {
             flow_released: Notify::new(),
             page_done: Condvar::new(),
             consumer_timeout,
+            has_schema: AtomicBool::new(settings_schema),
+            schema,
             paused: AtomicBool::new(false),
             dedup,
             stats: QueueStats::default(),
@@ -315,6 +323,14 @@ impl Queue {
         self.state.lock().core.is_deleted()
     }
 
+    /// The schema its messages must match, if any.
+    pub fn schema_rule(&self) -> Option<Arc<crate::schema::Rule>> {
+        if !self.has_schema.load(Ordering::Acquire) {
+            return None;
+        }
+        self.schema.read().clone()
+    }
+
     /// The settings the queue runs with (arguments merged with its policy).
     pub fn settings(&self) -> QueueSettings {
         self.state.lock().core.settings().clone()
@@ -365,6 +381,9 @@ impl Queue {
         let settings = QueueSettings::merge(&self.config.args, policies);
         self.consumer_timeout
             .store(settings.consumer_timeout.unwrap_or(0), Ordering::Relaxed);
+        self.has_schema
+            .store(settings.schema.is_some(), Ordering::Release);
+        *self.schema.write() = settings.schema.clone();
         st.core.apply_settings(settings);
         let clock = self.now();
         let now = Now::new(&clock);
@@ -381,6 +400,12 @@ impl Queue {
     /// Enqueue a routed message and deliver what can be delivered. A
     /// persistent message for a durable queue is handed to the store first.
     pub fn publish(self: &Arc<Self>, message: Arc<Message>) -> Enqueued {
+        if let Some(rule) = self.schema_rule()
+            && let Some(owner) = self.env.owner()
+            && !owner.admit_schema(self, &rule, &message)
+        {
+            return Enqueued::Rejected;
+        }
         if let Some(st) = &self.stream {
             if self.is_deleted() {
                 return Enqueued::Gone;

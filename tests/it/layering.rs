@@ -28,6 +28,8 @@ const RANKS: &[(&str, u32)] = &[
     ("startup", 72),
     ("exchange", 70),
     ("queue", 60),
+    // The schema registry: pure, used by the publish path and the queues.
+    ("schema", 57),
     // Message spans: used from the connection down to the queues.
     ("telemetry", 55),
     ("store", 50),

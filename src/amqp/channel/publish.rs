@@ -20,6 +20,7 @@ use crate::amqp::session::Session;
 use crate::broker::auth::Access;
 use crate::broker::enqueue::{Routed, enqueue, enqueue_each};
 use crate::broker::firehose::{self, Tracer};
+use crate::broker::schemas::SchemaSite;
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::delayed::OnUnroutable;
 use crate::exchange::{Exchange, ExchangeKind, RouteHeaders};
@@ -211,17 +212,29 @@ impl Channel {
             Some(decoded) => RouteHeaders::decoded(decoded).with_properties(&r.message.properties),
             None => RouteHeaders::of_properties(&r.message.properties),
         };
+        // An exchange bound to a schema refuses what does not match (the
+        // publisher is nacked).
+        let invalid = r.exchange.schema_rule().is_some_and(|rule| {
+            !s.broker.enforce_schema(
+                &s.vhost.name,
+                SchemaSite::Exchange(r.exchange.name.as_str()),
+                &rule,
+                &r.message,
+            )
+        });
         // An exchange with x-message-deduplication drops a duplicate (it is
         // still confirmed).
-        let duplicate = r
-            .exchange
-            .dedup
-            .as_ref()
-            .is_some_and(|d| d.is_duplicate(&r.message, s.received_ms()));
+        let duplicate = !invalid
+            && r.exchange
+                .dedup
+                .as_ref()
+                .is_some_and(|d| d.is_duplicate(&r.message, s.received_ms()));
         // A delayed-message exchange holds a message with an x-delay.
         // A mandatory one that routes nowhere at its time is returned then,
         // if its channel is still open.
-        let held = if duplicate {
+        let held = if invalid {
+            Some(Routed::Rejected)
+        } else if duplicate {
             Some(Routed::InMemory)
         } else {
             s.broker

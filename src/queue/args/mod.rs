@@ -149,6 +149,9 @@ pub struct Tunables {
     /// keys; a stream's arguments are in `StreamArgs`).
     pub max_age: Option<u64>,
     pub stream_max_segment_size: Option<u64>,
+    /// The schema its messages must match (`x-schema-subject`, policy
+    /// `schema-subject`).
+    pub schema: Option<crate::schema::Rule>,
 }
 
 /// Everything a declaration's arguments say, validated.
@@ -321,6 +324,11 @@ impl QueueArgs {
                 }
             };
         }
+        t.schema = crate::schema::Rule::from_arguments(arguments).map_err(|e| {
+            AmqpError::precondition_failed(format!(
+                "invalid arg for queue '{queue}' in vhost '{vhost}': {e}"
+            ))
+        })?;
         for (key, value) in args {
             let key = key.as_str();
             match key {

@@ -115,6 +115,8 @@ pub struct QueueSettings {
     /// Ms a delivery from this queue may stay unacknowledged, if the queue
     /// or its policy says (the server-wide `consumer_timeout` otherwise).
     pub consumer_timeout: Option<u64>,
+    /// The schema messages must match: the argument's, else the policy's.
+    pub schema: Option<std::sync::Arc<crate::schema::Rule>>,
     /// The policy that applies, for operators.
     pub policy: Option<String>,
     /// The operator policy that applies.
@@ -167,6 +169,11 @@ impl QueueSettings {
             }),
             delayed_retry,
             consumer_timeout: lower(a.consumer_timeout, p.consumer_timeout),
+            schema: a
+                .schema
+                .clone()
+                .or_else(|| p.schema.clone())
+                .map(std::sync::Arc::new),
             policy: policies.policy.map(|(name, _)| name.to_string()),
             operator_policy: policies.operator.map(|(name, _)| name.to_string()),
         }

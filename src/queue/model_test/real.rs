@@ -47,6 +47,9 @@ impl QueueOwner for TestOwner {
         seen.extend(dead.iter().map(|(m, reason)| (id_of(m), *reason)));
     }
     fn expire(&self, _: &Arc<Queue>) {}
+    fn admit_schema(&self, _: &Queue, _: &crate::schema::Rule, _: &Arc<Message>) -> bool {
+        true
+    }
 }
 
 pub(super) fn id_of(m: &Message) -> u64 {
