@@ -256,10 +256,7 @@ pub struct Exchange {
     /// The schema its messages must match: `x-schema-subject` in its
     /// arguments, else the policy's `schema-subject`.
     schema_arg: Option<Arc<crate::schema::Rule>>,
-    schema: RwLock<Option<Arc<crate::schema::Rule>>>,
-    /// Whether `schema` is set: publishes to other exchanges look no
-    /// further than this load.
-    has_schema: AtomicBool,
+    schema: crate::schema::Gate,
     router: RwLock<Box<dyn Router>>,
     /// Set when the exchange leaves its vhost, so holders of the `Arc` (a
     /// channel's last publish target) know to look the name up again.
@@ -323,8 +320,7 @@ impl Exchange {
             delayed: std::sync::OnceLock::new(),
             alternate,
             policy: RwLock::new(None),
-            has_schema: AtomicBool::new(schema_arg.is_some()),
-            schema: RwLock::new(schema_arg.clone()),
+            schema: crate::schema::Gate::new(schema_arg.clone()),
             schema_arg,
             router: RwLock::new(routes_as.new_router()),
             deleted: AtomicBool::new(false),
@@ -359,17 +355,13 @@ impl Exchange {
 
     /// The schema its messages must match, if any.
     pub fn schema_rule(&self) -> Option<Arc<crate::schema::Rule>> {
-        if !self.has_schema.load(Ordering::Acquire) {
-            return None;
-        }
-        self.schema.read().clone()
+        self.schema.rule()
     }
 
     /// The policy's schema rule (its argument's wins).
     pub fn set_policy_schema(&self, rule: Option<crate::schema::Rule>) {
-        let rule = self.schema_arg.clone().or(rule.map(Arc::new));
-        self.has_schema.store(rule.is_some(), Ordering::Release);
-        *self.schema.write() = rule;
+        self.schema
+            .replace(self.schema_arg.clone().or(rule.map(Arc::new)));
     }
 
     /// The nameless default exchange routes by queue name and has no router

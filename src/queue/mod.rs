@@ -118,8 +118,7 @@ pub struct Queue {
     consumer_timeout: AtomicU64,
     /// The schema its messages must match (from its settings), read
     /// without the queue's lock: a body is checked before it is taken.
-    schema: parking_lot::RwLock<Option<Arc<crate::schema::Rule>>>,
-    has_schema: AtomicBool,
+    schema: crate::schema::Gate,
     /// An operator paused deliveries (see `dispatch`).
     paused: AtomicBool,
     /// Ids of messages seen, with `x-message-deduplication`.
@@ -197,8 +196,7 @@ impl Queue {
     ) -> Arc<Queue> {
         let settings = QueueSettings::merge(&config.args, policies);
         let consumer_timeout = AtomicU64::new(settings.consumer_timeout.unwrap_or(0));
-        let settings_schema = settings.schema.is_some();
-        let schema = parking_lot::RwLock::new(settings.schema.clone());
+        let schema = crate::schema::Gate::new(settings.schema.clone());
         let dedup = config.args.dedup.clone().map(|args| {
             if config.survives_restart() && env.store.is_durable() {
                 dedup::DedupCache::kept(args, env.store.clone(), config.uid, env.clock.now())
@@ -219,7 +217,6 @@ impl Queue {
             flow_released: Notify::new(),
             page_done: Condvar::new(),
             consumer_timeout,
-            has_schema: AtomicBool::new(settings_schema),
             schema,
             paused: AtomicBool::new(false),
             dedup,
@@ -325,10 +322,7 @@ impl Queue {
 
     /// The schema its messages must match, if any.
     pub fn schema_rule(&self) -> Option<Arc<crate::schema::Rule>> {
-        if !self.has_schema.load(Ordering::Acquire) {
-            return None;
-        }
-        self.schema.read().clone()
+        self.schema.rule()
     }
 
     /// The settings the queue runs with (arguments merged with its policy).
@@ -342,35 +336,6 @@ impl Queue {
         Some(self.consumer_timeout.load(Ordering::Relaxed)).filter(|&t| t != 0)
     }
 
-    /// Memory and stored counts of ready messages, for diagnostics.
-    pub fn ready_split(&self) -> (usize, u64) {
-        let st = self.state.lock();
-        (st.core.in_memory(), st.core.stored_count())
-    }
-
-    /// Bytes of ready message bodies this queue holds in memory.
-    pub fn memory_bytes(&self) -> u64 {
-        self.state.lock().core.memory_bytes()
-    }
-
-    /// Ready messages that would survive a restart, per level (for the
-    /// clean-shutdown snapshot, taken once connections have returned what
-    /// they held).
-    pub fn durable_ready(&self) -> Vec<(u8, u64)> {
-        self.state.lock().core.durable_ready()
-    }
-
-    /// Where each level's stored region starts (for the recovery count).
-    pub fn stored_from(&self) -> Vec<(u8, u64)> {
-        self.state.lock().core.stored_from()
-    }
-
-    /// Replace a recovered level's estimated size with a count made in the
-    /// background, if nothing has been read from the store since.
-    pub fn set_recovered_count(self: &Arc<Self>, level: u8, from: u64, count: u64) {
-        self.lock().core.set_recovered_count(level, from, count);
-    }
-
     /// A policy or operator policy was set or cleared: recompute the
     /// settings.
     pub fn apply_policy(self: &Arc<Self>, policies: args::AppliedPolicies<'_>) {
@@ -381,9 +346,7 @@ impl Queue {
         let settings = QueueSettings::merge(&self.config.args, policies);
         self.consumer_timeout
             .store(settings.consumer_timeout.unwrap_or(0), Ordering::Relaxed);
-        self.has_schema
-            .store(settings.schema.is_some(), Ordering::Release);
-        *self.schema.write() = settings.schema.clone();
+        self.schema.replace(settings.schema.clone());
         st.core.apply_settings(settings);
         let clock = self.now();
         let now = Now::new(&clock);

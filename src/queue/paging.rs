@@ -121,3 +121,35 @@ impl Queue {
         }
     }
 }
+
+/// What a queue holds in memory and in the store.
+impl Queue {
+    /// Memory and stored counts of ready messages, for diagnostics.
+    pub fn ready_split(&self) -> (usize, u64) {
+        let st = self.state.lock();
+        (st.core.in_memory(), st.core.stored_count())
+    }
+
+    /// Bytes of ready message bodies this queue holds in memory.
+    pub fn memory_bytes(&self) -> u64 {
+        self.state.lock().core.memory_bytes()
+    }
+
+    /// Ready messages that would survive a restart, per level (for the
+    /// clean-shutdown snapshot, taken once connections have returned what
+    /// they held).
+    pub fn durable_ready(&self) -> Vec<(u8, u64)> {
+        self.state.lock().core.durable_ready()
+    }
+
+    /// Where each level's stored region starts (for the recovery count).
+    pub fn stored_from(&self) -> Vec<(u8, u64)> {
+        self.state.lock().core.stored_from()
+    }
+
+    /// Replace a recovered level's estimated size with a count made in the
+    /// background, if nothing has been read from the store since.
+    pub fn set_recovered_count(self: &Arc<Self>, level: u8, from: u64, count: u64) {
+        self.lock().core.set_recovered_count(level, from, count);
+    }
+}

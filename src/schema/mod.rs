@@ -11,6 +11,7 @@
 
 mod compat;
 mod compiled;
+mod gate;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use serde_json::{Value, json};
 
 pub use compat::Level;
 pub use compiled::{Compiled, SchemaType};
+pub use gate::Gate;
 
 /// The runtime-parameter component subjects are kept as.
 pub const COMPONENT: &str = "schema-subject";
