@@ -78,6 +78,11 @@ pub struct Args {
     /// Message body size in bytes (at least 16: timestamp + sequence number).
     #[arg(short = 's', long, default_value_t = 16)]
     pub size: usize,
+    /// Bodies are JSON documents of --size bytes (at least 54) with
+    /// content-type application/json: `{"t":"<hex timestamp>","s":"<hex
+    /// sequence>","p":"<padding>"}` — for schema validation runs.
+    #[arg(long)]
+    pub json_body: bool,
     /// Publish with delivery-mode 2 and declare durable queues/exchanges.
     #[arg(short = 'f', long)]
     pub persistent: bool,

@@ -213,10 +213,8 @@ impl Receiver {
                 (FRAME_BODY, Expect::Body(left)) => {
                     if self.first_body {
                         self.first_body = false;
-                        if size >= 8 {
-                            let mut t = [0u8; 8];
-                            t.copy_from_slice(&p[..8]);
-                            self.ts = u64::from_be_bytes(t);
+                        if let Some(ts) = crate::producer::body_timestamp(p) {
+                            self.ts = ts;
                         }
                     }
                     let left = left.saturating_sub(size as u64);

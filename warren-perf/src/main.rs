@@ -329,7 +329,13 @@ async fn drive(
             exchange: topo.exchange.clone(),
             route: route.clone(),
             size: args.size,
-            properties: args.message_properties(),
+            json_body: args.json_body,
+            properties: if args.json_body {
+                args.message_properties()
+                    .with_content_type("application/json".into())
+            } else {
+                args.message_properties()
+            },
             expiration_spread: args
                 .expiration_spread
                 .zip(args.expiration())

@@ -37,6 +37,8 @@ pub struct ProducerCfg {
     pub exchange: String,
     pub route: Route,
     pub size: usize,
+    /// `--json-body`: JSON documents instead of a byte pattern.
+    pub json_body: bool,
     /// `--message-properties`; delivery-mode and the route header are added.
     pub properties: BasicProperties,
     pub expiration_spread: Option<ExpirationSpread>,
@@ -104,6 +106,9 @@ pub async fn run(
     );
     if let (Some(spread), Some(at)) = (cfg.expiration_spread, expiration_at) {
         tpl = tpl.with_expiration_spread(spread, at);
+    }
+    if cfg.json_body {
+        tpl = tpl.with_json_body()?;
     }
     let per_write = (cfg.write_batch / tpl.wire_size).max(1) as u64;
     let seq_base = (cfg.id as u64) << MESSAGE_NUMBER_BITS;
@@ -399,7 +404,15 @@ pub struct PublishTemplate {
     expiration: Option<(ExpirationSpread, std::ops::Range<usize>)>,
     /// Bytes one message takes on the wire.
     pub wire_size: usize,
+    /// The body is JSON: the timestamp and sequence number are written as
+    /// hex digits at [`JSON_TS`] and [`JSON_SEQ`].
+    json: bool,
 }
+
+/// Where a JSON body's hex timestamp and sequence number go.
+pub const JSON_TS: std::ops::Range<usize> = 6..22;
+pub const JSON_SEQ: std::ops::Range<usize> = 29..45;
+const JSON_MIN: usize = 54;
 
 impl PublishTemplate {
     pub fn new(
@@ -438,7 +451,26 @@ impl PublishTemplate {
             properties_at,
             expiration: None,
             wire_size,
+            json: false,
         }
+    }
+
+    /// Make the body a JSON document of the same size.
+    pub fn with_json_body(mut self) -> Result<Self> {
+        let size = self.body.len();
+        if size < JSON_MIN || size > self.chunk {
+            bail!("--json-body needs --size between {JSON_MIN} and one frame ({})", self.chunk);
+        }
+        let mut body = format!(
+            "{{\"t\":\"{:016x}\",\"s\":\"{:016x}\",\"p\":\"",
+            0, 0
+        )
+        .into_bytes();
+        body.resize(size - 2, b'x');
+        body.extend_from_slice(b"\"}");
+        self.body = body;
+        self.json = true;
+        Ok(self)
     }
 
     /// Spread expirations; `at` is where the placeholder digits are in the
@@ -464,7 +496,12 @@ impl PublishTemplate {
             out.push(FRAME_BODY);
             out.extend_from_slice(&self.channel.to_be_bytes());
             out.extend_from_slice(&((end - start) as u32).to_be_bytes());
-            if start == 0 {
+            if start == 0 && self.json {
+                let at = out.len();
+                out.extend_from_slice(&self.body[..end]);
+                write_hex(&mut out[at + JSON_TS.start..at + JSON_TS.end], timestamp);
+                write_hex(&mut out[at + JSON_SEQ.start..at + JSON_SEQ.end], seq);
+            } else if start == 0 {
                 out.extend_from_slice(&timestamp.to_be_bytes());
                 out.extend_from_slice(&seq.to_be_bytes());
                 out.extend_from_slice(&self.body[16..end]);
@@ -475,6 +512,25 @@ impl PublishTemplate {
             start = end;
         }
     }
+}
+
+/// 16 lowercase hex digits of `v`.
+fn write_hex(out: &mut [u8], v: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, d) in out.iter_mut().enumerate() {
+        *d = DIGITS[((v >> (60 - 4 * i)) & 0xf) as usize];
+    }
+}
+
+/// The timestamp of a body written by [`PublishTemplate`]: hex in a JSON
+/// body, the first 8 bytes otherwise.
+pub fn body_timestamp(first: &[u8]) -> Option<u64> {
+    if first.first() == Some(&b'{') {
+        let hex = first.get(JSON_TS)?;
+        return u64::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok();
+    }
+    let t: [u8; 8] = first.get(..8)?.try_into().ok()?;
+    Some(u64::from_be_bytes(t))
 }
 
 fn put_shortstr(out: &mut Vec<u8>, s: &str) {
@@ -717,5 +773,29 @@ mod tests {
         assert_eq!(resolved, [7, 7]);
         assert!(slow.is_empty());
         assert_eq!(o.len(), 1);
+    }
+
+    #[test]
+    fn json_bodies_are_json_and_carry_their_timestamp() {
+        let props = warren::message::encode(&BasicProperties::default());
+        let tpl = PublishTemplate::new(1, "", "q", false, &props, 1024, 131_072)
+            .with_json_body()
+            .unwrap();
+        let mut out = Vec::new();
+        tpl.encode(&mut out, 0x0102_0304_0506_0708, 42);
+        assert_eq!(out.len(), tpl.wire_size);
+        let mut buf = BytesMut::from(&out[..]);
+        codec::decode(&mut buf, 131_072).unwrap().unwrap();
+        codec::decode(&mut buf, 131_072).unwrap().unwrap();
+        let Frame::Body { payload, .. } = codec::decode(&mut buf, 131_072).unwrap().unwrap() else {
+            panic!("no body");
+        };
+        let doc: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+        assert_eq!(doc["s"], "000000000000002a");
+        assert_eq!(payload.len(), 1024);
+        assert_eq!(body_timestamp(&payload), Some(0x0102_0304_0506_0708));
+        assert!(PublishTemplate::new(1, "", "q", false, &props, 20, 131_072)
+            .with_json_body()
+            .is_err());
     }
 }
