@@ -118,8 +118,31 @@ fn can_read(writer: &Compiled, reader: &Compiled) -> Result<(), String> {
         (Compiled::Json { document: w, .. }, Compiled::Json { document: r, .. }) => {
             json_can_read(w, r, "")
         }
+        (Compiled::Protobuf(w), Compiled::Protobuf(r)) => protobuf_can_read(w, r),
         _ => Err("the schema type changed".into()),
     }
+}
+
+/// Protobuf: a field number both know must keep its type and its
+/// repeated-ness (Confluent's wire-level rule); the message may be renamed,
+/// fields added or removed.
+fn protobuf_can_read(
+    writer: &prost_reflect::MessageDescriptor,
+    reader: &prost_reflect::MessageDescriptor,
+) -> Result<(), String> {
+    for r in reader.fields() {
+        let Some(w) = writer.get_field(r.number()) else {
+            continue;
+        };
+        if w.kind() != r.kind() || w.is_list() != r.is_list() || w.is_map() != r.is_map() {
+            return Err(format!(
+                "field {} ('{}') changed its type",
+                r.number(),
+                r.name()
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn types(schema: &Value) -> Option<Vec<&str>> {
@@ -217,6 +240,16 @@ mod tests {
         let v3 = json(r#"{"type":"object","properties":{"a":{"type":"integer"}}}"#);
         assert!(check(Level::Backward, &v3, &[(1, &v1), (2, &v2)]).is_ok());
         assert!(check(Level::BackwardTransitive, &v3, &[(1, &v1), (2, &v2)]).is_err());
+    }
+
+    #[test]
+    fn a_protobuf_field_number_keeps_its_type() {
+        let proto = |t: &str| Compiled::new(SchemaType::Protobuf, t).unwrap();
+        let v1 = proto("syntax = \"proto3\"; message M { string a = 1; }");
+        let added = proto("syntax = \"proto3\"; message M { string a = 1; int64 b = 2; }");
+        let retyped = proto("syntax = \"proto3\"; message M { int64 a = 1; }");
+        assert!(check(Level::Full, &added, &[(1, &v1)]).is_ok());
+        assert!(check(Level::Backward, &retyped, &[(1, &v1)]).is_err());
     }
 
     #[test]

@@ -391,10 +391,15 @@ impl Registry {
                     ));
                 }
             }
-            SchemaType::Avro => {
+            SchemaType::Avro | SchemaType::Protobuf => {
                 if binding.version.is_none() && schema_id.is_none() {
                     return Err(format!(
-                        "an Avro message needs an x-schema-id header naming a version of subject '{}'",
+                        "an {} message needs an x-schema-id header naming a version of subject '{}'",
+                        if version.kind == SchemaType::Avro {
+                            "Avro"
+                        } else {
+                            "Protobuf"
+                        },
                         binding.subject
                     ));
                 }
@@ -414,7 +419,8 @@ fn is_json(content_type: &str) -> bool {
     essence == "application/json" || essence.ends_with("+json")
 }
 
-/// The same schema, ignoring JSON whitespace and key order.
+/// The same schema, ignoring JSON whitespace and key order (and, for
+/// other texts, nothing).
 fn same_schema(a: &str, b: &str) -> bool {
     match (
         serde_json::from_str::<Value>(a),

@@ -208,3 +208,26 @@ def test_schemas_are_definitions(names, api):
     r = requests.post(api.get("/overview").url.replace("/overview", "/definitions"),
                       json=broken, auth=("guest", "guest"), timeout=10)
     assert r.status_code == 400, r.text
+
+
+def test_protobuf_messages_are_checked_by_the_schema_id_they_name(conn, names, api):
+    subject = names.x("proto")
+    proto = ('syntax = "proto3";\n'
+             'message Reading { string sensor = 1; int64 value = 2; }\n')
+    r = register(api, subject, proto, kind="PROTOBUF")
+    assert r.status_code == 200, r.text
+    schema_id = r.json()["id"]
+    # A field number changing its type breaks compatibility.
+    r = register(api, subject, proto.replace("string sensor", "int64 sensor"), kind="PROTOBUF")
+    assert r.status_code == 409, r.text
+    ch = conn.channel()
+    ch.confirm_delivery()
+    queue = names.q("proto-readings")
+    ch.queue_declare(queue, arguments={"x-schema-subject": subject})
+    # sensor = "t1" (field 1, length-delimited), value = 5 (field 2, varint).
+    good = bytes([0x0A, 2]) + b"t1" + bytes([0x10, 5])
+    headers = {"x-schema-id": schema_id}
+    assert publish(ch, "", queue, good, content_type="application/x-protobuf", headers=headers)
+    assert not publish(ch, "", queue, bytes([0x08, 1]), content_type="application/x-protobuf",
+                       headers=headers)
+    assert ch.queue_declare(queue, passive=True).method.message_count == 1

@@ -459,13 +459,12 @@ impl PublishTemplate {
     pub fn with_json_body(mut self) -> Result<Self> {
         let size = self.body.len();
         if size < JSON_MIN || size > self.chunk {
-            bail!("--json-body needs --size between {JSON_MIN} and one frame ({})", self.chunk);
+            bail!(
+                "--json-body needs --size between {JSON_MIN} and one frame ({})",
+                self.chunk
+            );
         }
-        let mut body = format!(
-            "{{\"t\":\"{:016x}\",\"s\":\"{:016x}\",\"p\":\"",
-            0, 0
-        )
-        .into_bytes();
+        let mut body = format!("{{\"t\":\"{:016x}\",\"s\":\"{:016x}\",\"p\":\"", 0, 0).into_bytes();
         body.resize(size - 2, b'x');
         body.extend_from_slice(b"\"}");
         self.body = body;
@@ -794,8 +793,10 @@ mod tests {
         assert_eq!(doc["s"], "000000000000002a");
         assert_eq!(payload.len(), 1024);
         assert_eq!(body_timestamp(&payload), Some(0x0102_0304_0506_0708));
-        assert!(PublishTemplate::new(1, "", "q", false, &props, 20, 131_072)
-            .with_json_body()
-            .is_err());
+        assert!(
+            PublishTemplate::new(1, "", "q", false, &props, 20, 131_072)
+                .with_json_body()
+                .is_err()
+        );
     }
 }
