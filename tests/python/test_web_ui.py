@@ -105,6 +105,9 @@ class Http:
     def get(self, path):
         return self.s.get(self.base + path, timeout=5)
 
+    def put(self, path, json):
+        return self.s.put(self.base + path, json=json, timeout=5)
+
     def peek(self, queue, count):
         """A queue's first `count` messages, put back."""
         r = self.s.post(f"{self.base}/queues/%2F/{seg(queue)}/get", timeout=5,
@@ -456,3 +459,19 @@ def test_pause_browse_and_move_from_the_page(page, base_url, http, ch, names, ui
     page.click("#pause-button")
     sync_api.expect(page.locator("#pause-result")).to_have_text("Deliveries resumed.")
     assert http.get(f"/queues/%2F/{seg(ui_queue.name)}").json()["state"] == "running"
+
+
+def test_the_schema_catalogue_lists_subjects_and_where_they_are_bound(page, base_url, http, ch, names):
+    subject = names.x("catalogued")
+    r = http.put(f"/schemas/%2F/{seg(subject)}",
+                 json={"schemaType": "JSON", "schema": '{"type": "object"}'})
+    assert r.status_code == 200, r.text
+    queue = names.q("typed")
+    ch.queue_declare(queue, arguments={"x-schema-subject": subject})
+    logged_in(page, base_url, hash="#/schemas")
+    row = page.locator(f"#schemas-table tr[data-name='{subject}']")
+    sync_api.expect(row).to_contain_text("JSON")
+    sync_api.expect(row.locator("td[data-col=versions]")).to_have_text("1")
+    sync_api.expect(row.get_by_test_id("schema-binding")).to_contain_text(queue)
+    row.get_by_role("link", name=queue).click()
+    sync_api.expect(page.get_by_test_id("queue-name")).to_have_text(queue)

@@ -234,6 +234,7 @@
     [/^\/exchanges\/([^/]+)\/([^/]*)$/, 'exchanges', exchangeView],
     [/^\/queues$/, 'queues', queuesView],
     [/^\/queues\/([^/]+)\/([^/]+)$/, 'queues', queueView],
+    [/^\/schemas$/, 'schemas', schemasView],
   ];
 
   function route() {
@@ -825,6 +826,38 @@
   }
 
   // ----------------------------------------------------------- exchanges
+
+  /** The event catalogue: each schema subject, its versions, and the
+   *  exchanges and queues bound to it. */
+  function schemasView() {
+    const table = dataTable({
+      id: 'schemas-table', caption: 'Schema subjects',
+      columns: ['Virtual host', 'Subject', 'Type', 'Versions', 'Compatibility', 'Bound to'],
+    });
+    return {
+      title: 'Schemas',
+      body: h('div', null,
+        h('p', { class: 'muted' }, 'Register versions with PUT /api/schemas/{vhost}/{subject}; bind a subject with the x-schema-subject queue argument or a policy\'s schema-subject.'),
+        table.el),
+      async update() {
+        const subjects = await api('GET', '/schemas');
+        table.set((subjects || []).map(s => {
+          const latest = s.versions[s.versions.length - 1];
+          const bound = s.bound_to.map(b => {
+            const link = b.type === 'queue' ? queueLink(s.vhost, b.name) : exchangeLink(s.vhost, b.name);
+            return h('span', { 'data-testid': 'schema-binding' }, b.type + ' ', link,
+              b.version ? ' (v' + b.version + ')' : '', ' ');
+          });
+          return {
+            attrs: { 'data-testid': 'schema-row', 'data-vhost': s.vhost, 'data-name': s.subject },
+            cells: [s.vhost, s.subject, latest ? latest.schemaType : '',
+              { v: s.versions.map(v => v.version).join(', '), attrs: { 'data-col': 'versions' } },
+              s.compatibility, bound.length ? h('span', null, bound) : h('span', { class: 'muted' }, 'not bound')],
+          };
+        }), 'No schema subjects');
+      },
+    };
+  }
 
   function exchangesView() {
     const table = dataTable({
