@@ -64,6 +64,13 @@ struct Cli {
     /// Directory for durable data.
     #[arg(long, env = "WARREN_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Seal stored records with the key in this file (32 random bytes,
+    /// base64).
+    #[arg(long, env = "WARREN_ENCRYPTION_KEY_FILE")]
+    encryption_key_file: Option<PathBuf>,
+    /// The previous key after a rotation (its records still open).
+    #[arg(long, env = "WARREN_ENCRYPTION_OLD_KEY_FILE")]
+    encryption_old_key_file: Option<PathBuf>,
     /// Keep nothing on disk (a throwaway broker for tests and CI).
     #[arg(long, env = "WARREN_EPHEMERAL")]
     ephemeral: bool,
@@ -111,6 +118,8 @@ fn main() -> ExitCode {
         admin_port: cli.admin_port,
         metrics_port: cli.metrics_port,
         data_dir: cli.data_dir,
+        encryption_key_file: cli.encryption_key_file,
+        encryption_old_key_file: cli.encryption_old_key_file,
         ephemeral: cli.ephemeral,
         log_level: cli.log_level,
         log_format: cli.log_format,

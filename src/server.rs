@@ -70,7 +70,8 @@ impl Server {
                 path: dir.clone(),
                 source,
             })?;
-            Store::open(dir, &config.storage.store_options()).map_err(|source| {
+            let keys = config.storage.keyring().map_err(StartupError::Config)?;
+            Store::open_sealed(dir, &config.storage.store_options(), keys).map_err(|source| {
                 StartupError::Store {
                     path: dir.clone(),
                     source,

@@ -24,6 +24,8 @@ pub struct Overrides {
     pub admin_port: Option<u16>,
     pub metrics_port: Option<u16>,
     pub data_dir: Option<PathBuf>,
+    pub encryption_key_file: Option<PathBuf>,
+    pub encryption_old_key_file: Option<PathBuf>,
     pub ephemeral: bool,
     pub log_level: Option<String>,
     /// `text` or `json`.
@@ -70,6 +72,14 @@ impl Overrides {
                 "data_dir",
                 Value::String(d.display().to_string()),
             );
+        }
+        for (key, path) in [
+            ("encryption_key_file", &self.encryption_key_file),
+            ("encryption_old_key_file", &self.encryption_old_key_file),
+        ] {
+            if let Some(p) = path {
+                set("storage", key, Value::String(p.display().to_string()));
+            }
         }
         if self.ephemeral {
             set("storage", "ephemeral", Value::Boolean(true));

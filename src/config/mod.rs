@@ -153,9 +153,32 @@ pub struct StorageConfig {
     pub flush_interval_ms: u64,
     pub flow_unwritten_bytes: usize,
     pub write_stall_ms: u64,
+    /// A file holding the key that seals stored records (32 random bytes,
+    /// base64); empty: not encrypted.
+    pub encryption_key_file: PathBuf,
+    /// The key a rotation replaced: records it sealed still open.
+    pub encryption_old_key_file: PathBuf,
 }
 
 impl StorageConfig {
+    /// The keys of an encrypted store (none if no key file is set).
+    pub fn keyring(&self) -> Result<Option<crate::store::Keyring>, String> {
+        if self.encryption_key_file.as_os_str().is_empty() {
+            if !self.encryption_old_key_file.as_os_str().is_empty() {
+                return Err("encryption_old_key_file needs encryption_key_file".into());
+            }
+            return Ok(None);
+        }
+        let current = crate::store::StoreKey::from_file(&self.encryption_key_file)?;
+        let old = match self.encryption_old_key_file.as_os_str().is_empty() {
+            true => None,
+            false => Some(crate::store::StoreKey::from_file(
+                &self.encryption_old_key_file,
+            )?),
+        };
+        Ok(Some(crate::store::Keyring { current, old }))
+    }
+
     pub fn store_options(&self) -> crate::store::StoreOptions {
         crate::store::StoreOptions {
             group_commit_max_batch: self.group_commit_max_batch,

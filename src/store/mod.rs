@@ -44,6 +44,7 @@ mod meta;
 mod race_test;
 mod ranges;
 mod records;
+mod sealed;
 mod sled_backend;
 mod streams;
 mod unwritten;
@@ -63,6 +64,7 @@ pub use group_commit::Waiter;
 pub use memory_backend::MemoryBackend;
 pub use messages::{Recovered, Stored, TakenMessage};
 pub use records::{DeliveryState, Slot};
+pub use sealed::{Keyring, StoreKey};
 
 use group_commit::GroupCommit;
 
@@ -222,7 +224,24 @@ pub struct Store {
 impl Store {
     /// Open (or create) the store in `dir`.
     pub fn open(dir: &Path, options: &StoreOptions) -> StoreResult<Store> {
-        let backend: Arc<dyn Backend> = Arc::new(sled_backend::SledBackend::open(dir, options)?);
+        Store::open_sealed(dir, options, None)
+    }
+
+    /// Open the store in `dir`, its records sealed under `keys` if given
+    /// (`sealed.rs`): a store made with a key refuses to open without it.
+    pub fn open_sealed(
+        dir: &Path,
+        options: &StoreOptions,
+        keys: Option<sealed::Keyring>,
+    ) -> StoreResult<Store> {
+        let sled: Arc<dyn Backend> = Arc::new(sled_backend::SledBackend::open(dir, options)?);
+        let backend: Arc<dyn Backend> = match keys {
+            Some(keys) => Arc::new(sealed::SealedBackend::open(sled, keys)?),
+            None => {
+                sealed::SealedBackend::check_unencrypted(sled.as_ref())?;
+                sled
+            }
+        };
         let epochs = epoch::Epochs::open(dir)?;
         let logs = log::Logs::new(dir.join("streams"), false, STREAM_TAIL_BYTES);
         Store::with_backend(backend, true, options, dir, Some(epochs), logs)

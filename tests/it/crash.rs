@@ -29,9 +29,14 @@ const PUBLISHERS: usize = 2;
 const EXCHANGE: &str = "crash-fanout";
 const QUEUES: [&str; 3] = ["crash-a", "crash-b", "crash-c"];
 
-/// Start the real binary on `dir` and wait until it accepts connections.
-fn spawn_broker(dir: &Path) -> BrokerProcess {
-    let args = ["--data-dir".to_string(), dir.display().to_string()];
+/// Start the real binary on `dir` (its records sealed with the key in
+/// `key`, if given) and wait until it accepts connections.
+fn spawn_broker(dir: &Path, key: Option<&Path>) -> BrokerProcess {
+    let mut args = vec!["--data-dir".to_string(), dir.display().to_string()];
+    if let Some(key) = key {
+        args.push("--encryption-key-file".into());
+        args.push(key.display().to_string());
+    }
     spawn_warren(&args, &[("WARREN_STORAGE__FLUSH_INTERVAL_MS", "50")], None)
 }
 
@@ -202,6 +207,25 @@ async fn confirmed_messages_survive_sigkill() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(20);
+    kill_and_check(cycles, None).await;
+}
+
+/// The same with every stored record sealed (encryption at rest).
+#[tokio::test]
+async fn confirmed_messages_survive_sigkill_with_encryption() {
+    let cycles: usize = std::env::var("WARREN_CRASH_CYCLES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20)
+        / 2;
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("store.key");
+    // 32 bytes, base64.
+    std::fs::write(&key, "c3VwZXItc2VjcmV0LWtleS1mb3ItdGhlLWNyYXNoLXQ=").unwrap();
+    kill_and_check(cycles.max(1), Some(&key)).await;
+}
+
+async fn kill_and_check(cycles: usize, key: Option<&Path>) {
     let seed: u64 = std::env::var("WARREN_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -213,7 +237,7 @@ async fn confirmed_messages_survive_sigkill() {
     let mut next = [0u64; PUBLISHERS];
     let mut total_confirmed = 0;
     for cycle in 0..cycles {
-        let broker = spawn_broker(dir.path());
+        let broker = spawn_broker(dir.path(), key);
         for (q, ledger) in QUEUES.iter().zip(ledgers.iter_mut()) {
             check(&broker.url, q, ledger, cycle).await;
         }
@@ -235,7 +259,7 @@ async fn confirmed_messages_survive_sigkill() {
             }
         }
     }
-    let broker = spawn_broker(dir.path());
+    let broker = spawn_broker(dir.path(), key);
     for (q, ledger) in QUEUES.iter().zip(ledgers.iter_mut()) {
         check(&broker.url, q, ledger, cycles).await;
     }
@@ -248,7 +272,7 @@ async fn confirmed_messages_survive_sigkill() {
 #[tokio::test]
 async fn a_purge_followed_by_sigkill_brings_nothing_back() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = spawn_broker(dir.path());
+    let broker = spawn_broker(dir.path(), None);
     let conn = Connection::connect(&broker.url, ConnectionProperties::default())
         .await
         .unwrap();
@@ -279,7 +303,7 @@ async fn a_purge_followed_by_sigkill_brings_nothing_back() {
         assert_eq!(purged, 20_000, "{q}");
     }
     drop(broker); // SIGKILL right after the last purge-ok
-    let broker = spawn_broker(dir.path());
+    let broker = spawn_broker(dir.path(), None);
     let conn = Connection::connect(&broker.url, ConnectionProperties::default())
         .await
         .unwrap();

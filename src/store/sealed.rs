@@ -1,0 +1,382 @@
+//! Encryption at rest: a backend that seals every value it stores with an
+//! AEAD (XChaCha20-Poly1305 from RustCrypto: a 192-bit random nonce per
+//! record, so random nonces never repeat in practice) under the broker's
+//! key, and opens them on the way back. The tree and the record's key are
+//! the associated data, so a record moved to another key fails to open.
+//!
+//! A sealed value is `0xE5 | key id (4 bytes) | nonce (24) | ciphertext +
+//! tag (16)`. The key id (the first 4 bytes of the key's SHA-256) says
+//! which key sealed it: with a new key and the old one kept as the old key,
+//! new writes use the new key and old records still open. A canary record
+//! in the meta tree, sealed at creation, tells at start-up whether the key
+//! given is the data directory's: a wrong or missing key is refused then,
+//! before anything is read. Keys of records (queue uids, names in
+//! definitions) are not encrypted; message bodies, properties and the
+//! definitions' values are.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use chacha20poly1305::aead::{Aead, Payload};
+use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
+use sha2::Digest;
+
+use super::{Backend, StoreError, StoreResult, Tree};
+
+const MAGIC: u8 = 0xE5;
+const ID: usize = 4;
+const NONCE: usize = 24;
+const HEADER: usize = 1 + ID + NONCE;
+/// The meta-tree record that proves the key at start-up.
+const CANARY_KEY: &[u8] = b"encryption-canary";
+const CANARY: &[u8] = b"warren encrypted store";
+
+/// One 256-bit key and its id.
+pub struct StoreKey {
+    id: [u8; ID],
+    cipher: XChaCha20Poly1305,
+}
+
+impl std::fmt::Debug for StoreKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StoreKey({})", self.id_hex())
+    }
+}
+
+impl StoreKey {
+    /// 32 bytes, base64 (standard or URL-safe, padding optional).
+    pub fn from_base64(text: &str) -> Result<StoreKey, String> {
+        use base64::Engine;
+        let text = text.trim();
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .or_else(|_| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text.trim_end_matches('='))
+            })
+            .or_else(|_| {
+                base64::engine::general_purpose::STANDARD_NO_PAD.decode(text.trim_end_matches('='))
+            })
+            .map_err(|_| "the key is not base64 (32 random bytes, base64-encoded)".to_string())?;
+        let bytes: [u8; 32] = raw.as_slice().try_into().map_err(|_| {
+            format!(
+                "the key is {} bytes; it must be 32 random bytes, base64-encoded",
+                raw.len()
+            )
+        })?;
+        let digest = sha2::Sha256::digest(bytes);
+        let mut id = [0u8; ID];
+        id.copy_from_slice(&digest[..ID]);
+        Ok(StoreKey {
+            id,
+            cipher: XChaCha20Poly1305::new(&bytes.into()),
+        })
+    }
+
+    /// Read a key file.
+    pub fn from_file(path: &Path) -> Result<StoreKey, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            format!(
+                "cannot read the encryption key file {}: {e}",
+                path.display()
+            )
+        })?;
+        StoreKey::from_base64(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    pub fn id_hex(&self) -> String {
+        self.id.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// The key new records are sealed with, and an old one still read.
+#[derive(Debug)]
+pub struct Keyring {
+    pub current: StoreKey,
+    pub old: Option<StoreKey>,
+}
+
+impl Keyring {
+    fn by_id(&self, id: &[u8]) -> Option<&StoreKey> {
+        std::iter::once(&self.current)
+            .chain(self.old.as_ref())
+            .find(|k| k.id == id)
+    }
+}
+
+fn tree_byte(tree: Tree) -> u8 {
+    match tree {
+        Tree::Meta => 0,
+        Tree::Definitions => 1,
+        Tree::Messages => 2,
+    }
+}
+
+fn aad(tree: Tree, key: &[u8]) -> Vec<u8> {
+    let mut a = Vec::with_capacity(key.len() + 1);
+    a.push(tree_byte(tree));
+    a.extend_from_slice(key);
+    a
+}
+
+/// A backend whose values are sealed under a keyring.
+#[derive(Debug)]
+pub struct SealedBackend {
+    inner: Arc<dyn Backend>,
+    keys: Keyring,
+}
+
+impl SealedBackend {
+    /// Wrap `inner`: a new store gets the canary; an existing one must have
+    /// a canary this keyring opens (else the refusal says why).
+    pub fn open(inner: Arc<dyn Backend>, keys: Keyring) -> StoreResult<SealedBackend> {
+        let sealed = SealedBackend { inner, keys };
+        match sealed.inner.get(Tree::Meta, CANARY_KEY)? {
+            Some(raw) => {
+                let opened = sealed.open_value(Tree::Meta, CANARY_KEY, &raw).map_err(|_| {
+                    let id = raw.get(1..1 + ID).map(hex).unwrap_or_default();
+                    refused(format!(
+                        "the data directory is encrypted with key id {id}; the key given (id {}) \
+                         does not open it",
+                        sealed.keys.current.id_hex()
+                    ))
+                })?;
+                if opened != CANARY {
+                    return Err(refused("the encryption canary is damaged".into()));
+                }
+            }
+            None => {
+                if !sealed.inner.scan(Tree::Meta, &[], &[0xff], 1)?.is_empty() {
+                    return Err(refused(
+                        "the data directory holds unencrypted data; encrypting an existing \
+                         store is not supported: start from an empty data directory"
+                            .into(),
+                    ));
+                }
+                sealed.insert(Tree::Meta, CANARY_KEY, CANARY)?;
+                sealed.inner.flush()?;
+            }
+        }
+        Ok(sealed)
+    }
+
+    /// Refuse a store that is encrypted when no key was given.
+    pub fn check_unencrypted(inner: &dyn Backend) -> StoreResult<()> {
+        match inner.get(Tree::Meta, CANARY_KEY)? {
+            Some(raw) => Err(refused(format!(
+                "the data directory is encrypted (key id {}); give its key with \
+                 --encryption-key-file",
+                raw.get(1..1 + ID).map(hex).unwrap_or_default()
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn seal(&self, tree: Tree, key: &[u8], value: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE];
+        rand::fill(&mut nonce);
+        let k = &self.keys.current;
+        let aad = aad(tree, key);
+        // Encryption fails only for inputs beyond 2^38 bytes.
+        let sealed = k
+            .cipher
+            .encrypt(
+                &XNonce::from(nonce),
+                Payload {
+                    msg: value,
+                    aad: &aad,
+                },
+            )
+            .unwrap_or_default();
+        let mut out = Vec::with_capacity(HEADER + sealed.len());
+        out.push(MAGIC);
+        out.extend_from_slice(&k.id);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        out
+    }
+
+    fn open_value(&self, tree: Tree, key: &[u8], raw: &[u8]) -> StoreResult<Vec<u8>> {
+        let tampered = |detail: &str| StoreError::Corrupt {
+            what: "encrypted",
+            detail: format!("{detail} (tree {tree:?}, key {})", hex(key)),
+        };
+        if raw.len() < HEADER + 16 || raw[0] != MAGIC {
+            return Err(tampered("not a sealed record"));
+        }
+        let id = &raw[1..1 + ID];
+        let Some(k) = self.keys.by_id(id) else {
+            return Err(tampered(&format!(
+                "sealed with an unknown key (id {})",
+                hex(id)
+            )));
+        };
+        let mut nonce = [0u8; NONCE];
+        nonce.copy_from_slice(&raw[1 + ID..HEADER]);
+        let aad = aad(tree, key);
+        k.cipher
+            .decrypt(
+                &XNonce::from(nonce),
+                Payload {
+                    msg: &raw[HEADER..],
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| tampered("failed authentication: altered or sealed for another place"))
+    }
+
+    fn open_entries(
+        &self,
+        tree: Tree,
+        entries: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        entries
+            .into_iter()
+            .map(|(k, v)| {
+                let v = self.open_value(tree, &k, &v)?;
+                Ok((k, v))
+            })
+            .collect()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn refused(reason: String) -> StoreError {
+    StoreError::Damaged(format!("encryption: {reason}"))
+}
+
+impl Backend for SealedBackend {
+    fn get(&self, tree: Tree, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
+        match self.inner.get(tree, key)? {
+            Some(raw) => self.open_value(tree, key, &raw).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn insert(&self, tree: Tree, key: &[u8], value: &[u8]) -> StoreResult<()> {
+        self.inner.insert(tree, key, &self.seal(tree, key, value))
+    }
+
+    fn remove(&self, tree: Tree, key: &[u8]) -> StoreResult<()> {
+        self.inner.remove(tree, key)
+    }
+
+    fn take(&self, tree: Tree, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
+        match self.inner.take(tree, key)? {
+            Some(raw) => self.open_value(tree, key, &raw).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn scan(
+        &self,
+        tree: Tree,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        let entries = self.inner.scan(tree, from, to, limit)?;
+        self.open_entries(tree, entries)
+    }
+
+    fn last_key(&self, tree: Tree, from: &[u8], to: &[u8]) -> StoreResult<Option<Vec<u8>>> {
+        self.inner.last_key(tree, from, to)
+    }
+
+    fn flush(&self) -> StoreResult<()> {
+        self.inner.flush()
+    }
+
+    fn seal(&self) -> StoreResult<()> {
+        self.inner.seal()
+    }
+
+    fn check(&self) -> StoreResult<()> {
+        self.inner.check()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryBackend;
+
+    fn key(byte: u8) -> StoreKey {
+        use base64::Engine;
+        StoreKey::from_base64(&base64::engine::general_purpose::STANDARD.encode([byte; 32]))
+            .unwrap()
+    }
+
+    #[test]
+    fn values_are_sealed_and_open_again() {
+        let inner: Arc<dyn Backend> = Arc::new(MemoryBackend::default());
+        let b = SealedBackend::open(
+            inner.clone(),
+            Keyring {
+                current: key(1),
+                old: None,
+            },
+        )
+        .unwrap();
+        b.insert(Tree::Messages, b"k", b"secret marker").unwrap();
+        let raw = inner.get(Tree::Messages, b"k").unwrap().unwrap();
+        assert!(!raw.windows(6).any(|w| w == b"secret"));
+        assert_eq!(
+            b.get(Tree::Messages, b"k").unwrap().unwrap(),
+            b"secret marker"
+        );
+        // Moved to another key, or altered: refused, not garbage.
+        inner.insert(Tree::Messages, b"other", &raw).unwrap();
+        assert!(b.get(Tree::Messages, b"other").is_err());
+        let mut altered = raw.clone();
+        let last = altered.len() - 1;
+        altered[last] ^= 1;
+        inner.insert(Tree::Messages, b"k", &altered).unwrap();
+        assert!(matches!(
+            b.get(Tree::Messages, b"k"),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn the_canary_refuses_another_key_and_rotation_keeps_old_records() {
+        let inner: Arc<dyn Backend> = Arc::new(MemoryBackend::default());
+        let b = SealedBackend::open(
+            inner.clone(),
+            Keyring {
+                current: key(1),
+                old: None,
+            },
+        )
+        .unwrap();
+        b.insert(Tree::Definitions, b"d", b"old record").unwrap();
+        let e = SealedBackend::open(
+            inner.clone(),
+            Keyring {
+                current: key(2),
+                old: None,
+            },
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("does not open it"), "{e}");
+        assert!(SealedBackend::check_unencrypted(inner.as_ref()).is_err());
+        let rotated = SealedBackend::open(
+            inner.clone(),
+            Keyring {
+                current: key(2),
+                old: Some(key(1)),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            rotated.get(Tree::Definitions, b"d").unwrap().unwrap(),
+            b"old record"
+        );
+        rotated.insert(Tree::Definitions, b"n", b"new").unwrap();
+        let raw = inner.get(Tree::Definitions, b"n").unwrap().unwrap();
+        assert_eq!(&raw[1..5], &key(2).id);
+        assert!(StoreKey::from_base64("c2hvcnQ=").is_err());
+    }
+}
