@@ -41,6 +41,17 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
+    fn replace_if(&self, tree: Tree, key: &[u8], old: &[u8], new: &[u8]) -> StoreResult<bool> {
+        let mut trees = self.trees.lock();
+        match trees.get_mut(&tree).and_then(|t| t.get_mut(key)) {
+            Some(v) if v.as_slice() == old => {
+                *v = new.to_vec();
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     fn take(&self, tree: Tree, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
         Ok(self.trees.lock().get_mut(&tree).and_then(|t| t.remove(key)))
     }

@@ -145,6 +145,12 @@ pub trait Backend: Send + Sync + fmt::Debug {
     ) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>>;
     /// The greatest key with `from <= key < to`.
     fn last_key(&self, tree: Tree, from: &[u8], to: &[u8]) -> StoreResult<Option<Vec<u8>>>;
+    /// Replace `key`'s value with `new` only if it is still `old` (an
+    /// atomic compare-and-swap); false if it changed or went. Backends
+    /// that cannot never replace.
+    fn replace_if(&self, _tree: Tree, _key: &[u8], _old: &[u8], _new: &[u8]) -> StoreResult<bool> {
+        Ok(false)
+    }
     /// Make every write so far durable.
     fn flush(&self) -> StoreResult<()>;
     /// The last flush of a clean shutdown is done: note what the next
@@ -236,7 +242,14 @@ impl Store {
     ) -> StoreResult<Store> {
         let sled: Arc<dyn Backend> = Arc::new(sled_backend::SledBackend::open(dir, options)?);
         let backend: Arc<dyn Backend> = match keys {
-            Some(keys) => Arc::new(sealed::SealedBackend::open(sled, keys)?),
+            Some(keys) => {
+                let rotating = keys.old.is_some();
+                let sealed = Arc::new(sealed::SealedBackend::open(sled, keys)?);
+                if rotating {
+                    sealed::retire_in_background(sealed.clone());
+                }
+                sealed
+            }
             None => {
                 sealed::SealedBackend::check_unencrypted(sled.as_ref())?;
                 sled

@@ -159,6 +159,55 @@ impl SealedBackend {
         Ok(sealed)
     }
 
+    /// Re-seal every record the old key sealed with the current key (the
+    /// canary last), each by compare-and-swap so a record the broker
+    /// changed meanwhile is left to its new value. Returns how many were
+    /// re-sealed; once done the old key is no longer needed.
+    pub fn retire_old_key(&self) -> StoreResult<u64> {
+        let Some(old) = &self.keys.old else {
+            return Ok(0);
+        };
+        let mut count = 0;
+        for tree in [Tree::Definitions, Tree::Messages, Tree::Meta] {
+            let mut from: Vec<u8> = Vec::new();
+            loop {
+                let page = self.inner.scan(tree, &from, &[0xff; 64], 1024)?;
+                let Some((last, _)) = page.last() else {
+                    break;
+                };
+                from = last.clone();
+                from.push(0);
+                for (key, raw) in &page {
+                    if tree == Tree::Meta && key.as_slice() == CANARY_KEY {
+                        continue;
+                    }
+                    if raw.get(1..1 + ID) != Some(&old.id[..]) {
+                        continue;
+                    }
+                    let value = self.open_value(tree, key, raw)?;
+                    if self
+                        .inner
+                        .replace_if(tree, key, raw, &self.seal(tree, key, &value))?
+                    {
+                        count += 1;
+                    }
+                }
+            }
+        }
+        self.inner.flush()?;
+        // Only now may the old key go: the canary says which key the
+        // directory needs.
+        if let Some(raw) = self.inner.get(Tree::Meta, CANARY_KEY)?
+            && raw.get(1..1 + ID) == Some(&old.id[..])
+        {
+            let resealed = self.seal(Tree::Meta, CANARY_KEY, CANARY);
+            self.inner
+                .replace_if(Tree::Meta, CANARY_KEY, &raw, &resealed)?;
+            self.inner.flush()?;
+        }
+        Ok(count)
+    }
+
     /// Refuse a store that is encrypted when no key was given.
     pub fn check_unencrypted(inner: &dyn Backend) -> StoreResult<()> {
         match inner.get(Tree::Meta, CANARY_KEY)? {
@@ -236,6 +285,31 @@ impl SealedBackend {
                 Ok((k, v))
             })
             .collect()
+    }
+}
+
+/// Retire the old key on a thread of its own, logging the outcome.
+pub fn retire_in_background(backend: Arc<SealedBackend>) {
+    let spawned = std::thread::Builder::new()
+        .name("warren-rekey".into())
+        .spawn(move || {
+            let old = backend
+                .keys
+                .old
+                .as_ref()
+                .map(StoreKey::id_hex)
+                .unwrap_or_default();
+            match backend.retire_old_key() {
+                Ok(n) => tracing::info!(
+                    "encryption: re-sealed {n} records with key {}; key {old} is retired \
+                     (the old key file is no longer needed)",
+                    backend.keys.current.id_hex()
+                ),
+                Err(e) => tracing::warn!("encryption: retiring key {old} stopped: {e}"),
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("encryption: cannot start retiring the old key: {e}");
     }
 }
 
@@ -378,5 +452,19 @@ mod tests {
         let raw = inner.get(Tree::Definitions, b"n").unwrap().unwrap();
         assert_eq!(&raw[1..5], &key(2).id);
         assert!(StoreKey::from_base64("c2hvcnQ=").is_err());
+        // Retiring the old key re-seals its records and the canary.
+        assert_eq!(rotated.retire_old_key().unwrap(), 1);
+        let only_new = SealedBackend::open(
+            inner.clone(),
+            Keyring {
+                current: key(2),
+                old: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            only_new.get(Tree::Definitions, b"d").unwrap().unwrap(),
+            b"old record"
+        );
     }
 }

@@ -148,6 +148,14 @@ impl Backend for SledBackend {
         Ok(())
     }
 
+    fn replace_if(&self, tree: Tree, key: &[u8], old: &[u8], new: &[u8]) -> StoreResult<bool> {
+        Ok(self
+            .tree(tree)
+            .compare_and_swap(key, Some(old), Some(new))
+            .map_err(|e| self.io(e))?
+            .is_ok())
+    }
+
     fn take(&self, tree: Tree, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
         Ok(self
             .tree(tree)
