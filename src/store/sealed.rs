@@ -377,6 +377,20 @@ mod tests {
     use super::*;
     use crate::store::MemoryBackend;
 
+    fn sealed(
+        inner: &Arc<dyn Backend>,
+        current: u8,
+        old: Option<u8>,
+    ) -> StoreResult<SealedBackend> {
+        SealedBackend::open(
+            inner.clone(),
+            Keyring {
+                current: key(current),
+                old: old.map(key),
+            },
+        )
+    }
+
     fn key(byte: u8) -> StoreKey {
         use base64::Engine;
         StoreKey::from_base64(&base64::engine::general_purpose::STANDARD.encode([byte; 32]))
@@ -386,14 +400,7 @@ mod tests {
     #[test]
     fn values_are_sealed_and_open_again() {
         let inner: Arc<dyn Backend> = Arc::new(MemoryBackend::default());
-        let b = SealedBackend::open(
-            inner.clone(),
-            Keyring {
-                current: key(1),
-                old: None,
-            },
-        )
-        .unwrap();
+        let b = sealed(&inner, 1, None).unwrap();
         b.insert(Tree::Messages, b"k", b"secret marker").unwrap();
         let raw = inner.get(Tree::Messages, b"k").unwrap().unwrap();
         assert!(!raw.windows(6).any(|w| w == b"secret"));
@@ -417,33 +424,12 @@ mod tests {
     #[test]
     fn the_canary_refuses_another_key_and_rotation_keeps_old_records() {
         let inner: Arc<dyn Backend> = Arc::new(MemoryBackend::default());
-        let b = SealedBackend::open(
-            inner.clone(),
-            Keyring {
-                current: key(1),
-                old: None,
-            },
-        )
-        .unwrap();
+        let b = sealed(&inner, 1, None).unwrap();
         b.insert(Tree::Definitions, b"d", b"old record").unwrap();
-        let e = SealedBackend::open(
-            inner.clone(),
-            Keyring {
-                current: key(2),
-                old: None,
-            },
-        )
-        .unwrap_err();
+        let e = sealed(&inner, 2, None).unwrap_err();
         assert!(e.to_string().contains("does not open it"), "{e}");
         assert!(SealedBackend::check_unencrypted(inner.as_ref()).is_err());
-        let rotated = SealedBackend::open(
-            inner.clone(),
-            Keyring {
-                current: key(2),
-                old: Some(key(1)),
-            },
-        )
-        .unwrap();
+        let rotated = sealed(&inner, 2, Some(1)).unwrap();
         assert_eq!(
             rotated.get(Tree::Definitions, b"d").unwrap().unwrap(),
             b"old record"
@@ -454,14 +440,7 @@ mod tests {
         assert!(StoreKey::from_base64("c2hvcnQ=").is_err());
         // Retiring the old key re-seals its records and the canary.
         assert_eq!(rotated.retire_old_key().unwrap(), 1);
-        let only_new = SealedBackend::open(
-            inner.clone(),
-            Keyring {
-                current: key(2),
-                old: None,
-            },
-        )
-        .unwrap();
+        let only_new = sealed(&inner, 2, None).unwrap();
         assert_eq!(
             only_new.get(Tree::Definitions, b"d").unwrap().unwrap(),
             b"old record"
