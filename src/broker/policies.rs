@@ -74,10 +74,13 @@ const IGNORED_KEYS: &[&str] = &[
 ];
 
 /// The only keys an operator policy may set (RabbitMQ's
-/// `operator_policy_validator`s): limits and TTLs, which it can only lower.
+/// `operator_policy_validator`s): limits and TTLs, which it can only lower;
+/// and, Warren's, a stream's `max-age`, so one operator policy caps the age
+/// of every message in a vhost (`message-ttl` for queues).
 pub const OPERATOR_KEYS: &[&str] = &[
     "expires",
     "message-ttl",
+    "max-age",
     "max-length",
     "max-length-bytes",
     "max-in-memory-length",
@@ -474,6 +477,9 @@ mod tests {
         .unwrap();
         assert_eq!(op.queue.max_length, Some(2));
         assert_eq!(op.queue.delivery_limit, Some(DeliveryLimit::Max(3)));
+        // Warren's: a stream's max-age, to cap message age vhost-wide.
+        let age = Policy::operator(record("age", ".*", 0, json!({"max-age": "7D"}))).unwrap();
+        assert_eq!(age.queue.max_age, Some(7 * 24 * 3600 * 1000));
         for refused in [
             json!({"dead-letter-exchange": "x"}),
             json!({"overflow": "drop-head"}),

@@ -17,7 +17,7 @@ use crate::fields::{int_value, type_name};
 mod settings;
 pub mod stream;
 
-pub use settings::{AppliedPolicies, DeadLetterTarget, DelayedRetry, QueueSettings};
+pub use settings::{AppliedPolicies, DeadLetterTarget, DelayedRetry, QueueSettings, lower};
 
 /// RabbitMQ's highest supported `x-max-priority`.
 pub const MAX_PRIORITY: u8 = 255;

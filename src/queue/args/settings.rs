@@ -85,6 +85,7 @@ impl<'a> AppliedPolicies<'a> {
         t.expires = lower(t.expires, op.expires);
         t.max_length = lower(t.max_length, op.max_length);
         t.max_length_bytes = lower(t.max_length_bytes, op.max_length_bytes);
+        t.max_age = lower(t.max_age, op.max_age);
         t.delivery_limit = match (t.delivery_limit, op.delivery_limit) {
             (Some(x), Some(y)) => Some(x.min(y)),
             (x, y) => x.or(y),
@@ -93,7 +94,8 @@ impl<'a> AppliedPolicies<'a> {
     }
 }
 
-fn lower(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+/// The lower of two limits, either of which may be unset.
+pub fn lower(a: Option<u64>, b: Option<u64>) -> Option<u64> {
     match (a, b) {
         (Some(x), Some(y)) => Some(x.min(y)),
         (x, y) => x.or(y),

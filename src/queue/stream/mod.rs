@@ -381,15 +381,19 @@ impl StreamQueue {
 }
 
 /// A stream's retention: a policy's value wins over the argument, as in
-/// RabbitMQ 3.12 and later.
+/// RabbitMQ 3.12 and later; an operator policy's `max-age` caps the age.
 pub fn retention(args: &QueueArgs, policies: &AppliedPolicies<'_>) -> Retention {
     let p = policies.policy.map(|(_, t)| t);
+    let operator_age = policies.operator.and_then(|(_, t)| t.max_age);
     let default = Retention::default();
     Retention {
         max_bytes: p
             .and_then(|t| t.max_length_bytes)
             .or(args.tunables.max_length_bytes),
-        max_age_ms: p.and_then(|t| t.max_age).or(args.stream.max_age_ms),
+        max_age_ms: crate::queue::args::lower(
+            p.and_then(|t| t.max_age).or(args.stream.max_age_ms),
+            operator_age,
+        ),
         max_segment_bytes: p
             .and_then(|t| t.stream_max_segment_size)
             .or(args.stream.max_segment_bytes)
@@ -405,4 +409,38 @@ fn with_offset(props: &BasicProperties, offset: u64) -> Bytes {
         AMQPValue::LongLongInt(i64::try_from(offset).unwrap_or(i64::MAX)),
     );
     message::encode(&props.clone().with_headers(headers))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::args::Tunables;
+
+    #[test]
+    fn an_operator_policy_caps_a_streams_max_age() {
+        let args = QueueArgs::default();
+        let mine = Tunables {
+            max_age: Some(10_000),
+            ..Default::default()
+        };
+        let cap = Tunables {
+            max_age: Some(2_000),
+            ..Default::default()
+        };
+        let both = AppliedPolicies {
+            policy: Some(("mine", &mine)),
+            operator: Some(("cap", &cap)),
+        };
+        assert_eq!(retention(&args, &both).max_age_ms, Some(2_000));
+        let only_cap = AppliedPolicies {
+            policy: None,
+            operator: Some(("cap", &cap)),
+        };
+        assert_eq!(retention(&args, &only_cap).max_age_ms, Some(2_000));
+        let only_mine = AppliedPolicies {
+            policy: Some(("mine", &mine)),
+            operator: None,
+        };
+        assert_eq!(retention(&args, &only_mine).max_age_ms, Some(10_000));
+    }
 }
