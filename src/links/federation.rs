@@ -68,6 +68,15 @@ pub fn wanted(broker: &Broker) -> Vec<(LinkKey, Plan)> {
     };
     let mut links = Vec::new();
     for v in broker.vhosts() {
+        // Most vhosts federate nothing: no need to look at every exchange
+        // and queue (this runs after each change to definitions).
+        let federates = v.policies().iter().any(|p| {
+            p.definition.contains_key("federation-upstream")
+                || p.definition.contains_key("federation-upstream-set")
+        });
+        if !federates {
+            continue;
+        }
         for x in v.exchanges() {
             if x.is_default() || x.name.as_str().starts_with("amq.") {
                 continue;
