@@ -62,6 +62,22 @@ class Node:
         assert r.status_code in (201, 204), r.text
 
 
+def warrenctl(node, *args):
+    """Run $WARRENCTL_BIN against `node`; the parsed JSON output."""
+    import json
+    import os
+    import subprocess
+    binary = os.environ.get("WARRENCTL_BIN")
+    assert binary, "set WARRENCTL_BIN to the warrenctl binary"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WARRENCTL_")}
+    r = subprocess.run([binary, "--url", f"http://{node.host}:{node.broker.admin_port}",
+                        "--username", "guest", "--password", "guest", *args,
+                        "--formatter", "json"],
+                       capture_output=True, text=True, timeout=30, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return json.loads(r.stdout)
+
+
 def q(s):
     return urllib.parse.quote(s, safe="")
 

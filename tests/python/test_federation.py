@@ -10,7 +10,7 @@ import pika
 
 from amqp_support import warren_only
 from link_support import (drain, link_running, message_count, wait_for,
-                          warren_nodes)
+                          warren_nodes, warrenctl)
 
 pytestmark = warren_only
 
@@ -46,6 +46,9 @@ def test_a_federated_exchange_gets_upstream_publishes_for_bound_keys_only():
             ("exchange", "up", "fed.x")
         assert link["uri"] == f"amqp://127.0.0.1:{up.broker.amqp_port}/%2F"
         assert len(link["id"]) == 8
+        [row] = warrenctl(down, "federation_status")
+        assert (row["exchange"], row["status"], row["upstream"], row["id"]) == \
+            ("fed.x", "running", "up", link["id"])
         # Upstream: RabbitMQ's queue, internal exchange and bindings.
         queue = "federation: fed.x -> down-node"
         [bound] = wait_for(lambda: upstream_bindings(up, "fed.x"), "the upstream binding")

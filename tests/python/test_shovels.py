@@ -12,7 +12,7 @@ import pytest
 
 from amqp_support import stop_warren, warren_only
 from link_support import (drain, link_running, message_count, wait_for,
-                          warren_node, warren_nodes)
+                          warren_node, warren_nodes, warrenctl)
 
 pytestmark = warren_only
 
@@ -61,6 +61,11 @@ def test_a_shovel_moves_messages_with_rabbitmqs_headers_and_status():
                  for c in b.get("/connections")]
         assert "Shovel move" in names
         wait_for(lambda: a.get("/shovels")[0]["forwarded"] == 5, "forwarded count")
+        # warrenctl shovel_status, with rabbitmqctl's columns.
+        [row] = warrenctl(a, "shovel_status")
+        assert (row["name"], row["state"], row["source_queue"], row["destination_queue"]) == \
+            ("move", "running", "from", "to")
+        assert row["type"] == "dynamic" and row["vhost"] == "/"
 
 
 def test_an_exchange_source_and_destination_keep_or_replace_the_key():

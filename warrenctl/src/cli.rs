@@ -125,6 +125,16 @@ pub enum Command {
     /// List exchanges: arguments, auto_delete, durable, internal, name,
     /// policy, type (default: name type).
     ListExchanges(Columns),
+    /// Dynamic shovels, every vhost: destination, destination_protocol,
+    /// destination_exchange, destination_exchange_key, destination_queue,
+    /// last_changed, name, source, source_exchange, source_exchange_key,
+    /// source_protocol, source_queue, state, termination_reason, type,
+    /// vhost, forwarded (default: rabbitmqctl's columns).
+    ShovelStatus(Columns),
+    /// Federation links, every vhost: error, exchange, id, last_changed,
+    /// queue, status, type, upstream, upstream_exchange, upstream_queue,
+    /// uri, vhost, forwarded (default: rabbitmqctl's columns).
+    FederationStatus(Columns),
     /// List bindings: arguments, destination_kind, destination_name,
     /// routing_key, source_kind, source_name (default: all).
     ListBindings(Columns),

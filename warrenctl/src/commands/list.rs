@@ -122,6 +122,80 @@ pub static EXCHANGES: Spec = Spec {
     defaults: &["name", "type"],
 };
 
+/// `rabbitmqctl shovel_status`, from `/api/shovels`.
+pub static SHOVELS: Spec = Spec {
+    columns: &[
+        col("destination", &["dest_uri"], Kind::Plain),
+        col("destination_exchange", &["dest_exchange"], Kind::Plain),
+        col(
+            "destination_exchange_key",
+            &["dest_exchange_key"],
+            Kind::Plain,
+        ),
+        col("destination_protocol", &["dest_protocol"], Kind::Plain),
+        col("destination_queue", &["dest_queue"], Kind::Plain),
+        col("forwarded", &["forwarded"], Kind::Count),
+        col("last_changed", &["timestamp"], Kind::Plain),
+        col("name", &["name"], Kind::Plain),
+        col("source", &["src_uri"], Kind::Plain),
+        col("source_exchange", &["src_exchange"], Kind::Plain),
+        col("source_exchange_key", &["src_exchange_key"], Kind::Plain),
+        col("source_protocol", &["src_protocol"], Kind::Plain),
+        col("source_queue", &["src_queue"], Kind::Plain),
+        col("state", &["state"], Kind::Plain),
+        col("termination_reason", &["reason"], Kind::Plain),
+        col("type", &["type"], Kind::Plain),
+        col("vhost", &["vhost"], Kind::Plain),
+    ],
+    defaults: &[
+        "destination",
+        "destination_protocol",
+        "destination_queue",
+        "last_changed",
+        "name",
+        "source",
+        "source_protocol",
+        "source_queue",
+        "state",
+        "termination_reason",
+        "type",
+        "vhost",
+    ],
+};
+
+/// `rabbitmqctl federation_status`, from `/api/federation-links`.
+pub static FEDERATION_LINKS: Spec = Spec {
+    columns: &[
+        col("error", &["error"], Kind::Plain),
+        col("exchange", &["exchange"], Kind::Plain),
+        col("forwarded", &["forwarded"], Kind::Count),
+        col("id", &["id"], Kind::Plain),
+        col("last_changed", &["timestamp"], Kind::Plain),
+        col("queue", &["queue"], Kind::Plain),
+        col("status", &["status"], Kind::Plain),
+        col("type", &["type"], Kind::Plain),
+        col("upstream", &["upstream"], Kind::Plain),
+        col("upstream_exchange", &["upstream_exchange"], Kind::Plain),
+        col("upstream_queue", &["upstream_queue"], Kind::Plain),
+        col("uri", &["uri"], Kind::Plain),
+        col("vhost", &["vhost"], Kind::Plain),
+    ],
+    defaults: &[
+        "error",
+        "exchange",
+        "id",
+        "last_changed",
+        "queue",
+        "status",
+        "type",
+        "upstream",
+        "upstream_exchange",
+        "upstream_queue",
+        "uri",
+        "vhost",
+    ],
+};
+
 pub static BINDINGS: Spec = Spec {
     columns: &[
         col("arguments", &["arguments"], Kind::Args),

@@ -124,6 +124,22 @@ pub fn run(command: Command, ctx: &mut Ctx) -> Result<(), Failure> {
             &[format!("Listing exchanges for vhost {vh} ...")],
             Missing::Empty,
         ),
+        Command::ShovelStatus(c) => list::run(
+            ctx,
+            &list::SHOVELS,
+            &c.columns,
+            "/api/shovels",
+            &["Shovel status on node ...".to_string()],
+            Missing::Empty,
+        ),
+        Command::FederationStatus(c) => list::run(
+            ctx,
+            &list::FEDERATION_LINKS,
+            &c.columns,
+            "/api/federation-links",
+            &["Listing federation links on node ...".to_string()],
+            Missing::Empty,
+        ),
         Command::ListBindings(c) => list::run(
             ctx,
             &list::BINDINGS,
