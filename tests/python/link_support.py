@@ -125,10 +125,19 @@ def link_running(node, path, **match):
 
 
 def drain(conn, queue, n, timeout=20.0):
-    """Consume until n messages arrived (acked); [(properties, body)]."""
+    """Consume until n messages arrived; [(properties, body)]. Each is
+    acknowledged as it is taken: what was on its way when the count was
+    reached goes back to the queue when the channel closes."""
     ch = conn.channel()
+    ch.basic_qos(prefetch_count=100)
     got = []
-    ch.basic_consume(queue, lambda c, m, p, b: got.append((p, b)), auto_ack=True)
+
+    def take(c, m, p, b):
+        if len(got) < n:
+            got.append((p, b))
+            c.basic_ack(m.delivery_tag)
+
+    ch.basic_consume(queue, take)
     deadline = time.monotonic() + timeout
     while len(got) < n and time.monotonic() < deadline:
         conn.process_data_events(0.05)
