@@ -475,3 +475,25 @@ def test_the_schema_catalogue_lists_subjects_and_where_they_are_bound(page, base
     sync_api.expect(row.get_by_test_id("schema-binding")).to_contain_text(queue)
     row.get_by_role("link", name=queue).click()
     sync_api.expect(page.get_by_test_id("queue-name")).to_have_text(queue)
+
+
+def test_the_links_page_shows_a_shovel_moving_messages(page, base_url, http, broker, ch, names):
+    src, dst, shovel = names.q("shovel-src"), names.q("shovel-dst"), names.x("ui-shovel")
+    ch.queue_declare(src, durable=True)
+    for i in range(3):
+        ch.basic_publish("", src, f"m{i}".encode())
+    uri = f"amqp://{broker.user}:{broker.password}@{broker.host}:{broker.amqp_port}/%2F"
+    r = http.put(f"/parameters/shovel/%2F/{seg(shovel)}", json={"value": {
+        "src-uri": uri, "src-queue": src, "dest-uri": uri, "dest-queue": dst}})
+    assert r.status_code in (201, 204), r.text
+    try:
+        logged_in(page, base_url, hash="#/links")
+        row = page.locator(f"#shovels-table tr[data-name='{shovel}']")
+        sync_api.expect(row.locator("td[data-col=state]")).to_have_text("running")
+        sync_api.expect(row).to_contain_text(f"queue {src}")
+        sync_api.expect(row).to_contain_text(f"queue {dst}")
+        sync_api.expect(row.locator("td[data-col=forwarded]")).to_have_text("3")
+        assert "guest@" not in row.inner_text()
+        sync_api.expect(page.locator("#federation-table tbody")).to_contain_text("No federation links")
+    finally:
+        http.s.delete(f"{http.base}/parameters/shovel/%2F/{seg(shovel)}", timeout=5)

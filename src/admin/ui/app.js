@@ -234,6 +234,7 @@
     [/^\/exchanges\/([^/]+)\/([^/]*)$/, 'exchanges', exchangeView],
     [/^\/queues$/, 'queues', queuesView],
     [/^\/queues\/([^/]+)\/([^/]+)$/, 'queues', queueView],
+    [/^\/links$/, 'links', linksView],
     [/^\/schemas$/, 'schemas', schemasView],
   ];
 
@@ -826,6 +827,47 @@
   }
 
   // ----------------------------------------------------------- exchanges
+
+  /** Shovels and federation links: where each moves messages from and
+   *  to, its state, and what it moved. */
+  function linksView() {
+    const shovels = dataTable({
+      id: 'shovels-table', caption: 'Shovels',
+      columns: ['Virtual host', 'Name', 'State', 'Source', 'Destination', { label: 'Moved', num: true }, { label: 'Reconnects', num: true }],
+    });
+    const federation = dataTable({
+      id: 'federation-table', caption: 'Federation links',
+      columns: ['Virtual host', 'Federated', 'Upstream', 'URI', 'Status', { label: 'Moved', num: true }, { label: 'Reconnects', num: true }],
+    });
+    const endpoint = (uri, queue, exchange, key) =>
+      h('span', null, uri || '', h('br'), h('span', { class: 'muted' },
+        queue ? 'queue ' + queue : exchange ? 'exchange ' + exchange + (key ? ' (' + key + ')' : '') : ''));
+    return {
+      title: 'Links',
+      body: h('div', null,
+        section('Shovels', shovels.el),
+        section('Federation links', federation.el)),
+      async update() {
+        const [ss, fs] = await Promise.all([api('GET', '/shovels'), api('GET', '/federation-links')]);
+        shovels.set((ss || []).map(s => ({
+          attrs: { 'data-testid': 'shovel-row', 'data-name': s.name },
+          cells: [s.vhost, s.name,
+            { v: s.state + (s.reason ? ': ' + s.reason : ''), attrs: { 'data-col': 'state' } },
+            endpoint(s.src_uri, s.src_queue, s.src_exchange, s.src_exchange_key),
+            endpoint(s.dest_uri, s.dest_queue, s.dest_exchange, s.dest_exchange_key),
+            { v: num(s.forwarded), attrs: { 'data-col': 'forwarded' } }, num(s.reconnects)],
+        })), 'No shovels');
+        federation.set((fs || []).map(f => ({
+          attrs: { 'data-testid': 'federation-row', 'data-name': f.exchange || f.queue },
+          cells: [f.vhost,
+            f.type === 'queue' ? h('span', null, 'queue ', queueLink(f.vhost, f.queue)) : h('span', null, 'exchange ', exchangeLink(f.vhost, f.exchange)),
+            f.upstream, f.uri,
+            { v: f.status + (f.error ? ': ' + f.error : ''), attrs: { 'data-col': 'status' } },
+            num(f.forwarded), num(f.reconnects)],
+        })), 'No federation links');
+      },
+    };
+  }
 
   /** The event catalogue: each schema subject, its versions, and the
    *  exchanges and queues bound to it. */
