@@ -193,7 +193,8 @@ impl Store {
         keys: Option<sealed::Keyring>,
     ) -> StoreResult<Store> {
         let sled: Arc<dyn Backend> = Arc::new(sled_backend::SledBackend::open(dir, options)?);
-        let backend: Arc<dyn Backend> = match keys {
+        let keys = keys.map(Arc::new);
+        let backend: Arc<dyn Backend> = match keys.clone() {
             Some(keys) => {
                 let rotating = keys.old.is_some();
                 let sealed = Arc::new(sealed::SealedBackend::open(sled, keys)?);
@@ -208,7 +209,7 @@ impl Store {
             }
         };
         let epochs = epoch::Epochs::open(dir)?;
-        let logs = log::Logs::new(dir.join("streams"), false, STREAM_TAIL_BYTES);
+        let logs = log::Logs::new(dir.join("streams"), false, STREAM_TAIL_BYTES).sealed_with(keys);
         Store::with_backend(backend, true, options, dir, Some(epochs), logs)
     }
 

@@ -101,6 +101,47 @@ impl Keyring {
             .chain(self.old.as_ref())
             .find(|k| k.id == id)
     }
+
+    /// Seal `plain` with the current key, `aad` bound to it.
+    pub fn seal(&self, aad: &[u8], plain: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE];
+        rand::fill(&mut nonce);
+        let k = &self.current;
+        // Encryption fails only for inputs beyond 2^38 bytes.
+        let sealed = k
+            .cipher
+            .encrypt(&XNonce::from(nonce), Payload { msg: plain, aad })
+            .unwrap_or_default();
+        let mut out = Vec::with_capacity(HEADER + sealed.len());
+        out.push(MAGIC);
+        out.extend_from_slice(&k.id);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        out
+    }
+
+    /// Open what [`Keyring::seal`] sealed with `aad`; the error says why
+    /// it does not open (damaged, altered, another key).
+    pub fn open(&self, aad: &[u8], raw: &[u8]) -> Result<Vec<u8>, String> {
+        if raw.len() < HEADER + 16 || raw[0] != MAGIC {
+            return Err("not a sealed record".into());
+        }
+        let id = &raw[1..1 + ID];
+        let Some(k) = self.by_id(id) else {
+            return Err(format!("sealed with an unknown key (id {})", hex(id)));
+        };
+        let mut nonce = [0u8; NONCE];
+        nonce.copy_from_slice(&raw[1 + ID..HEADER]);
+        k.cipher
+            .decrypt(
+                &XNonce::from(nonce),
+                Payload {
+                    msg: &raw[HEADER..],
+                    aad,
+                },
+            )
+            .map_err(|_| "failed authentication: altered or sealed for another place".into())
+    }
 }
 
 fn tree_byte(tree: Tree) -> u8 {
@@ -122,13 +163,13 @@ fn aad(tree: Tree, key: &[u8]) -> Vec<u8> {
 #[derive(Debug)]
 pub struct SealedBackend {
     inner: Arc<dyn Backend>,
-    keys: Keyring,
+    keys: Arc<Keyring>,
 }
 
 impl SealedBackend {
     /// Wrap `inner`: a new store gets the canary; an existing one must have
     /// a canary this keyring opens (else the refusal says why).
-    pub fn open(inner: Arc<dyn Backend>, keys: Keyring) -> StoreResult<SealedBackend> {
+    pub fn open(inner: Arc<dyn Backend>, keys: Arc<Keyring>) -> StoreResult<SealedBackend> {
         let sealed = SealedBackend { inner, keys };
         match sealed.inner.get(Tree::Meta, CANARY_KEY)? {
             Some(raw) => {
@@ -221,56 +262,16 @@ impl SealedBackend {
     }
 
     fn seal(&self, tree: Tree, key: &[u8], value: &[u8]) -> Vec<u8> {
-        let mut nonce = [0u8; NONCE];
-        rand::fill(&mut nonce);
-        let k = &self.keys.current;
-        let aad = aad(tree, key);
-        // Encryption fails only for inputs beyond 2^38 bytes.
-        let sealed = k
-            .cipher
-            .encrypt(
-                &XNonce::from(nonce),
-                Payload {
-                    msg: value,
-                    aad: &aad,
-                },
-            )
-            .unwrap_or_default();
-        let mut out = Vec::with_capacity(HEADER + sealed.len());
-        out.push(MAGIC);
-        out.extend_from_slice(&k.id);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&sealed);
-        out
+        self.keys.seal(&aad(tree, key), value)
     }
 
     fn open_value(&self, tree: Tree, key: &[u8], raw: &[u8]) -> StoreResult<Vec<u8>> {
-        let tampered = |detail: &str| StoreError::Corrupt {
-            what: "encrypted",
-            detail: format!("{detail} (tree {tree:?}, key {})", hex(key)),
-        };
-        if raw.len() < HEADER + 16 || raw[0] != MAGIC {
-            return Err(tampered("not a sealed record"));
-        }
-        let id = &raw[1..1 + ID];
-        let Some(k) = self.keys.by_id(id) else {
-            return Err(tampered(&format!(
-                "sealed with an unknown key (id {})",
-                hex(id)
-            )));
-        };
-        let mut nonce = [0u8; NONCE];
-        nonce.copy_from_slice(&raw[1 + ID..HEADER]);
-        let aad = aad(tree, key);
-        k.cipher
-            .decrypt(
-                &XNonce::from(nonce),
-                Payload {
-                    msg: &raw[HEADER..],
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| tampered("failed authentication: altered or sealed for another place"))
+        self.keys
+            .open(&aad(tree, key), raw)
+            .map_err(|detail| StoreError::Corrupt {
+                what: "encrypted",
+                detail: format!("{detail} (tree {tree:?}, key {})", hex(key)),
+            })
     }
 
     fn open_entries(
@@ -384,10 +385,10 @@ mod tests {
     ) -> StoreResult<SealedBackend> {
         SealedBackend::open(
             inner.clone(),
-            Keyring {
+            Arc::new(Keyring {
                 current: key(current),
                 old: old.map(key),
-            },
+            }),
         )
     }
 

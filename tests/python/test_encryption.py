@@ -124,3 +124,35 @@ def test_rotation_keeps_old_records_readable(tmp_path):
     b = start(data, new)
     assert take_all(b, "rotated") == [b"sealed-with-the-old-key", b"sealed-with-the-new-key"]
     stop_warren(b)
+
+
+def test_stream_segments_are_sealed_too(tmp_path):
+    data = tmp_path / "data"
+    key = key_file(tmp_path / "store.key", 9)
+    marker = b"STREAM-MARKER-3c2e-plaintext-must-not-be-on-disk"
+    b = start(data, key)
+    conn = pika.BlockingConnection(b.params())
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.queue_declare("sealed-stream", durable=True, arguments={"x-queue-type": "stream"})
+    for i in range(3):
+        ch.basic_publish("", "sealed-stream", marker + str(i).encode(),
+                         pika.BasicProperties(delivery_mode=2, headers={"n": i}))
+    conn.close()
+    stop_warren(b)
+    assert any(pathlib.Path(data, "streams").rglob("*.seg")), "no segment files"
+    assert files_containing(data, marker) == []
+    b = start(data, key)
+    conn = pika.BlockingConnection(b.params())
+    ch = conn.channel()
+    ch.basic_qos(prefetch_count=10)
+    got = []
+    ch.basic_consume("sealed-stream", lambda c, m, p, body: (got.append((p.headers["n"], body)),
+                                                             c.basic_ack(m.delivery_tag)),
+                     arguments={"x-stream-offset": "first"})
+    deadline = time.monotonic() + 10
+    while len(got) < 3 and time.monotonic() < deadline:
+        conn.process_data_events(0.05)
+    conn.close()
+    stop_warren(b)
+    assert got == [(i, marker + str(i).encode()) for i in range(3)]

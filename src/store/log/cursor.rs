@@ -81,7 +81,15 @@ impl Cursor {
                 }
                 self.next = r.offset + 1;
                 if self.accepts(r.filter.as_deref()) {
-                    out.push(to_tail(r));
+                    match r.opened(self.log.keys.as_deref()) {
+                        Ok(r) => out.push(to_tail(r)),
+                        // Altered or sealed for another place: reported,
+                        // never delivered.
+                        Err(e) => tracing::error!(
+                            log = self.log.uid,
+                            "a stream record does not open: {e}; skipping it"
+                        ),
+                    }
                 }
                 continue;
             }

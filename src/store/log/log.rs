@@ -83,6 +83,8 @@ pub struct Log {
     pub(super) dirty: AtomicBool,
     retention: Mutex<Retention>,
     tail_limit: usize,
+    /// Seals each record's properties and body (encryption at rest).
+    pub(super) keys: Option<Arc<crate::store::sealed::Keyring>>,
     /// Offsets consumers asked the broker to remember, by consumer tag;
     /// `dirty_tracked` are not written yet.
     tracked: Mutex<HashMap<String, u64>>,
@@ -106,6 +108,7 @@ impl Log {
         dir: PathBuf,
         tail_limit: usize,
         backend: &dyn Backend,
+        keys: Option<Arc<crate::store::sealed::Keyring>>,
     ) -> StoreResult<Log> {
         std::fs::create_dir_all(&dir).map_err(|e| segment::io("cannot create", &dir, e))?;
         let firsts = segment::list(&dir)?;
@@ -181,6 +184,7 @@ impl Log {
             dirty: AtomicBool::new(false),
             retention: Mutex::new(Retention::default()),
             tail_limit,
+            keys,
             tracked: Mutex::new(tracked),
             dirty_tracked: Mutex::new(HashMap::new()),
             deleted: AtomicBool::new(false),
@@ -206,7 +210,7 @@ impl Log {
             properties: &m.properties,
             body: &m.body,
         }
-        .encode(&mut a.pending);
+        .encode_sealed(&mut a.pending, self.keys.as_deref());
         a.pending_meta.push(Meta {
             offset,
             timestamp,

@@ -109,6 +109,8 @@ pub fn now_ms() -> u64 {
 #[derive(Debug)]
 pub(super) struct Logs {
     dir: PathBuf,
+    /// Seals records' properties and bodies (encryption at rest).
+    keys: Option<Arc<super::sealed::Keyring>>,
     /// Remove `dir` when the store closes (an ephemeral broker's).
     temporary: bool,
     logs: RwLock<HashMap<u64, Arc<Log>>>,
@@ -126,12 +128,19 @@ impl Logs {
     pub fn new(dir: PathBuf, temporary: bool, tail_bytes: usize) -> Logs {
         Logs {
             dir,
+            keys: None,
             temporary,
             logs: RwLock::new(HashMap::new()),
             appended: AtomicBool::new(false),
             tracked: AtomicBool::new(false),
             tail_bytes,
         }
+    }
+
+    /// Seal every record's properties and body under `keys`.
+    pub fn sealed_with(mut self, keys: Option<Arc<super::sealed::Keyring>>) -> Logs {
+        self.keys = keys;
+        self
     }
 
     /// A temporary directory for an ephemeral broker's logs.
@@ -150,7 +159,13 @@ impl Logs {
             return Ok(l.clone());
         }
         let dir = self.dir.join(format!("{uid:016x}"));
-        let log = Arc::new(Log::open(uid, dir, self.tail_bytes, backend)?);
+        let log = Arc::new(Log::open(
+            uid,
+            dir,
+            self.tail_bytes,
+            backend,
+            self.keys.clone(),
+        )?);
         self.logs.write().insert(uid, log.clone());
         Ok(log)
     }

@@ -20,7 +20,7 @@ fn message(body: &str) -> Arc<Message> {
 }
 
 fn open(dir: &std::path::Path, backend: &dyn Backend) -> Arc<Log> {
-    Arc::new(Log::open(1, dir.join("log"), 1 << 20, backend).unwrap())
+    Arc::new(Log::open(1, dir.join("log"), 1 << 20, backend, None).unwrap())
 }
 
 fn put(log: &Log, ts: u64, body: &str, filter: Option<&'static str>) -> u64 {
