@@ -199,7 +199,7 @@ impl Store {
                 let rotating = keys.old.is_some();
                 let sealed = Arc::new(sealed::SealedBackend::open(sled, keys)?);
                 if rotating {
-                    sealed::retire_in_background(sealed.clone());
+                    sealed::retire_in_background(sealed.clone(), dir.join("streams"));
                 }
                 sealed
             }

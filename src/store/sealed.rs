@@ -204,7 +204,7 @@ impl SealedBackend {
     /// canary last), each by compare-and-swap so a record the broker
     /// changed meanwhile is left to its new value. Returns how many were
     /// re-sealed; once done the old key is no longer needed.
-    pub fn retire_old_key(&self) -> StoreResult<u64> {
+    pub fn retire_old_key(&self, with_canary: bool) -> StoreResult<u64> {
         let Some(old) = &self.keys.old else {
             return Ok(0);
         };
@@ -238,6 +238,9 @@ impl SealedBackend {
         self.inner.flush()?;
         // Only now may the old key go: the canary says which key the
         // directory needs.
+        if !with_canary {
+            return Ok(count);
+        }
         if let Some(raw) = self.inner.get(Tree::Meta, CANARY_KEY)?
             && raw.get(1..1 + ID) == Some(&old.id[..])
         {
@@ -289,8 +292,10 @@ impl SealedBackend {
     }
 }
 
-/// Retire the old key on a thread of its own, logging the outcome.
-pub fn retire_in_background(backend: Arc<SealedBackend>) {
+/// Retire the old key on a thread of its own, logging the outcome. Stream
+/// segments are not rewritten: while any holds records, the old key stays
+/// needed (the canary keeps naming it), and the log says so.
+pub fn retire_in_background(backend: Arc<SealedBackend>, streams: std::path::PathBuf) {
     let spawned = std::thread::Builder::new()
         .name("warren-rekey".into())
         .spawn(move || {
@@ -300,11 +305,17 @@ pub fn retire_in_background(backend: Arc<SealedBackend>) {
                 .as_ref()
                 .map(StoreKey::id_hex)
                 .unwrap_or_default();
-            match backend.retire_old_key() {
+            let current = backend.keys.current.id_hex();
+            let streams_left = has_stream_records(&streams);
+            match backend.retire_old_key(!streams_left) {
+                Ok(n) if streams_left => tracing::warn!(
+                    "encryption: re-sealed {n} records with key {current}; stream segments may \
+                     still hold records sealed with key {old}: keep the old key file until \
+                     retention has dropped the segments written before the rotation"
+                ),
                 Ok(n) => tracing::info!(
-                    "encryption: re-sealed {n} records with key {}; key {old} is retired \
-                     (the old key file is no longer needed)",
-                    backend.keys.current.id_hex()
+                    "encryption: re-sealed {n} records with key {current}; key {old} is retired \
+                     (the old key file is no longer needed)"
                 ),
                 Err(e) => tracing::warn!("encryption: retiring key {old} stopped: {e}"),
             }
@@ -312,6 +323,21 @@ pub fn retire_in_background(backend: Arc<SealedBackend>) {
     if let Err(e) = spawned {
         tracing::warn!("encryption: cannot start retiring the old key: {e}");
     }
+}
+
+/// Whether any stream segment under `dir` holds a record.
+fn has_stream_records(dir: &std::path::Path) -> bool {
+    let Ok(streams) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    streams.flatten().any(|stream| {
+        std::fs::read_dir(stream.path()).is_ok_and(|files| {
+            files.flatten().any(|f| {
+                f.path().extension().is_some_and(|e| e == "seg")
+                    && f.metadata().is_ok_and(|m| m.len() > 0)
+            })
+        })
+    })
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -440,7 +466,7 @@ mod tests {
         assert_eq!(&raw[1..5], &key(2).id);
         assert!(StoreKey::from_base64("c2hvcnQ=").is_err());
         // Retiring the old key re-seals its records and the canary.
-        assert_eq!(rotated.retire_old_key().unwrap(), 1);
+        assert_eq!(rotated.retire_old_key(true).unwrap(), 1);
         let only_new = sealed(&inner, 2, None).unwrap();
         assert_eq!(
             only_new.get(Tree::Definitions, b"d").unwrap().unwrap(),
