@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The cost of encryption at rest (issue 19): scenario 3 (persistent 1 KiB,
 # confirms, manual acks: the consumer keeps up, so write-behind spares most
-# writes) and a fill of N persistent 1 KiB messages with no consumer (every
-# message sealed and written), each on a fresh broker with and without
+# writes), a fill of N persistent 1 KiB messages with no consumer (every
+# message sealed and written), and a stream (1 producer, 1 consumer from
+# the first offset, 1 KiB), each on a fresh broker with and without
 # --encryption-key-file, ROUNDS interleaved rounds.
 #
 #   bench/encryption.sh [ROUNDS=2] [N=300000]
@@ -35,6 +36,12 @@ measure() { # measure LABEL [ARGS...]
   target/release/warren-perf --uri "$URI" -y 0 -f -s 1024 -c 1000 -C "$N" --keep-queues \
     --broker-pid "$pid" --json 2>/dev/null |
     jq -r --arg l "$label" --arg n "$N" '"\($l) fill of \($n): \(.confirm_rate) msg/s confirmed, \(.broker.cpu_us_per_msg // "?") µs broker CPU/msg"'
+  stop "$pid"
+  pid=$(broker b "$@"); sleep 0.5
+  target/release/warren-perf --uri "$URI" -x 1 -y 1 -s 1024 -c 1000 -q 500 -f \
+    --queue-args x-queue-type=stream --consumer-args x-stream-offset=first -z 15 \
+    --broker-pid "$pid" --json 2>/dev/null |
+    jq -r --arg l "$label" '"\($l) stream: \(.receive_rate) msg/s delivered, \(.broker.cpu_us_per_msg) µs broker CPU/msg"'
   stop "$pid"
 }
 for r in $(seq "$ROUNDS"); do
