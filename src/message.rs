@@ -76,6 +76,49 @@ pub fn encode(props: &BasicProperties) -> Bytes {
     Bytes::from(fields::generate(|ctx| gen_properties(props)(ctx)))
 }
 
+/// A property a message can be rebuilt without.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Property {
+    Expiration,
+    UserId,
+}
+
+/// `p` without `dropped`: amq-protocol's properties have no setter that
+/// clears a field, so they are rebuilt from the others.
+pub fn without(p: &BasicProperties, dropped: Property) -> BasicProperties {
+    let mut out = BasicProperties::default();
+    macro_rules! copy {
+        ($($get:ident => $set:ident),*) => {
+            $(if let Some(v) = p.$get().clone() { out = out.$set(v); })*
+        };
+    }
+    copy!(
+        content_type => with_content_type,
+        content_encoding => with_content_encoding,
+        headers => with_headers,
+        delivery_mode => with_delivery_mode,
+        priority => with_priority,
+        correlation_id => with_correlation_id,
+        reply_to => with_reply_to,
+        message_id => with_message_id,
+        timestamp => with_timestamp,
+        kind => with_type,
+        app_id => with_app_id,
+        cluster_id => with_cluster_id
+    );
+    if dropped != Property::Expiration
+        && let Some(v) = p.expiration().clone()
+    {
+        out = out.with_expiration(v);
+    }
+    if dropped != Property::UserId
+        && let Some(v) = p.user_id().clone()
+    {
+        out = out.with_user_id(v);
+    }
+    out
+}
+
 /// Routing keys named by a sender-selected distribution header (`CC`/`BCC`).
 /// As in RabbitMQ, the header must be an array; its non-string elements are
 /// ignored. `Err` carries the type name of a header that is not an array.

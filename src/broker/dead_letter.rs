@@ -176,7 +176,7 @@ pub fn rewrite(
     let history = history(&headers);
     let mut props = props.with_headers(headers);
     if props.expiration().is_some() {
-        props = without_expiration(props);
+        props = message::without(&props, message::Property::Expiration);
     }
     let routing_key = routing_keys
         .first()
@@ -291,35 +291,6 @@ fn without(headers: &FieldTable, name: &str) -> FieldTable {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect::<std::collections::BTreeMap<_, _>>(),
     )
-}
-
-/// amq-protocol's properties have no setter that clears a field: rebuild
-/// them without `expiration`.
-fn without_expiration(
-    p: amq_protocol::protocol::BasicProperties,
-) -> amq_protocol::protocol::BasicProperties {
-    let mut out = amq_protocol::protocol::BasicProperties::default();
-    macro_rules! copy {
-        ($($get:ident => $set:ident),*) => {
-            $(if let Some(v) = p.$get().clone() { out = out.$set(v); })*
-        };
-    }
-    copy!(
-        content_type => with_content_type,
-        content_encoding => with_content_encoding,
-        headers => with_headers,
-        delivery_mode => with_delivery_mode,
-        priority => with_priority,
-        correlation_id => with_correlation_id,
-        reply_to => with_reply_to,
-        message_id => with_message_id,
-        timestamp => with_timestamp,
-        kind => with_type,
-        user_id => with_user_id,
-        app_id => with_app_id,
-        cluster_id => with_cluster_id
-    );
-    out
 }
 
 #[cfg(test)]

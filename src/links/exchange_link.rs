@@ -14,7 +14,7 @@ use lapin::options::{
     ExchangeBindOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, ExchangeUnbindOptions,
     QueueBindOptions, QueueDeclareOptions,
 };
-use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
+use lapin::types::{AMQPValue, FieldArray, FieldTable, ShortString};
 use lapin::{Channel, Connection, ExchangeKind};
 use tokio_util::sync::CancellationToken;
 
@@ -22,6 +22,7 @@ use super::client::Linked;
 use super::federation::{self, Plan};
 use super::forward::{Ended, Forwarding, Gate, Outgoing, Rewritten, Sink, consume, pump};
 use crate::broker::Broker;
+use crate::broker::events::text;
 use crate::broker::link_status::LinkStatus;
 use crate::exchange::federation::{
     BOUND_FROM, DOWNSTREAM_NAME_ARG, DOWNSTREAM_VHOST_ARG, MAX_HOPS_ARG, already_seen,
@@ -145,7 +146,9 @@ pub async fn link(
     super::set_state(broker, status, "running", None);
     let sink = Sink::Local {
         broker: broker.clone(),
-        vhost: plan.vhost.clone(),
+        vhost: broker
+            .vhost(&plan.vhost)
+            .ok_or_else(|| format!("no vhost '{}'", plan.vhost))?,
     };
     let mark = federation::received_from(up, "exchange", &upstream_exchange);
     let forwarding = pump(
@@ -316,10 +319,6 @@ async fn declare_internal(
     }
 }
 
-fn text(s: &str) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(s))
-}
-
 /// The bindings made upstream, kept equal to the local exchange's.
 struct Bindings {
     upstream_exchange: String,
@@ -437,7 +436,7 @@ impl Bindings {
         entry.insert("vhost".into(), text(vhost));
         entry.insert(
             "exchange".into(),
-            text(&format!("{vhost}:{exchange} {}", self.suffix)),
+            text(format!("{vhost}:{exchange} {}", self.suffix)),
         );
         entry.insert("hops".into(), AMQPValue::ShortInt(hops as i16));
         let mut list = vec![AMQPValue::FieldTable(entry)];

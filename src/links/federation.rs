@@ -210,52 +210,5 @@ pub fn without_untrusted_user_id(spec: &UpstreamSpec, props: BasicProperties) ->
     if spec.trust_user_id || props.user_id().is_none() {
         return props;
     }
-    let headers = props.headers().clone();
-    let stripped = strip_user_id(props);
-    match headers {
-        Some(h) => stripped.with_headers(h),
-        None => stripped,
-    }
-}
-
-/// The properties without `user_id` (BasicProperties cannot unset one).
-fn strip_user_id(p: BasicProperties) -> BasicProperties {
-    let mut out = BasicProperties::default();
-    if let Some(v) = p.content_type() {
-        out = out.with_content_type(v.clone());
-    }
-    if let Some(v) = p.content_encoding() {
-        out = out.with_content_encoding(v.clone());
-    }
-    if let Some(v) = p.delivery_mode() {
-        out = out.with_delivery_mode(*v);
-    }
-    if let Some(v) = p.priority() {
-        out = out.with_priority(*v);
-    }
-    if let Some(v) = p.correlation_id() {
-        out = out.with_correlation_id(v.clone());
-    }
-    if let Some(v) = p.reply_to() {
-        out = out.with_reply_to(v.clone());
-    }
-    if let Some(v) = p.expiration() {
-        out = out.with_expiration(v.clone());
-    }
-    if let Some(v) = p.message_id() {
-        out = out.with_message_id(v.clone());
-    }
-    if let Some(v) = p.timestamp() {
-        out = out.with_timestamp(*v);
-    }
-    if let Some(v) = p.kind() {
-        out = out.with_type(v.clone());
-    }
-    if let Some(v) = p.app_id() {
-        out = out.with_app_id(v.clone());
-    }
-    if let Some(v) = p.cluster_id() {
-        out = out.with_cluster_id(v.clone());
-    }
-    out
+    crate::message::without(&props, crate::message::Property::UserId)
 }

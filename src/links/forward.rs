@@ -17,10 +17,10 @@ use lapin::{Acker, BasicProperties, Channel, Consumer};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::Broker;
 use crate::broker::enqueue::Routed;
 use crate::broker::link_specs::AckMode;
 use crate::broker::link_status::LinkStatus;
+use crate::broker::{Broker, VHost};
 use crate::exchange::RouteHeaders;
 use crate::message::{self, Message};
 
@@ -41,8 +41,12 @@ type Pending = Pin<Box<dyn Future<Output = Result<bool, String>> + Send>>;
 pub enum Sink {
     /// Another broker, over a channel (in confirm mode for `on-confirm`).
     Remote(Channel),
-    /// This broker's `vhost`: published as the management API publishes.
-    Local { broker: Arc<Broker>, vhost: String },
+    /// This broker's `vhost` (looked up once, when the link starts):
+    /// published as the management API publishes.
+    Local {
+        broker: Arc<Broker>,
+        vhost: Arc<VHost>,
+    },
 }
 
 impl Sink {
@@ -71,13 +75,10 @@ impl Sink {
     }
 }
 
-fn publish_here(broker: &Arc<Broker>, vhost: &str, out: Outgoing) -> Result<Pending, String> {
-    let v = broker
-        .vhost(vhost)
-        .ok_or_else(|| format!("no vhost '{vhost}'"))?;
+fn publish_here(broker: &Arc<Broker>, v: &VHost, out: Outgoing) -> Result<Pending, String> {
     let exchange = v
         .exchange(&out.exchange)
-        .ok_or_else(|| format!("no exchange '{}' in vhost '{vhost}'", out.exchange))?;
+        .ok_or_else(|| format!("no exchange '{}' in vhost '{}'", out.exchange, v.name))?;
     let props = out.properties;
     let expiration = props.expiration().as_ref().map(|e| e.as_str().to_string());
     let message = Arc::new(Message {
@@ -91,7 +92,7 @@ fn publish_here(broker: &Arc<Broker>, vhost: &str, out: Outgoing) -> Result<Pend
         body: out.body.into(),
     });
     let headers = RouteHeaders::decoded(props.headers().clone());
-    let outcome = broker.publish_local(&v, &exchange, &message, &headers);
+    let outcome = broker.publish_local(v, &exchange, &message, &headers);
     if outcome.is_refused() {
         return Ok(Box::pin(async { Ok(false) }));
     }

@@ -5,7 +5,9 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use lapin::BasicProperties;
-use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString};
+use lapin::types::{AMQPValue, FieldArray, FieldTable};
+
+pub use crate::broker::events::text;
 
 /// Put `entry` first in the list header `name` of `props`.
 pub fn prepend_entry(props: BasicProperties, name: &str, entry: FieldTable) -> BasicProperties {
@@ -22,13 +24,9 @@ pub fn prepend_entry(props: BasicProperties, name: &str, entry: FieldTable) -> B
 pub fn text_table(fields: &[(&str, &str)]) -> FieldTable {
     let mut t = FieldTable::default();
     for (k, v) in fields {
-        t.insert((*k).into(), text(v));
+        t.insert((*k).into(), text(*v));
     }
     t
-}
-
-pub fn text(v: &str) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(v))
 }
 
 /// `x-shovelled-timestamp`: seconds since the epoch.

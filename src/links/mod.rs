@@ -22,11 +22,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use amq_protocol::types::AMQPValue;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::Broker;
+use crate::broker::events::text;
 use crate::broker::link_specs::ShovelSpec;
 use crate::broker::link_status::{LinkKey, LinkStatus};
 
@@ -201,8 +201,4 @@ fn announce_removed(broker: &Broker, key: &LinkKey) {
             ]
         }),
     }
-}
-
-fn text(s: &str) -> AMQPValue {
-    AMQPValue::LongString(s.into())
 }

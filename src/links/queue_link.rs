@@ -21,20 +21,16 @@ use crate::broker::Broker;
 use crate::broker::link_status::LinkStatus;
 use crate::exchange::federation::RECEIVED_FROM;
 use crate::fields;
+use crate::queue::Queue;
 
 /// How often an idle link looks for local consumers.
 const IDLE_CHECK: Duration = Duration::from_millis(50);
 
 /// Whether the local queue wants messages: `Go` while it has consumers
 /// and fewer ready messages than a prefetch's worth, `Wait` while it has
-/// consumers and enough, `Stop` without consumers (or the queue).
-fn demand(broker: &Broker, plan: &Plan) -> Gate {
-    let Some(q) = broker
-        .vhost(&plan.vhost)
-        .and_then(|v| v.find_queue(&plan.name))
-    else {
-        return Gate::Stop;
-    };
+/// consumers and enough, `Stop` without consumers (a deleted queue has
+/// none; the supervisor then stops the link).
+fn demand(q: &Queue, plan: &Plan) -> Gate {
     let (messages, consumers) = (q.message_count(), q.consumer_count());
     if consumers == 0 {
         Gate::Stop
@@ -54,6 +50,11 @@ pub async fn link(
     up: &Linked,
 ) -> Result<Ended, String> {
     let upstream_queue = plan.spec.queue.clone().unwrap_or_else(|| plan.name.clone());
+    // Looked up once: each delivery asks it for demand.
+    let local = broker
+        .vhost(&plan.vhost)
+        .and_then(|v| v.find_queue(&plan.name))
+        .ok_or_else(|| format!("no queue '{}' here", plan.name))?;
     ensure_upstream_queue(broker, plan, up, &upstream_queue).await?;
     super::set_state(broker, status, "running", None);
     let mark = marks::text_table(&[("uri", &up.shown_uri), ("queue", &upstream_queue)]);
@@ -63,11 +64,13 @@ pub async fn link(
     consumer_args.insert("x-priority".into(), AMQPValue::LongInt(-1));
     let sink = Sink::Local {
         broker: broker.clone(),
-        vhost: plan.vhost.clone(),
+        vhost: broker
+            .vhost(&plan.vhost)
+            .ok_or_else(|| format!("no vhost '{}'", plan.vhost))?,
     };
     loop {
         // Idle: nobody here to serve.
-        while !matches!(demand(broker, plan), Gate::Go) {
+        while !matches!(demand(&local, plan), Gate::Go) {
             if up.connection.status().errored() || up.connection.status().closed() {
                 return Err("the upstream connection closed".into());
             }
@@ -101,7 +104,7 @@ pub async fn link(
                 limit: None,
                 cancel,
             },
-            || demand(broker, plan),
+            || demand(&local, plan),
             |d| rewrite(plan, &mark, d),
         )
         .await?;
