@@ -165,6 +165,9 @@ pub enum Rewritten {
     Drop,
 }
 
+/// How long a forwarded message may wait for the sink to take it.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// At most this many deliveries are settled with one acknowledgement.
 const ACK_BATCH: usize = 256;
 
@@ -216,7 +219,17 @@ pub async fn pump(
                 let taken = match pending {
                     None => true,
                     Some(pending) => {
-                        let taken = pending.await?;
+                        // A destination that stops answering must not hold
+                        // the source's messages forever: the link restarts
+                        // and they are delivered again.
+                        let taken = tokio::time::timeout(CONFIRM_TIMEOUT, pending)
+                            .await
+                            .map_err(|_| {
+                                format!(
+                                    "the destination did not confirm within {} s",
+                                    CONFIRM_TIMEOUT.as_secs()
+                                )
+                            })??;
                         forwarded += u64::from(taken);
                         taken
                     }
