@@ -166,7 +166,7 @@ pub enum Rewritten {
 }
 
 /// How long a forwarded message may wait for the sink to take it.
-const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// At most this many deliveries are settled with one acknowledgement.
 const ACK_BATCH: usize = 256;
