@@ -196,6 +196,24 @@ pub fn header_text(properties: &[u8], name: &str) -> Option<String> {
     Some(fields::value_text(value))
 }
 
+/// A header that must equal a value (erasure by header). Values compare
+/// as text, so `1234` matches the integer 1234 and the string "1234".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeaderMatch {
+    pub name: String,
+    pub value: String,
+}
+
+impl HeaderMatch {
+    /// Whether raw properties carry the header with the value.
+    pub fn matches(&self, properties: &[u8]) -> bool {
+        // Most messages lack the header: a byte search rules them out
+        // without decoding their properties.
+        memchr::memmem::find(properties, self.name.as_bytes()).is_some()
+            && header_text(properties, &self.name).as_deref() == Some(self.value.as_str())
+    }
+}
+
 /// Short-string constructor for names Warren builds itself.
 pub fn short(s: impl Into<String>) -> ShortString {
     ShortString::from(s.into())

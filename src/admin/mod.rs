@@ -10,6 +10,7 @@ mod bindings;
 mod body;
 mod connections;
 mod definitions;
+mod erasure;
 mod error;
 mod exchanges;
 mod format;
@@ -58,6 +59,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .merge(parameters::routes())
         .merge(links::routes())
         .merge(schemas::routes())
+        .merge(erasure::routes())
         .merge(definitions::routes())
         .merge(permissions::routes())
         .merge(limits::routes())

@@ -72,6 +72,7 @@ pub const ROUTES: &[Route] = &[
     Route { path: "/api/definitions", methods: &["GET", "POST"], summary: "Export (GET) or import (POST, all or nothing) the broker's definitions", access: Access::Administrator },
     Route { path: "/api/definitions/", methods: &["GET", "POST"], summary: "Export (GET) or import (POST) the broker's definitions", access: Access::Administrator },
     Route { path: "/api/definitions/{vhost}", methods: &["GET", "POST"], summary: "Export (GET) or import (POST) one vhost's definitions", access: Access::Administrator },
+    Route { path: "/api/erasures/{vhost}", methods: &["POST"], summary: "Warren: erase every message whose header equals a value, from every queue and stream of the vhost", access: Access::Administrator },
     Route { path: "/api/exchanges", methods: &["GET"], summary: "All exchanges", access: Access::Management },
     Route { path: "/api/exchanges/", methods: &["GET"], summary: "All exchanges", access: Access::Management },
     Route { path: "/api/exchanges/{vhost}", methods: &["GET"], summary: "Exchanges of a vhost", access: Access::Management },

@@ -20,6 +20,7 @@ pub mod definitions;
 pub mod delayed;
 pub mod enqueue;
 mod equivalence;
+pub mod erasure;
 pub mod events;
 pub mod firehose;
 pub mod limits;

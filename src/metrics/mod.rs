@@ -333,6 +333,18 @@ impl Metrics {
             .increment(1);
     }
 
+    /// Messages erased by header from queues and streams of `vhost`.
+    pub fn erased(&self, vhost: &str, n: u64) {
+        let meta = Metadata::new(module_path!(), metrics::Level::INFO, None);
+        let labels = vec![Label::new("vhost", vhost.to_string())];
+        self.recorder
+            .register_counter(
+                &Key::from_parts("warren_messages_erased_total", labels),
+                &meta,
+            )
+            .increment(n);
+    }
+
     /// Register an extra gauge (e.g. process figures sampled at scrape time).
     pub fn gauge(&self, name: &'static str) -> Gauge {
         let meta = Metadata::new(module_path!(), metrics::Level::INFO, None);

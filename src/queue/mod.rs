@@ -37,6 +37,7 @@ mod deadlines;
 pub mod dedup;
 mod dispatch;
 mod env;
+mod erase;
 mod expiry;
 mod flow;
 mod locked;

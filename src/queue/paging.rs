@@ -75,7 +75,15 @@ impl Queue {
     /// for it).
     pub(super) fn take_stored(&self, st: &mut Locked, level: u8, seq: u64) {
         let read = st.core.settings().dead_letter.is_some();
+        self.take_from_store(st, level, seq, read);
+    }
+
+    /// Take message `seq` of `level` out of the store where it sits, read
+    /// if `read`; then expire what came due meanwhile. Whether it was
+    /// there.
+    pub(super) fn take_from_store(&self, st: &mut Locked, level: u8, seq: u64, read: bool) -> bool {
         let transient_only = !(self.config.survives_restart() && self.env.store.is_durable());
+        let mut was_there = None;
         let mut due = vec![(level, seq)];
         while let Some((level, seq)) = due.pop() {
             let Some(generation) = st.core.begin_page(level) else {
@@ -91,15 +99,17 @@ impl Queue {
             let taken = match st.unlocked(|| store.take_stored(slot, read, transient_only)) {
                 Ok(taken) => taken,
                 Err(e) => {
-                    tracing::error!(queue = %self.config.name, "cannot remove an expired message: {e}");
+                    tracing::error!(queue = %self.config.name, "cannot remove a stored message: {e}");
                     None
                 }
             };
+            was_there.get_or_insert(taken.is_some());
             for (level, seq) in st.core.end_take(level, generation, taken) {
                 due.extend(st.core.expire(level, seq));
             }
         }
         self.page_done.notify_all();
+        was_there.unwrap_or(false)
     }
 
     /// Drop messages from the head while the queue is over its length

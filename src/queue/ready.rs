@@ -153,6 +153,17 @@ impl ReadyList {
         out
     }
 
+    /// (level, seq) of every ready message in memory `keep` selects.
+    pub fn find_in_memory(&self, keep: impl Fn(&Message) -> bool) -> Vec<(u8, u64)> {
+        let mut out = Vec::new();
+        for (level, l) in self.levels.iter().enumerate() {
+            for m in l.memory.iter().filter(|m| !m.gone && keep(&m.message)) {
+                out.push((level as u8, m.seq));
+            }
+        }
+        out
+    }
+
     pub fn in_memory(&self) -> usize {
         self.in_memory
     }

@@ -19,6 +19,7 @@ impl Queue {
         let now = Now::new(&clock);
         let mut st = self.lock();
         st.core.settle(consumer, messages.len() as u32, &now);
+        st.core.erasures_done();
         self.dispatch_locked(&mut st, &now);
     }
 

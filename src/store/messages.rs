@@ -253,6 +253,53 @@ impl Store {
         Ok(out)
     }
 
+    /// Every stored message of a queue's levels `0..levels` that `keep`
+    /// selects, as (level, seq) in order: durable entries (ready, or
+    /// delivered and not settled) and paged-out transient messages. Reads
+    /// only; for erasure, which then takes them one by one.
+    pub fn matching(
+        &self,
+        uid: u64,
+        levels: usize,
+        keep: &dyn Fn(&Message) -> bool,
+    ) -> StoreResult<Vec<(u8, u64)>> {
+        const PAGE: usize = 512;
+        let b = self.backend.as_ref();
+        let mut out = Vec::new();
+        for level in 0..levels.min(256) {
+            let level = level as u8;
+            for source in 0..3 {
+                let mut from = 0;
+                loop {
+                    let page: Vec<(u64, bool)> = match source {
+                        0 => self.unwritten.entries.read(b, uid, level, from, PAGE)?,
+                        1 => self.unwritten.paged.read(b, uid, level, from, PAGE)?,
+                        // Format-2 entries are few and old: read at once.
+                        _ if from > 0 => Vec::new(),
+                        _ => self
+                            .legacy_entries(uid, level, 0, usize::MAX)?
+                            .into_iter()
+                            .map(|(e, _)| e)
+                            .collect(),
+                    }
+                    .into_iter()
+                    .map(|e| (e.seq, keep(&e.message)))
+                    .collect();
+                    let Some(&(last, _)) = page.last() else { break };
+                    out.extend(
+                        page.iter()
+                            .filter(|(_, k)| *k)
+                            .map(|(seq, _)| (level, *seq)),
+                    );
+                    from = last + 1;
+                }
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
     /// Format-2 single entries of a level from `from` on, outside purged
     /// ranges.
     fn legacy_entries(

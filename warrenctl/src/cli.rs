@@ -278,6 +278,17 @@ pub enum Command {
         #[arg(long)]
         count: Option<u64>,
     },
+    /// Erase every message of the vhost (-p) whose header equals a value,
+    /// from every queue and stream, durably (the right to erasure;
+    /// Warren's). Prints how many went from where.
+    EraseMessages {
+        /// The header to match, e.g. x-subject-id.
+        #[arg(value_name = "HEADER")]
+        header: String,
+        /// The value it must equal (compared as text).
+        #[arg(value_name = "VALUE")]
+        value: String,
+    },
     /// Delete a queue.
     DeleteQueue {
         #[arg(value_name = "QUEUE")]

@@ -204,6 +204,7 @@ impl<C> QueueCore<C> {
         for m in messages {
             self.die(m, Reason::Rejected);
         }
+        self.erasures_done();
     }
 
     /// Put delivered messages back at their original positions, marked
@@ -222,6 +223,10 @@ impl<C> QueueCore<C> {
         }
         let counts = self.counts_deliveries();
         for mut m in messages {
+            if !self.erasing.is_empty() && self.was_erased(&m) {
+                self.forget(&m);
+                continue;
+            }
             let failed = why == Return::Failed;
             let count = if failed {
                 m.delivery.failed += 1;
@@ -263,6 +268,7 @@ impl<C> QueueCore<C> {
                 self.ready.insert_ordered(m);
             }
         }
+        self.erasures_done();
     }
 
     // --- Consumers ----------------------------------------------------------

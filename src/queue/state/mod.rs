@@ -28,6 +28,7 @@
 //! `delivery` how they go out and come back.
 
 mod delivery;
+mod erase;
 mod last_value;
 mod outputs;
 mod publish;
@@ -43,6 +44,7 @@ use super::ready::{Found, ReadyList, StoredRegion};
 use crate::message::Message;
 use crate::store::{Stored, TakenMessage};
 
+pub use erase::EraseAt;
 use outputs::Head;
 pub use outputs::{
     Admission, Admit, ConsumeRefused, DeleteRefused, Deleted, Effects, Got, Next, Now, PageRequest,
@@ -83,6 +85,8 @@ pub struct QueueCore<C> {
     expire_later: Vec<(u8, u64)>,
     /// A last-value queue's index (see `last_value`).
     last_values: Option<last_value::LastValues>,
+    /// Erasures delivered messages may still come back to (see `erase`).
+    erasing: Vec<erase::Erasing>,
     pub effects: Effects,
 }
 
@@ -106,6 +110,7 @@ impl<C> QueueCore<C> {
             generation: 0,
             expire_later: Vec::new(),
             last_values: args.last_value_key.clone().map(last_value::LastValues::new),
+            erasing: Vec::new(),
             effects: Effects::default(),
         }
     }
@@ -482,7 +487,9 @@ impl<C> QueueCore<C> {
     /// goes, and it is dead-lettered.
     fn die(&mut self, m: QueuedMessage, reason: Reason) {
         self.forget(&m);
-        self.bury(m.message, reason);
+        if self.erasing.is_empty() || !self.was_erased(&m) {
+            self.bury(m.message, reason);
+        }
     }
 
     fn forget(&mut self, m: &QueuedMessage) {

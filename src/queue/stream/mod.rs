@@ -137,6 +137,21 @@ impl StreamQueue {
         }
     }
 
+    /// Erase every record that carries `header`, where it sits in the
+    /// log; returns how many. Consumers drop what they had read ahead, so
+    /// none is delivered after this returns.
+    pub fn erase(&self, header: &message::HeaderMatch) -> crate::store::StoreResult<u64> {
+        let erased = self.log.erase(&|m| header.matches(&m.properties))?;
+        if !erased.is_empty() {
+            for c in self.consumers.lock().iter() {
+                let mut st = c.state.lock();
+                let at = st.cursor.position();
+                st.cursor.seek(at);
+            }
+        }
+        Ok(erased.len() as u64)
+    }
+
     pub fn set_retention(&self, r: Retention) {
         self.log.set_retention(r);
     }

@@ -80,7 +80,7 @@ impl Cursor {
                     continue;
                 }
                 self.next = r.offset + 1;
-                if self.accepts(r.filter.as_deref()) {
+                if !r.erased && self.accepts(r.filter.as_deref()) {
                     match r.opened(self.log.keys.as_deref()) {
                         Ok(r) => out.push(to_tail(r)),
                         // Altered or sealed for another place: reported,
@@ -100,7 +100,7 @@ impl Cursor {
                 }
                 for t in tail {
                     self.next = t.offset + 1;
-                    if self.accepts(t.filter.as_deref()) {
+                    if !t.erased && self.accepts(t.filter.as_deref()) {
                         out.push(t);
                         if out.len() == max {
                             break;
@@ -129,9 +129,12 @@ impl Cursor {
             return Ok(true);
         }
         let mut buf = vec![0u8; chunk.bytes as usize];
-        view.file
-            .read_exact_at(&mut buf, chunk.position)
-            .map_err(|e| StoreError::Io(format!("cannot read a stream segment: {e}")))?;
+        {
+            let _no_rewrite = self.log.rewriting.read();
+            view.file
+                .read_exact_at(&mut buf, chunk.position)
+                .map_err(|e| StoreError::Io(format!("cannot read a stream segment: {e}")))?;
+        }
         let mut buf = Bytes::from(buf);
         while !buf.is_empty() {
             match decode(&buf) {
@@ -166,7 +169,7 @@ impl Cursor {
 }
 
 /// A record read back as the message it was.
-fn to_tail(r: Record) -> TailRecord {
+pub(super) fn to_tail(r: Record) -> TailRecord {
     let text = |b: &Bytes| {
         ShortString::try_new(String::from_utf8_lossy(b).into_owned()).unwrap_or_default()
     };
@@ -184,6 +187,7 @@ fn to_tail(r: Record) -> TailRecord {
             expiration_ms: None,
             received_ms: r.timestamp,
         }),
+        erased: r.erased,
     }
 }
 

@@ -35,6 +35,8 @@ pub struct TailRecord {
     pub timestamp: u64,
     pub filter: Option<Bytes>,
     pub message: Arc<Message>,
+    /// Erased since it was appended (readers skip it).
+    pub erased: bool,
 }
 
 #[derive(Debug)]
@@ -71,11 +73,17 @@ pub struct SegmentView {
 #[derive(Debug)]
 pub struct Log {
     pub uid: u64,
-    dir: PathBuf,
+    pub(super) dir: PathBuf,
     append: Mutex<Appender>,
-    /// The active segment, written by the group-commit thread only.
-    writer: Mutex<Segment>,
+    /// The active segment, written by the group-commit thread only (and
+    /// held by an erasure while it rewrites records, so that segments
+    /// neither roll nor go meanwhile).
+    pub(super) writer: Mutex<Segment>,
     pub(super) segments: RwLock<Vec<SegmentView>>,
+    /// Held for reading while a chunk is read from a segment, for writing
+    /// while an erasure rewrites records in place: no reader sees a
+    /// half-rewritten record.
+    pub(super) rewriting: RwLock<()>,
     /// Offsets below this are durable and may be read.
     committed: AtomicU64,
     watch: watch::Sender<u64>,
@@ -111,6 +119,7 @@ impl Log {
         keys: Option<Arc<crate::store::sealed::Keyring>>,
     ) -> StoreResult<Log> {
         std::fs::create_dir_all(&dir).map_err(|e| segment::io("cannot create", &dir, e))?;
+        super::erase::finish_interrupted(&dir)?;
         let firsts = segment::list(&dir)?;
         let mut segments: Vec<Segment> = Vec::new();
         for first in firsts {
@@ -179,6 +188,7 @@ impl Log {
             }),
             writer: Mutex::new(writer),
             segments: RwLock::new(views),
+            rewriting: RwLock::new(()),
             committed: AtomicU64::new(next),
             watch,
             dirty: AtomicBool::new(false),
@@ -226,6 +236,7 @@ impl Log {
             timestamp,
             filter: entry.filter,
             message: entry.message,
+            erased: false,
         });
         // Keep at least what is not written yet.
         while a.tail_bytes > self.tail_limit
@@ -288,6 +299,21 @@ impl Log {
             .take(max)
             .cloned()
             .collect()
+    }
+
+    /// Mark erased records of the in-memory tail (`offsets` ascending).
+    pub(super) fn erase_in_tail(&self, offsets: &[u64]) {
+        let mut a = self.append.lock();
+        let Some(first) = a.tail.front().map(|t| t.offset) else {
+            return;
+        };
+        for &o in offsets.iter().filter(|o| **o >= first) {
+            if let Some(t) = a.tail.get_mut((o - first) as usize) {
+                t.erased = true;
+                t.message = Arc::new(Message::empty());
+                t.filter = None;
+            }
+        }
     }
 
     /// The oldest offset held in the in-memory tail.

@@ -15,6 +15,7 @@
 //! consumers asked to have remembered.
 
 mod cursor;
+mod erase;
 #[allow(clippy::module_inception)]
 mod log;
 mod record;

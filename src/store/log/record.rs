@@ -19,6 +19,11 @@
 //! properties length has its top bit set and counts the sealed bytes,
 //! which are the rest of the record.
 //!
+//! An erased record (erasure by header) keeps its length, offset and
+//! timestamp; everything after them is zeros but the properties length,
+//! which is the `ERASED` bit alone. Readers skip it; its offset stays
+//! taken, as a record dropped by a filter's does.
+//!
 //! The CRC makes a torn or garbled tail detectable: recovery stops at the
 //! first record whose length runs past the file or whose CRC is wrong.
 
@@ -32,6 +37,8 @@ pub const HEAD: usize = 8;
 pub struct Record {
     /// Its properties and body are still sealed (in `properties`).
     pub sealed: bool,
+    /// Erased where it sat: nothing of the message is left.
+    pub erased: bool,
     pub offset: u64,
     pub timestamp: u64,
     pub filter: Option<Bytes>,
@@ -59,6 +66,30 @@ fn short(s: &[u8]) -> &[u8] {
 
 /// The properties-length bit that marks sealed contents.
 const SEALED: u32 = 1 << 31;
+/// The properties-length bit that marks an erased record.
+const ERASED: u32 = 1 << 30;
+
+/// Bytes of a record with empty filter, exchange, key and properties,
+/// after the length field: the least any record has.
+const MIN_LEN: usize = 4 + 8 + 8 + 1 + 1 + 1 + 4;
+
+/// The bytes that replace a record of `total` bytes (length field
+/// included) when it is erased: the same size, so nothing around it moves.
+/// `None` if `total` cannot be a record's size.
+pub fn erased_record(total: usize, offset: u64, timestamp: u64) -> Option<Vec<u8>> {
+    let len = total.checked_sub(4).filter(|l| *l >= MIN_LEN)?;
+    let mut out = BytesMut::with_capacity(total);
+    out.put_u32(len as u32);
+    out.put_u32(0);
+    out.put_u64(offset);
+    out.put_u64(timestamp);
+    out.put_bytes(0, 3);
+    out.put_u32(ERASED);
+    out.put_bytes(0, total - out.len());
+    let crc = crc32fast::hash(&out[HEAD..]);
+    out[4..8].copy_from_slice(&crc.to_be_bytes());
+    Some(out.to_vec())
+}
 
 fn sealing_aad(offset: u64, timestamp: u64) -> [u8; 16] {
     let mut aad = [0u8; 16];
@@ -220,9 +251,11 @@ fn parse(mut b: Bytes) -> Option<Record> {
     }
     let props_field = b.get_u32();
     let sealed = props_field & SEALED != 0;
-    let properties = take(&mut b, (props_field & !SEALED) as usize)?;
+    let erased = props_field & ERASED != 0;
+    let properties = take(&mut b, (props_field & !(SEALED | ERASED)) as usize)?;
     Some(Record {
         sealed,
+        erased,
         offset,
         timestamp,
         filter: (filter_len > 0).then_some(filter),
@@ -321,6 +354,21 @@ mod tests {
             properties: b"\x00\x00",
             body: b"hello",
         }
+    }
+
+    #[test]
+    fn an_erased_record_takes_the_place_of_the_original_exactly() {
+        let mut buf = BytesMut::new();
+        let n = sample(9, Some(b"eu")).encode(&mut buf);
+        let erased = erased_record(n, 9, 1_700_000_000_009).unwrap();
+        assert_eq!(erased.len(), n);
+        let Decoded::Record(r, len) = decode(&Bytes::from(erased)) else {
+            panic!("an erased record must read back");
+        };
+        assert_eq!((len, r.offset, r.timestamp), (n, 9, 1_700_000_000_009));
+        assert!(r.erased && r.filter.is_none() && r.properties.is_empty());
+        assert!(r.body.iter().all(|b| *b == 0));
+        assert_eq!(erased_record(MIN_LEN + 3, 0, 0), None, "smaller than any record");
     }
 
     #[test]

@@ -287,6 +287,11 @@ impl ChunkIndex {
         self.0.read().last().copied()
     }
 
+    /// Every chunk, in order (a copy: the writer may append meanwhile).
+    pub fn all(&self) -> Vec<Chunk> {
+        self.0.read().clone()
+    }
+
     /// The chunk that holds `offset`, if one does.
     pub fn holding(&self, offset: u64) -> Option<Chunk> {
         let chunks = self.0.read();

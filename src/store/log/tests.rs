@@ -214,3 +214,38 @@ fn tracked_offsets_survive_a_reopen() {
     assert_eq!(log.tracked("consumer-1"), Some(41));
     assert_eq!(log.tracked("other"), None);
 }
+
+#[test]
+fn erased_records_are_gone_from_memory_disk_and_a_reopened_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = MemoryBackend::default();
+    let log = open(dir.path(), &backend);
+    for i in 0..6 {
+        let body = if i % 2 == 0 { "secret-4711" } else { "kept" };
+        put(&log, 1000 + i, &format!("{body}-{i}"), None);
+    }
+    log.sync(&backend).unwrap();
+    let secret = |m: &Message| m.body.starts_with(b"secret-4711");
+    assert_eq!(log.erase(&secret).unwrap(), [0, 2, 4]);
+    assert_eq!(log.erase(&secret).unwrap(), Vec::<u64>::new(), "idempotent");
+    // From the in-memory tail and from the segment.
+    assert_eq!(
+        bodies(&mut Cursor::new(log.clone(), 0, None)),
+        ["kept-1", "kept-3", "kept-5"]
+    );
+    drop(log);
+    let files = std::fs::read_dir(dir.path().join("log")).unwrap();
+    for f in files {
+        let raw = std::fs::read(f.unwrap().path()).unwrap();
+        assert!(!raw.windows(11).any(|w| w == b"secret-4711"));
+    }
+    let log = open(dir.path(), &backend);
+    assert_eq!(log.next_offset(), 6, "offsets stay taken");
+    assert_eq!(
+        bodies(&mut Cursor::new(log.clone(), 0, None)),
+        ["kept-1", "kept-3", "kept-5"]
+    );
+    put(&log, 2000, "after", None);
+    log.sync(&backend).unwrap();
+    assert_eq!(bodies(&mut Cursor::new(log, 5, None)), ["kept-5", "after"]);
+}

@@ -236,6 +236,7 @@ pub fn run(command: Command, ctx: &mut Ctx) -> Result<(), Failure> {
             destination,
             count,
         } => objects::move_messages(ctx, &queue, &destination, count),
+        Command::EraseMessages { header, value } => objects::erase_messages(ctx, &header, &value),
         Command::DeleteQueue {
             queue,
             if_empty,

@@ -217,6 +217,38 @@ pub fn move_messages(
     Ok(())
 }
 
+/// `POST /api/erasures/{vhost}`: every message whose header equals the
+/// value, from every queue and stream.
+pub fn erase_messages(ctx: &mut Ctx, header: &str, value: &str) -> Result<(), Failure> {
+    let vh = ctx.vhost.clone();
+    ctx.out.banner(&format!(
+        "Erasing messages with header '{header}' = '{value}' in vhost '{vh}' ..."
+    ))?;
+    let body = serde_json::json!({ "header": header, "value": value });
+    let reply = ctx
+        .api
+        .post_raw(&format!("/api/erasures/{}", seg(&vh)), body.to_string())?;
+    if reply.status == 404 {
+        return Err(no_such_vhost(&vh));
+    }
+    let report = reply.ok(&ctx.api)?.json()?;
+    if ctx.out.json() {
+        ctx.out.json_value(&report)?;
+        return Ok(());
+    }
+    let erased = report["erased"].as_u64().unwrap_or(0);
+    ctx.out.line(&format!("Erased {erased} messages"))?;
+    for q in report["queues"].as_array().into_iter().flatten() {
+        ctx.out.line(&format!(
+            "{}\t{}\t{}",
+            q["name"].as_str().unwrap_or(""),
+            q["type"].as_str().unwrap_or(""),
+            q["erased"].as_u64().unwrap_or(0)
+        ))?;
+    }
+    Ok(())
+}
+
 /// rabbitmqctl's delete_queue banner, conditions joined with "and".
 fn delete_banner(queue: &str, vh: &str, if_empty: bool, if_unused: bool) -> String {
     let mut conditions = Vec::new();
