@@ -197,3 +197,29 @@ def test_erasure_through_warrenctl_and_its_refusals(tmp_path):
         assert erase(b, {"a": 1}).status_code == 400
     finally:
         stop_warren(b)
+
+
+def test_erasure_in_an_encrypted_store(tmp_path):
+    """Sealed queue entries and stream records are opened to be matched."""
+    from test_encryption import key_file
+    data, key = tmp_path / "data", key_file(tmp_path / "store.key", 5)
+    args = ["--encryption-key-file", str(key)]
+    b = start_warren(store_args=("--data-dir", str(data)), extra_args=args)
+    conn = pika.BlockingConnection(b.params())
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.queue_declare("sealed-q", durable=True)
+    ch.queue_declare("sealed-s", durable=True, arguments={"x-queue-type": "stream"})
+    fill(ch, "sealed-q", 6)
+    fill(ch, "sealed-s", 6)
+    conn.close()
+    report = erase(b, "1234").json()
+    assert {q["name"]: q["erased"] for q in report["queues"]} == {"sealed-q": 4, "sealed-s": 4}
+    stop_warren(b)
+    b = start_warren(store_args=("--data-dir", str(data)), extra_args=args)
+    conn = pika.BlockingConnection(b.params())
+    ch = conn.channel()
+    assert bodies_in(ch, "sealed-q") == [body("sealed-q", i) for i in (2, 5)]
+    assert stream_bodies(ch, "sealed-s", 2) == [body("sealed-s", i) for i in (2, 5)]
+    conn.close()
+    stop_warren(b)

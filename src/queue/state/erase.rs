@@ -64,6 +64,7 @@ impl<C> QueueCore<C> {
         }
         // Kept until nothing is out with consumers: a message delivered
         // after this, while the shell erases the stored ones, counts too.
+        self.erasures_done();
         self.erasing.push(Erasing {
             header: header.clone(),
             before: self.next_seq,

@@ -368,7 +368,11 @@ mod tests {
         assert_eq!((len, r.offset, r.timestamp), (n, 9, 1_700_000_000_009));
         assert!(r.erased && r.filter.is_none() && r.properties.is_empty());
         assert!(r.body.iter().all(|b| *b == 0));
-        assert_eq!(erased_record(MIN_LEN + 3, 0, 0), None, "smaller than any record");
+        assert_eq!(
+            erased_record(MIN_LEN + 3, 0, 0),
+            None,
+            "smaller than any record"
+        );
     }
 
     #[test]
