@@ -1,8 +1,9 @@
 //! Erasure by header (the right to erasure): every message of a vhost
 //! whose header equals a value leaves every queue and stream it is in —
 //! ready, stored, or out with a consumer (then its record goes now and the
-//! message is dropped if it comes back) — durably once the store has
-//! synced, never dead-lettered. Counted per queue, audited, announced on
+//! message is dropped if it comes back) — and every delayed-message
+//! exchange holding it, durably once the store has synced, never
+//! dead-lettered. Counted per queue, audited, announced on
 //! the event exchange (`messages.erased`), and counted in
 //! `warren_messages_erased_total`.
 
@@ -26,6 +27,8 @@ pub struct Erasure {
     pub erased: u64,
     /// The queues and streams that held any, with how many.
     pub queues: Vec<ErasedIn>,
+    /// Delayed-message exchanges that held any, with how many.
+    pub exchanges: Vec<ErasedIn>,
 }
 
 #[derive(Debug, Serialize)]
@@ -43,7 +46,7 @@ pub enum ErasureError {
     #[error("header name must not be empty")]
     NoHeader,
     /// The store failed part way: what was erased before stays erased.
-    #[error("erasure stopped at queue '{queue}': {error}")]
+    #[error("erasure stopped at '{queue}': {error}")]
     Store { queue: String, error: StoreError },
 }
 
@@ -73,6 +76,7 @@ impl Broker {
             value: value.to_string(),
             erased: 0,
             queues: Vec::new(),
+            exchanges: Vec::new(),
         };
         let mut failure = None;
         for q in v.queues_sorted() {
@@ -95,6 +99,33 @@ impl Broker {
                 }
             }
         }
+        // A delayed message would reach its queues after the erasure.
+        let delaying = v.exchanges().into_iter().filter_map(|e| {
+            let buffer = e.delayed.get()?.clone();
+            Some((e, buffer))
+        });
+        for (e, buffer) in delaying {
+            if failure.is_some() {
+                break;
+            }
+            match buffer.erase(&|m| matcher.matches(&m.properties)) {
+                Ok(0) => {}
+                Ok(n) => {
+                    report.erased += n;
+                    report.exchanges.push(ErasedIn {
+                        name: e.name.to_string(),
+                        kind: "x-delayed-message",
+                        erased: n,
+                    });
+                }
+                Err(error) => {
+                    failure = Some(ErasureError::Store {
+                        queue: e.name.to_string(),
+                        error,
+                    });
+                }
+            }
+        }
         self.metrics.erased(vhost, report.erased);
         // The trail is the operator's proof that the erasure was done, so
         // it names the header and value it was asked for.
@@ -107,6 +138,7 @@ impl Broker {
                 "value": value,
                 "erased": report.erased,
                 "queues": report.queues,
+                "exchanges": report.exchanges,
                 "error": failure.as_ref().map(|e| e.to_string()),
             }),
         );

@@ -25,7 +25,7 @@ use parking_lot::Mutex;
 use super::ExchangeKind;
 use crate::error::AmqpError;
 use crate::message::{self, Message};
-use crate::store::{Slot, Store, Stored};
+use crate::store::{Slot, Store, StoreResult, Stored};
 
 /// The longest delay (the plugin's Erlang timer limit).
 pub const MAX_DELAY_MS: u64 = u32::MAX as u64;
@@ -424,6 +424,42 @@ impl DelayBuffer {
     pub fn is_empty(&self) -> bool {
         let b = self.buffer.lock();
         b.held.is_empty() && b.stored.is_empty()
+    }
+
+    /// Drop every held message `matches` selects, in memory and in the
+    /// store (erasure by header); returns how many. Blocks on the store.
+    pub fn erase(&self, matches: &dyn Fn(&Message) -> bool) -> StoreResult<u64> {
+        let mut b = self.buffer.lock();
+        let in_memory: Vec<(u64, u64)> = b
+            .held
+            .iter()
+            .filter(|(_, h)| matches(&h.message))
+            .map(|(k, _)| *k)
+            .collect();
+        let mut erased = 0;
+        for key in in_memory {
+            if let Some(h) = b.held.remove(&key) {
+                if h.stored != Stored::No {
+                    self.store.remove(h.slot, h.stored, false)?;
+                }
+                erased += 1;
+            }
+        }
+        let numbers: Vec<u32> = b.stored.keys().copied().collect();
+        for number in numbers {
+            let uid = self.bucket_uid(number);
+            for (_, seq) in self.store.matching(uid, 1, matches)? {
+                let slot = Slot { uid, level: 0, seq };
+                if self.store.take_stored(slot, false, false)?.is_some() {
+                    if let Some(bucket) = b.stored.get_mut(&number) {
+                        bucket.count = bucket.count.saturating_sub(1);
+                    }
+                    erased += 1;
+                }
+            }
+        }
+        self.count.fetch_sub(erased as i64, Ordering::Relaxed);
+        Ok(erased)
     }
 
     /// The exchange is gone: so are its messages.

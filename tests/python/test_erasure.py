@@ -223,3 +223,32 @@ def test_erasure_in_an_encrypted_store(tmp_path):
     assert stream_bodies(ch, "sealed-s", 2) == [body("sealed-s", i) for i in (2, 5)]
     conn.close()
     stop_warren(b)
+
+
+def test_erasure_reaches_messages_a_delayed_exchange_holds(tmp_path):
+    data, audit = tmp_path / "data", tmp_path / "audit.jsonl"
+    b = start(data, audit)
+    conn = pika.BlockingConnection(b.params())
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.exchange_declare("later", "x-delayed-message", durable=True,
+                        arguments={"x-delayed-type": "direct"})
+    ch.queue_declare("later-q", durable=True)
+    ch.queue_bind("later-q", "later", "k")
+    for i in range(6):
+        ch.basic_publish("later", "k", body("later", i), pika.BasicProperties(
+            delivery_mode=2, headers={SUBJECT: KINDS[i % 3], "x-delay": 4000}))
+    published = time.monotonic()
+    conn.close()
+    report = erase(b, "1234").json()
+    assert report["exchanges"] == [{"name": "later", "type": "x-delayed-message", "erased": 4}]
+    assert report["queues"] == []
+    b.process.send_signal(signal.SIGKILL)
+    b.process.wait()
+    b = start(data, audit)
+    time.sleep(max(0.0, published + 5.5 - time.monotonic()))
+    conn = pika.BlockingConnection(b.params())
+    got = bodies_in(conn.channel(), "later-q")
+    assert got == [body("later", i) for i in (2, 5)]
+    conn.close()
+    stop_warren(b)
