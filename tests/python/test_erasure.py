@@ -14,7 +14,7 @@ import time
 import pika
 import requests
 
-from amqp_support import start_warren, stop_warren, warren_only
+from amqp_support import get_all, start_warren, stop_warren, warren_only
 from test_encryption import files_containing
 
 pytestmark = warren_only
@@ -63,12 +63,14 @@ def fill(ch, queue, n, persistent=True, priority=False):
 
 
 def bodies_in(ch, queue):
-    out = []
-    while True:
-        m, _, b = ch.basic_get(queue, auto_ack=True)
-        if m is None:
-            return out
-        out.append(b)
+    return [b for _, _, b in get_all(ch, queue)]
+
+
+def killed_and_restarted(b, data, audit):
+    """SIGKILL the broker, start it again on the same data."""
+    b.process.send_signal(signal.SIGKILL)
+    b.process.wait()
+    return start(data, audit)
 
 
 def stream_bodies(ch, queue, count):
@@ -139,9 +141,7 @@ def test_erasure_removes_exactly_the_matching_messages_everywhere_and_durably(tm
 
     # Kill the broker outright: the erasure was durable before the reply.
     conn.close()
-    b.process.send_signal(signal.SIGKILL)
-    b.process.wait()
-    b = start(data, audit)
+    b = killed_and_restarted(b, data, audit)
     conn = pika.BlockingConnection(b.params())
     ch = conn.channel()
     orders = bodies_in(ch, "orders")
@@ -243,9 +243,7 @@ def test_erasure_reaches_messages_a_delayed_exchange_holds(tmp_path):
     report = erase(b, "1234").json()
     assert report["exchanges"] == [{"name": "later", "type": "x-delayed-message", "erased": 4}]
     assert report["queues"] == []
-    b.process.send_signal(signal.SIGKILL)
-    b.process.wait()
-    b = start(data, audit)
+    b = killed_and_restarted(b, data, audit)
     time.sleep(max(0.0, published + 5.5 - time.monotonic()))
     conn = pika.BlockingConnection(b.params())
     got = bodies_in(conn.channel(), "later-q")

@@ -85,20 +85,13 @@ impl<C> QueueCore<C> {
                 EraseAt::Erased
             }
             Found::Stored => EraseAt::Stored,
-            Found::Missing => {
-                let key = self
-                    .delayed
-                    .iter()
-                    .find(|(_, m)| m.seq == seq && m.level == level)
-                    .map(|(k, _)| *k);
-                match key.and_then(|k| self.delayed.remove(&k)) {
-                    Some(m) => {
-                        self.erase(m);
-                        EraseAt::Erased
-                    }
-                    None => EraseAt::NotReady,
+            Found::Missing => match self.take_delayed(level, seq) {
+                Some(m) => {
+                    self.erase(m);
+                    EraseAt::Erased
                 }
-            }
+                None => EraseAt::NotReady,
+            },
         }
     }
 

@@ -314,17 +314,23 @@ impl<C> QueueCore<C> {
             }
             Found::Stored => Some((level, seq)),
             Found::Missing => {
-                let key = self
-                    .delayed
-                    .iter()
-                    .find(|(_, m)| m.seq == seq && m.level == level)
-                    .map(|(k, _)| *k);
-                if let Some(m) = key.and_then(|k| self.delayed.remove(&k)) {
+                if let Some(m) = self.take_delayed(level, seq) {
                     self.die(m, Reason::Expired);
                 }
                 None
             }
         }
+    }
+
+    /// Take message `seq` of `level` out of those waiting out a retry
+    /// delay, if it is there.
+    fn take_delayed(&mut self, level: u8, seq: u64) -> Option<QueuedMessage> {
+        let key = self
+            .delayed
+            .iter()
+            .find(|(_, m)| m.seq == seq && m.level == level)
+            .map(|(k, _)| *k)?;
+        self.delayed.remove(&key)
     }
 
     /// A stored message of `level` was taken out of the store where it sat
