@@ -13,9 +13,9 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::audit::Actor;
-use super::{AccessError, Broker};
+use super::{AccessError, Broker, VHost};
 use crate::message::HeaderMatch;
-use crate::store::StoreError;
+use crate::store::{StoreError, StoreResult};
 
 /// What an erasure removed.
 #[derive(Debug, Serialize)]
@@ -46,8 +46,8 @@ pub enum ErasureError {
     #[error("header name must not be empty")]
     NoHeader,
     /// The store failed part way: what was erased before stays erased.
-    #[error("erasure stopped at '{queue}': {error}")]
-    Store { queue: String, error: StoreError },
+    #[error("erasure stopped at '{at}': {error}")]
+    Store { at: String, error: StoreError },
 }
 
 impl Broker {
@@ -78,54 +78,7 @@ impl Broker {
             queues: Vec::new(),
             exchanges: Vec::new(),
         };
-        let mut failure = None;
-        for q in v.queues_sorted() {
-            match q.erase(&matcher) {
-                Ok(0) => {}
-                Ok(n) => {
-                    report.erased += n;
-                    report.queues.push(ErasedIn {
-                        name: q.config.name.to_string(),
-                        kind: q.config.args.queue_type.as_str(),
-                        erased: n,
-                    });
-                }
-                Err(error) => {
-                    failure = Some(ErasureError::Store {
-                        queue: q.config.name.to_string(),
-                        error,
-                    });
-                    break;
-                }
-            }
-        }
-        // A delayed message would reach its queues after the erasure.
-        let delaying = v.exchanges().into_iter().filter_map(|e| {
-            let buffer = e.delayed.get()?.clone();
-            Some((e, buffer))
-        });
-        for (e, buffer) in delaying {
-            if failure.is_some() {
-                break;
-            }
-            match buffer.erase(&|m| matcher.matches(&m.properties)) {
-                Ok(0) => {}
-                Ok(n) => {
-                    report.erased += n;
-                    report.exchanges.push(ErasedIn {
-                        name: e.name.to_string(),
-                        kind: "x-delayed-message",
-                        erased: n,
-                    });
-                }
-                Err(error) => {
-                    failure = Some(ErasureError::Store {
-                        queue: e.name.to_string(),
-                        error,
-                    });
-                }
-            }
-        }
+        let failure = erase_everywhere(&v, &matcher, &mut report).err();
         self.metrics.erased(vhost, report.erased);
         // The trail is the operator's proof that the erasure was done, so
         // it names the header and value it was asked for.
@@ -160,5 +113,71 @@ impl Broker {
             Some(e) => Err(e),
             None => Ok(report),
         }
+    }
+}
+
+/// Erase from every queue and stream of `v`, then from every
+/// delayed-message exchange (a message held there would reach its queues
+/// later), tallying into `report`; stops at the first store failure.
+fn erase_everywhere(
+    v: &VHost,
+    matcher: &Arc<HeaderMatch>,
+    report: &mut Erasure,
+) -> Result<(), ErasureError> {
+    for q in v.queues_sorted() {
+        let kind = q.config.args.queue_type.as_str();
+        report.tally(
+            Holder::Queue,
+            q.config.name.as_str(),
+            kind,
+            q.erase(matcher),
+        )?;
+    }
+    for e in v.exchanges() {
+        if let Some(buffer) = e.delayed.get() {
+            let erased = buffer.erase(&|m| matcher.matches(&m.properties));
+            report.tally(
+                Holder::Exchange,
+                e.name.as_str(),
+                "x-delayed-message",
+                erased,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Which list of the report a holder goes in.
+enum Holder {
+    Queue,
+    Exchange,
+}
+
+impl Erasure {
+    /// Count what one queue or exchange gave up.
+    fn tally(
+        &mut self,
+        holder: Holder,
+        name: &str,
+        kind: &'static str,
+        result: StoreResult<u64>,
+    ) -> Result<(), ErasureError> {
+        let erased = result.map_err(|error| ErasureError::Store {
+            at: name.to_string(),
+            error,
+        })?;
+        if erased > 0 {
+            self.erased += erased;
+            let place = ErasedIn {
+                name: name.to_string(),
+                kind,
+                erased,
+            };
+            match holder {
+                Holder::Queue => self.queues.push(place),
+                Holder::Exchange => self.exchanges.push(place),
+            }
+        }
+        Ok(())
     }
 }

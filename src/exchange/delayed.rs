@@ -426,36 +426,43 @@ impl DelayBuffer {
         b.held.is_empty() && b.stored.is_empty()
     }
 
-    /// Drop every held message `matches` selects, in memory and in the
-    /// store (erasure by header); returns how many. Blocks on the store.
+    /// Drop every held message `matches` selects, in the store and in
+    /// memory (erasure by header); returns how many. Blocks on the store:
+    /// the stored buckets are read without the buffer's lock, so neither
+    /// publishers nor the timer wait for the scan.
     pub fn erase(&self, matches: &dyn Fn(&Message) -> bool) -> StoreResult<u64> {
+        let numbers: Vec<u32> = self.buffer.lock().stored.keys().copied().collect();
+        let mut found = Vec::new();
+        for number in numbers {
+            let uid = self.bucket_uid(number);
+            for (_, seq) in self.store.matching(uid, 1, matches)? {
+                found.push((number, Slot { uid, level: 0, seq }));
+            }
+        }
         let mut b = self.buffer.lock();
+        let mut erased = 0;
+        for (number, slot) in found {
+            // A bucket read in meanwhile is handled with memory below.
+            let Some(bucket) = b.stored.get_mut(&number) else {
+                continue;
+            };
+            if self.store.take_stored(slot, false, false)?.is_some() {
+                bucket.count = bucket.count.saturating_sub(1);
+                erased += 1;
+            }
+        }
         let in_memory: Vec<(u64, u64)> = b
             .held
             .iter()
             .filter(|(_, h)| matches(&h.message))
             .map(|(k, _)| *k)
             .collect();
-        let mut erased = 0;
         for key in in_memory {
             if let Some(h) = b.held.remove(&key) {
                 if h.stored != Stored::No {
                     self.store.remove(h.slot, h.stored, false)?;
                 }
                 erased += 1;
-            }
-        }
-        let numbers: Vec<u32> = b.stored.keys().copied().collect();
-        for number in numbers {
-            let uid = self.bucket_uid(number);
-            for (_, seq) in self.store.matching(uid, 1, matches)? {
-                let slot = Slot { uid, level: 0, seq };
-                if self.store.take_stored(slot, false, false)?.is_some() {
-                    if let Some(bucket) = b.stored.get_mut(&number) {
-                        bucket.count = bucket.count.saturating_sub(1);
-                    }
-                    erased += 1;
-                }
             }
         }
         self.count.fetch_sub(erased as i64, Ordering::Relaxed);

@@ -268,28 +268,23 @@ impl Store {
         let mut out = Vec::new();
         for level in 0..levels.min(256) {
             let level = level as u8;
-            for source in 0..3 {
+            // Format-2 entries are few and old: read at once.
+            for (e, _) in self.legacy_entries(uid, level, 0, usize::MAX)? {
+                if keep(&e.message) {
+                    out.push((level, e.seq));
+                }
+            }
+            for space in [&self.unwritten.entries, &self.unwritten.paged] {
                 let mut from = 0;
                 loop {
-                    let page: Vec<(u64, bool)> = match source {
-                        0 => self.unwritten.entries.read(b, uid, level, from, PAGE)?,
-                        1 => self.unwritten.paged.read(b, uid, level, from, PAGE)?,
-                        // Format-2 entries are few and old: read at once.
-                        _ if from > 0 => Vec::new(),
-                        _ => self
-                            .legacy_entries(uid, level, 0, usize::MAX)?
-                            .into_iter()
-                            .map(|(e, _)| e)
-                            .collect(),
-                    }
-                    .into_iter()
-                    .map(|e| (e.seq, keep(&e.message)))
-                    .collect();
-                    let Some(&(last, _)) = page.last() else { break };
+                    let page = space.read(b, uid, level, from, PAGE)?;
+                    let Some(last) = page.last().map(|e| e.seq) else {
+                        break;
+                    };
                     out.extend(
                         page.iter()
-                            .filter(|(_, k)| *k)
-                            .map(|(seq, _)| (level, *seq)),
+                            .filter(|e| keep(&e.message))
+                            .map(|e| (level, e.seq)),
                     );
                     from = last + 1;
                 }
