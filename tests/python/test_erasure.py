@@ -250,3 +250,43 @@ def test_erasure_reaches_messages_a_delayed_exchange_holds(tmp_path):
     assert got == [body("later", i) for i in (2, 5)]
     conn.close()
     stop_warren(b)
+
+
+def test_a_stream_consumer_reading_ahead_gets_no_erased_record(tmp_path):
+    """After a restart a consumer reads a stream from its segment files a
+    chunk at a time; what it read ahead of its credit before the erasure
+    is read again, without the erased records."""
+    data, audit = tmp_path / "data", tmp_path / "audit.jsonl"
+    b = start(data, audit)
+    conn = pika.BlockingConnection(b.params())
+    ch = conn.channel()
+    ch.queue_declare("ahead", durable=True, arguments={"x-queue-type": "stream"})
+    fill(ch, "ahead", 12)  # no confirms: one burst, few chunks
+    deadline = time.monotonic() + 10
+    while requests.get(api(b, "/api/queues/%2F/ahead"), auth=("guest", "guest"),
+                       timeout=10).json().get("messages") != 12:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    conn.close()
+    stop_warren(b)
+    b = start(data, audit)
+    conn = pika.BlockingConnection(b.params())
+    ch = conn.channel()
+    ch.basic_qos(prefetch_count=1)
+    got = []
+    ch.basic_consume("ahead", lambda c, m, p, bd: got.append((m.delivery_tag, bd)),
+                     arguments={"x-stream-offset": "first"})
+    while not got:
+        conn.process_data_events(time_limit=0.1)
+    assert got[0][1] == body("ahead", 0)
+    assert erase(b, "1234").json()["erased"] == 8
+    acked, deadline = 0, time.monotonic() + 5
+    while len(got) < 5 and time.monotonic() < deadline:
+        for tag, _ in got[acked:]:
+            ch.basic_ack(tag)
+        acked = len(got)
+        conn.process_data_events(time_limit=0.2)
+    conn.process_data_events(time_limit=0.5)
+    assert [bd for _, bd in got[1:]] == [body("ahead", i) for i in (2, 5, 8, 11)]
+    conn.close()
+    stop_warren(b)
