@@ -111,6 +111,40 @@ def test_a_queue_argument_binds_a_subject_and_a_version(conn, names, api):
     assert {"type": "queue", "name": queue, "version": 1} in entry["bound_to"]
 
 
+def test_an_exchange_argument_binds_a_subject_and_wins_over_a_policy(conn, names, api):
+    strict, loose = names.x("strict"), names.x("loose")
+    assert register(api, strict, ORDER_V1).status_code == 200
+    assert register(api, loose, {"type": "object"}).status_code == 200
+    ch = conn.channel()
+    ch.confirm_delivery()
+    x, invalid = names.x("typed-x"), names.x("typed-invalid")
+    ch.exchange_declare(invalid, "fanout")
+    ch.exchange_declare(x, "fanout", arguments={"x-schema-subject": strict,
+                                                "x-schema-invalid-exchange": invalid})
+    kept, aside = names.q("kept"), names.q("aside")
+    ch.queue_declare(kept)
+    ch.queue_bind(kept, x, "")
+    ch.queue_declare(aside)
+    ch.queue_bind(aside, invalid, "")
+    # A policy naming another subject does not replace the argument.
+    r = api.put(f"/policies/%2F/{q(names.x('loose-policy'))}", {
+        "pattern": f"^{x}$", "apply-to": "exchanges", "definition": {"schema-subject": loose}})
+    assert r.status_code in (201, 204), r.text
+    assert publish(ch, x, "", b'{"id": 1}')
+    assert not publish(ch, x, "", b'{"item": "no id"}')
+    assert ch.queue_declare(kept, passive=True).method.message_count == 1
+    m, props, _ = ch.basic_get(aside, auto_ack=True)
+    assert m is not None and "id" in props.headers["x-schema-error"]
+    [entry] = [s for s in api.get("/schemas/%2F").json() if s["subject"] == strict]
+    assert {"type": "exchange", "name": x, "version": None} in entry["bound_to"]
+    # A bad argument is refused at declare.
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+        conn.channel().exchange_declare(names.x("bad-x"), "fanout",
+                                        arguments={"x-schema-subject": strict,
+                                                   "x-schema-version": "one"})
+    assert e.value.reply_code == 406
+
+
 def test_a_breaking_version_is_refused_with_409_under_backward(names, api):
     subject = names.x("compat")
     assert register(api, subject, ORDER_V1).json()["version"] == 1
