@@ -197,3 +197,52 @@ def test_upstream_sets_and_prometheus_count_links():
             f"http://127.0.0.1:{down.broker.metrics_port}/metrics", timeout=10).text
         assert 'rabbitmq_federation_links{status="running"} 1' in text
         assert 'rabbitmq_link_messages_forwarded_total{type="exchange",vhost="/",name="fed.s",upstream="one"} 0' in text
+
+
+def test_user_id_is_dropped_unless_trusted_and_link_events_are_announced():
+    with warren_nodes("up-node", "down-node") as (up, down):
+        conn = down.connect()
+        ch = conn.channel()
+        events = ch.queue_declare("", exclusive=True).method.queue
+        ch.queue_bind(events, "amq.rabbitmq.event", "federation.link.#")
+        federate_exchange(down, up, "fed.u", kind="fanout")
+        ch.queue_declare("users")
+        ch.queue_bind("users", "fed.u", "")
+        link_running(down, "/federation-links", exchange="fed.u")
+        pub = up.connect()
+        pch = pub.channel()
+        # The upstream checked user_id (guest published it), but an
+        # untrusted upstream's word is not taken: it is dropped.
+        pch.basic_publish("fed.u", "", b"untrusted", pika.BasicProperties(user_id="guest"))
+        [(props, body)] = drain(conn, "users", 1)
+        assert body == b"untrusted" and props.user_id is None
+        # Trusted: kept. Changing the upstream restarts the link.
+        down.parameter("federation-upstream", "/", "up",
+                       {"uri": up.uri(), "trust-user-id": True})
+
+        def trusted():
+            pch.basic_publish("fed.u", "", b"trusted", pika.BasicProperties(user_id="guest"))
+            got = drain(conn, "users", 1, timeout=0.5)
+            return any(p.user_id == "guest" for p, _ in got)
+        wait_for(trusted, "a forwarded message keeping its user_id")
+        pub.close()
+        # Removing the policy removes the link: both announced.
+        assert down.delete("/policies/%2F/federate").status_code == 204
+        wait_for(lambda: down.get("/federation-links") == [], "the link to stop")
+
+        seen = []
+
+        def removal_announced():
+            while True:
+                m, props, _ = ch.basic_get(events, auto_ack=True)
+                if m is None:
+                    return any(key == "federation.link.removed" for key, _ in seen)
+                seen.append((m.routing_key, props.headers))
+        wait_for(removal_announced, "federation.link.removed")
+        running = [h for key, h in seen if key == "federation.link.status"
+                   and h["status"] == "running"]
+        assert running and running[0]["exchange"] == "fed.u" and running[0]["upstream"] == "up"
+        [removed] = [h for key, h in seen if key == "federation.link.removed"]
+        assert (removed["type"], removed["exchange"], removed["upstream"], removed["vhost"]) == \
+            ("exchange", "fed.u", "up", "/")
+        conn.close()
