@@ -156,3 +156,46 @@ def test_stream_segments_are_sealed_too(tmp_path):
     conn.close()
     stop_warren(b)
     assert got == [(i, marker + str(i).encode()) for i in range(3)]
+
+
+def test_rotation_with_streams_keeps_the_old_key_needed(tmp_path):
+    """Stream segments are not re-sealed at a rotation: while they hold
+    records the log says to keep the old key, the new key alone is
+    refused, and with both every record reads back."""
+    data = tmp_path / "data"
+    old = key_file(tmp_path / "old.key", 3)
+    new = key_file(tmp_path / "new.key", 4)
+
+    def publish_to_stream(b, body):
+        conn = pika.BlockingConnection(b.params())
+        ch = conn.channel()
+        ch.confirm_delivery()
+        ch.queue_declare("rotated-stream", durable=True, arguments={"x-queue-type": "stream"})
+        ch.basic_publish("", "rotated-stream", body, pika.BasicProperties(delivery_mode=2))
+        conn.close()
+
+    b = start(data, old)
+    publish_to_stream(b, b"before-rotation")
+    stop_warren(b)
+    b = start(data, new, old)
+    deadline = time.monotonic() + 30
+    while not any("keep the old key file" in line for line in b.log):
+        assert time.monotonic() < deadline, "\n".join(b.log[-20:])
+        time.sleep(0.1)
+    publish_to_stream(b, b"after-rotation")
+    stop_warren(b)
+    refused_start(data, "--encryption-key-file", str(new))
+    b = start(data, new, old)
+    conn = pika.BlockingConnection(b.params())
+    ch = conn.channel()
+    ch.basic_qos(prefetch_count=10)
+    got = []
+    ch.basic_consume("rotated-stream", lambda c, m, p, body: (got.append(body),
+                                                              c.basic_ack(m.delivery_tag)),
+                     arguments={"x-stream-offset": "first"})
+    deadline = time.monotonic() + 10
+    while len(got) < 2 and time.monotonic() < deadline:
+        conn.process_data_events(0.05)
+    conn.close()
+    stop_warren(b)
+    assert got == [b"before-rotation", b"after-rotation"]
