@@ -179,6 +179,43 @@ def test_a_federated_queue_moves_messages_to_where_the_consumers_are():
         assert message_count(up, "/", "fq.work") == 0
 
 
+def test_a_federated_queue_pulls_nothing_while_it_holds_a_prefetchs_worth():
+    with warren_nodes("up-node", "down-node") as (up, down):
+        down.parameter("federation-upstream", "/", "up", {"uri": up.uri(), "prefetch-count": 5})
+        down.policy("/", "fq", "^fq\\.", {"federation-upstream": "up"}, "queues")
+        for node, n, prefix in ((down, 10, "local"), (up, 8, "remote")):
+            conn = node.connect()
+            ch = conn.channel()
+            ch.queue_declare("fq.busy", durable=True)
+            for i in range(n):
+                ch.basic_publish("", "fq.busy", f"{prefix}-{i}".encode())
+            conn.close()
+        link_running(down, "/federation-links", queue="fq.busy")
+        # A consumer holding one unacknowledged leaves 9 ready: more than a
+        # prefetch's worth, so the link waits.
+        conn = down.connect()
+        ch = conn.channel()
+        ch.basic_qos(prefetch_count=1)
+        got = []
+        ch.basic_consume("fq.busy", lambda c, m, p, b: got.append((m.delivery_tag, b)))
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            conn.process_data_events(0.1)
+        assert len(got) == 1
+        assert message_count(up, "/", "fq.busy") == 8
+        # Consumed down to under a prefetch's worth, it pulls again.
+        acked, deadline = 0, time.monotonic() + 20
+        while len(got) < 18 and time.monotonic() < deadline:
+            for tag, _ in got[acked:]:
+                ch.basic_ack(tag)
+            acked = len(got)
+            conn.process_data_events(0.05)
+        assert sorted(b for _, b in got) == sorted(
+            [f"local-{i}".encode() for i in range(10)] + [f"remote-{i}".encode() for i in range(8)])
+        assert message_count(up, "/", "fq.busy") == 0
+        conn.close()
+
+
 def test_upstream_sets_and_prometheus_count_links():
     with warren_nodes("up-node", "down-node") as (up, down):
         down.parameter("federation-upstream", "/", "one", {"uri": up.uri()})
