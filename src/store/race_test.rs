@@ -10,21 +10,48 @@ use parking_lot::Mutex;
 use super::records::fixtures::msg;
 use super::{Backend, MemoryBackend, Slot, Store, StoreResult, Tree};
 
-/// A memory backend whose next insert into the messages tree stops until
+/// A memory backend whose next insert into the messages tree (or, once
+/// armed for it, whose next scan of it, after reading) stops until
 /// released.
 #[derive(Debug, Default)]
 struct GatedBackend {
     inner: MemoryBackend,
-    gate: Mutex<Option<(Sender<()>, Receiver<()>)>>,
+    gate: Mutex<Option<Inside>>,
+    scan_gate: Mutex<Option<Inside>>,
+}
+
+/// The backend's side of a gate (tell it entered, wait to be released)
+/// and the test's (learn it entered, release it).
+type Inside = (Sender<()>, Receiver<()>);
+type Outside = (Receiver<()>, Sender<()>);
+
+fn gate() -> (Inside, Outside) {
+    let (entered_tx, entered_rx) = channel();
+    let (release_tx, release_rx) = channel();
+    ((entered_tx, release_rx), (entered_rx, release_tx))
+}
+
+fn pass(gate: &Mutex<Option<Inside>>) {
+    let armed = gate.lock().take();
+    if let Some((entered, release)) = armed {
+        let _ = entered.send(());
+        let _ = release.recv();
+    }
 }
 
 impl GatedBackend {
-    /// Arm the gate: returns (entered, release).
-    fn arm(&self) -> (Receiver<()>, Sender<()>) {
-        let (entered_tx, entered_rx) = channel();
-        let (release_tx, release_rx) = channel();
-        *self.gate.lock() = Some((entered_tx, release_rx));
-        (entered_rx, release_tx)
+    /// Arm the insert gate: returns (entered, release).
+    fn arm(&self) -> Outside {
+        let (inside, outside) = gate();
+        *self.gate.lock() = Some(inside);
+        outside
+    }
+
+    /// Arm the scan gate: returns (entered, release).
+    fn arm_scan(&self) -> Outside {
+        let (inside, outside) = gate();
+        *self.scan_gate.lock() = Some(inside);
+        outside
     }
 }
 
@@ -34,11 +61,7 @@ impl Backend for GatedBackend {
     }
     fn insert(&self, tree: Tree, key: &[u8], value: &[u8]) -> StoreResult<()> {
         if tree == Tree::Messages {
-            let gate = self.gate.lock().take();
-            if let Some((entered, release)) = gate {
-                let _ = entered.send(());
-                let _ = release.recv();
-            }
+            pass(&self.gate);
         }
         self.inner.insert(tree, key, value)
     }
@@ -55,7 +78,11 @@ impl Backend for GatedBackend {
         to: &[u8],
         limit: usize,
     ) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.inner.scan(tree, from, to, limit)
+        let read = self.inner.scan(tree, from, to, limit);
+        if tree == Tree::Messages {
+            pass(&self.scan_gate);
+        }
+        read
     }
     fn last_key(&self, tree: Tree, from: &[u8], to: &[u8]) -> StoreResult<Option<Vec<u8>>> {
         self.inner.last_key(tree, from, to)
@@ -128,4 +155,31 @@ fn a_shared_body_acked_during_the_write_leaves_no_dangling_entry() {
             page.map(|p| p.len())
         );
     }
+}
+
+/// A page read while the group commit moves the entries it is after from
+/// memory to the backend must still see every one: a short page is taken
+/// for the end of the queue's stored messages, and the rest of its stored
+/// region would be lost (seen as a block of a paging queue's messages
+/// vanishing under load).
+#[test]
+fn a_page_read_during_the_group_commit_write_sees_every_entry() {
+    let backend = Arc::new(GatedBackend::default());
+    let store = Arc::new(Store::over(backend.clone()).unwrap());
+    let uid = store.new_queue_uid();
+    for seq in 1..=3 {
+        store.put_entry(slot(uid, seq), 0, &Arc::new(msg("paged")));
+    }
+    let (entered, release) = backend.arm_scan();
+    let reader = {
+        let store = store.clone();
+        std::thread::spawn(move || store.page_in(uid, 0, 0, 10))
+    };
+    // The reader has found nothing written yet; the commit now writes the
+    // entries and lets go of them in memory, before the reader looks there.
+    entered.recv().unwrap();
+    store.flush_now().unwrap();
+    release.send(()).unwrap();
+    let page = reader.join().unwrap().unwrap();
+    assert_eq!(page.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2, 3]);
 }

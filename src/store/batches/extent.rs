@@ -136,9 +136,20 @@ impl BatchSpace {
     pub fn count(&self, b: &dyn Backend, uid: u64, level: u8, from: u64) -> StoreResult<u64> {
         let purged = self.purged(b, uid, level)?;
         let skip = |seq: u64| purged.iter().any(|(f, t)| (*f..*t).contains(&seq));
+        // Memory first, as `read` does: an entry written meanwhile is then
+        // counted once, in memory or in the backend, never missed.
+        let in_memory: std::collections::BTreeSet<u64> = {
+            let st = self.state.lock();
+            st.levels
+                .get(&(uid, level))
+                .map_or_else(Default::default, |lv| {
+                    let memory = lv.writing.range(from..).chain(lv.pending.range(from..));
+                    memory.map(|(s, _)| *s).filter(|s| !skip(*s)).collect()
+                })
+        };
         let (start, end) = self.level_keys(uid, level);
         let mut start = start.to_vec();
-        let mut n = 0u64;
+        let mut n = in_memory.len() as u64;
         loop {
             let page = {
                 let _reading = self.deleting.read();
@@ -154,14 +165,14 @@ impl BatchSpace {
                 let removed = self.removals_of(b, uid, level, first, v)?;
                 for e in batch_entries(v) {
                     let seq = e?.seq;
-                    n += u64::from(seq >= from && !removed.contains(&seq) && !skip(seq));
+                    n += u64::from(
+                        seq >= from
+                            && !removed.contains(&seq)
+                            && !skip(seq)
+                            && !in_memory.contains(&seq),
+                    );
                 }
             }
-        }
-        let st = self.state.lock();
-        if let Some(lv) = st.levels.get(&(uid, level)) {
-            let memory = lv.writing.range(from..).chain(lv.pending.range(from..));
-            n += memory.filter(|(s, _)| !skip(**s)).count() as u64;
         }
         Ok(n)
     }

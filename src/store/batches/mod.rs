@@ -385,7 +385,30 @@ impl BatchSpace {
     ) -> StoreResult<Vec<ReadEntry>> {
         let purged = self.purged(b, uid, level)?;
         let skip = |seq: u64| purged.iter().any(|(f, t)| (*f..*t).contains(&seq));
+        // Memory before the backend: the group commit drops an entry from
+        // memory only once it is written, so an entry written meanwhile is
+        // seen in one look or the other. The other order misses it (written
+        // and dropped between the two looks), and a short page is taken
+        // for the end of the level's stored messages.
         let mut out: BTreeMap<u64, ReadEntry> = BTreeMap::new();
+        {
+            let st = self.state.lock();
+            if let Some(lv) = st.levels.get(&(uid, level)) {
+                for held in [&lv.writing, &lv.pending] {
+                    let wanted = held.range(from..).filter(|(seq, _)| !skip(**seq));
+                    for (seq, p) in wanted.take(limit) {
+                        out.insert(
+                            *seq,
+                            ReadEntry {
+                                seq: *seq,
+                                expires_at: p.expires_at,
+                                message: (*p.message).clone(),
+                            },
+                        );
+                    }
+                }
+            }
+        }
         {
             let _reading = self.deleting.read();
             let slot = Slot {
@@ -398,7 +421,8 @@ impl BatchSpace {
                 None => self.batch_key(slot).to_vec(),
             };
             let (_, end) = self.level_keys(uid, level);
-            while out.len() < limit {
+            let mut written = 0;
+            while written < limit {
                 let Some((k, v)) = b.scan(Tree::Messages, &start, &end, 1)?.pop() else {
                     break;
                 };
@@ -415,35 +439,16 @@ impl BatchSpace {
                         record,
                     } = entry?;
                     if seq >= from && !removed.contains(&seq) && !skip(seq) {
-                        let message = decode_record(record)?;
-                        let expires_at = expires_at_ms;
-                        out.insert(
-                            seq,
-                            ReadEntry {
+                        written += 1;
+                        if let std::collections::btree_map::Entry::Vacant(slot) = out.entry(seq) {
+                            slot.insert(ReadEntry {
                                 seq,
-                                expires_at,
-                                message,
-                            },
-                        );
+                                expires_at: expires_at_ms,
+                                message: decode_record(record)?,
+                            });
+                        }
                     }
                 }
-            }
-        }
-        let st = self.state.lock();
-        if let Some(lv) = st.levels.get(&(uid, level)) {
-            let memory = lv.writing.range(from..).chain(lv.pending.range(from..));
-            for (seq, p) in memory {
-                if out.len() >= limit && out.last_key_value().is_some_and(|(l, _)| l < seq) {
-                    break;
-                }
-                if skip(*seq) {
-                    continue;
-                }
-                out.entry(*seq).or_insert_with(|| ReadEntry {
-                    seq: *seq,
-                    expires_at: p.expires_at,
-                    message: (*p.message).clone(),
-                });
             }
         }
         Ok(out.into_values().take(limit).collect())
