@@ -36,6 +36,8 @@ mod cleanup;
 mod definition_keys;
 mod definitions;
 mod epoch;
+#[cfg(test)]
+pub(crate) mod gated_backend;
 mod group_commit;
 pub mod log;
 mod memory_backend;

@@ -1,96 +1,12 @@
 //! Races between the group-commit thread writing queue entries and the
 //! queue's own changes to them, made deterministic with a backend that
-//! stops inside a write until the test lets it go.
+//! stops inside a write or a scan until the test lets it go.
 
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, Sender, channel};
 
-use parking_lot::Mutex;
-
+use super::gated_backend::GatedBackend;
 use super::records::fixtures::msg;
-use super::{Backend, MemoryBackend, Slot, Store, StoreResult, Tree};
-
-/// A memory backend whose next insert into the messages tree (or, once
-/// armed for it, whose next scan of it, after reading) stops until
-/// released.
-#[derive(Debug, Default)]
-struct GatedBackend {
-    inner: MemoryBackend,
-    gate: Mutex<Option<Inside>>,
-    scan_gate: Mutex<Option<Inside>>,
-}
-
-/// The backend's side of a gate (tell it entered, wait to be released)
-/// and the test's (learn it entered, release it).
-type Inside = (Sender<()>, Receiver<()>);
-type Outside = (Receiver<()>, Sender<()>);
-
-fn gate() -> (Inside, Outside) {
-    let (entered_tx, entered_rx) = channel();
-    let (release_tx, release_rx) = channel();
-    ((entered_tx, release_rx), (entered_rx, release_tx))
-}
-
-fn pass(gate: &Mutex<Option<Inside>>) {
-    let armed = gate.lock().take();
-    if let Some((entered, release)) = armed {
-        let _ = entered.send(());
-        let _ = release.recv();
-    }
-}
-
-impl GatedBackend {
-    /// Arm the insert gate: returns (entered, release).
-    fn arm(&self) -> Outside {
-        let (inside, outside) = gate();
-        *self.gate.lock() = Some(inside);
-        outside
-    }
-
-    /// Arm the scan gate: returns (entered, release).
-    fn arm_scan(&self) -> Outside {
-        let (inside, outside) = gate();
-        *self.scan_gate.lock() = Some(inside);
-        outside
-    }
-}
-
-impl Backend for GatedBackend {
-    fn get(&self, tree: Tree, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
-        self.inner.get(tree, key)
-    }
-    fn insert(&self, tree: Tree, key: &[u8], value: &[u8]) -> StoreResult<()> {
-        if tree == Tree::Messages {
-            pass(&self.gate);
-        }
-        self.inner.insert(tree, key, value)
-    }
-    fn remove(&self, tree: Tree, key: &[u8]) -> StoreResult<()> {
-        self.inner.remove(tree, key)
-    }
-    fn take(&self, tree: Tree, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
-        self.inner.take(tree, key)
-    }
-    fn scan(
-        &self,
-        tree: Tree,
-        from: &[u8],
-        to: &[u8],
-        limit: usize,
-    ) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
-        let read = self.inner.scan(tree, from, to, limit);
-        if tree == Tree::Messages {
-            pass(&self.scan_gate);
-        }
-        read
-    }
-    fn last_key(&self, tree: Tree, from: &[u8], to: &[u8]) -> StoreResult<Option<Vec<u8>>> {
-        self.inner.last_key(tree, from, to)
-    }
-    fn flush(&self) -> StoreResult<()> {
-        self.inner.flush()
-    }
-}
+use super::{Slot, Store};
 
 fn slot(uid: u64, seq: u64) -> Slot {
     Slot { uid, level: 0, seq }
