@@ -370,9 +370,9 @@ impl Broker {
             .name("warren-recovery".into())
             .spawn(move || {
                 for q in uncounted {
-                    for (level, from) in q.stored_from() {
-                        match store.count_entries(q.config.uid, level, from) {
-                            Ok(n) => q.set_recovered_count(level, from, n),
+                    for at in q.stored_from() {
+                        match store.count_entries(q.config.uid, at.level, at.from) {
+                            Ok(n) => q.set_recovered_count(at, n),
                             Err(e) => {
                                 tracing::error!(queue = %q.config.name, "cannot count messages: {e}")
                             }

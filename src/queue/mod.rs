@@ -46,6 +46,8 @@ mod model_test;
 mod paging;
 mod persistence;
 mod queued;
+#[cfg(test)]
+mod race_test;
 mod ready;
 mod settle;
 pub mod state;
@@ -64,6 +66,7 @@ use crate::message::Message;
 use args::{QueueArgs, QueueSettings};
 use locked::Locked;
 use paging::Paged;
+pub use state::StoredFrom;
 use state::{Admit, ConsumeRefused, DeleteRefused, Got, Now, QueueCore};
 
 pub use consumer::{Consumer, ConsumerId};

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use super::state::{Now, PageRequest};
+use super::state::{Now, PageRequest, StoredFrom};
 use super::{Locked, Queue, Shell};
 
 /// How reading a page went.
@@ -41,12 +41,13 @@ impl Queue {
         request: PageRequest,
         now: &Now,
     ) -> Paged {
-        let Some(generation) = st.core.begin_page(request.level) else {
+        let Some(ticket) = st.core.begin_page(request.level) else {
             return Paged::Busy;
         };
         let store = &self.env.store;
         let uid = self.config.uid;
-        let read = st.unlocked(|| store.page_in(uid, request.level, request.from, request.count));
+        let PageRequest { level, from, count } = request;
+        let read = st.unlocked(|| store.page_in_before(uid, level, from, ticket.before, count));
         let page = match read {
             Ok(page) => Some(page),
             Err(e) => {
@@ -59,7 +60,7 @@ impl Queue {
         } else {
             Paged::Failed
         };
-        for (level, seq) in st.core.end_page(request, generation, page, now) {
+        for (level, seq) in st.core.end_page(request, ticket, page, now) {
             if let Some((level, seq)) = st.core.expire(level, seq) {
                 self.take_stored(st, level, seq);
             }
@@ -86,7 +87,7 @@ impl Queue {
         let mut was_there = None;
         let mut due = vec![(level, seq)];
         while let Some((level, seq)) = due.pop() {
-            let Some(generation) = st.core.begin_page(level) else {
+            let Some(ticket) = st.core.begin_page(level) else {
                 st.core.defer_expiry(level, seq);
                 continue;
             };
@@ -104,7 +105,7 @@ impl Queue {
                 }
             };
             was_there.get_or_insert(taken.is_some());
-            for (level, seq) in st.core.end_take(level, generation, taken) {
+            for (level, seq) in st.core.end_take(level, ticket, taken) {
                 due.extend(st.core.expire(level, seq));
             }
         }
@@ -153,13 +154,13 @@ impl Queue {
     }
 
     /// Where each level's stored region starts (for the recovery count).
-    pub fn stored_from(&self) -> Vec<(u8, u64)> {
+    pub fn stored_from(&self) -> Vec<StoredFrom> {
         self.state.lock().core.stored_from()
     }
 
     /// Replace a recovered level's estimated size with a count made in the
-    /// background, if nothing has been read from the store since.
-    pub fn set_recovered_count(self: &Arc<Self>, level: u8, from: u64, count: u64) {
-        self.lock().core.set_recovered_count(level, from, count);
+    /// background from `at`, if nothing has been read from the store since.
+    pub fn set_recovered_count(self: &Arc<Self>, at: StoredFrom, count: u64) {
+        self.lock().core.set_recovered_count(at, count);
     }
 }

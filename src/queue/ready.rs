@@ -43,6 +43,13 @@ struct Level {
     memory: VecDeque<QueuedMessage>,
     tombstones: usize,
     stored: StoredRegion,
+    /// While a page of this level is read (with the queue unlocked): the
+    /// messages kept only in the store since the read began. The read
+    /// cannot see them, so they are what is left when it comes back short.
+    arrived: Option<StoredRegion>,
+    /// Messages ever kept only in the store (a count made in the
+    /// background adds those that arrived while it ran).
+    pushed: u64,
 }
 
 /// Ready messages of one level that live only in the store: every stored
@@ -241,15 +248,34 @@ impl ReadyList {
 
     /// Record a message kept only in the store.
     pub fn push_stored(&mut self, level: u8, seq: u64, bytes: u64, durable: bool) {
-        let region = &mut self.level_mut(level).stored;
-        if region.count == 0 {
-            region.from = seq;
+        let l = self.level_mut(level);
+        l.pushed += 1;
+        for region in std::iter::once(&mut l.stored).chain(l.arrived.as_mut()) {
+            if region.count == 0 {
+                region.from = seq;
+            }
+            region.count += 1;
+            region.durable += durable as u64;
+            region.bytes += bytes;
         }
-        region.count += 1;
-        region.durable += durable as u64;
-        region.bytes += bytes;
         self.len += 1;
         self.bytes += bytes;
+    }
+
+    /// How many messages of `level` were ever kept only in the store.
+    pub fn pushed(&self, level: u8) -> u64 {
+        self.level(level).pushed
+    }
+
+    /// A read of `level`'s stored messages begins: note what arrives
+    /// while it is under way.
+    pub fn begin_read(&mut self, level: u8) {
+        self.level_mut(level).arrived = Some(StoredRegion::default());
+    }
+
+    /// The read of `level` is over: what arrived in the store meanwhile.
+    pub fn end_read(&mut self, level: u8) -> StoredRegion {
+        self.level_mut(level).arrived.take().unwrap_or_default()
     }
 
     /// Messages read back from the store join the level's memory window at
@@ -296,12 +322,11 @@ impl ReadyList {
         self.bytes -= accounted;
     }
 
-    /// The store had nothing more for `level`: its region (an estimate after
-    /// a crash) is exhausted.
-    pub fn stored_exhausted(&mut self, level: u8) {
-        let region = std::mem::take(&mut self.level_mut(level).stored);
-        self.len = self.len.saturating_sub(region.count as usize);
-        self.bytes = self.bytes.saturating_sub(region.bytes);
+    /// The store had nothing more for `level` among what a read could see:
+    /// its region (an estimate after a crash) is down to what `arrived`
+    /// while the read was under way.
+    pub fn stored_read_through(&mut self, level: u8, arrived: StoredRegion) {
+        self.set_stored(level, arrived);
     }
 
     /// Replace a level's region (recovery, and its exact count later).

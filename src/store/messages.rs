@@ -10,6 +10,7 @@
 //!
 //! [`Unwritten`]: super::unwritten::Unwritten
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -203,10 +204,29 @@ impl Store {
         from: u64,
         limit: usize,
     ) -> StoreResult<Vec<Recovered>> {
+        self.page_in_before(uid, level, from, u64::MAX, limit)
+    }
+
+    /// [`page_in`](Self::page_in) for sequence numbers `from..before` only:
+    /// a queue reading with itself unlocked asks for what it had handed to
+    /// the store when the read began, so a short page means exactly that
+    /// none of those are left.
+    pub fn page_in_before(
+        &self,
+        uid: u64,
+        level: u8,
+        from: u64,
+        before: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<Recovered>> {
         let b = self.backend.as_ref();
-        let durable = self.unwritten.entries.read(b, uid, level, from, limit)?;
-        let legacy = self.legacy_entries(uid, level, from, limit)?;
-        let paged = self.unwritten.paged.read(b, uid, level, from, limit)?;
+        let seqs = from..before;
+        let durable = self
+            .unwritten
+            .entries
+            .read(b, uid, level, seqs.clone(), limit)?;
+        let legacy = self.legacy_entries(uid, level, seqs.clone(), limit)?;
+        let paged = self.unwritten.paged.read(b, uid, level, seqs, limit)?;
         let mut durable = durable.into_iter().peekable();
         let mut legacy = legacy.into_iter().peekable();
         let mut paged = paged.into_iter().peekable();
@@ -269,7 +289,7 @@ impl Store {
         for level in 0..levels.min(256) {
             let level = level as u8;
             // Format-2 entries are few and old: read at once.
-            for (e, _) in self.legacy_entries(uid, level, 0, usize::MAX)? {
+            for (e, _) in self.legacy_entries(uid, level, 0..u64::MAX, usize::MAX)? {
                 if keep(&e.message) {
                     out.push((level, e.seq));
                 }
@@ -277,7 +297,7 @@ impl Store {
             for space in [&self.unwritten.entries, &self.unwritten.paged] {
                 let mut from = 0;
                 loop {
-                    let page = space.read(b, uid, level, from, PAGE)?;
+                    let page = space.read(b, uid, level, from..u64::MAX, PAGE)?;
                     let Some(last) = page.last().map(|e| e.seq) else {
                         break;
                     };
@@ -301,15 +321,18 @@ impl Store {
         &self,
         uid: u64,
         level: u8,
-        from: u64,
+        seqs: Range<u64>,
         limit: usize,
     ) -> StoreResult<Vec<(ReadEntry, Stored)>> {
         let b = self.backend.as_ref();
         let purged = self.unwritten.entries.purged(b, uid, level)?;
-        let (qf, qt) = level_range(b'q', uid, level, from);
+        let (qf, qt) = level_range(b'q', uid, level, seqs.start);
         let mut out = Vec::new();
         for (k, v) in b.scan(Tree::Messages, &qf, &qt, limit)? {
             let Some(seq) = seq_of(&k) else { continue };
+            if seq >= seqs.end {
+                break;
+            }
             if purged.iter().any(|(f, t)| (*f..*t).contains(&seq)) {
                 continue;
             }

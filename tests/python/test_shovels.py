@@ -183,6 +183,27 @@ def publish_confirmed(node, queue, bodies, stop):
     return confirmed
 
 
+def where_they_are(a, b, lost):
+    """For a failure message: the queues on both sides, the shovel, and
+    whether the lost bodies are still at the source once the shovel is
+    deleted (stuck unacknowledged) or gone."""
+    def queue(node, name):
+        qi = node.get(f"/queues/%2F/{name}")
+        return {k: qi.get(k) for k in ("messages", "messages_ready",
+                                        "messages_unacknowledged", "consumers")}
+    facts = {"source": queue(a, "work"), "destination": queue(b, "safe-copy"),
+             "shovel": a.get("/shovels")}
+    a.delete("/parameters/shovel/%2F/safe")
+    time.sleep(1)
+    conn = a.connect()
+    left = [body for _, body in drain(conn, "work", 10**9, timeout=2)]
+    conn.close()
+    facts["still at the source"] = [m for m in lost if m in left]
+    facts["source log"] = a.broker.log[-30:]
+    facts["destination log"] = b.broker.log[-30:]
+    return repr(facts)
+
+
 # Two kills and restarts, and a link that may need a confirm timeout (10 s)
 # to notice a destination that went away: more than the suite's 60 s.
 @pytest.mark.timeout(240)
@@ -238,7 +259,8 @@ def test_nothing_confirmed_is_lost_across_a_kill_of_the_destination_and_the_sour
         conn.close()
         arrived = {body for _, body in got}
         lost = [m for m in sent if m not in arrived]
-        assert lost == [], f"{len(lost)} confirmed messages lost: {lost[:5]}"
+        assert lost == [], f"{len(lost)} confirmed messages lost: {lost[:5]}; " + \
+            where_they_are(a, b, lost)
         assert len(got) - len(arrived) < 200, "duplicates beyond the in-flight window"
     finally:
         for n in (a, b):

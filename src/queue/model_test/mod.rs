@@ -19,7 +19,7 @@
 //! cannot follow. Queue TTLs apply to every message.
 
 mod model;
-mod real;
+pub(in crate::queue) mod real;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,7 +34,7 @@ use crate::message::{self, Message};
 use model::{MConsumer, Model};
 use real::{Real, Setup, TestChannel, id_of};
 
-const START: u64 = 1_000_000;
+pub(in crate::queue) const START: u64 = 1_000_000;
 
 // --- Steps ------------------------------------------------------------------
 
@@ -117,7 +117,12 @@ fn setup() -> impl Strategy<Value = Setup> {
         )
 }
 
-fn message(id: u64, priority: u8, ttl: Option<u64>, persistent: bool) -> Arc<Message> {
+pub(in crate::queue) fn message(
+    id: u64,
+    priority: u8,
+    ttl: Option<u64>,
+    persistent: bool,
+) -> Arc<Message> {
     let mut props = BasicProperties::default()
         .with_priority(priority)
         .with_delivery_mode(if persistent { 2 } else { 1 });

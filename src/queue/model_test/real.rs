@@ -37,7 +37,7 @@ impl DeliveryTarget for TestChannel {
 }
 
 #[derive(Debug, Default)]
-pub(super) struct TestOwner {
+pub(in crate::queue) struct TestOwner {
     pub(super) dead: Mutex<Vec<(u64, Reason)>>,
 }
 
@@ -52,7 +52,7 @@ impl QueueOwner for TestOwner {
     }
 }
 
-pub(super) fn id_of(m: &Message) -> u64 {
+pub(in crate::queue) fn id_of(m: &Message) -> u64 {
     u64::from_be_bytes(m.body[..8].try_into().unwrap())
 }
 
@@ -113,7 +113,7 @@ pub(super) struct Real {
     pub(super) next_consumer: u64,
 }
 
-pub(super) fn store_over(backend: &Arc<dyn Backend>) -> Arc<Store> {
+pub(in crate::queue) fn store_over(backend: &Arc<dyn Backend>) -> Arc<Store> {
     // No periodic flush: nothing happens behind the test's back.
     let options = StoreOptions {
         group_commit_max_batch: 64,
@@ -273,9 +273,11 @@ impl Real {
             std::thread::yield_now();
         }
         if counts.is_none() {
-            for (level, from) in self.queue.stored_from() {
-                let n = store.count_entries(self.config.uid, level, from).unwrap();
-                self.queue.set_recovered_count(level, from, n);
+            for at in self.queue.stored_from() {
+                let n = store
+                    .count_entries(self.config.uid, at.level, at.from)
+                    .unwrap();
+                self.queue.set_recovered_count(at, n);
             }
         }
     }

@@ -10,7 +10,7 @@ use super::super::args::DeliveryLimit;
 use super::super::consumer::{Consumer, ConsumerId};
 use super::super::expiry::has_expired;
 use super::super::queued::{QueuedMessage, Reason, Return};
-use super::super::ready::Found;
+use super::super::ready::{Found, StoredRegion};
 use super::{ConsumeRefused, Got, Head, Next, Now, PageRequest, QueueCore, StoreOp};
 use crate::message::{self, Message};
 use crate::store::{Recovered, Stored};
@@ -123,10 +123,16 @@ impl<C> QueueCore<C> {
 
     /// A page read for `request`, in sequence order (empty: the store holds
     /// nothing more of the level).
-    pub fn paged_in(&mut self, request: PageRequest, page: Vec<Recovered>, now: &Now) {
+    pub(super) fn paged_in(
+        &mut self,
+        request: PageRequest,
+        page: Vec<Recovered>,
+        arrived: StoredRegion,
+        now: &Now,
+    ) {
         let level = request.level;
         if page.is_empty() {
-            self.ready.stored_exhausted(level);
+            self.ready.stored_read_through(level, arrived);
             return;
         }
         let next = page.last().map_or(request.from, |r| r.seq + 1);
@@ -173,9 +179,10 @@ impl<C> QueueCore<C> {
             self.replace_last_value(&message, level, seq);
         }
         if !full {
-            // The store holds nothing more: any remaining count was an
+            // The store held nothing more when the read began: what is left
+            // is what arrived since; anything else counted was an
             // overestimate from crash recovery.
-            self.ready.stored_exhausted(level);
+            self.ready.stored_read_through(level, arrived);
         }
     }
 

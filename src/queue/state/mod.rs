@@ -48,7 +48,7 @@ pub use erase::EraseAt;
 use outputs::Head;
 pub use outputs::{
     Admission, Admit, ConsumeRefused, DeleteRefused, Deleted, Effects, Got, Next, Now, PageRequest,
-    Purged, StoreOp,
+    PageTicket, Purged, StoreOp, StoredFrom,
 };
 
 /// One queue's state. `C` is the consumers' channel handle.
@@ -216,11 +216,15 @@ impl<C> QueueCore<C> {
     }
 
     /// Where each level's stored region starts.
-    pub fn stored_from(&self) -> Vec<(u8, u64)> {
-        (0..self.ready.level_count())
-            .map(|l| (l as u8, self.ready.stored(l as u8)))
+    pub fn stored_from(&self) -> Vec<StoredFrom> {
+        (0..self.ready.level_count() as u8)
+            .map(|level| (level, self.ready.stored(level)))
             .filter(|(_, r)| r.count > 0)
-            .map(|(l, r)| (l, r.from))
+            .map(|(level, r)| StoredFrom {
+                level,
+                from: r.from,
+                pushed: self.ready.pushed(level),
+            })
             .collect()
     }
 
@@ -354,12 +358,16 @@ impl<C> QueueCore<C> {
     /// A page of `level` is to be read with the queue unlocked: `None` if
     /// one is being read already (the caller goes on with what is in
     /// memory), else the generation to hand back with it.
-    pub fn begin_page(&mut self, level: u8) -> Option<u64> {
+    pub fn begin_page(&mut self, level: u8) -> Option<PageTicket> {
         if self.paging.is_some() {
             return None;
         }
         self.paging = Some(level);
-        Some(self.generation)
+        self.ready.begin_read(level);
+        Some(PageTicket {
+            generation: self.generation,
+            before: self.next_seq,
+        })
     }
 
     /// The page begun at `generation` is read (`None`: it could not be).
@@ -369,16 +377,17 @@ impl<C> QueueCore<C> {
     pub fn end_page(
         &mut self,
         request: PageRequest,
-        generation: u64,
+        ticket: PageTicket,
         page: Option<Vec<crate::store::Recovered>>,
         now: &Now,
     ) -> Vec<(u8, u64)> {
         self.paging = None;
+        let arrived = self.ready.end_read(request.level);
         if let Some(page) = page
-            && generation == self.generation
+            && ticket.generation == self.generation
             && !self.deleted
         {
-            self.paged_in(request, page, now);
+            self.paged_in(request, page, arrived, now);
         }
         std::mem::take(&mut self.expire_later)
     }
@@ -388,11 +397,12 @@ impl<C> QueueCore<C> {
     pub fn end_take(
         &mut self,
         level: u8,
-        generation: u64,
+        ticket: PageTicket,
         taken: Option<TakenMessage>,
     ) -> Vec<(u8, u64)> {
         self.paging = None;
-        if generation == self.generation && !self.deleted {
+        self.ready.end_read(level);
+        if ticket.generation == self.generation && !self.deleted {
             self.stored_taken(level, taken);
         }
         std::mem::take(&mut self.expire_later)
@@ -473,17 +483,20 @@ impl<C> QueueCore<C> {
         self.next_seq.checked_sub(1)
     }
 
-    /// Replace a recovered level's estimated size with a counted one, if
-    /// nothing has been read from the store since.
-    pub fn set_recovered_count(&mut self, level: u8, from: u64, count: u64) {
-        let region = self.ready.stored(level);
-        if region.from == from && region.count > 0 {
+    /// Replace a recovered level's estimated size with one counted from
+    /// `at`, if nothing has been read from the store since. Messages kept
+    /// in the store since `at` are added: the count may have missed them,
+    /// and a region counted short would leave its last messages unread.
+    pub fn set_recovered_count(&mut self, at: StoredFrom, count: u64) {
+        let region = self.ready.stored(at.level);
+        if region.from == at.from && region.count > 0 {
+            let count = count + self.ready.pushed(at.level).saturating_sub(at.pushed);
             let counted = StoredRegion {
                 count,
                 durable: count,
                 ..region
             };
-            self.ready.set_stored(level, counted);
+            self.ready.set_stored(at.level, counted);
         }
     }
 

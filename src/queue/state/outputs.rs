@@ -52,6 +52,27 @@ pub struct PageRequest {
     pub count: usize,
 }
 
+/// A read of the store begun with the queue unlocked.
+#[derive(Clone, Copy, Debug)]
+pub struct PageTicket {
+    /// Handed back with the result: a read from before the stored regions
+    /// were dropped (purge, delete) is discarded.
+    pub generation: u64,
+    /// Only messages numbered below this were there when the read began;
+    /// those that arrive meanwhile are left for the next read.
+    pub before: u64,
+}
+
+/// Where a level's stored region started when a count of it in the
+/// background began.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoredFrom {
+    pub level: u8,
+    pub from: u64,
+    /// The level's messages ever kept in the store, then.
+    pub pushed: u64,
+}
+
 /// What dispatching does next.
 #[derive(Debug)]
 pub enum Next {

@@ -37,6 +37,7 @@ mod commit;
 mod extent;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::ops::Range;
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -373,16 +374,20 @@ impl BatchSpace {
         Ok(lv.purged.clone())
     }
 
-    /// Read up to `limit` of a level's messages with `seq >= from`, in
+    /// Read up to `limit` of a level's messages numbered in `seqs`, in
     /// order, skipping removed and purged ones. Reading removes nothing.
     pub fn read(
         &self,
         b: &dyn Backend,
         uid: u64,
         level: u8,
-        from: u64,
+        seqs: Range<u64>,
         limit: usize,
     ) -> StoreResult<Vec<ReadEntry>> {
+        let Range {
+            start: from,
+            end: before,
+        } = seqs;
         let purged = self.purged(b, uid, level)?;
         let skip = |seq: u64| purged.iter().any(|(f, t)| (*f..*t).contains(&seq));
         // Memory before the backend: the group commit drops an entry from
@@ -395,7 +400,7 @@ impl BatchSpace {
             let st = self.state.lock();
             if let Some(lv) = st.levels.get(&(uid, level)) {
                 for held in [&lv.writing, &lv.pending] {
-                    let wanted = held.range(from..).filter(|(seq, _)| !skip(**seq));
+                    let wanted = held.range(from..before).filter(|(seq, _)| !skip(**seq));
                     for (seq, p) in wanted.take(limit) {
                         out.insert(
                             *seq,
@@ -431,6 +436,9 @@ impl BatchSpace {
                 let Some(first) = seq_of(&k) else {
                     continue;
                 };
+                if first >= before {
+                    break;
+                }
                 let removed = self.removals_of(b, uid, level, first, &v)?;
                 for entry in batch_entries(&v) {
                     let BatchEntry {
@@ -438,7 +446,7 @@ impl BatchSpace {
                         expires_at_ms,
                         record,
                     } = entry?;
-                    if seq >= from && !removed.contains(&seq) && !skip(seq) {
+                    if (from..before).contains(&seq) && !removed.contains(&seq) && !skip(seq) {
                         written += 1;
                         if let std::collections::btree_map::Entry::Vacant(slot) = out.entry(seq) {
                             slot.insert(ReadEntry {
