@@ -205,3 +205,74 @@ async fn a_paging_queue_read_by_many_at_once_loses_and_repeats_nothing() {
     );
     assert_eq!(got.len() as u32, total, "messages lost");
 }
+
+/// A consumer that catches up with the end of a queue's stored messages
+/// while a publisher trickles more in: each short page is read while
+/// messages arrive, and those must not be taken for gone (they were left
+/// in the store, never delivered until a restart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_catching_up_with_the_stored_messages_misses_none_published_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = on_disk(dir.path());
+    config.storage.queue_memory_messages = 16;
+    let server = start_with(config).await;
+    let (rounds, burst, trickle) = (40u32, 60u32, 30u32);
+    let total = rounds * (burst + trickle);
+    let publisher = connect(&server).await;
+    let pch = channel(&publisher).await;
+    declare(&pch, "catching-up").await;
+    let publishing = tokio::spawn(async move {
+        let mut n = 0u32;
+        for _ in 0..rounds {
+            // A burst grows a stored region; the trickle lands while the
+            // consumer reads its last pages.
+            for _ in 0..burst {
+                put(&pch, "catching-up", &n.to_be_bytes()).await;
+                n += 1;
+            }
+            for _ in 0..trickle {
+                put(&pch, "catching-up", &n.to_be_bytes()).await;
+                n += 1;
+                tokio::time::sleep(Duration::from_micros(300)).await;
+            }
+        }
+        pch
+    });
+    let conn = connect(&server).await;
+    let ch = channel(&conn).await;
+    ch.basic_qos(20, Default::default()).await.unwrap();
+    let mut deliveries = ch
+        .basic_consume(
+            "catching-up".into(),
+            "c".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while let Ok(Some(Ok(d))) =
+        tokio::time::timeout(Duration::from_secs(3), deliveries.next()).await
+    {
+        got.push(u32::from_be_bytes(d.data[..4].try_into().unwrap()));
+        d.ack(Default::default()).await.unwrap();
+    }
+    assert!(publishing.is_finished(), "the publisher stalled");
+    // Anything the consumer held goes back: what is still in the queue
+    // was stalled, not lost.
+    let _ = ch.close(200, "done".into()).await;
+    let left = depth(&channel(&conn).await, "catching-up").await;
+    got.sort_unstable();
+    let before = got.len();
+    got.dedup();
+    assert_eq!(before, got.len(), "{} delivered twice", before - got.len());
+    let missing: Vec<u32> = (0..total)
+        .filter(|n| got.binary_search(n).is_err())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {total} never delivered, e.g. {:?}; {left} still ready in the queue",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+}
