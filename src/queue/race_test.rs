@@ -5,49 +5,19 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use super::args::{DeclareFlags, QueueArgs};
 use super::model_test::message;
-use super::model_test::real::{TestOwner, id_of, store_over};
-use super::{Clock, Queue, QueueConfig, QueueEnv, QueueLimits, QueueOwner};
+use super::model_test::real::{TestOwner, durable_config, id_of, queue_env, store_over};
+use super::{Queue, QueueEnv};
 use crate::store::gated_backend::GatedBackend;
 use crate::store::{Backend, MemoryBackend, Store};
 
-/// A durable queue's configuration (its uid from `store`).
-fn durable_config(store: &Store) -> QueueConfig {
-    let flags = DeclareFlags {
-        durable: true,
-        exclusive: false,
-        auto_delete: false,
-    };
-    let arguments = Default::default();
-    QueueConfig {
-        name: "q".into(),
-        vhost: "/".into(),
-        durable: true,
-        auto_delete: false,
-        exclusive_owner: None,
-        args: QueueArgs::parse("q", "/", flags, &arguments).unwrap(),
-        arguments,
-        uid: store.new_queue_uid(),
-    }
-}
-
-/// A queue's surroundings: it keeps `window` ready messages in memory and
-/// reads the rest back a quarter of that at a time.
 fn env(store: &Arc<Store>, owner: &Arc<TestOwner>, window: usize) -> Arc<QueueEnv> {
-    let limits = QueueLimits {
-        window,
-        ..QueueLimits::unbounded()
-    };
-    let clock = Clock::Manual(Arc::new(AtomicU64::new(super::model_test::START)));
-    let env = QueueEnv::with_clock(store.clone(), limits, clock);
-    let owner: Arc<dyn QueueOwner> = owner.clone();
-    env.set_owner(Arc::downgrade(&owner));
-    env
+    let clock = Arc::new(AtomicU64::new(super::model_test::START));
+    queue_env(store.clone(), &clock, owner, window)
 }
 
 fn durable_queue(store: &Arc<Store>, owner: &Arc<TestOwner>, window: usize) -> Arc<Queue> {
-    let config = durable_config(store);
+    let config = durable_config(store, Default::default());
     Queue::new(config, env(store, owner, window), Default::default())
 }
 

@@ -126,29 +126,52 @@ pub(in crate::queue) fn store_over(backend: &Arc<dyn Backend>) -> Arc<Store> {
     Arc::new(Store::over_with(backend.clone(), &options).unwrap())
 }
 
+/// The configuration of a durable queue "q" with `arguments` (its uid
+/// from `store`).
+pub(in crate::queue) fn durable_config(store: &Store, arguments: FieldTable) -> QueueConfig {
+    let flags = DeclareFlags {
+        durable: true,
+        exclusive: false,
+        auto_delete: false,
+    };
+    QueueConfig {
+        name: "q".into(),
+        vhost: "/".into(),
+        durable: true,
+        auto_delete: false,
+        exclusive_owner: None,
+        args: QueueArgs::parse("q", "/", flags, &arguments).unwrap(),
+        arguments,
+        uid: store.new_queue_uid(),
+    }
+}
+
+/// A queue's surroundings over `store`, on a manual `clock`, keeping
+/// `window` ready messages in memory (and reading the rest back a quarter
+/// of that at a time).
+pub(in crate::queue) fn queue_env(
+    store: Arc<Store>,
+    clock: &Arc<AtomicU64>,
+    owner: &Arc<TestOwner>,
+    window: usize,
+) -> Arc<QueueEnv> {
+    let limits = QueueLimits {
+        window,
+        ..QueueLimits::unbounded()
+    };
+    let env = QueueEnv::with_clock(store, limits, Clock::Manual(clock.clone()));
+    let owner: Arc<dyn QueueOwner> = owner.clone();
+    env.set_owner(Arc::downgrade(&owner));
+    env
+}
+
 impl Real {
     pub(super) fn new(setup: Setup) -> Real {
         let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::default());
         let clock = Arc::new(AtomicU64::new(START));
         let owner = Arc::new(TestOwner::default());
-        let flags = DeclareFlags {
-            durable: true,
-            exclusive: false,
-            auto_delete: false,
-        };
-        let arguments = setup.arguments();
-        let args = QueueArgs::parse("q", "/", flags, &arguments).unwrap();
         let store = store_over(&backend);
-        let config = QueueConfig {
-            name: "q".into(),
-            vhost: "/".into(),
-            durable: true,
-            auto_delete: false,
-            exclusive_owner: None,
-            arguments,
-            args,
-            uid: store.new_queue_uid(),
-        };
+        let config = durable_config(&store, setup.arguments());
         let env = Real::env(&setup, store, &clock, &owner);
         let queue = Queue::new(config.clone(), env, Default::default());
         Real {
@@ -171,14 +194,7 @@ impl Real {
         clock: &Arc<AtomicU64>,
         owner: &Arc<TestOwner>,
     ) -> Arc<QueueEnv> {
-        let limits = QueueLimits {
-            window: setup.window,
-            ..QueueLimits::unbounded()
-        };
-        let env = QueueEnv::with_clock(store, limits, Clock::Manual(clock.clone()));
-        let owner: Arc<dyn QueueOwner> = owner.clone();
-        env.set_owner(Arc::downgrade(&owner));
-        env
+        queue_env(store, clock, owner, setup.window)
     }
 
     pub(super) fn now(&self) -> u64 {
