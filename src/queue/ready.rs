@@ -322,14 +322,8 @@ impl ReadyList {
         self.bytes -= accounted;
     }
 
-    /// The store had nothing more for `level` among what a read could see:
-    /// its region (an estimate after a crash) is down to what `arrived`
-    /// while the read was under way.
-    pub fn stored_read_through(&mut self, level: u8, arrived: StoredRegion) {
-        self.set_stored(level, arrived);
-    }
-
-    /// Replace a level's region (recovery, and its exact count later).
+    /// Replace a level's region (recovery and its exact count later; after
+    /// a short page, what arrived while it was read).
     pub fn set_stored(&mut self, level: u8, region: StoredRegion) {
         let old = std::mem::replace(&mut self.level_mut(level).stored, region);
         self.len = self.len.saturating_sub(old.count as usize) + region.count as usize;

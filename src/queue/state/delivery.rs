@@ -132,7 +132,9 @@ impl<C> QueueCore<C> {
     ) {
         let level = request.level;
         if page.is_empty() {
-            self.ready.stored_read_through(level, arrived);
+            // Nothing was left when the read began: what is left is what
+            // arrived since.
+            self.ready.set_stored(level, arrived);
             return;
         }
         let next = page.last().map_or(request.from, |r| r.seq + 1);
@@ -182,7 +184,7 @@ impl<C> QueueCore<C> {
             // The store held nothing more when the read began: what is left
             // is what arrived since; anything else counted was an
             // overestimate from crash recovery.
-            self.ready.stored_read_through(level, arrived);
+            self.ready.set_stored(level, arrived);
         }
     }
 

@@ -357,7 +357,7 @@ impl<C> QueueCore<C> {
 
     /// A page of `level` is to be read with the queue unlocked: `None` if
     /// one is being read already (the caller goes on with what is in
-    /// memory), else the generation to hand back with it.
+    /// memory), else the ticket to hand back with it.
     pub fn begin_page(&mut self, level: u8) -> Option<PageTicket> {
         if self.paging.is_some() {
             return None;
@@ -370,7 +370,7 @@ impl<C> QueueCore<C> {
         })
     }
 
-    /// The page begun at `generation` is read (`None`: it could not be).
+    /// The page begun with `ticket` is read (`None`: it could not be).
     /// It is taken in unless the stored regions were dropped meanwhile.
     /// Returns the stored messages that expired while it was read, to
     /// expire now.
@@ -393,7 +393,7 @@ impl<C> QueueCore<C> {
     }
 
     /// A stored message taken where it sat, with the queue unlocked, under
-    /// a read begun at `generation`; like [`end_page`](Self::end_page).
+    /// a read begun with `ticket`; like [`end_page`](Self::end_page).
     pub fn end_take(
         &mut self,
         level: u8,
